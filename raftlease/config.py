@@ -1,0 +1,118 @@
+"""Configuration, validated up front. Imports: types, errors (layer L0).
+
+Every rule raises :class:`ConfigError` with a message that names the rule; nothing here
+uses ``assert`` (it vanishes under ``python -O``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from raftlease.errors import ConfigError
+from raftlease.types import NodeId
+
+
+def max_safe_lease_ticks(election_ticks_min: int, max_drift: float) -> int:
+    """The largest leader-lease window (in ticks) that is safe for these settings.
+
+    A follower that heard from the leader refuses votes for ``election_ticks_min`` of its own
+    ticks, i.e. for at least ``election_ticks_min * tick / (1 + rho)`` real seconds after the
+    leader *sent* the heartbeat. The leader uses its lease for ``lease_ticks`` of its own ticks
+    counted from that send, i.e. at most ``lease_ticks * tick / (1 - rho)`` real seconds. So we
+    need ``lease_ticks / (1 - rho) < election_ticks_min / (1 + rho)``, and we take one more tick
+    off each side for tick granularity (a tick boundary can fall just after an event).
+    See docs/safety.md, inequality (L1).
+    """
+    bound = election_ticks_min * (1.0 - max_drift) / (1.0 + max_drift)
+    return math.ceil(bound) - 1 - 2
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Settings of the deterministic core. All durations are in ticks of the local clock.
+
+    node_id: this node's id; must be one of ``voters``.
+    voters: every voting member of the cluster, this node included (1, 3 or 5 typical).
+    election_ticks_min / election_ticks_max: a follower that hears nothing from a leader for a
+        random number of ticks drawn from [min, max) starts a (pre-)election. Default 10..20.
+        Also: a node that heard from a live leader within ``election_ticks_min`` ticks refuses
+        votes (leader stickiness), and a leader that has not heard from a quorum within
+        ``election_ticks_min`` ticks steps down (CheckQuorum).
+    heartbeat_ticks: the leader sends AppendEntries to every peer this often. Default 2; must be
+        well below ``election_ticks_min`` (at most a third of it).
+    lease_ticks: the leader-lease window: the leader serves lease operations only while a
+        quorum acknowledged a heartbeat it sent within the last ``lease_ticks`` ticks. ``None``
+        (default) picks :func:`max_safe_lease_ticks`. A larger value is refused.
+    max_drift: bound on every clock's rate error (0.01 = 1 %). Used only to size the lease.
+    max_entries_per_append: batching limit for one AppendEntries.
+    max_inflight: pipelining limit: AppendEntries sent to one peer without an answer.
+    pre_vote / check_quorum: the two liveness/safety extensions; both on by default. The leader
+        lease needs both (:meth:`validate` refuses a lease without them).
+    """
+
+    node_id: NodeId
+    voters: tuple[NodeId, ...]
+    election_ticks_min: int = 10
+    election_ticks_max: int = 20
+    heartbeat_ticks: int = 2
+    lease_ticks: int | None = None
+    max_drift: float = 0.01
+    max_entries_per_append: int = 512
+    max_inflight: int = 64
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def validate(self) -> None:
+        if not self.node_id:
+            raise ConfigError("node_id must be a non-empty string")
+        if len(set(self.voters)) != len(self.voters):
+            raise ConfigError(f"voters must be distinct, got {list(self.voters)}")
+        if self.node_id not in self.voters:
+            raise ConfigError(f"node_id {self.node_id!r} must be one of voters {list(self.voters)}")
+        if not 0.0 <= self.max_drift < 0.2:
+            raise ConfigError(f"max_drift must be in [0, 0.2), got {self.max_drift}")
+        if self.heartbeat_ticks < 1:
+            raise ConfigError(f"heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
+        if self.election_ticks_min < 3 * self.heartbeat_ticks:
+            raise ConfigError(
+                "election_ticks_min must be at least 3 * heartbeat_ticks "
+                f"(got {self.election_ticks_min} < 3 * {self.heartbeat_ticks})"
+            )
+        if self.election_ticks_max <= self.election_ticks_min:
+            raise ConfigError(
+                "election_ticks_max must be greater than election_ticks_min "
+                f"(got {self.election_ticks_max} <= {self.election_ticks_min})"
+            )
+        if self.max_entries_per_append < 1:
+            raise ConfigError("max_entries_per_append must be >= 1")
+        if self.max_inflight < 1:
+            raise ConfigError("max_inflight must be >= 1")
+        if self.lease_ticks is not None:
+            if not (self.pre_vote and self.check_quorum):
+                raise ConfigError("a leader lease needs pre_vote and check_quorum enabled")
+            safe = max_safe_lease_ticks(self.election_ticks_min, self.max_drift)
+            if self.lease_ticks < 1:
+                raise ConfigError(f"lease_ticks must be >= 1, got {self.lease_ticks}")
+            if self.lease_ticks > safe:
+                raise ConfigError(
+                    f"lease_ticks={self.lease_ticks} is unsafe: it must be at most "
+                    f"{safe} = ceil(election_ticks_min*(1-max_drift)/(1+max_drift)) - 3 "
+                    f"for election_ticks_min={self.election_ticks_min}, "
+                    f"max_drift={self.max_drift}"
+                )
+        elif self.pre_vote and self.check_quorum:
+            if max_safe_lease_ticks(self.election_ticks_min, self.max_drift) < 1:
+                raise ConfigError(
+                    "election_ticks_min is too small to leave any safe leader-lease window; "
+                    "raise it to at least 6"
+                )
+
+    @property
+    def effective_lease_ticks(self) -> int:
+        """The lease window in use: ``lease_ticks`` or the largest safe one (0 = no lease)."""
+        if self.lease_ticks is not None:
+            return self.lease_ticks
+        if not (self.pre_vote and self.check_quorum):
+            return 0
+        return max(0, max_safe_lease_ticks(self.election_ticks_min, self.max_drift))

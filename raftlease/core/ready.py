@@ -1,0 +1,60 @@
+"""What the core hands to its driver: state to persist, messages to send, entries to apply.
+
+THE READY CONTRACT (Raft thesis §3.8; etcd raft ``Ready``), for every driver:
+
+  1. PERSIST ``hard_state`` (if not None), then ``snapshot`` (if not None), then ``entries``
+     (which REPLACE any stored entries at the same or higher index), and FSYNC, BEFORE
+     sending any message of this Ready. Votes and append acknowledgements depend on it.
+  2. SEND ``messages`` (any order; they may be lost, which Raft tolerates).
+  3. APPLY ``snapshot`` to the state machine if set, then ``committed_entries`` in order.
+     Nothing is acknowledged to a client before its entry is applied here.
+  4. Call ``RaftCore.advance(ready)``.
+
+``soft_state`` is volatile (role, leader) and needs no persistence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftlease.core.messages import Entry, Message, Snapshot
+from raftlease.types import NodeId, Role
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """State that must be durable before messages depending on it are sent."""
+
+    term: int = 0
+    voted_for: NodeId | None = None
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    role: Role
+    leader_id: NodeId | None
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    hard_state: HardState | None
+    soft_state: SoftState
+    entries: tuple[Entry, ...]
+    snapshot: Snapshot | None
+    messages: tuple[Message, ...]
+    committed_entries: tuple[Entry, ...]
+
+    @property
+    def must_sync(self) -> bool:
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.hard_state is not None
+            or self.entries
+            or self.snapshot is not None
+            or self.messages
+            or self.committed_entries
+        )

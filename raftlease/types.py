@@ -1,0 +1,18 @@
+"""Small shared types. Imports: stdlib only (layer L0)."""
+
+from __future__ import annotations
+
+import enum
+from typing import NewType
+
+NodeId = NewType("NodeId", str)
+Term = NewType("Term", int)
+Index = NewType("Index", int)
+Tick = NewType("Tick", int)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"

@@ -1,0 +1,751 @@
+"""RaftCore: a deterministic, synchronous Raft state machine (etcd RawNode style).
+
+Rules of this module (as h11's):
+  * Nothing here reads a clock, does I/O, or uses the global ``random``. Time is ``tick()``;
+    randomness is the ``random.Random`` handed in by the caller (seeded in tests).
+  * Every input is ``tick()``, ``step(message)``, ``propose(data)`` or
+    ``transfer_leadership(target)``. Every output comes out of ``ready()``.
+  * The driver follows the READY CONTRACT in ``ready.py``: PERSIST hard state and entries
+    BEFORE SENDING the messages of the same Ready, then apply, then ``advance()``.
+    No input may be given between ``ready()`` and ``advance()``.
+  * Only ``_become_follower``, ``_become_pre_candidate``, ``_become_candidate`` and
+    ``_become_leader`` write ``self.role``.
+
+Extensions over the Raft paper: PreVote and CheckQuorum with leader stickiness (thesis
+§9.6), leadership transfer (§3.10), fast log backtracking (§5.3), snapshots (§7), and a
+leader lease counted in this node's own ticks (see ``lease_valid``; docs/safety.md).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import assert_never
+
+from raftlease.config import RaftConfig
+from raftlease.core.log import RaftLog
+from raftlease.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    Snapshot,
+    TimeoutNow,
+)
+from raftlease.core.progress import Progress, ProgressState
+from raftlease.core.quorum import quorum_size, quorum_value
+from raftlease.core.ready import HardState, Ready, SoftState
+from raftlease.errors import NotLeader, ProposalDropped
+from raftlease.types import NodeId, Role
+
+MAX_COMMITTED_PER_READY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """The leader's view of one peer (for cluster status)."""
+
+    id: NodeId
+    match_index: int
+    next_index: int
+    state: str
+    ticks_since_heard: int  # -1: never heard in this term
+    applied_index: int
+    load: int
+
+
+class RaftCore:
+    def __init__(
+        self,
+        config: RaftConfig,
+        rng: random.Random,
+        hard_state: HardState | None = None,
+        snapshot: Snapshot | None = None,
+        entries: tuple[Entry, ...] = (),
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.node_id
+        self.rng = rng
+        hs = hard_state or HardState()
+        self.voters: tuple[NodeId, ...] = snapshot.voters if snapshot else config.voters
+        self.peers: tuple[NodeId, ...] = tuple(v for v in self.voters if v != self.id)
+        self.term = hs.term
+        self.voted_for: NodeId | None = hs.voted_for
+        self.log = RaftLog(snapshot, entries, hs.commit)
+        self.role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+        self.lease_ticks = config.effective_lease_ticks
+
+        self.tick_count = 0  # this node's logical clock; never persisted, never sent as time
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        # Ticks since we last heard from a live leader. Boot counts as hearing one: a node
+        # that just restarted cannot know whether it acknowledged a leader's heartbeat an
+        # instant before it crashed, so it refuses votes for election_ticks_min (stickiness).
+        self.ticks_since_leader = 0
+        self.randomized_election_ticks = self._random_election_ticks()
+
+        self.votes: dict[NodeId, bool] = {}
+        self.progress: dict[NodeId, Progress] = {}
+        self.term_start_index = 0  # index of this leader's first entry (its no-op)
+        self.lead_transferee: NodeId | None = None
+        self.transfer_elapsed = 0
+        self.timeout_now_sent = False
+        self.lease_blocked = False  # set once TimeoutNow is sent: no lease for this term
+        self.load = 0
+
+        self._msgs: list[Message] = []
+        self._prev_hard = hs
+        self._ready_outstanding = False
+
+    # ------------------------------------------------------------------ public inputs
+    def tick(self) -> None:
+        """Advance this node's logical clock by one tick."""
+        self._check_no_ready()
+        self.tick_count += 1
+        self.ticks_since_leader += 1
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command to the leader's log; returns its (index, term).
+
+        Raises NotLeader (with a leader hint) on a non-leader, ProposalDropped during a
+        leadership transfer. The entry is committed only if it is later applied at this index
+        with this term; anything else at that index means it was dropped.
+        """
+        self._check_no_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeader(f"node {self.id} is not the leader", self.leader_id)
+        if self.lead_transferee is not None:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+        index = self.log.last_index + 1
+        self.log.append(Entry(index, self.term, EntryKind.NORMAL, data))
+        return index, self.term
+
+    def step(self, m: Message) -> None:
+        """Feed one message received from a peer."""
+        self._check_no_ready()
+        if m.src not in self.voters or m.dst != self.id:
+            return  # not for us, or from a stranger: the transport should have refused it
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                if self._in_lease() and not m.transfer:
+                    # Leader stickiness (thesis §9.6): we heard from a live leader recently,
+                    # so this candidate cannot be needed. Do not even bump our term.
+                    self._send(RequestVoteResponse(self.term, self.id, m.src, False, m.pre_vote))
+                    return
+                if not m.pre_vote:
+                    self._become_follower(m.term, None)
+            elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
+                pass  # a granted pre-vote carries the term we would campaign in
+            elif isinstance(m, AppendEntries | InstallSnapshot | TimeoutNow):
+                self._become_follower(m.term, m.src)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self.term:
+            self._reply_stale(m)
+            return
+
+        match m:
+            case RequestVote():
+                self._handle_request_vote(m)
+            case RequestVoteResponse():
+                self._handle_vote_response(m)
+            case AppendEntries():
+                self._handle_append(m)
+            case AppendEntriesResponse():
+                self._handle_append_response(m)
+            case InstallSnapshot():
+                self._handle_snapshot(m)
+            case InstallSnapshotResponse():
+                self._handle_snapshot_response(m)
+            case TimeoutNow():
+                self._handle_timeout_now(m)
+            case _:
+                assert_never(m)
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand leadership to ``target`` (thesis §3.10). Proposals are refused meanwhile."""
+        self._check_no_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeader(f"node {self.id} is not the leader", self.leader_id)
+        if target == self.id or target not in self.peers:
+            raise ValueError(f"cannot transfer leadership to {target!r}: not a peer of {self.id}")
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self.transfer_elapsed = 0
+        self.timeout_now_sent = False
+        self._maybe_send_timeout_now()
+        if not self.timeout_now_sent:
+            self._send_append(target)
+
+    def campaign(self) -> None:
+        """Start an election now (tests and the CLI's forced election)."""
+        self._check_no_ready()
+        if self.role is not Role.LEADER:
+            self._start_election(transfer=False)
+
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """Record a state-machine snapshot at ``index`` (already applied) and drop older log.
+
+        The driver then persists it with ``Storage.compact``. Returns the snapshot.
+        """
+        self._check_no_ready()
+        term = self.log.term_at(index)
+        if term is None:
+            raise ValueError(f"cannot snapshot at {index}: not in the retained log")
+        snap = Snapshot(index, term, self.voters, data)
+        self.log.compact(snap)
+        return snap
+
+    def set_load(self, load: int) -> None:
+        """A small load figure reported to the leader in append responses (cluster status)."""
+        self.load = load
+
+    # ------------------------------------------------------------------ outputs
+    def ready(self) -> Ready:
+        """Collect everything the driver must persist, send and apply (see ready.py)."""
+        self._check_no_ready()
+        if self.role is Role.LEADER:
+            self._flush_appends()
+        hs = HardState(self.term, self.voted_for, self.log.committed)
+        snapshot = self.log.pending_snapshot
+        rd = Ready(
+            hard_state=hs if hs != self._prev_hard else None,
+            soft_state=SoftState(self.role, self.leader_id, self.term),
+            entries=self.log.unstable_entries(),
+            snapshot=snapshot,
+            messages=tuple(self._msgs),
+            committed_entries=self.log.next_committed(MAX_COMMITTED_PER_READY),
+        )
+        self._msgs = []
+        self._ready_outstanding = True
+        return rd
+
+    def has_ready(self) -> bool:
+        if self.role is Role.LEADER and self._appends_pending():
+            return True
+        return bool(
+            self._msgs
+            or self.log.pending_snapshot is not None
+            or self.log.unstable_from <= self.log.last_index
+            or self.log.committed > self.log.applied
+            or HardState(self.term, self.voted_for, self.log.committed) != self._prev_hard
+        )
+
+    def advance(self, rd: Ready) -> None:
+        """The driver has persisted, sent and applied ``rd``."""
+        if not self._ready_outstanding:
+            raise RuntimeError("advance() without a matching ready()")
+        self._ready_outstanding = False
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.entries:
+            self.log.unstable_from = max(self.log.unstable_from, rd.entries[-1].index + 1)
+        if rd.snapshot is not None and self.log.pending_snapshot is rd.snapshot:
+            self.log.pending_snapshot = None
+        if rd.committed_entries:
+            self.log.applied = max(self.log.applied, rd.committed_entries[-1].index)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self.log.applied
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
+    def committed_in_term(self) -> bool:
+        """Has this leader committed an entry of its own term (its no-op)? (Raft §8)"""
+        return (
+            self.role is Role.LEADER
+            and self.term_start_index > 0
+            and self.log.committed >= self.term_start_index
+        )
+
+    def lease_start_tick(self) -> int:
+        """The newest own send_tick that a quorum (self included) has acknowledged."""
+        acks = [self.tick_count] + [p.ack_tick for p in self.progress.values()]
+        return quorum_value(acks, len(self.voters))
+
+    def lease_valid(self) -> bool:
+        """Does this node hold a valid leader lease right now?
+
+        True only for a leader that (a) has committed its no-op, (b) is not handing over
+        leadership, and (c) heard a quorum acknowledge a message it sent fewer than
+        ``lease_ticks`` ticks ago. Followers that acknowledged it refuse votes for
+        ``election_ticks_min`` of their own ticks, which config.validate() proves longer.
+        """
+        if self.role is not Role.LEADER or self.lease_ticks <= 0 or self.lease_blocked:
+            return False
+        if self.lead_transferee is not None or not self.committed_in_term():
+            return False
+        start = self.lease_start_tick()
+        return start >= 0 and self.tick_count - start < self.lease_ticks
+
+    def lease_remaining_ticks(self) -> int:
+        """Whole ticks the leader lease has left (0 if not valid)."""
+        if not self.lease_valid():
+            return 0
+        return self.lease_ticks - (self.tick_count - self.lease_start_tick())
+
+    def peer_status(self) -> list[PeerStatus]:
+        out = []
+        for pid in self.peers:
+            p = self.progress.get(pid)
+            if p is None:
+                continue
+            heard = -1 if p.last_heard_tick < 0 else self.tick_count - p.last_heard_tick
+            out.append(
+                PeerStatus(
+                    pid, p.match_index, p.next_index, p.state.value, heard, p.applied_index, p.load
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ role changes
+    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader
+        self._reset_timers()
+        self.progress = {}
+        self.lead_transferee = None
+        self.lease_blocked = False
+
+    def _become_pre_candidate(self) -> None:
+        # PreVote (thesis §9.6): ask first, without touching term or vote.
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self.votes = {self.id: True}
+        self._reset_timers()
+
+    def _become_candidate(self) -> None:
+        self.role = Role.CANDIDATE
+        self.term += 1
+        self.voted_for = self.id
+        self.leader_id = None
+        self.votes = {self.id: True}
+        self._reset_timers()
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self._reset_timers()
+        self.lead_transferee = None
+        self.lease_blocked = False
+        nxt = self.log.last_index + 1
+        self.progress = {pid: Progress(nxt) for pid in self.peers}
+        # Raft §5.4.2 / §8: a no-op of our own term commits every earlier entry safely.
+        self.term_start_index = nxt
+        self.log.append(Entry(nxt, self.term, EntryKind.NOOP, b""))
+        self._maybe_commit()
+        for pid in self.peers:
+            self._send_append(pid)
+
+    def _reset_timers(self) -> None:
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_ticks = self._random_election_ticks()
+
+    def _random_election_ticks(self) -> int:
+        c = self.config
+        return self.rng.randrange(c.election_ticks_min, c.election_ticks_max)
+
+    # ------------------------------------------------------------------ ticks
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_election_ticks:
+            self._start_election(transfer=False)
+
+    def _tick_leader(self) -> None:
+        c = self.config
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= c.election_ticks_min:
+            self.election_elapsed = 0
+            if c.check_quorum and not self._quorum_active():
+                # CheckQuorum: a leader cut off from a majority steps down by itself.
+                self._become_follower(self.term, None)
+                return
+        if self.lead_transferee is not None:
+            self.transfer_elapsed += 1
+            if self.transfer_elapsed >= c.election_ticks_min:
+                sent = self.timeout_now_sent
+                self.lead_transferee = None
+                if sent:
+                    # The target may still win with a delayed TimeoutNow; our lease stays off
+                    # for this term, so step down and let a normal election run.
+                    self._become_follower(self.term, None)
+                    return
+        if self.heartbeat_elapsed >= c.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            for pid in self.peers:
+                self._send_heartbeat(pid)
+
+    def _quorum_active(self) -> bool:
+        active = 1 + sum(1 for p in self.progress.values() if p.recent_active)
+        for p in self.progress.values():
+            p.recent_active = False
+        return active >= quorum_size(len(self.voters))
+
+    def _in_lease(self) -> bool:
+        """Leader stickiness: have we heard from (or been) a live leader too recently to vote?"""
+        if not self.config.check_quorum:
+            return False
+        if self.role is Role.LEADER:
+            return True
+        return self.ticks_since_leader < self.config.election_ticks_min
+
+    # ------------------------------------------------------------------ elections
+    def _start_election(self, transfer: bool) -> None:
+        if len(self.voters) == 1:
+            self._become_candidate()
+            self._become_leader()
+            return
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+            term = self.term + 1
+            pre = True
+        else:
+            self._become_candidate()
+            term = self.term
+            pre = False
+        for pid in self.peers:
+            self._send(
+                RequestVote(
+                    term, self.id, pid, self.log.last_index, self.log.last_term, pre, transfer
+                )
+            )
+
+    def _handle_request_vote(self, m: RequestVote) -> None:
+        # Here m.term >= self.term (stale ones were answered in step()).
+        up_to_date = self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+        if m.pre_vote:
+            grant = m.term > self.term and up_to_date
+            self._send(RequestVoteResponse(m.term if grant else self.term, self.id, m.src, grant, True))
+            return
+        can_vote = self.voted_for is None or self.voted_for == m.src
+        if can_vote and up_to_date and self.role in (Role.FOLLOWER, Role.PRE_CANDIDATE):
+            # Raft §5.2: the vote is part of HardState; the Ready contract persists it
+            # BEFORE this response is sent (thesis §3.8).
+            self.voted_for = m.src
+            self.election_elapsed = 0
+            self._send(RequestVoteResponse(self.term, self.id, m.src, True, False))
+        else:
+            self._send(RequestVoteResponse(self.term, self.id, m.src, False, False))
+
+    def _handle_vote_response(self, m: RequestVoteResponse) -> None:
+        if m.pre_vote:
+            if self.role is not Role.PRE_CANDIDATE:
+                return
+            if m.granted and m.term != self.term + 1:
+                return
+        elif self.role is not Role.CANDIDATE or m.term != self.term:
+            return
+        self.votes[m.src] = m.granted
+        q = quorum_size(len(self.voters))
+        granted = sum(1 for v in self.votes.values() if v)
+        rejected = len(self.votes) - granted
+        if granted >= q:
+            if self.role is Role.PRE_CANDIDATE:
+                self._start_election_after_prevote()
+            else:
+                self._become_leader()
+        elif rejected >= q:
+            self._become_follower(self.term, None)
+
+    def _start_election_after_prevote(self) -> None:
+        self._become_candidate()
+        for pid in self.peers:
+            self._send(
+                RequestVote(
+                    self.term, self.id, pid, self.log.last_index, self.log.last_term, False, False
+                )
+            )
+
+    def _handle_timeout_now(self, m: TimeoutNow) -> None:
+        if self.role is Role.LEADER:
+            return
+        # Thesis §3.10: the leader asked us to take over; skip PreVote and stickiness.
+        self._start_election(transfer=True)
+
+    # ------------------------------------------------------------------ follower side
+    def _heard_from_leader(self, leader: NodeId) -> None:
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, leader)
+        self.leader_id = leader
+        self.election_elapsed = 0
+        self.ticks_since_leader = 0
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        self._heard_from_leader(m.src)
+        log = self.log
+        prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
+        if prev < log.committed:
+            # Everything up to our commit index matches every later leader's log (§5.4):
+            # skip that part and check the rest from our commit index on.
+            entries = tuple(e for e in entries if e.index > log.committed)
+            prev = log.committed
+            prev_term = log.term_at(prev) or 0
+        term = log.term_at(prev)
+        if term is None or term != prev_term:
+            if term is None:
+                self._respond_append(m, False, match=prev)
+            else:
+                first = log.first_index_of_term(prev)
+                self._respond_append(m, False, match=prev, conflict_term=term, conflict_index=first)
+            return
+        if entries:
+            log.truncate_and_append(entries)
+        last_new = max(prev, m.prev_log_index + len(m.entries))
+        log.commit_to(min(m.leader_commit, last_new))
+        self._respond_append(m, True, match=last_new)
+
+    def _respond_append(
+        self,
+        m: AppendEntries,
+        success: bool,
+        match: int,
+        conflict_term: int = 0,
+        conflict_index: int = 0,
+    ) -> None:
+        # On rejection ``match_index`` carries the rejected prev_log_index (lets the leader
+        # drop stale rejections).
+        self._send(
+            AppendEntriesResponse(
+                self.term,
+                self.id,
+                m.src,
+                success,
+                match,
+                self.log.last_index,
+                conflict_term,
+                conflict_index,
+                m.send_tick,
+                self.log.applied,
+                self.load,
+            )
+        )
+
+    def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        self._heard_from_leader(m.src)
+        snap = m.snapshot
+        if snap.index > self.log.committed:
+            if self.log.term_at(snap.index) == snap.term:
+                self.log.commit_to(snap.index)  # we already have it: just fast-forward
+            else:
+                self.log.restore(snap)
+        match = max(self.log.committed, 0)
+        self._send(InstallSnapshotResponse(self.term, self.id, m.src, match, m.send_tick))
+
+    # ------------------------------------------------------------------ leader side
+    def _heard_from_peer(self, p: Progress, send_tick: int) -> None:
+        p.recent_active = True
+        p.last_heard_tick = self.tick_count
+        if send_tick > p.ack_tick:
+            p.ack_tick = send_tick
+
+    def _handle_append_response(self, m: AppendEntriesResponse) -> None:
+        if self.role is not Role.LEADER:
+            return
+        p = self.progress.get(m.src)
+        if p is None:
+            return
+        self._heard_from_peer(p, m.send_tick)
+        p.applied_index = m.applied_index
+        p.load = m.load
+        if m.success:
+            if m.match_index > p.match_index:
+                p.match_index = m.match_index
+                if p.next_index <= p.match_index:
+                    p.next_index = p.match_index + 1
+                if self._maybe_commit():
+                    pass  # followers learn the new commit index with the next append
+            p.free_inflight(m.match_index)
+            if p.state is ProgressState.PROBE:
+                p.become_replicate()
+            elif p.state is ProgressState.SNAPSHOT and p.match_index >= self.log.snapshot_index:
+                p.become_replicate()
+            if self.lead_transferee == m.src:
+                self._maybe_send_timeout_now()
+            return
+        # Rejection. m.match_index is the prev_log_index that was refused.
+        if m.match_index < p.match_index or (
+            p.state is ProgressState.PROBE and m.match_index != p.next_index - 1
+        ):
+            return  # stale
+        if m.conflict_term > 0:
+            last = self.log.last_index_of_term(m.conflict_term)
+            nxt = last + 1 if last > 0 else m.conflict_index
+        else:
+            nxt = m.last_log_index + 1
+        p.next_index = max(p.match_index + 1, min(nxt, m.match_index))
+        p.become_probe()
+        self._send_append(m.src)
+
+    def _handle_snapshot_response(self, m: InstallSnapshotResponse) -> None:
+        if self.role is not Role.LEADER:
+            return
+        p = self.progress.get(m.src)
+        if p is None:
+            return
+        self._heard_from_peer(p, m.send_tick)
+        if m.match_index > p.match_index:
+            p.match_index = m.match_index
+            self._maybe_commit()
+        p.next_index = p.match_index + 1
+        p.become_probe()
+
+    def _maybe_commit(self) -> bool:
+        matches = [self.log.last_index] + [p.match_index for p in self.progress.values()]
+        n = quorum_value(matches, len(self.voters))
+        # Raft §5.4.2 (figure 8): only entries of the current term commit by counting.
+        if n > self.log.committed and self.log.term_at(n) == self.term:
+            self.log.commit_to(n)
+            return True
+        return False
+
+    def _maybe_send_timeout_now(self) -> None:
+        target = self.lead_transferee
+        if target is None or self.timeout_now_sent:
+            return
+        p = self.progress.get(target)
+        if p is not None and p.match_index == self.log.last_index:
+            self.timeout_now_sent = True
+            self.lease_blocked = True  # BEFORE the target can campaign (it skips stickiness)
+            self._send(TimeoutNow(self.term, self.id, target))
+
+    def _appends_pending(self) -> bool:
+        last = self.log.last_index
+        for p in self.progress.values():
+            if p.state is ProgressState.REPLICATE and p.next_index <= last:
+                if len(p.inflight) < self.config.max_inflight:
+                    return True
+            elif p.state is ProgressState.PROBE and not p.probe_sent:
+                return True
+        return False
+
+    def _flush_appends(self) -> None:
+        """Batching: send whatever each peer is missing, once per Ready."""
+        self._maybe_commit()
+        last = self.log.last_index
+        for pid, p in self.progress.items():
+            if p.state is ProgressState.REPLICATE:
+                while p.next_index <= last and len(p.inflight) < self.config.max_inflight:
+                    self._send_append(pid)
+            elif p.state is ProgressState.PROBE and not p.probe_sent:
+                self._send_append(pid)
+
+    def _send_heartbeat(self, pid: NodeId) -> None:
+        p = self.progress[pid]
+        log = self.log
+        if p.state is ProgressState.REPLICATE:
+            if p.inflight and p.match_index == p.hb_match:
+                # No progress over a whole heartbeat interval with appends outstanding: one
+                # was lost. Fall back to probing from the known match point (retransmit).
+                p.next_index = p.match_index + 1
+                p.become_probe()
+                self._send_append(pid)
+                return
+            p.hb_match = p.match_index
+            prev_term = log.term_at(p.match_index)
+            if prev_term is not None:
+                # Heartbeat at the known match point: never triggers a spurious rejection.
+                self._send(
+                    AppendEntries(
+                        self.term,
+                        self.id,
+                        pid,
+                        p.match_index,
+                        prev_term,
+                        (),
+                        log.committed,
+                        self.tick_count,
+                    )
+                )
+                return
+        if p.state is ProgressState.SNAPSHOT:
+            # While a snapshot is on its way, keep the follower's election timer quiet with
+            # an empty append at index 0 (always matches below a follower's commit index).
+            self._send(AppendEntries(self.term, self.id, pid, 0, 0, (), 0, self.tick_count))
+            self._send_snapshot(pid, p)
+            return
+        # PROBE: resend the probe (recovers a lost probe).
+        p.probe_sent = False
+        self._send_append(pid)
+
+    def _send_append(self, pid: NodeId) -> None:
+        p = self.progress[pid]
+        log = self.log
+        prev = p.next_index - 1
+        prev_term = log.term_at(prev)
+        if prev_term is None or p.state is ProgressState.SNAPSHOT:
+            self._send_snapshot(pid, p)
+            return
+        hi = min(log.last_index + 1, p.next_index + self.config.max_entries_per_append)
+        entries = log.slice(p.next_index, hi)
+        self._send(
+            AppendEntries(
+                self.term, self.id, pid, prev, prev_term, entries, log.committed, self.tick_count
+            )
+        )
+        if p.state is ProgressState.REPLICATE:
+            if entries:
+                p.next_index = entries[-1].index + 1
+                p.inflight.append(entries[-1].index)
+        else:
+            p.probe_sent = True
+
+    def _send_snapshot(self, pid: NodeId, p: Progress) -> None:
+        snap = self.log.snapshot
+        if snap is None:
+            return
+        p.state = ProgressState.SNAPSHOT
+        p.inflight.clear()
+        if self.tick_count - p.last_snapshot_tick < self.config.election_ticks_min:
+            return  # one in flight; resend at most once per election timeout
+        p.last_snapshot_tick = self.tick_count
+        p.probe_sent = True
+        self._send(InstallSnapshot(self.term, self.id, pid, snap, self.tick_count))
+
+    # ------------------------------------------------------------------ plumbing
+    def _reply_stale(self, m: Message) -> None:
+        """A message from an older term: tell the sender our term so it steps down."""
+        match m:
+            case AppendEntries():
+                self._send(
+                    AppendEntriesResponse(
+                        self.term, self.id, m.src, False, m.prev_log_index, self.log.last_index
+                    )
+                )
+            case InstallSnapshot():
+                self._send(InstallSnapshotResponse(self.term, self.id, m.src, 0))
+            case RequestVote():
+                self._send(RequestVoteResponse(self.term, self.id, m.src, False, m.pre_vote))
+            case _:
+                pass
+
+    def _send(self, m: Message) -> None:
+        self._msgs.append(m)
+
+    def _check_no_ready(self) -> None:
+        if self._ready_outstanding:
+            raise RuntimeError("RaftCore input between ready() and advance()")

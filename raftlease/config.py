@@ -101,12 +101,15 @@ class RaftConfig:
                     f"for election_ticks_min={self.election_ticks_min}, "
                     f"max_drift={self.max_drift}"
                 )
-        elif self.pre_vote and self.check_quorum:
-            if max_safe_lease_ticks(self.election_ticks_min, self.max_drift) < 1:
-                raise ConfigError(
-                    "election_ticks_min is too small to leave any safe leader-lease window; "
-                    "raise it to at least 6"
-                )
+        elif (
+            self.pre_vote
+            and self.check_quorum
+            and max_safe_lease_ticks(self.election_ticks_min, self.max_drift) < 1
+        ):
+            raise ConfigError(
+                f"election_ticks_min={self.election_ticks_min} leaves no safe leader-lease "
+                f"window at max_drift={self.max_drift}; raise election_ticks_min"
+            )
 
     @property
     def effective_lease_ticks(self) -> int:

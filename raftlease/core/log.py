@@ -7,8 +7,12 @@ Nothing here reads a clock or does I/O.
 
 from __future__ import annotations
 
-from raftlease.core.messages import Entry, Snapshot
+from typing import TYPE_CHECKING
+
 from raftlease.errors import RaftLeaseError
+
+if TYPE_CHECKING:
+    from raftlease.core.messages import Entry, Snapshot
 
 
 class LogInvariantError(RaftLeaseError):

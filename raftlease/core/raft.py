@@ -18,11 +18,9 @@ leader lease counted in this node's own ticks (see ``lease_valid``; docs/safety.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
-from raftlease.config import RaftConfig
 from raftlease.core.log import RaftLog
 from raftlease.core.messages import (
     AppendEntries,
@@ -42,6 +40,11 @@ from raftlease.core.quorum import quorum_size, quorum_value
 from raftlease.core.ready import HardState, Ready, SoftState
 from raftlease.errors import NotLeader, ProposalDropped
 from raftlease.types import NodeId, Role
+
+if TYPE_CHECKING:
+    import random
+
+    from raftlease.config import RaftConfig
 
 MAX_COMMITTED_PER_READY = 4096
 
@@ -440,7 +443,9 @@ class RaftCore:
         up_to_date = self.log.is_up_to_date(m.last_log_index, m.last_log_term)
         if m.pre_vote:
             grant = m.term > self.term and up_to_date
-            self._send(RequestVoteResponse(m.term if grant else self.term, self.id, m.src, grant, True))
+            self._send(
+                RequestVoteResponse(m.term if grant else self.term, self.id, m.src, grant, True)
+            )
             return
         can_vote = self.voted_for is None or self.voted_for == m.src
         if can_vote and up_to_date and self.role in (Role.FOLLOWER, Role.PRE_CANDIDATE):
@@ -580,9 +585,9 @@ class RaftCore:
                 if self._maybe_commit():
                     pass  # followers learn the new commit index with the next append
             p.free_inflight(m.match_index)
-            if p.state is ProgressState.PROBE:
-                p.become_replicate()
-            elif p.state is ProgressState.SNAPSHOT and p.match_index >= self.log.snapshot_index:
+            if p.state is ProgressState.PROBE or (
+                p.state is ProgressState.SNAPSHOT and p.match_index >= self.log.snapshot_index
+            ):
                 p.become_replicate()
             if self.lead_transferee == m.src:
                 self._maybe_send_timeout_now()

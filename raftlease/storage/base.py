@@ -8,12 +8,14 @@ stop; it never retries a failed ``save`` and never acknowledges what it tried to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from raftlease.core.messages import Entry, Snapshot
 from raftlease.core.ready import HardState
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,561 @@
+"""The replicated lease table: the state machine every replica applies committed entries to.
+
+Rules of this module:
+
+- PURE AND DETERMINISTIC. Nothing here reads a clock, does I/O, or draws a random number.
+  Every replica applies the same committed entries, in log order, and reaches byte-identical
+  state (compare :meth:`LeaseTable.state_hash` across replicas). Deadlines are not state:
+  the leader tracks them on its own clock and proposes :class:`Expire` when one passes.
+- Every input is :meth:`LeaseTable.apply_entry` (or :meth:`LeaseTable.apply`), once per
+  committed entry, with strictly increasing log indices.
+- A lease's ``lease_id`` and ``fencing_token`` are both the log index of the entry that made
+  the grant. Indices strictly increase, so tokens strictly increase per name (guarantee 2,
+  fencing) and lease ids are unique across names, with no counter to keep in sync.
+- A command that breaks a limit, or bytes that do not decode, give :class:`Rejected` and change
+  nothing but ``applied_index``; every replica rejects them identically.
+- Waiters exist only for a held name. A release or expiry hands the lease to the first waiter
+  IN THE SAME ENTRY (events "released"/"expired" then "acquired"), so a free name with waiters
+  is never observable and there is no thundering herd.
+
+Imports: stdlib, :mod:`raftlease.fsm.commands`, :mod:`raftlease.fsm.limits`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, assert_never
+
+from raftlease.fsm.commands import (
+    Acquire,
+    CancelWait,
+    Command,
+    Expire,
+    Release,
+    decode_command,
+)
+from raftlease.fsm.limits import (
+    InvalidArgument,
+    validate_holder,
+    validate_metadata,
+    validate_name,
+    validate_request_id,
+    validate_ttl_ms,
+)
+
+__all__ = [
+    "ApplyResult",
+    "Expired",
+    "Granted",
+    "Held",
+    "LeaseEvent",
+    "LeaseRecord",
+    "LeaseTable",
+    "NotFound",
+    "Queued",
+    "Rejected",
+    "Released",
+    "WaitCancelled",
+    "Waiter",
+]
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """One current grant. ``lease_id == fencing_token == granted_index`` (the grant's index).
+
+    ``request_id`` is the id of the acquire that got this grant (directly, or as a waiter);
+    a retry of that acquire gets this record back.
+    """
+
+    name: str
+    lease_id: int
+    fencing_token: int
+    holder: str
+    ttl_ms: int
+    metadata: tuple[tuple[str, str], ...]
+    granted_index: int
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """A queued acquire: it becomes a :class:`LeaseRecord` when the lease is handed over."""
+
+    holder: str
+    ttl_ms: int
+    request_id: str
+    metadata: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """The acquire holds ``lease`` (a new grant, or the same one again for a retry)."""
+
+    lease: LeaseRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The acquire waits at ``position`` (1 = next) in the FIFO queue of ``name``."""
+
+    name: str
+    position: int
+    current: LeaseRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The lease is held by someone else and the acquire did not ask to wait."""
+
+    current: LeaseRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """``lease`` ended; ``next_grant`` is the first waiter's new grant, if there was one."""
+
+    lease: LeaseRecord
+    next_grant: LeaseRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """``lease`` expired; ``next_grant`` is the first waiter's new grant, if there was one."""
+
+    lease: LeaseRecord
+    next_grant: LeaseRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """The release or expiry named a lease that is not current; nothing changed."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitCancelled:
+    """The waiter ``request_id`` left the queue of ``name`` (``found`` false: it was not there)."""
+
+    name: str
+    request_id: str
+    found: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The command broke a limit or did not decode; nothing changed. Maps to INVALID_ARGUMENT."""
+
+    message: str
+
+
+ApplyResult: TypeAlias = (
+    Granted | Queued | Held | Released | Expired | NotFound | WaitCancelled | Rejected
+)
+
+EventKind: TypeAlias = Literal["acquired", "released", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEvent:
+    """A change for watchers: ``lease`` was acquired, released or expired at log ``index``."""
+
+    kind: EventKind
+    name: str
+    lease: LeaseRecord
+    index: int
+
+
+class LeaseTable:
+    """The lease table: current grants by name and by lease id, and a FIFO queue per name.
+
+    Not thread-safe: the driver applies entries from one task and serves reads from the same
+    one (or from a copy restored from :meth:`snapshot`).
+    """
+
+    __slots__ = ("_applied_index", "_by_id", "_by_name", "_queues")
+
+    def __init__(self) -> None:
+        self._applied_index = 0
+        self._by_name: dict[str, LeaseRecord] = {}
+        self._by_id: dict[int, LeaseRecord] = {}
+        # Waiters by request id, in arrival order: O(1) lookup, cancel and pop-first.
+        # A name has a queue only while it is held and the queue is non-empty.
+        self._queues: dict[str, OrderedDict[str, Waiter]] = {}
+
+    # ------------------------------------------------------------------ applying entries
+
+    @property
+    def applied_index(self) -> int:
+        """The index of the last entry applied (0 for an empty table)."""
+        return self._applied_index
+
+    def apply_entry(self, data: bytes, index: int) -> tuple[ApplyResult, list[LeaseEvent]]:
+        """Decode and apply the committed entry ``data`` at log ``index``.
+
+        Undecodable bytes give :class:`Rejected` and change nothing but ``applied_index``.
+        Raises ``ValueError`` if ``index`` is not above ``applied_index`` (a driver bug).
+        """
+        self._check_index(index)
+        try:
+            cmd = decode_command(data)
+        except ValueError as exc:
+            self._applied_index = index
+            return Rejected(f"undecodable command: {exc}"), []
+        return self._apply(cmd, index)
+
+    def apply(self, cmd: Command, index: int) -> tuple[ApplyResult, list[LeaseEvent]]:
+        """Apply ``cmd``, committed at log ``index``; returns the result and watch events.
+
+        Raises ``ValueError`` if ``index`` is not above ``applied_index`` (a driver bug).
+        """
+        self._check_index(index)
+        return self._apply(cmd, index)
+
+    def _check_index(self, index: int) -> None:
+        if type(index) is not int or index <= self._applied_index:
+            raise ValueError(
+                f"entry index {index!r} is not above the applied index {self._applied_index}: "
+                "entries must be applied exactly once, in log order"
+            )
+
+    def _apply(self, cmd: Command, index: int) -> tuple[ApplyResult, list[LeaseEvent]]:
+        self._applied_index = index
+        try:
+            match cmd:
+                case Acquire():
+                    return self._acquire(cmd, index)
+                case Release():
+                    return self._end(cmd.lease_id, None, index, "released")
+                case Expire():
+                    return self._end(cmd.lease_id, cmd.name, index, "expired")
+                case CancelWait():
+                    return self._cancel_wait(cmd), []
+                case _:
+                    assert_never(cmd)
+        except InvalidArgument as exc:  # raised before any change
+            return Rejected(str(exc)), []
+
+    def _acquire(self, cmd: Acquire, index: int) -> tuple[ApplyResult, list[LeaseEvent]]:
+        name = validate_name(cmd.name)
+        holder = validate_holder(cmd.holder)
+        ttl_ms = validate_ttl_ms(cmd.ttl_ms)
+        request_id = validate_request_id(cmd.request_id)
+        metadata = validate_metadata(cmd.metadata)
+        if type(cmd.wait) is not bool:
+            raise InvalidArgument(f"wait must be a boolean, got {type(cmd.wait).__name__}")
+
+        current = self._by_name.get(name)
+        if current is None:
+            lease = LeaseRecord(name, index, index, holder, ttl_ms, metadata, index, request_id)
+            self._by_name[name] = lease
+            self._by_id[index] = lease
+            return Granted(lease), [LeaseEvent("acquired", name, lease, index)]
+
+        if current.request_id == request_id:
+            _check_same_holder(name, request_id, current.holder, holder)
+            return Granted(current), []  # a retry of the acquire that got this grant
+
+        queue = self._queues.get(name)
+        if queue is not None:
+            waiter = queue.get(request_id)
+            if waiter is not None:  # a retry of a queued acquire: same place in the queue
+                _check_same_holder(name, request_id, waiter.holder, holder)
+                position = 1 + list(queue).index(request_id)
+                return Queued(name, position, current), []
+
+        if not cmd.wait:
+            return Held(current), []
+        if queue is None:
+            queue = self._queues[name] = OrderedDict()
+        queue[request_id] = Waiter(holder, ttl_ms, request_id, metadata)
+        return Queued(name, len(queue), current), []
+
+    def _end(
+        self, lease_id: int, name: str | None, index: int, kind: Literal["released", "expired"]
+    ) -> tuple[ApplyResult, list[LeaseEvent]]:
+        lease = self._by_id.get(lease_id)
+        if lease is None or (name is not None and lease.name != name):
+            if name is None:
+                message = (
+                    f"lease {lease_id} is not held (it was released, expired, or never existed)"
+                )
+            else:  # e.g. a stale expiry from an earlier leader: it must not end a newer grant
+                message = (
+                    f"lease {lease_id} is not the current lease of {name!r} "
+                    "(it was released, expired, or never existed); nothing expired"
+                )
+            return NotFound(message), []
+
+        del self._by_id[lease_id]
+        del self._by_name[lease.name]
+        events = [LeaseEvent(kind, lease.name, lease, index)]
+        next_grant = self._hand_over(lease.name, index)
+        if next_grant is not None:
+            events.append(LeaseEvent("acquired", lease.name, next_grant, index))
+        if kind == "released":
+            return Released(lease, next_grant), events
+        return Expired(lease, next_grant), events
+
+    def _hand_over(self, name: str, index: int) -> LeaseRecord | None:
+        """Grant the free ``name`` to its first waiter, in this same entry ``index``."""
+        queue = self._queues.get(name)
+        if queue is None:
+            return None
+        _, waiter = queue.popitem(last=False)
+        if not queue:
+            del self._queues[name]
+        lease = LeaseRecord(
+            name,
+            index,
+            index,
+            waiter.holder,
+            waiter.ttl_ms,
+            waiter.metadata,
+            index,
+            waiter.request_id,
+        )
+        self._by_name[name] = lease
+        self._by_id[index] = lease
+        return lease
+
+    def _cancel_wait(self, cmd: CancelWait) -> WaitCancelled:
+        queue = self._queues.get(cmd.name)
+        if queue is None or queue.pop(cmd.request_id, None) is None:
+            return WaitCancelled(cmd.name, cmd.request_id, found=False)
+        if not queue:
+            del self._queues[cmd.name]
+        return WaitCancelled(cmd.name, cmd.request_id, found=True)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, name: str) -> LeaseRecord | None:
+        """The current grant of ``name``, or None if it is free."""
+        return self._by_name.get(name)
+
+    def by_lease_id(self, lease_id: int) -> LeaseRecord | None:
+        """The current grant with this lease id, or None (released, expired, never existed)."""
+        return self._by_id.get(lease_id)
+
+    def leases(self, prefix: str = "") -> list[LeaseRecord]:
+        """Every current grant whose name starts with ``prefix``, sorted by name."""
+        if prefix:
+            names = sorted(name for name in self._by_name if name.startswith(prefix))
+        else:
+            names = sorted(self._by_name)
+        return [self._by_name[name] for name in names]
+
+    def waiters(self, name: str) -> tuple[Waiter, ...]:
+        """The queue of ``name``, first in line first."""
+        queue = self._queues.get(name)
+        return () if queue is None else tuple(queue.values())
+
+    def check_token(self, name: str, token: int) -> bool:
+        """True iff ``token`` is the fencing token of the current grant of ``name``."""
+        lease = self._by_name.get(name)
+        return lease is not None and type(token) is int and lease.fencing_token == token
+
+    def __len__(self) -> int:
+        """The number of current grants."""
+        return len(self._by_name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LeaseTable):
+            return NotImplemented
+        return (
+            self._applied_index == other._applied_index
+            and self._by_name == other._by_name
+            and self._queues == other._queues  # OrderedDict equality is order-sensitive
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        waiting = sum(len(queue) for queue in self._queues.values())
+        return (
+            f"<LeaseTable applied_index={self._applied_index} leases={len(self._by_name)} "
+            f"waiters={waiting}>"
+        )
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical bytes: equal tables give equal bytes.
+
+        Compact JSON with sorted keys: ``applied_index``, ``format`` and ``leases`` (sorted by
+        name; each lease carries its FIFO ``waiters``).
+        """
+        leases = []
+        for name in sorted(self._by_name):
+            lease = self._by_name[name]
+            queue = self._queues.get(name)
+            leases.append(
+                {
+                    "name": lease.name,
+                    "lease_id": lease.lease_id,
+                    "fencing_token": lease.fencing_token,
+                    "holder": lease.holder,
+                    "ttl_ms": lease.ttl_ms,
+                    "metadata": [list(pair) for pair in lease.metadata],
+                    "granted_index": lease.granted_index,
+                    "request_id": lease.request_id,
+                    "waiters": [
+                        {
+                            "holder": waiter.holder,
+                            "ttl_ms": waiter.ttl_ms,
+                            "request_id": waiter.request_id,
+                            "metadata": [list(pair) for pair in waiter.metadata],
+                        }
+                        for waiter in (queue.values() if queue is not None else ())
+                    ],
+                }
+            )
+        state = {"format": SNAPSHOT_FORMAT, "applied_index": self._applied_index, "leases": leases}
+        return json.dumps(
+            state, separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False
+        ).encode("ascii")
+
+    def state_hash(self) -> str:
+        """SHA-256 (hex) of :meth:`snapshot`, to compare replicas cheaply."""
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+    @classmethod
+    def restore(cls, data: bytes) -> LeaseTable:
+        """The table :meth:`snapshot` wrote; ``ValueError`` if ``data`` is not such a snapshot.
+
+        Checks structure and invariants (unique names, lease ids and request ids, ids not
+        above ``applied_index``), not today's limits, so a snapshot written under other limits
+        still restores.
+        """
+        try:
+            return _restore(data)
+        except _SnapshotError as exc:
+            raise ValueError(f"invalid lease table snapshot: {exc}") from None
+
+
+def _check_same_holder(name: str, request_id: str, known: str, holder: str) -> None:
+    if known != holder:
+        raise InvalidArgument(
+            f"request_id {request_id!r} of lease {name!r} belongs to holder {known!r}, "
+            f"not {holder!r}; every acquire needs its own request_id"
+        )
+
+
+# ---------------------------------------------------------------------- snapshot parsing
+
+
+class _SnapshotError(Exception):
+    pass
+
+
+def _field(obj: dict[str, Any], key: str, kind: type[Any], where: str) -> Any:
+    if key not in obj:
+        raise _SnapshotError(f"{where} has no {key!r}")
+    value = obj[key]
+    if type(value) is not kind:
+        raise _SnapshotError(f"{where}.{key} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _object(value: object, keys: frozenset[str], where: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _SnapshotError(f"{where} must be an object")
+    if value.keys() != keys:
+        raise _SnapshotError(f"{where} must have exactly the fields {sorted(keys)}")
+    return value
+
+
+def _metadata(value: object, where: str) -> tuple[tuple[str, str], ...]:
+    if type(value) is not list:
+        raise _SnapshotError(f"{where}.metadata must be a list")
+    pairs: list[tuple[str, str]] = []
+    for pair in value:
+        if type(pair) is not list or len(pair) != 2 or not all(type(s) is str for s in pair):
+            raise _SnapshotError(f"{where}.metadata must hold [str, str] pairs")
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
+
+
+_STATE_KEYS = frozenset(["format", "applied_index", "leases"])
+_LEASE_KEYS = frozenset(
+    [
+        "name",
+        "lease_id",
+        "fencing_token",
+        "holder",
+        "ttl_ms",
+        "metadata",
+        "granted_index",
+        "request_id",
+        "waiters",
+    ]
+)
+_WAITER_KEYS = frozenset(["holder", "ttl_ms", "request_id", "metadata"])
+
+
+def _restore(data: bytes) -> LeaseTable:
+    try:
+        state = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise _SnapshotError("nested too deeply") from None
+    except (ValueError, TypeError) as exc:
+        raise _SnapshotError(f"not JSON: {exc}") from None
+    state = _object(state, _STATE_KEYS, "snapshot")
+    version = _field(state, "format", int, "snapshot")
+    if version != SNAPSHOT_FORMAT:
+        raise _SnapshotError(f"format {version} is not supported (expected {SNAPSHOT_FORMAT})")
+    applied_index = _field(state, "applied_index", int, "snapshot")
+    if applied_index < 0:
+        raise _SnapshotError(f"applied_index {applied_index} is negative")
+
+    table = LeaseTable()
+    table._applied_index = applied_index
+    for position, raw in enumerate(_field(state, "leases", list, "snapshot")):
+        where = f"leases[{position}]"
+        obj = _object(raw, _LEASE_KEYS, where)
+        lease = LeaseRecord(
+            name=_field(obj, "name", str, where),
+            lease_id=_field(obj, "lease_id", int, where),
+            fencing_token=_field(obj, "fencing_token", int, where),
+            holder=_field(obj, "holder", str, where),
+            ttl_ms=_field(obj, "ttl_ms", int, where),
+            metadata=_metadata(obj["metadata"], where),
+            granted_index=_field(obj, "granted_index", int, where),
+            request_id=_field(obj, "request_id", str, where),
+        )
+        if not 0 < lease.lease_id <= applied_index:
+            raise _SnapshotError(f"{where}.lease_id {lease.lease_id} is outside 1..{applied_index}")
+        if not lease.lease_id == lease.fencing_token == lease.granted_index:
+            raise _SnapshotError(f"{where}: lease_id, fencing_token and granted_index differ")
+        if lease.name in table._by_name:
+            raise _SnapshotError(f"{where}: name {lease.name!r} appears twice")
+        if lease.lease_id in table._by_id:
+            raise _SnapshotError(f"{where}: lease_id {lease.lease_id} appears twice")
+        table._by_name[lease.name] = lease
+        table._by_id[lease.lease_id] = lease
+
+        queue: OrderedDict[str, Waiter] = OrderedDict()
+        for number, raw_waiter in enumerate(_field(obj, "waiters", list, where)):
+            where_w = f"{where}.waiters[{number}]"
+            wobj = _object(raw_waiter, _WAITER_KEYS, where_w)
+            waiter = Waiter(
+                holder=_field(wobj, "holder", str, where_w),
+                ttl_ms=_field(wobj, "ttl_ms", int, where_w),
+                request_id=_field(wobj, "request_id", str, where_w),
+                metadata=_metadata(wobj["metadata"], where_w),
+            )
+            if waiter.request_id in queue or waiter.request_id == lease.request_id:
+                raise _SnapshotError(f"{where_w}: request_id {waiter.request_id!r} is not unique")
+            queue[waiter.request_id] = waiter
+        if queue:
+            table._queues[lease.name] = queue
+    return table
+
+
+def _reject_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not allowed")

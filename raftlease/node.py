@@ -1,0 +1,521 @@
+"""The asyncio driver: turns time into ticks and runs the Ready loop of one node. Layer L3.
+
+One task (``run``) owns the core: every tick, step, proposal and transfer happens in it, so
+the core never sees concurrency. Each loop iteration:
+
+  1. catch ticks up with the clock (BEFORE stepping, so a message is dated correctly);
+  2. step every queued peer message, then every queued proposal;
+  3. if the core has a Ready: PERSIST it (one fsync for the whole batch: group commit, in an
+     executor so the loop never blocks on disk), then SEND its messages, then APPLY its
+     committed entries to the lease table, then ``advance``.
+
+While the fsync runs, new messages and proposals queue up and form the next batch.
+
+Leases are served here too (``LeaseService`` in server.py is only the gRPC face):
+  * ``lease_ok()``: this node is the leader, has applied its no-op, and its leader lease has
+    not run out on the local clock. The lease deadline is derived from the core's tick
+    arithmetic (tick k is reached at ``t0 + k * tick_s``) so a stalled loop cannot stretch it.
+  * renewals need ``lease_ok()`` and no log write; expiry is proposed once a lease's deadline
+    passes on this clock; a new leader restarts every lease's deadline when it takes office.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import heapq
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from raftlease import failpoints
+from raftlease.config import RaftConfig
+from raftlease.core.messages import EntryKind, Message
+from raftlease.core.raft import RaftCore
+from raftlease.core.ready import Ready, SoftState
+from raftlease.errors import NotLeader, ProposalDropped, RaftLeaseError
+from raftlease.fsm.commands import CancelWait, Command, Expire, encode_command
+from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord, LeaseTable
+from raftlease.types import NodeId, Role
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from raftlease.clock import Clock
+    from raftlease.storage.base import Storage
+    from raftlease.transport.base import Transport
+
+log = logging.getLogger("raftlease.node")
+
+
+class NoLeaderLease(RaftLeaseError):
+    """This node cannot serve lease operations right now (not leader, or lease not valid)."""
+
+    def __init__(self, message: str, leader_hint: str | None) -> None:
+        super().__init__(message)
+        self.leader_hint = leader_hint
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Runtime settings of one node.
+
+    tick_s: seconds per core tick (default 0.02). With the core defaults (election 10..20
+        ticks, heartbeat 2 ticks) that is a 200..400 ms election timeout and 40 ms heartbeats.
+    snapshot_entries: take a snapshot and compact the log after this many applied entries.
+    """
+
+    node_id: NodeId
+    cluster_id: str
+    peers: dict[NodeId, str]  # every voter, this node included -> HOST:PORT
+    tick_s: float = 0.02
+    election_ticks_min: int = 10
+    election_ticks_max: int = 20
+    heartbeat_ticks: int = 2
+    max_drift: float = 0.01
+    snapshot_entries: int = 10_000
+    seed: int | None = None
+    raft_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def raft_config(self) -> RaftConfig:
+        return RaftConfig(
+            node_id=self.node_id,
+            voters=tuple(sorted(self.peers)),
+            election_ticks_min=self.election_ticks_min,
+            election_ticks_max=self.election_ticks_max,
+            heartbeat_ticks=self.heartbeat_ticks,
+            max_drift=self.max_drift,
+            **self.raft_overrides,
+        )
+
+
+class Node:
+    def __init__(
+        self, cfg: NodeConfig, storage: Storage, transport: Transport, clock: Clock
+    ) -> None:
+        self.cfg = cfg
+        self.id = cfg.node_id
+        self.storage = storage
+        self.transport = transport
+        self.clock = clock
+        loaded = storage.load()
+        rng = random.Random(cfg.seed) if cfg.seed is not None else random.Random()
+        self.core = RaftCore(
+            cfg.raft_config(), rng, loaded.hard_state, loaded.snapshot, loaded.entries
+        )
+        self.table = LeaseTable.restore(loaded.snapshot.data) if loaded.snapshot else LeaseTable()
+        self.applied_index = self.core.applied_index
+        self._last_snapshot_index = self.core.applied_index
+        self.tick_s = cfg.tick_s
+        self._t0 = clock.monotonic()
+        self._ticks_done = 0
+        self._inbox: deque[Message] = deque()
+        self._ops: deque[tuple[str, Any, asyncio.Future[Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._stopping = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
+        self.soft = SoftState(self.core.role, self.core.leader_id, self.core.term)
+        self.lease_deadline = -math.inf  # clock time at which the leader lease runs out
+        # Lease deadlines on this node's clock (meaningful on the leader only).
+        self.deadlines: dict[int, float] = {}
+        self._heap: list[tuple[float, int]] = []
+        self._expiring: set[int] = set()
+        self.health: dict[int, dict[str, str]] = {}
+        self._waiters: dict[str, asyncio.Future[LeaseRecord]] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future[Any]]] = []
+        self.watchers: set[Callable[[LeaseEvent], None]] = set()
+        self.leader_changes = 0
+        self.stats = {"readies": 0, "fsyncs": 0, "entries_saved": 0, "applied": 0}
+
+    # ------------------------------------------------------------------ inputs (any task)
+    def receive(self, m: Message) -> None:
+        """A peer message arrived (called by the RaftPeer servicer)."""
+        self._inbox.append(m)
+        self._wake.set()
+
+    async def propose(self, cmd: Command) -> ApplyResult | None:
+        """Replicate ``cmd``; returns the lease table's result once it is applied here.
+
+        Raises NotLeader (with hint) if this node is not the leader, ProposalDropped if the
+        entry was overwritten by a new leader (outcome: not applied).
+        """
+        return await self._op("propose", encode_command(cmd))  # type: ignore[no-any-return]
+
+    async def transfer_leadership(self, target: NodeId) -> None:
+        await self._op("transfer", target)
+
+    async def _op(self, kind: str, arg: Any) -> Any:
+        if self._stopping:
+            raise NotLeader("node is shutting down", None)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append((kind, arg, fut))
+        self._wake.set()
+        return await fut
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def is_leader(self) -> bool:
+        return self.soft.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> NodeId | None:
+        return self.soft.leader_id
+
+    def leader_address(self) -> str | None:
+        lid = self.soft.leader_id
+        return self.cfg.peers.get(lid) if lid is not None else None
+
+    def lease_ok(self) -> bool:
+        """May this node serve renewals and linearizable reads at this instant?"""
+        return (
+            self.soft.role is Role.LEADER
+            and self.applied_index >= self.core.term_start_index > 0
+            and self.clock.monotonic() < self.lease_deadline
+        )
+
+    def require_lease(self) -> None:
+        if not self.lease_ok():
+            lid = self.soft.leader_id
+            if self.soft.role is Role.LEADER:
+                raise NoLeaderLease(
+                    f"node {self.id} is the leader but its leader lease is not valid yet; "
+                    "retry shortly",
+                    None,
+                )
+            where = f"leader is {lid} at {self.leader_address()}" if lid else "no leader known"
+            raise NoLeaderLease(f"not the leader; {where}", self.leader_address())
+
+    async def read_barrier(self) -> None:
+        """Linearizable read point: leader lease valid, and everything committed is applied."""
+        self.require_lease()
+        target = self.core.commit_index
+        if self.applied_index < target:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._applied_waiters.append((target, fut))
+            await fut
+            self.require_lease()
+
+    def renew(self, lease_id: int, health: dict[str, str] | None) -> LeaseRecord | None:
+        """Extend a lease by its TTL from now (leader lease required; no log write)."""
+        self.require_lease()
+        rec = self.table.by_lease_id(lease_id)
+        if rec is None:
+            return None
+        now = self.clock.monotonic()
+        if lease_id in self._expiring or self.deadlines.get(lease_id, math.inf) <= now:
+            return None  # already past its deadline: an expiry is (or is about to be) proposed
+        deadline = now + rec.ttl_ms / 1000.0
+        self.deadlines[lease_id] = deadline
+        heapq.heappush(self._heap, (deadline, lease_id))
+        if health is not None:
+            self.health[lease_id] = health
+        return rec
+
+    def remaining_s(self, lease_id: int) -> float:
+        d = self.deadlines.get(lease_id)
+        return max(0.0, d - self.clock.monotonic()) if d is not None else 0.0
+
+    def register_waiter(self, request_id: str) -> asyncio.Future[LeaseRecord]:
+        fut: asyncio.Future[LeaseRecord] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = fut
+        return fut
+
+    def drop_waiter(self, request_id: str) -> None:
+        self._waiters.pop(request_id, None)
+
+    async def cancel_wait(self, name: str, request_id: str) -> None:
+        await self.propose(CancelWait(name, request_id))
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        """Drive the core until ``stop()``. Raises StorageError (the node must exit)."""
+        loop = asyncio.get_running_loop()
+        self._t0 = self.clock.monotonic()
+        try:
+            while not self._stopping:
+                self._sync_ticks()
+                inbox = self._inbox
+                core = self.core
+                while inbox:
+                    core.step(inbox.popleft())
+                self._run_ops()
+                self._update_lease_deadline()
+                self._maybe_expire()
+                if core.has_ready():
+                    rd = core.ready()
+                    await self._handle_ready(rd, loop)
+                    continue
+                self._maybe_snapshot()
+                self._wake.clear()
+                if self._inbox or self._ops:
+                    continue
+                next_tick = self._t0 + (self._ticks_done + 1) * self.tick_s
+                delay = max(0.0, (next_tick - self.clock.monotonic()) / self.clock.rate)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+        finally:
+            self._fail_all(NotLeader("node stopped", None))
+            self._executor.shutdown(wait=True)
+
+    def _sync_ticks(self) -> None:
+        due = int((self.clock.monotonic() - self._t0) / self.tick_s)
+        core = self.core
+        while self._ticks_done < due:
+            core.tick()
+            self._ticks_done += 1
+
+    def _run_ops(self) -> None:
+        core = self.core
+        ops = self._ops
+        while ops:
+            kind, arg, fut = ops.popleft()
+            if fut.done():
+                continue
+            try:
+                if kind == "propose":
+                    index, term = core.propose(arg)
+                    self._pending[index] = (term, fut)
+                elif kind == "transfer":
+                    core.transfer_leadership(arg)
+                    fut.set_result(None)
+            except (NotLeader, ProposalDropped, ValueError) as e:
+                if isinstance(e, NotLeader):
+                    e.leader_hint = self.leader_address()
+                fut.set_exception(e)
+
+    async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+        self.stats["readies"] += 1
+        if rd.must_sync:
+            # PERSIST BEFORE SEND (Ready contract).
+            await loop.run_in_executor(self._executor, self._save, rd)
+        if failpoints.enabled:
+            failpoints.hit("before-send")
+        self.transport.send(rd.messages)
+        if rd.committed_entries and failpoints.enabled:
+            failpoints.hit("after-commit-before-apply")
+        self._apply(rd)
+        self.core.advance(rd)
+        self._on_soft_state(rd.soft_state)
+
+    def _save(self, rd: Ready) -> None:
+        if failpoints.enabled:
+            failpoints.hit("before-save")
+            if rd.snapshot is not None:
+                failpoints.hit("before-snapshot-save")
+        self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        self.stats["fsyncs"] += 1
+        self.stats["entries_saved"] += len(rd.entries)
+        if failpoints.enabled:
+            failpoints.hit("after-save")
+            if rd.hard_state is not None and rd.hard_state.voted_for is not None:
+                failpoints.hit("after-vote-save")
+            if rd.snapshot is not None:
+                failpoints.hit("after-snapshot-save")
+
+    def _apply(self, rd: Ready) -> None:
+        now = self.clock.monotonic()
+        if rd.snapshot is not None:
+            self.table = LeaseTable.restore(rd.snapshot.data)
+            self.applied_index = rd.snapshot.index
+            self._last_snapshot_index = rd.snapshot.index
+            self._restart_deadlines(now)
+        table = self.table
+        pending = self._pending
+        for e in rd.committed_entries:
+            result: ApplyResult | None = None
+            if e.kind is EntryKind.NORMAL:
+                result, events = table.apply_entry(e.data, e.index)
+                for ev in events:
+                    self._on_event(ev, now)
+            self.applied_index = e.index
+            waiter = pending.pop(e.index, None)
+            if waiter is not None:
+                term, fut = waiter
+                if not fut.done():
+                    if term == e.term:
+                        fut.set_result(result)
+                    else:
+                        fut.set_exception(ProposalDropped("a new leader overwrote the entry"))
+        self.stats["applied"] += len(rd.committed_entries)
+        if self._applied_waiters:
+            keep = []
+            for target, fut in self._applied_waiters:
+                if self.applied_index >= target:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((target, fut))
+            self._applied_waiters = keep
+
+    def _on_event(self, ev: LeaseEvent, now: float) -> None:
+        lease = ev.lease
+        if ev.kind == "acquired":
+            deadline = now + lease.ttl_ms / 1000.0
+            self.deadlines[lease.lease_id] = deadline
+            heapq.heappush(self._heap, (deadline, lease.lease_id))
+            fut = self._waiters.pop(lease.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(lease)
+        else:
+            self.deadlines.pop(lease.lease_id, None)
+            self._expiring.discard(lease.lease_id)
+            self.health.pop(lease.lease_id, None)
+        for w in list(self.watchers):
+            w(ev)
+
+    def _restart_deadlines(self, now: float) -> None:
+        """A new leader (or a restored snapshot) treats every lease as renewed now (safe: late)."""
+        self.deadlines = {rec.lease_id: now + rec.ttl_ms / 1000.0 for rec in self.table.leases()}
+        self._heap = [(d, lid) for lid, d in self.deadlines.items()]
+        heapq.heapify(self._heap)
+        self._expiring.clear()
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        old = self.soft
+        self.soft = soft
+        if old.role is soft.role and old.leader_id == soft.leader_id and old.term == soft.term:
+            return
+        if soft.role is Role.LEADER and old.role is not Role.LEADER:
+            log.info("%s became leader at term %d", self.id, soft.term)
+            self.leader_changes += 1
+            self._restart_deadlines(self.clock.monotonic())
+            self.health.clear()
+        elif old.role is Role.LEADER and soft.role is not Role.LEADER:
+            log.info(
+                "%s lost leadership at term %d (leader now %s)", self.id, soft.term, soft.leader_id
+            )
+            self.lease_deadline = -math.inf
+            err = NotLeader("leadership lost; outcome unknown, retry", self.leader_address())
+            self._fail_all(err)
+        elif soft.leader_id != old.leader_id and soft.leader_id is not None:
+            log.info("%s follows leader %s at term %d", self.id, soft.leader_id, soft.term)
+
+    def _fail_all(self, err: Exception) -> None:
+        for _, fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._waiters.clear()
+        for _, fut2 in self._applied_waiters:
+            if not fut2.done():
+                fut2.set_exception(err)
+        self._applied_waiters.clear()
+
+    def _update_lease_deadline(self) -> None:
+        core = self.core
+        if core.lease_valid():
+            self.lease_deadline = (
+                self._t0 + (core.lease_start_tick() + core.lease_ticks) * self.tick_s
+            )
+        else:
+            self.lease_deadline = -math.inf
+
+    def _maybe_expire(self) -> None:
+        core = self.core
+        if core.role is not Role.LEADER or not core.committed_in_term():
+            return
+        heap = self._heap
+        if not heap:
+            return
+        now = self.clock.monotonic()
+        while heap and heap[0][0] <= now:
+            deadline, lease_id = heapq.heappop(heap)
+            if self.deadlines.get(lease_id) != deadline or lease_id in self._expiring:
+                continue  # renewed since, or already expiring
+            rec = self.table.by_lease_id(lease_id)
+            if rec is None:
+                continue
+            self._expiring.add(lease_id)
+            log.info(
+                "%s: lease %r (id %d, holder %r) passed its deadline; expiring",
+                self.id,
+                rec.name,
+                lease_id,
+                rec.holder,
+            )
+            try:
+                index, term = core.propose(encode_command(Expire(rec.name, lease_id)))
+            except (NotLeader, ProposalDropped):
+                self._expiring.discard(lease_id)
+                return
+            fut: asyncio.Future[ApplyResult | None] = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(_ignore_result)
+            self._pending[index] = (term, fut)
+
+    def _maybe_snapshot(self) -> None:
+        if self.applied_index - self._last_snapshot_index < self.cfg.snapshot_entries:
+            return
+        index = self.applied_index
+        snap = self.core.compact(index, self.table.snapshot())
+        self._last_snapshot_index = index
+        if failpoints.enabled:
+            failpoints.hit("before-snapshot-save")
+        self.storage.compact(snap)  # rare; a short synchronous write is acceptable here
+        if failpoints.enabled:
+            failpoints.hit("after-snapshot-save")
+        log.info("%s: snapshot at index %d (%d leases)", self.id, index, len(self.table))
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        me = {
+            "id": self.id,
+            "address": self.cfg.peers.get(self.id, ""),
+            "role": core.role.value,
+            "term": core.term,
+            "commit_index": core.commit_index,
+            "applied_index": self.applied_index,
+            "last_index": core.last_index,
+            "last_heard_ms": 0,
+            "reachable": True,
+            "lease_valid": self.lease_ok(),
+        }
+        nodes = [me]
+        if core.role is Role.LEADER:
+            hb = self.cfg.heartbeat_ticks
+            for p in core.peer_status():
+                heard_ms = (
+                    -1 if p.ticks_since_heard < 0 else int(p.ticks_since_heard * self.tick_s * 1000)
+                )
+                nodes.append(
+                    {
+                        "id": p.id,
+                        "address": self.cfg.peers.get(p.id, ""),
+                        "role": "follower",
+                        "term": core.term,
+                        "commit_index": min(p.match_index, core.commit_index),
+                        "applied_index": p.applied_index,
+                        "match_index": p.match_index,
+                        "lag": max(0, core.last_index - p.match_index),
+                        "last_heard_ms": heard_ms,
+                        "missed_heartbeats": max(0, p.ticks_since_heard // hb - 1)
+                        if p.ticks_since_heard >= 0
+                        else -1,
+                        "reachable": 0 <= p.ticks_since_heard < self.cfg.election_ticks_min,
+                    }
+                )
+        return {
+            "node_id": self.id,
+            "cluster_id": self.cfg.cluster_id,
+            "leader": self.soft.leader_id,
+            "leader_address": self.leader_address(),
+            "term": core.term,
+            "nodes": nodes,
+        }
+
+
+def _ignore_result(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,521 @@
+"""grpc.aio servicers (RaftPeer, Lease, Cluster, health) wired to a Node. Layer L4.
+
+Errors are gRPC status codes whose messages say what to do:
+  INVALID_ARGUMENT  the request broke a bound (the message names it); nothing changed
+  NOT_FOUND         unknown lease id (released, expired, or never granted)
+  UNAVAILABLE       not the leader (trailing metadata ``raftlease-leader`` = HOST:PORT when
+                    known), no valid leader lease yet, or the outcome of a write is unknown
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from raftlease.clock import clock_from_env
+from raftlease.codec import message_from_pb
+from raftlease.errors import NotLeader, ProposalDropped, StorageError
+from raftlease.fsm import limits
+from raftlease.fsm.commands import Acquire, Release
+from raftlease.fsm.leases import (
+    Granted,
+    Held,
+    LeaseEvent,
+    LeaseRecord,
+    NotFound,
+    Queued,
+    Rejected,
+    Released,
+)
+from raftlease.node import Node, NodeConfig, NoLeaderLease
+from raftlease.storage.sqlite import SqliteStorage
+from raftlease.transport.grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, GrpcTransport
+from raftlease.types import NodeId
+from raftlease.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    lease_pb2,
+    lease_pb2_grpc,
+    raft_pb2,
+    raft_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+log = logging.getLogger("raftlease.server")
+
+LEADER_KEY = "raftlease-leader"
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+async def _abort(
+    context: Ctx, code: grpc.StatusCode, msg: str, leader: str | None = None
+) -> NoReturn:
+    if leader:
+        context.set_trailing_metadata(((LEADER_KEY, leader),))
+    await context.abort(code, msg)
+    raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+
+class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Send(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.PeerBatch],
+        context: Ctx,
+    ) -> raft_pb2.SendSummary:
+        node = self.node
+        cid = node.cfg.cluster_id
+        peers = node.cfg.peers
+        me = node.id
+        received = 0
+        async for batch in request_iterator:
+            for pm in batch.messages:
+                if pm.cluster_id != cid:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
+                    )
+                if pm.src not in peers or pm.src == me:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"unknown node {pm.src!r}; members are {sorted(peers)}",
+                    )
+                if pm.dst != me:
+                    await _abort(
+                        context,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"message for {pm.dst!r} reached node {me!r}",
+                    )
+                try:
+                    msg = message_from_pb(pm)
+                except ValueError as e:
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                node.receive(msg)
+                received += 1
+        return raft_pb2.SendSummary(received=received)
+
+
+def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
+    info = lease_pb2.LeaseInfo(
+        name=rec.name,
+        lease_id=rec.lease_id,
+        fencing_token=rec.fencing_token,
+        holder=rec.holder,
+        ttl_ms=rec.ttl_ms,
+        remaining_ms=int(node.remaining_s(rec.lease_id) * 1000),
+        waiters=len(node.table.waiters(rec.name)),
+        granted_index=rec.granted_index,
+    )
+    info.metadata.update(dict(rec.metadata))
+    h = node.health.get(rec.lease_id)
+    if h:
+        info.health.update(h)
+    return info
+
+
+class LeaseServicer(lease_pb2_grpc.LeaseServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def _unavailable(self, context: Ctx, e: Exception) -> NoReturn:
+        hint = getattr(e, "leader_hint", None)
+        if isinstance(e, NotLeader) and not hint:
+            hint = self.node.leader_address()
+        msg = str(e)
+        if isinstance(e, NotLeader) and "leader is" not in msg:
+            lid = self.node.leader_id
+            where = f"leader is {lid} at {hint}" if lid and hint else "no leader known"
+            msg = f"not the leader; {where}"
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, msg, hint)
+
+    async def _invalid(self, context: Ctx, msg: str) -> NoReturn:
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
+
+    async def Acquire(
+        self, request: lease_pb2.AcquireRequest, context: Ctx
+    ) -> lease_pb2.AcquireResponse:
+        node = self.node
+        try:
+            name = limits.validate_name(request.name)
+            holder = limits.validate_holder(request.holder)
+            ttl_ms = limits.validate_ttl_ms(request.ttl_ms)
+            wait_ms = limits.validate_wait_ms(request.wait_ms)
+            metadata = limits.validate_metadata(dict(request.metadata))
+            request_id = request.request_id or uuid.uuid4().hex
+            limits.validate_request_id(request_id)
+        except limits.InvalidArgument as e:
+            await self._invalid(context, str(e))
+        if not node.is_leader:
+            await self._unavailable(context, NotLeader("not the leader", node.leader_address()))
+        cmd = Acquire(name, holder, ttl_ms, wait_ms > 0, request_id, metadata)
+        waiter = node.register_waiter(request_id) if wait_ms > 0 else None
+        try:
+            result = await node.propose(cmd)
+            if isinstance(result, Queued) and waiter is not None:
+                try:
+                    rec = await asyncio.wait_for(asyncio.shield(waiter), wait_ms / 1000.0)
+                    return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, rec))
+                except TimeoutError:
+                    node.drop_waiter(request_id)
+                    await node.cancel_wait(name, request_id)
+                    cur = node.table.get(name)
+                    if cur is not None and cur.request_id == request_id:
+                        # Handed to us just before the cancel applied: it is ours.
+                        return lease_pb2.AcquireResponse(
+                            acquired=True, lease=_lease_info(node, cur)
+                        )
+                    resp = lease_pb2.AcquireResponse(acquired=False)
+                    if cur is not None:
+                        resp.current.CopyFrom(_lease_info(node, cur))
+                    return resp
+        except (NotLeader, ProposalDropped) as e:
+            await self._unavailable(context, e)
+        finally:
+            if waiter is not None:
+                node.drop_waiter(request_id)
+        if isinstance(result, Granted):
+            return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, result.lease))
+        if isinstance(result, Held):
+            return lease_pb2.AcquireResponse(
+                acquired=False, current=_lease_info(node, result.current)
+            )
+        if isinstance(result, Rejected):
+            await self._invalid(context, result.message)
+        await _abort(context, grpc.StatusCode.INTERNAL, f"unexpected result {result!r}")
+
+    def _renew(self, lease_id: int, health: dict[str, str]) -> LeaseRecord | None:
+        h = dict(limits.validate_health(health)) if health else None
+        return self.node.renew(lease_id, h)
+
+    async def Renew(self, request: lease_pb2.RenewRequest, context: Ctx) -> lease_pb2.RenewResponse:
+        try:
+            rec = self._renew(request.lease_id, dict(request.health))
+        except limits.InvalidArgument as e:
+            await self._invalid(context, str(e))
+        except NoLeaderLease as e:
+            await self._unavailable(context, e)
+        if rec is None:
+            await _abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"lease {request.lease_id} is not held (it was released, expired, or never "
+                "existed); acquire it again",
+            )
+        return lease_pb2.RenewResponse(ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token)
+
+    async def KeepAlive(
+        self,
+        request_iterator: AsyncIterator[lease_pb2.KeepAliveRequest],
+        context: Ctx,
+    ) -> AsyncIterator[lease_pb2.KeepAliveResponse]:
+        async for req in request_iterator:
+            try:
+                rec = self._renew(req.lease_id, dict(req.health))
+            except limits.InvalidArgument as e:
+                await self._invalid(context, str(e))
+            except NoLeaderLease as e:
+                await self._unavailable(context, e)
+            if rec is None:
+                await _abort(
+                    context,
+                    grpc.StatusCode.NOT_FOUND,
+                    f"lease {req.lease_id} is not held (it was released, expired, or never "
+                    "existed); acquire it again",
+                )
+            yield lease_pb2.KeepAliveResponse(
+                lease_id=rec.lease_id, ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token
+            )
+
+    async def Release(
+        self, request: lease_pb2.ReleaseRequest, context: Ctx
+    ) -> lease_pb2.ReleaseResponse:
+        node = self.node
+        if not node.is_leader:
+            await self._unavailable(context, NotLeader("not the leader", node.leader_address()))
+        try:
+            result = await node.propose(Release(request.lease_id))
+        except (NotLeader, ProposalDropped) as e:
+            await self._unavailable(context, e)
+        if isinstance(result, Released):
+            return lease_pb2.ReleaseResponse(released=True)
+        if isinstance(result, NotFound):
+            await _abort(context, grpc.StatusCode.NOT_FOUND, result.message)
+        if isinstance(result, Rejected):
+            await self._invalid(context, result.message)
+        await _abort(context, grpc.StatusCode.INTERNAL, f"unexpected result {result!r}")
+
+    async def _barrier(self, context: Ctx) -> None:
+        try:
+            await self.node.read_barrier()
+        except (NoLeaderLease, NotLeader) as e:
+            await self._unavailable(context, e)
+
+    async def Get(self, request: lease_pb2.GetRequest, context: Ctx) -> lease_pb2.GetResponse:
+        try:
+            name = limits.validate_name(request.name)
+        except limits.InvalidArgument as e:
+            await self._invalid(context, str(e))
+        await self._barrier(context)
+        rec = self.node.table.get(name)
+        if rec is None:
+            return lease_pb2.GetResponse(held=False)
+        return lease_pb2.GetResponse(held=True, lease=_lease_info(self.node, rec))
+
+    async def List(self, request: lease_pb2.ListRequest, context: Ctx) -> lease_pb2.ListResponse:
+        await self._barrier(context)
+        node = self.node
+        return lease_pb2.ListResponse(
+            leases=[_lease_info(node, r) for r in node.table.leases(request.prefix)]
+        )
+
+    async def CheckToken(
+        self, request: lease_pb2.CheckTokenRequest, context: Ctx
+    ) -> lease_pb2.CheckTokenResponse:
+        try:
+            name = limits.validate_name(request.name)
+        except limits.InvalidArgument as e:
+            await self._invalid(context, str(e))
+        await self._barrier(context)
+        rec = self.node.table.get(name)
+        if rec is None:
+            return lease_pb2.CheckTokenResponse(current=False)
+        return lease_pb2.CheckTokenResponse(
+            current=rec.fencing_token == request.fencing_token,
+            current_token=rec.fencing_token,
+            holder=rec.holder,
+        )
+
+    async def Watch(
+        self, request: lease_pb2.WatchRequest, context: Ctx
+    ) -> AsyncIterator[lease_pb2.WatchEvent]:
+        node = self.node
+        name = request.name
+        if name:
+            try:
+                limits.validate_name(name)
+            except limits.InvalidArgument as e:
+                await self._invalid(context, str(e))
+        queue: asyncio.Queue[LeaseEvent] = asyncio.Queue(10_000)
+
+        def push(ev: LeaseEvent) -> None:
+            if not name or ev.name == name:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(ev)
+
+        node.watchers.add(push)
+        try:
+            current = [node.table.get(name)] if name else node.table.leases()
+            for rec in current:
+                if rec is not None:
+                    yield lease_pb2.WatchEvent(
+                        kind=lease_pb2.WatchEvent.KIND_CURRENT,
+                        lease=_lease_info(node, rec),
+                        index=node.applied_index,
+                        name=rec.name,
+                    )
+            kinds = {
+                "acquired": lease_pb2.WatchEvent.KIND_ACQUIRED,
+                "released": lease_pb2.WatchEvent.KIND_RELEASED,
+                "expired": lease_pb2.WatchEvent.KIND_EXPIRED,
+            }
+            while True:
+                ev = await queue.get()
+                yield lease_pb2.WatchEvent(
+                    kind=kinds[ev.kind],
+                    lease=_lease_info(node, ev.lease),
+                    index=ev.index,
+                    name=ev.name,
+                )
+        finally:
+            node.watchers.discard(push)
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Status(
+        self, request: cluster_pb2.StatusRequest, context: Ctx
+    ) -> cluster_pb2.StatusResponse:
+        st = self.node.status()
+        resp = cluster_pb2.StatusResponse(
+            cluster_id=st["cluster_id"],
+            leader_id=st["leader"] or "",
+            node_id=st["node_id"],
+            leader_address=st["leader_address"] or "",
+            term=st["term"],
+        )
+        for n in st["nodes"]:
+            resp.nodes.append(
+                cluster_pb2.NodeStatus(
+                    id=n["id"],
+                    address=n["address"],
+                    role=n["role"],
+                    term=n["term"],
+                    commit_index=n["commit_index"],
+                    applied_index=n["applied_index"],
+                    last_heard_ms=n["last_heard_ms"],
+                    missed_heartbeats=max(0, n.get("missed_heartbeats", 0)),
+                    lag=n.get("lag", 0),
+                    match_index=n.get("match_index", n["commit_index"]),
+                    reachable=n["reachable"],
+                )
+            )
+        return resp
+
+    async def TransferLeadership(
+        self, request: cluster_pb2.TransferLeadershipRequest, context: Ctx
+    ) -> cluster_pb2.TransferLeadershipResponse:
+        node = self.node
+        if not node.is_leader:
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"not the leader; leader is {node.leader_id} at {node.leader_address()}",
+                node.leader_address(),
+            )
+        target = request.target_id
+        if not target:
+            status = {p.id: p.match_index for p in node.core.peer_status()}
+            if not status:
+                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "no peer to take over")
+            target = max(status, key=lambda k: status[k])
+        if target not in node.cfg.peers or target == node.id:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"target_id {target!r} is not a peer; peers are "
+                f"{sorted(p for p in node.cfg.peers if p != node.id)}",
+            )
+        try:
+            await node.transfer_leadership(NodeId(target))
+        except (NotLeader, ProposalDropped, ValueError) as e:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while asyncio.get_running_loop().time() < deadline:
+            if node.leader_id not in (None, node.id):
+                break
+            await asyncio.sleep(0.02)
+        return cluster_pb2.TransferLeadershipResponse(leader_id=node.leader_id or "")
+
+
+async def serve(
+    cfg: NodeConfig,
+    listen: str,
+    data_dir: str | os.PathLike[str],
+    *,
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run one node until ``stop`` is set. Raises StorageError if the data dir is unusable."""
+    # Start-up only: a blocking mkdir and SQLite open before the loop serves anything.
+    Path(data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    storage = SqliteStorage(
+        Path(data_dir) / "raft.db", cluster_id=cfg.cluster_id, node_id=cfg.node_id
+    )
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    transport = GrpcTransport(
+        cfg.node_id, cfg.cluster_id, {str(k): v for k, v in cfg.peers.items()}
+    )
+    node = Node(cfg, storage, transport, clock_from_env())
+    raft_pb2_grpc.add_RaftPeerServicer_to_server(PeerServicer(node), server)
+    lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node), server)
+    cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        storage.close()
+        raise OSError(f"cannot listen on {listen} (address in use?)")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("raftlease.v1.Lease", health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "node %s of cluster %s listening on %s (data %s)",
+        cfg.node_id,
+        cfg.cluster_id,
+        listen,
+        data_dir,
+    )
+    run_task = asyncio.get_running_loop().create_task(node.run())
+    if started is not None:
+        started.set()
+    stop = stop or asyncio.Event()
+    stop_task = asyncio.get_running_loop().create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if run_task in done:
+            run_task.result()  # re-raise StorageError etc.
+    finally:
+        await health_servicer.enter_graceful_shutdown()
+        node.stop()
+        stop_task.cancel()
+        await server.stop(grace=0.5)
+        with contextlib.suppress(Exception):
+            await run_task
+        await transport.close()
+        storage.close()
+        log.info("node %s stopped", cfg.node_id)
+
+
+def main_serve(
+    node_id: str,
+    listen: str,
+    peers: dict[str, str],
+    data_dir: str,
+    cluster_id: str,
+    **overrides: float | int,
+) -> None:
+    """Run one node in the foreground until SIGTERM/SIGINT (the CLI's ``serve``)."""
+    logging.basicConfig(
+        level=os.environ.get("RAFTLEASE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
+    )
+    cfg = NodeConfig(
+        node_id=NodeId(node_id),
+        cluster_id=cluster_id,
+        peers={NodeId(k): v for k, v in peers.items()},
+        **overrides,  # type: ignore[arg-type]
+    )
+    cfg.raft_config().validate()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cfg, listen, data_dir, stop=stop)
+
+    try:
+        asyncio.run(main())
+    except StorageError as e:
+        log.critical("storage failure, stopping: %s", e)
+        raise SystemExit(f"raftlease: error: {e}") from None
+
+
+__all__ = ["CHANNEL_OPTIONS", "main_serve", "serve"]

@@ -1,0 +1,136 @@
+"""grpc.aio peer transport: one long-lived client stream (``RaftPeer.Send``) per peer.
+
+Messages are one-way, as the core is asynchronous. Each link has a bounded queue; a full
+queue or a dead link drops messages (Raft retransmits). A broken stream reconnects with
+jittered exponential backoff. gRPC keepalive pings cut a silently dead TCP connection
+within about two seconds, so a healed partition does not replay a stale backlog for long.
+Layer L4 (imports grpc).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import grpc
+
+from raftlease.codec import message_to_pb
+from raftlease.v1 import raft_pb2, raft_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from raftlease.core.messages import Message
+
+log = logging.getLogger("raftlease.transport")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+QUEUE_LIMIT = 8192
+BATCH_LIMIT = 256
+
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+]
+
+
+class _Link:
+    def __init__(self, peer_id: str, address: str, cluster_id: str) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self.cluster_id = cluster_id
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
+        self.dropped = 0
+        self.sent = 0
+        self.connected = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def _batches(self) -> AsyncIterator[raft_pb2.PeerBatch]:
+        queue = self.queue
+        cid = self.cluster_id
+        while True:
+            first = await queue.get()
+            batch = raft_pb2.PeerBatch()
+            batch.messages.append(message_to_pb(first, cid))
+            n = 1
+            while n < BATCH_LIMIT and not queue.empty():
+                batch.messages.append(message_to_pb(queue.get_nowait(), cid))
+                n += 1
+            self.sent += n
+            yield batch
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            try:
+                stub = raft_pb2_grpc.RaftPeerStub(channel)
+                call = stub.Send(self._batches())
+                self.connected = True
+                await call
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
+                    log.error(
+                        "peer %s at %s refused us: %s", self.peer_id, self.address, e.details()
+                    )
+                else:
+                    log.debug("link to %s at %s broke: %s", self.peer_id, self.address, e.code())
+            except Exception:
+                log.exception("link to %s failed", self.peer_id)
+            finally:
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    await channel.close(grace=None)
+            # Drop what queued up while the link was down: Raft resends what still matters.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+                self.dropped += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 1.0)
+
+
+class GrpcTransport:
+    """Outbound links to every peer. Create it inside the running event loop."""
+
+    def __init__(self, node_id: str, cluster_id: str, peers: dict[str, str]) -> None:
+        self.links = {
+            pid: _Link(pid, addr, cluster_id) for pid, addr in peers.items() if pid != node_id
+        }
+        for link in self.links.values():
+            link.task = asyncio.get_running_loop().create_task(link.run())
+
+    def send(self, messages: Sequence[Message]) -> None:
+        links = self.links
+        for m in messages:
+            link = links.get(m.dst)
+            if link is None:
+                continue
+            try:
+                link.queue.put_nowait(m)
+            except asyncio.QueueFull:
+                link.dropped += 1
+
+    async def close(self) -> None:
+        tasks = [link.task for link in self.links.values() if link.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.links.clear()

@@ -29,7 +29,6 @@ import sqlite3
 import struct
 import threading
 import zlib
-from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from raftlease.core.messages import Entry, EntryKind, Snapshot
@@ -245,8 +244,9 @@ class SqliteStorage:
         Raises StorageError if the hard state or snapshot fails its checksum, if an entry
         other than the last fails its checksum or has an unknown kind, if the log has a gap
         or does not start right after the snapshot, on any SQLite error, or if closed.
-        A failing *last* entry (a torn, unacknowledged tail) is deleted with a warning on the
-        ``raftlease.storage`` logger, and the rest is returned.
+        A failing *last* entry is refused too: SQLite commits are atomic (a torn write never
+        reaches a row), so a bad row is bit rot in an entry this node may have acknowledged,
+        and dropping it could lose a committed entry.
         """
         with self._lock:
             cur = self._cursor()
@@ -260,12 +260,6 @@ class SqliteStorage:
             snapshot = self._decode_snapshot(snap_rows)
             base = snapshot.index if snapshot is not None else 0
             entries = self._decode_entries(rows, base, hard_state)
-            if len(entries) < len(rows):
-                last = base + len(entries)
-                if hard_state.commit > last:
-                    # The core refuses a commit index beyond its log; the leader re-sends it.
-                    hard_state = replace(hard_state, commit=last)
-                self._drop_tail(last + 1, hard_state)
             self._has_snapshot = snapshot is not None
             self._snap_index = base
             self._snap_term = snapshot.term if snapshot is not None else 0
@@ -478,7 +472,6 @@ class SqliteStorage:
     ) -> list[Entry]:
         entries: list[Entry] = []
         append = entries.append
-        last_pos = len(rows) - 1
         expected = base + 1
         for pos, (idx, term, kind, data, crc) in enumerate(rows):
             if idx != expected:
@@ -488,17 +481,6 @@ class SqliteStorage:
                     f"{where}; next stored index is {idx}); {_RESTORE_HINT}"
                 )
             if not _crc_ok(crc, _entry_crc, idx, term, kind, data):
-                if pos == last_pos:
-                    log.warning(
-                        "%s: dropping last log entry at index %d: checksum mismatch (torn tail "
-                        "write)%s",
-                        self.path,
-                        idx,
-                        "; it was committed: commit index lowered, peers re-replicate it"
-                        if hard_state.commit >= idx
-                        else "",
-                    )
-                    break
                 raise StorageError(
                     f"{self.path}: log corrupt at index {idx}: checksum mismatch; {_RESTORE_HINT}"
                 )
@@ -512,23 +494,6 @@ class SqliteStorage:
             append(Entry(idx, term, entry_kind, data))
             expected += 1
         return entries
-
-    def _drop_tail(self, from_index: int, hard_state: HardState) -> None:
-        """Delete the torn tail and store the (possibly lowered) commit index, in one commit."""
-        cur = self._cur
-        term, vote, commit = hard_state.term, hard_state.voted_for, hard_state.commit
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            cur.execute(_SQL_DELETE_FROM, (from_index,))
-            cur.execute(
-                _SQL_PUT_HARD_STATE, (term, vote, commit, _hard_state_crc(term, vote, commit))
-            )
-            cur.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StorageError(
-                f"{self.path}: cannot drop the torn log tail at index {from_index}: {exc}"
-            ) from exc
 
 
 def _fsync_dir(directory: str) -> None:

@@ -3,13 +3,12 @@
 Covers: save/load round trips, suffix replacement, snapshot install (keeping a continuing log
 or dropping all of it), compaction, hard-state-only saves and refused (malformed) calls, for
 both implementations; for SQLite also reopen, ownership and format checks, garbage files,
-checksum failures (middle entry refused, torn last entry dropped), a property test holding
+checksum failures (any corrupt entry refused, the last one included), a property test holding
 SqliteStorage to MemoryStorage, and a real SIGKILL test that acknowledged saves are durable.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sqlite3
@@ -393,36 +392,13 @@ def test_sqlite_log_must_start_right_after_the_snapshot(db: Path) -> None:
         s.load()
 
 
-def test_sqlite_corrupt_last_entry_is_dropped_with_a_warning(
-    db: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_sqlite_corrupt_last_entry_is_refused_not_dropped(db: Path) -> None:
+    # SQLite commits are atomic, so a bad last row is bit rot in an entry this node may have
+    # acknowledged to a leader: dropping it could lose a committed entry. Refuse to start.
     make_log(db, last=5, commit=2)
     tamper(db, "UPDATE entries SET term = 7 WHERE idx = 5")
-    with caplog.at_level(logging.WARNING, logger="raftlease.storage"), open_sqlite(db) as s:
-        state = s.load()
-        assert state.entries == tuple(ents(1, 4))
-        assert state.hard_state == HardState(2, NodeId("n1"), 2)
-        with pytest.raises(StorageError, match="gap after the last stored index 4"):
-            s.save(None, None, ents(6, 6, term=2))
-        s.save(None, None, ents(5, 6, term=2))  # the node carries on from index 5
-    assert "dropping last log entry at index 5: checksum mismatch" in caplog.text
-    with open_sqlite(db) as s:
-        assert s.load().entries == (*ents(1, 4), *ents(5, 6, term=2))
-
-
-def test_sqlite_dropped_committed_tail_lowers_the_commit_index(
-    db: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    make_log(db, last=5, commit=5)
-    tamper(db, "UPDATE entries SET data = ? WHERE idx = 5", b"torn")
-    with caplog.at_level(logging.WARNING, logger="raftlease.storage"), open_sqlite(db) as s:
-        assert s.load().hard_state.commit == 4
-    assert "it was committed" in caplog.text
-    with open_sqlite(db) as s:  # the repair was stored: nothing to drop the second time
-        caplog.clear()
-        state = s.load()
-        assert (indices(state)[-1], state.hard_state.commit) == (4, 4)
-    assert caplog.text == ""
+    with open_sqlite(db) as s, pytest.raises(StorageError, match="log corrupt at index 5"):
+        s.load()
 
 
 def test_sqlite_corrupt_snapshot_is_refused(db: Path) -> None:

@@ -489,9 +489,15 @@ def main_serve(
     peers: dict[str, str],
     data_dir: str,
     cluster_id: str,
+    client_addresses: dict[str, str] | None = None,
     **overrides: float | int,
 ) -> None:
-    """Run one node in the foreground until SIGTERM/SIGINT (the CLI's ``serve``)."""
+    """Run one node in the foreground until SIGTERM/SIGINT (the CLI's ``serve``).
+
+    ``peers`` maps every node id (this one included) to the address this node uses to reach
+    it; ``client_addresses`` (optional) maps ids to the addresses clients should use, when
+    peer traffic goes through proxies. ``overrides`` are NodeConfig fields (tick_s, ...).
+    """
     logging.basicConfig(
         level=os.environ.get("RAFTLEASE_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
@@ -500,6 +506,7 @@ def main_serve(
         node_id=NodeId(node_id),
         cluster_id=cluster_id,
         peers={NodeId(k): v for k, v in peers.items()},
+        client_addresses={NodeId(k): v for k, v in (client_addresses or {}).items()},
         **overrides,  # type: ignore[arg-type]
     )
     cfg.raft_config().validate()

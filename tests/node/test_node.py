@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,6 +24,9 @@ from raftlease.node import Node, NodeConfig, NoLeaderLease
 from raftlease.storage.memory import MemoryStorage
 from raftlease.transport.base import MemoryTransport
 from raftlease.types import NodeId
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 TICK = 0.01
 IDS = [NodeId("n1"), NodeId("n2"), NodeId("n3")]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import heapq
 import logging
 import math
 import random
@@ -39,6 +38,7 @@ from raftlease.core.raft import RaftCore
 from raftlease.core.ready import Ready, SoftState
 from raftlease.errors import NotLeader, ProposalDropped, RaftLeaseError
 from raftlease.fsm.commands import CancelWait, Command, Expire, encode_command
+from raftlease.fsm.keeper import LeaseKeeper
 from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord, LeaseTable
 from raftlease.types import NodeId, Role
 
@@ -126,10 +126,7 @@ class Node:
         self.soft = SoftState(self.core.role, self.core.leader_id, self.core.term)
         self.lease_deadline = -math.inf  # clock time at which the leader lease runs out
         # Lease deadlines on this node's clock (meaningful on the leader only).
-        self.deadlines: dict[int, float] = {}
-        self._heap: list[tuple[float, int]] = []
-        self._expiring: set[int] = set()
-        self.health: dict[int, dict[str, str]] = {}
+        self.keeper = LeaseKeeper()
         self._waiters: dict[str, asyncio.Future[LeaseRecord]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[Any]]] = []
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
@@ -214,22 +211,18 @@ class Node:
     def renew(self, lease_id: int, health: dict[str, str] | None) -> LeaseRecord | None:
         """Extend a lease by its TTL from now (leader lease required; no log write)."""
         self.require_lease()
-        rec = self.table.by_lease_id(lease_id)
-        if rec is None:
-            return None
-        now = self.clock.monotonic()
-        if lease_id in self._expiring or self.deadlines.get(lease_id, math.inf) <= now:
-            return None  # already past its deadline: an expiry is (or is about to be) proposed
-        deadline = now + rec.ttl_ms / 1000.0
-        self.deadlines[lease_id] = deadline
-        heapq.heappush(self._heap, (deadline, lease_id))
-        if health is not None:
-            self.health[lease_id] = health
-        return rec
+        return self.keeper.renew(self.table, lease_id, self.clock.monotonic(), health)
+
+    @property
+    def deadlines(self) -> dict[int, float]:
+        return self.keeper.deadlines
+
+    @property
+    def health(self) -> dict[int, dict[str, str]]:
+        return self.keeper.health
 
     def remaining_s(self, lease_id: int) -> float:
-        d = self.deadlines.get(lease_id)
-        return max(0.0, d - self.clock.monotonic()) if d is not None else 0.0
+        return self.keeper.remaining(lease_id, self.clock.monotonic())
 
     def register_waiter(self, request_id: str) -> asyncio.Future[LeaseRecord]:
         fut: asyncio.Future[LeaseRecord] = asyncio.get_running_loop().create_future()
@@ -348,7 +341,7 @@ class Node:
             self.table = LeaseTable.restore(rd.snapshot.data)
             self.applied_index = rd.snapshot.index
             self._last_snapshot_index = rd.snapshot.index
-            self._restart_deadlines(now)
+            self.keeper.restart_all(self.table, now)
         table = self.table
         pending = self._pending
         for e in rd.committed_entries:
@@ -378,27 +371,13 @@ class Node:
             self._applied_waiters = keep
 
     def _on_event(self, ev: LeaseEvent, now: float) -> None:
-        lease = ev.lease
+        self.keeper.on_event(ev, now)
         if ev.kind == "acquired":
-            deadline = now + lease.ttl_ms / 1000.0
-            self.deadlines[lease.lease_id] = deadline
-            heapq.heappush(self._heap, (deadline, lease.lease_id))
-            fut = self._waiters.pop(lease.request_id, None)
+            fut = self._waiters.pop(ev.lease.request_id, None)
             if fut is not None and not fut.done():
-                fut.set_result(lease)
-        else:
-            self.deadlines.pop(lease.lease_id, None)
-            self._expiring.discard(lease.lease_id)
-            self.health.pop(lease.lease_id, None)
+                fut.set_result(ev.lease)
         for w in list(self.watchers):
             w(ev)
-
-    def _restart_deadlines(self, now: float) -> None:
-        """A new leader (or a restored snapshot) treats every lease as renewed now (safe: late)."""
-        self.deadlines = {rec.lease_id: now + rec.ttl_ms / 1000.0 for rec in self.table.leases()}
-        self._heap = [(d, lid) for lid, d in self.deadlines.items()]
-        heapq.heapify(self._heap)
-        self._expiring.clear()
 
     def _on_soft_state(self, soft: SoftState) -> None:
         old = self.soft
@@ -408,8 +387,7 @@ class Node:
         if soft.role is Role.LEADER and old.role is not Role.LEADER:
             log.info("%s became leader at term %d", self.id, soft.term)
             self.leader_changes += 1
-            self._restart_deadlines(self.clock.monotonic())
-            self.health.clear()
+            self.keeper.restart_all(self.table, self.clock.monotonic())
         elif old.role is Role.LEADER and soft.role is not Role.LEADER:
             log.info(
                 "%s lost leadership at term %d (leader now %s)", self.id, soft.term, soft.leader_id
@@ -447,31 +425,23 @@ class Node:
         core = self.core
         if core.role is not Role.LEADER or not core.committed_in_term():
             return
-        heap = self._heap
-        if not heap:
-            return
         now = self.clock.monotonic()
-        while heap and heap[0][0] <= now:
-            deadline, lease_id = heapq.heappop(heap)
-            if self.deadlines.get(lease_id) != deadline or lease_id in self._expiring:
-                continue  # renewed since, or already expiring
-            rec = self.table.by_lease_id(lease_id)
-            if rec is None:
-                continue
-            self._expiring.add(lease_id)
+        if self.keeper.next_deadline() > now:
+            return
+        for rec in self.keeper.due(self.table, now):
             log.info(
                 "%s: lease %r (id %d, holder %r) passed its deadline; expiring",
                 self.id,
                 rec.name,
-                lease_id,
+                rec.lease_id,
                 rec.holder,
             )
             try:
-                index, term = core.propose(encode_command(Expire(rec.name, lease_id)))
+                index, term = core.propose(encode_command(Expire(rec.name, rec.lease_id)))
             except (NotLeader, ProposalDropped):
-                self._expiring.discard(lease_id)
-                return
-            fut: asyncio.Future[ApplyResult | None] = asyncio.get_running_loop().create_future()
+                self.keeper.unmark(rec.lease_id)
+                continue
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             fut.add_done_callback(_ignore_result)
             self._pending[index] = (term, fut)
 

@@ -192,11 +192,18 @@ class RaftCore:
         if not self.timeout_now_sent:
             self._send_append(target)
 
-    def campaign(self) -> None:
-        """Start an election now (tests and the CLI's forced election)."""
+    def campaign(self) -> bool:
+        """Start an election now, unless this node heard from a live leader too recently.
+
+        Returns whether it campaigned. A node inside its own stickiness window must not: its
+        vote for itself would then count against a leader whose lease it just acknowledged
+        (docs/safety.md, L1). Use ``transfer_leadership`` on the leader to move leadership.
+        """
         self._check_no_ready()
-        if self.role is not Role.LEADER:
-            self._start_election(transfer=False)
+        if self.role is Role.LEADER or self._in_lease():
+            return False
+        self._start_election(transfer=False)
+        return True
 
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Record a state-machine snapshot at ``index`` (already applied) and drop older log.

@@ -162,6 +162,10 @@ class Node:
         self._stopping = True
         self._wake.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     # ------------------------------------------------------------------ queries
     @property
     def is_leader(self) -> bool:
@@ -226,6 +230,9 @@ class Node:
 
     def register_waiter(self, request_id: str) -> asyncio.Future[LeaseRecord]:
         fut: asyncio.Future[LeaseRecord] = asyncio.get_running_loop().create_future()
+        # The handler may stop listening (timeout, leadership lost) before a result or an
+        # exception arrives; retrieve it so asyncio never logs it as unhandled.
+        fut.add_done_callback(_ignore_result)
         self._waiters[request_id] = fut
         return fut
 
@@ -263,7 +270,7 @@ class Node:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
         finally:
-            self._fail_all(NotLeader("node stopped", None))
+            self._fail_all("node stopped", None)
             self._executor.shutdown(wait=True)
 
     def _sync_ticks(self) -> None:
@@ -325,7 +332,11 @@ class Node:
                 failpoints.hit("before-snapshot-save")
         self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
         if rd.hard_state is not None:
-            self._saved_vote = (rd.hard_state.term, rd.hard_state.voted_for)
+            vote = (rd.hard_state.term, rd.hard_state.voted_for)
+            if vote != self._saved_vote and vote[1] is not None:
+                # One line per durable vote: the jepsen-style RI check reads these.
+                log.info("%s voted for %s at term %d (persisted)", self.id, vote[1], vote[0])
+            self._saved_vote = vote
         self.stats["fsyncs"] += 1
         self.stats["entries_saved"] += len(rd.entries)
         if failpoints.enabled:
@@ -393,24 +404,22 @@ class Node:
                 "%s lost leadership at term %d (leader now %s)", self.id, soft.term, soft.leader_id
             )
             self.lease_deadline = -math.inf
-            err = NotLeader("leadership lost; outcome unknown, retry", self.leader_address())
-            self._fail_all(err)
+            self._fail_all("leadership lost; outcome unknown, retry", self.leader_address())
         elif soft.leader_id != old.leader_id and soft.leader_id is not None:
             log.info("%s follows leader %s at term %d", self.id, soft.leader_id, soft.term)
 
-    def _fail_all(self, err: Exception) -> None:
-        for _, fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(err)
+    def _fail_all(self, message: str, hint: str | None) -> None:
+        """Fail every waiting request with its own NotLeader (one instance per future, so
+        tracebacks never mix requests)."""
+        futures = [fut for _, fut in self._pending.values()]
+        futures += [fut for _, fut in self._applied_waiters]
+        futures += self._waiters.values()
         self._pending.clear()
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(err)
         self._waiters.clear()
-        for _, fut2 in self._applied_waiters:
-            if not fut2.done():
-                fut2.set_exception(err)
         self._applied_waiters.clear()
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(NotLeader(message, hint))
 
     def _update_lease_deadline(self) -> None:
         core = self.core
@@ -472,6 +481,9 @@ class Node:
             "last_heard_ms": 0,
             "reachable": True,
             "lease_valid": self.lease_ok(),
+            "lease_remaining_ms": max(0, int((self.lease_deadline - self.clock.monotonic()) * 1000))
+            if self.lease_ok()
+            else 0,
         }
         nodes = [me]
         if core.role is Role.LEADER:
@@ -495,6 +507,7 @@ class Node:
                         if p.ticks_since_heard >= 0
                         else -1,
                         "reachable": 0 <= p.ticks_since_heard < self.cfg.election_ticks_min,
+                        "lost_entries": p.lost_entries,
                     }
                 )
         return {

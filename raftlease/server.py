@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from raftlease import failpoints
 from raftlease.clock import clock_from_env
 from raftlease.codec import message_from_pb
 from raftlease.errors import NotLeader, ProposalDropped, StorageError
@@ -91,32 +92,38 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         peers = node.cfg.peers
         me = node.id
         received = 0
-        async for batch in request_iterator:
-            for pm in batch.messages:
-                if pm.cluster_id != cid:
-                    await _abort(
-                        context,
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
-                    )
-                if pm.src not in peers or pm.src == me:
-                    await _abort(
-                        context,
-                        grpc.StatusCode.PERMISSION_DENIED,
-                        f"unknown node {pm.src!r}; members are {sorted(peers)}",
-                    )
-                if pm.dst != me:
-                    await _abort(
-                        context,
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"message for {pm.dst!r} reached node {me!r}",
-                    )
-                try:
-                    msg = message_from_pb(pm)
-                except ValueError as e:
-                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
-                node.receive(msg)
-                received += 1
+        try:
+            async for batch in request_iterator:
+                for pm in batch.messages:
+                    if pm.cluster_id != cid:
+                        await _abort(
+                            context,
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
+                        )
+                    if pm.src not in peers or pm.src == me:
+                        await _abort(
+                            context,
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            f"unknown node {pm.src!r}; members are {sorted(peers)}",
+                        )
+                    if pm.dst != me:
+                        await _abort(
+                            context,
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"message for {pm.dst!r} reached node {me!r}",
+                        )
+                    try:
+                        msg = message_from_pb(pm)
+                    except ValueError as e:
+                        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    node.receive(msg)
+                    received += 1
+        except asyncio.CancelledError:
+            if node.stopping:
+                # Graceful shutdown ends the long-lived peer streams: not an error.
+                return raft_pb2.SendSummary(received=received)
+            raise
         return raft_pb2.SendSummary(received=received)
 
 
@@ -157,6 +164,14 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
 
     async def Acquire(
+        self, request: lease_pb2.AcquireRequest, context: Ctx
+    ) -> lease_pb2.AcquireResponse:
+        resp = await self._acquire(request, context)
+        if failpoints.enabled:
+            failpoints.hit("before-client-reply")
+        return resp
+
+    async def _acquire(
         self, request: lease_pb2.AcquireRequest, context: Ctx
     ) -> lease_pb2.AcquireResponse:
         node = self.node
@@ -262,6 +277,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         except (NotLeader, ProposalDropped) as e:
             await self._unavailable(context, e)
         if isinstance(result, Released):
+            if failpoints.enabled:
+                failpoints.hit("before-client-reply")
             return lease_pb2.ReleaseResponse(released=True)
         if isinstance(result, NotFound):
             await _abort(context, grpc.StatusCode.NOT_FOUND, result.message)
@@ -384,6 +401,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                     lag=n.get("lag", 0),
                     match_index=n.get("match_index", n["commit_index"]),
                     reachable=n["reachable"],
+                    lease_valid=n.get("lease_valid", False),
+                    lease_remaining_ms=n.get("lease_remaining_ms", 0),
                 )
             )
         return resp

@@ -21,6 +21,7 @@ class Progress:
         "last_heard_tick",
         "last_snapshot_tick",
         "load",
+        "lost_entries",
         "match_index",
         "next_index",
         "probe_sent",
@@ -40,6 +41,7 @@ class Progress:
         self.last_snapshot_tick = -(10**9)
         self.applied_index = 0
         self.load = 0
+        self.lost_entries = 0  # times this follower's log was found shorter than its match
         self.hb_match = -1  # match_index at the previous heartbeat (loss detection)
 
     def become_probe(self) -> None:

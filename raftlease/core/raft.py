@@ -60,6 +60,7 @@ class PeerStatus:
     ticks_since_heard: int  # -1: never heard in this term
     applied_index: int
     load: int
+    lost_entries: int  # times its log was found shorter than what it had acknowledged
 
 
 class RaftCore:
@@ -323,7 +324,14 @@ class RaftCore:
             heard = -1 if p.last_heard_tick < 0 else self.tick_count - p.last_heard_tick
             out.append(
                 PeerStatus(
-                    pid, p.match_index, p.next_index, p.state.value, heard, p.applied_index, p.load
+                    pid,
+                    p.match_index,
+                    p.next_index,
+                    p.state.value,
+                    heard,
+                    p.applied_index,
+                    p.load,
+                    p.lost_entries,
                 )
             )
         return out
@@ -604,6 +612,12 @@ class RaftCore:
             p.state is ProgressState.PROBE and m.match_index != p.next_index - 1
         ):
             return  # stale
+        if m.last_log_index < p.match_index:
+            # The follower's log ends below what it acknowledged: its disk lost acknowledged
+            # entries (e.g. a damaged WAL). Resync it from where its log really ends; our
+            # commit index never goes back. (Without this it would stay stuck forever.)
+            p.match_index = m.last_log_index
+            p.lost_entries += 1
         if m.conflict_term > 0:
             last = self.log.last_index_of_term(m.conflict_term)
             nxt = last + 1 if last > 0 else m.conflict_index

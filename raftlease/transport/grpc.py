@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from typing import TYPE_CHECKING
 
@@ -105,17 +106,57 @@ class _Link:
             backoff = min(backoff * 2, 1.0)
 
 
+def parse_faults(spec: str) -> dict[str, float]:
+    """``"dup=0.05;reorder=0.05;drop=0.1"`` -> probabilities (fault injection only)."""
+    faults: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("dup", "reorder", "drop"):
+            raise ValueError(f"bad transport fault {part!r}: expected dup=P, reorder=P or drop=P")
+        p = float(value)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"transport fault {key} must be a probability in [0, 1], got {p}")
+        faults[key] = p
+    return faults
+
+
 class GrpcTransport:
-    """Outbound links to every peer. Create it inside the running event loop."""
+    """Outbound links to every peer. Create it inside the running event loop.
+
+    ``RAFTLEASE_TRANSPORT_FAULTS="dup=0.05;reorder=0.05;drop=0.1"`` (off by default) makes
+    ``send`` duplicate, reorder (hold one message back past the next) or drop messages, so
+    real-process tests can exercise what a TCP proxy cannot produce.
+    """
 
     def __init__(self, node_id: str, cluster_id: str, peers: dict[str, str]) -> None:
         self.links = {
             pid: _Link(pid, addr, cluster_id) for pid, addr in peers.items() if pid != node_id
         }
+        self.faults = parse_faults(os.environ.get("RAFTLEASE_TRANSPORT_FAULTS", ""))
+        self._held: list[Message] = []
         for link in self.links.values():
             link.task = asyncio.get_running_loop().create_task(link.run())
 
+    def _with_faults(self, messages: Sequence[Message]) -> list[Message]:
+        f = self.faults
+        out: list[Message] = []
+        for m in messages:
+            if random.random() < f.get("drop", 0.0):
+                continue
+            if random.random() < f.get("reorder", 0.0):
+                self._held.append(m)
+                continue
+            out.append(m)
+            if random.random() < f.get("dup", 0.0):
+                out.append(m)
+            if self._held:
+                out.extend(self._held)
+                self._held.clear()
+        return out
+
     def send(self, messages: Sequence[Message]) -> None:
+        if self.faults:
+            messages = self._with_faults(messages)
         links = self.links
         for m in messages:
             link = links.get(m.dst)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftlease/v1/cluster.proto\x12\x0craftlease.v1\"\x0f\n\rStatusRequest\"\xd9\x01\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x15\n\rlast_heard_ms\x18\x07 \x01(\x03\x12\x19\n\x11missed_heartbeats\x18\x08 \x01(\x04\x12\x0b\n\x03lag\x18\t \x01(\x04\x12\x13\n\x0bmatch_index\x18\n \x01(\x04\x12\x11\n\treachable\x18\x0b \x01(\x08\"\x97\x01\n\x0eStatusResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.raftlease.v1.NodeStatus\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x0c\n\x04term\x18\x06 \x01(\x04\".\n\x19TransferLeadershipRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\t\"/\n\x1aTransferLeadershipResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t2\xb7\x01\n\x07\x43luster\x12\x43\n\x06Status\x12\x1b.raftlease.v1.StatusRequest\x1a\x1c.raftlease.v1.StatusResponse\x12g\n\x12TransferLeadership\x12\'.raftlease.v1.TransferLeadershipRequest\x1a(.raftlease.v1.TransferLeadershipResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftlease/v1/cluster.proto\x12\x0craftlease.v1\"\x0f\n\rStatusRequest\"\x8a\x02\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x15\n\rlast_heard_ms\x18\x07 \x01(\x03\x12\x19\n\x11missed_heartbeats\x18\x08 \x01(\x04\x12\x0b\n\x03lag\x18\t \x01(\x04\x12\x13\n\x0bmatch_index\x18\n \x01(\x04\x12\x11\n\treachable\x18\x0b \x01(\x08\x12\x13\n\x0blease_valid\x18\x0c \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\r \x01(\x04\"\x97\x01\n\x0eStatusResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.raftlease.v1.NodeStatus\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x0c\n\x04term\x18\x06 \x01(\x04\".\n\x19TransferLeadershipRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\t\"/\n\x1aTransferLeadershipResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t2\xb7\x01\n\x07\x43luster\x12\x43\n\x06Status\x12\x1b.raftlease.v1.StatusRequest\x1a\x1c.raftlease.v1.StatusResponse\x12g\n\x12TransferLeadership\x12\'.raftlease.v1.TransferLeadershipRequest\x1a(.raftlease.v1.TransferLeadershipResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=44
   _globals['_STATUSREQUEST']._serialized_end=59
   _globals['_NODESTATUS']._serialized_start=62
-  _globals['_NODESTATUS']._serialized_end=279
-  _globals['_STATUSRESPONSE']._serialized_start=282
-  _globals['_STATUSRESPONSE']._serialized_end=433
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=435
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=481
-  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_start=483
-  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_end=530
-  _globals['_CLUSTER']._serialized_start=533
-  _globals['_CLUSTER']._serialized_end=716
+  _globals['_NODESTATUS']._serialized_end=328
+  _globals['_STATUSRESPONSE']._serialized_start=331
+  _globals['_STATUSRESPONSE']._serialized_end=482
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=484
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=530
+  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_start=532
+  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_end=579
+  _globals['_CLUSTER']._serialized_start=582
+  _globals['_CLUSTER']._serialized_end=765
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,8 @@ class NodeStatus(_message.Message):
     LAG_FIELD_NUMBER: _builtins.int
     MATCH_INDEX_FIELD_NUMBER: _builtins.int
     REACHABLE_FIELD_NUMBER: _builtins.int
+    LEASE_VALID_FIELD_NUMBER: _builtins.int
+    LEASE_REMAINING_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The node id."""
     address: _builtins.str
@@ -83,6 +85,12 @@ class NodeStatus(_message.Message):
     """The leader's match index for this node."""
     reachable: _builtins.bool
     """True if the leader heard from this node within an election timeout."""
+    lease_valid: _builtins.bool
+    """Set only in the answering node's own entry: does it hold a valid leader lease now
+    (it is the leader, has applied its no-op, and a quorum acknowledged it recently)?
+    """
+    lease_remaining_ms: _builtins.int
+    """Milliseconds left on that leader lease, on the answering node's clock (0 if none)."""
     def __init__(
         self,
         *,
@@ -97,10 +105,12 @@ class NodeStatus(_message.Message):
         lag: _builtins.int = ...,
         match_index: _builtins.int = ...,
         reachable: _builtins.bool = ...,
+        lease_valid: _builtins.bool = ...,
+        lease_remaining_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "commit_index", b"commit_index", "id", b"id", "lag", b"lag", "last_heard_ms", b"last_heard_ms", "match_index", b"match_index", "missed_heartbeats", b"missed_heartbeats", "reachable", b"reachable", "role", b"role", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "applied_index", b"applied_index", "commit_index", b"commit_index", "id", b"id", "lag", b"lag", "last_heard_ms", b"last_heard_ms", "lease_remaining_ms", b"lease_remaining_ms", "lease_valid", b"lease_valid", "match_index", b"match_index", "missed_heartbeats", b"missed_heartbeats", "reachable", b"reachable", "role", b"role", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

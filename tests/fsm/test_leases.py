@@ -728,6 +728,8 @@ def test_restore_fuzz_mutated_snapshots(data: st.DataObject) -> None:
 
 ALLOWED_IMPORTS = {
     "__future__",
+    "heapq",
+    "math",
     "collections",
     "collections.abc",
     "dataclasses",

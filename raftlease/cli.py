@@ -1,0 +1,672 @@
+"""The ``raftlease`` command (DESIGN.md §6).
+
+    raftlease cluster [--nodes 3] [--data-dir DIR] [--base-port 7001]
+    raftlease serve --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data-dir DIR
+    raftlease acquire NAME --ttl 10s [--wait 30s] [--holder H]
+    raftlease run NAME [--ttl 10s] [--wait forever] [--max-restarts 5] -- CMD [ARGS...]
+    raftlease holder NAME | leases | watch [NAME] | status [--json] | transfer [--to ID]
+
+Every command takes ``--endpoints`` (default: ``RAFTLEASE_ENDPOINTS``, else the three local
+ports) and, on failure, exits non-zero after printing ONE line ``raftlease: error: ...``.
+Durations accept ``10s``, ``500ms``, ``2m``, ``1h`` or a bare number of seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+
+from raftlease.errors import RaftLeaseError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import FrameType
+
+    from raftlease.client import Lease, LeaseClient, LeaseInfo
+
+__all__ = ["main", "parse_duration_arg", "parse_peers"]
+
+PROG = "raftlease"
+DEFAULT_CLUSTER_ID = "raftlease"
+LEADER_WAIT_S = 30.0
+STOP_GRACE_S = 5.0
+
+
+class UsageError(Exception):
+    """A bad command line; main() prints it as one line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument types
+
+
+def parse_duration_arg(text: str) -> float:
+    """argparse type for durations: ``10s``, ``500ms``, ``2m``, ``1h``, bare seconds."""
+    from raftlease.client._common import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _wait_arg(text: str) -> float | None:
+    """``--wait``: a duration, or ``forever``/``inf`` (None)."""
+    if text.strip().lower() in ("forever", "inf", "infinity", "never"):
+        return None
+    return parse_duration_arg(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _address(text: str) -> str:
+    from raftlease.client._common import parse_endpoints
+    from raftlease.errors import ConfigError
+
+    try:
+        (address,) = parse_endpoints(text)
+    except (ConfigError, ValueError) as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one HOST:PORT address" if "," in text else str(err)
+        ) from None
+    return address
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``n1=127.0.0.1:7001,n2=...`` -> ``{"n1": "127.0.0.1:7001", ...}``."""
+    peers: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        node_id, sep, address = item.partition("=")
+        node_id = node_id.strip()
+        if not sep or not node_id:
+            raise argparse.ArgumentTypeError(f"peer {item!r} is not ID=HOST:PORT")
+        if node_id in peers:
+            raise argparse.ArgumentTypeError(f"peer id {node_id!r} appears twice")
+        peers[node_id] = _address(address.strip())
+    if not peers:
+        raise argparse.ArgumentTypeError("no peers given: use ID=HOST:PORT,ID=HOST:PORT,...")
+    return peers
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO) -> None:
+    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        print(line.rstrip(), file=out)
+
+
+def _fmt_s(seconds: float) -> str:
+    from raftlease.client._common import format_duration
+
+    return format_duration(seconds)
+
+
+def _fmt_map(mapping: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(mapping.items())) or "-"
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, sort_keys=True))
+
+
+def _client(args: argparse.Namespace) -> LeaseClient:
+    from raftlease.client import LeaseClient
+
+    return LeaseClient(args.endpoints, timeout=args.timeout)
+
+
+class _Stop:
+    """SIGINT/SIGTERM -> a flag (and an Event), restored on exit."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self.event.set()
+
+    def __enter__(self) -> _Stop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    peers: dict[str, str] = dict(args.peers)
+    if args.id not in peers:
+        peers[args.id] = args.listen
+    from raftlease.server import main_serve
+
+    main_serve(args.id, args.listen, peers, args.data_dir, args.cluster_id or DEFAULT_CLUSTER_ID)
+    return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in children.values():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from raftlease.client import LeaseClient
+
+    if not 1 <= args.nodes <= 9:
+        raise UsageError(f"--nodes must be between 1 and 9, got {args.nodes}")
+    if not 1 <= args.base_port <= 65535 - args.nodes:
+        raise UsageError(f"--base-port {args.base_port} leaves no room for {args.nodes} ports")
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    id_file = data_dir / "cluster-id"
+    if id_file.exists():
+        cluster_id = id_file.read_text(encoding="utf-8").strip()
+    else:
+        cluster_id = uuid.uuid4().hex
+        id_file.write_text(cluster_id + "\n", encoding="utf-8")
+    host = args.host
+    ids = [f"n{i}" for i in range(1, args.nodes + 1)]
+    addresses = {nid: f"{host}:{args.base_port + i}" for i, nid in enumerate(ids)}
+    for nid, address in addresses.items():
+        if not _port_free(host, int(address.rsplit(":", 1)[1])):
+            return _fail(f"{address} (for {nid}) is in use; is another cluster running?")
+    peers = ",".join(f"{nid}={addr}" for nid, addr in addresses.items())
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    out = sys.stdout
+    with _Stop() as stop:
+        try:
+            for nid in ids:
+                logs[nid] = data_dir / f"{nid}.log"
+                with open(logs[nid], "ab") as log_file:
+                    children[nid] = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "raftlease",
+                            "serve",
+                            "--id",
+                            nid,
+                            "--listen",
+                            addresses[nid],
+                            "--peers",
+                            peers,
+                            "--data-dir",
+                            str(data_dir / nid),
+                            "--cluster-id",
+                            cluster_id,
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                    )
+            endpoints = list(addresses.values())
+            leader: str | None = None
+            term: object = None
+            deadline = time.monotonic() + LEADER_WAIT_S
+            with LeaseClient(endpoints, timeout=1.0) as client:
+                while leader is None:
+                    if stop.event.is_set():
+                        return 0
+                    for nid, proc in children.items():
+                        if proc.poll() is not None:
+                            return _fail(
+                                f"node {nid} exited with code {proc.returncode} during start-up: "
+                                f"{_tail(logs[nid])} (log: {logs[nid]})"
+                            )
+                    if time.monotonic() > deadline:
+                        return _fail(
+                            f"no leader elected within {LEADER_WAIT_S:.0f}s; see the logs in "
+                            f"{data_dir}"
+                        )
+                    status = client.status()
+                    leader, term = status["leader"], status["term"]
+                    if leader is None:
+                        stop.event.wait(0.1)
+            joined = ",".join(endpoints)
+            print(
+                f"raftlease cluster {cluster_id}: {args.nodes} nodes up, "
+                f"leader {leader} (term {term})",
+                file=out,
+            )
+            for nid in ids:
+                print(
+                    f"  {nid}  {addresses[nid]}  pid {children[nid].pid}  "
+                    f"data {data_dir / nid}  log {logs[nid]}",
+                    file=out,
+                )
+            print("", file=out)
+            print("endpoints, for your shell:", file=out)
+            print(f"  export RAFTLEASE_ENDPOINTS={joined}", file=out)
+            print("", file=out)
+            print("and from Python:", file=out)
+            print("  from raftlease import LeaseClient", file=out)
+            print(f'  with LeaseClient("{joined}") as client:', file=out)
+            print('      with client.acquire("demo", ttl=10.0, wait=30.0) as lease:', file=out)
+            print('          print("holding", lease.name, "token", lease.fencing_token)', file=out)
+            print("", file=out)
+            print("Ctrl-C stops the cluster.", file=out, flush=True)
+            reported: set[str] = set()
+            while not stop.event.wait(0.5):
+                for nid, proc in children.items():
+                    if nid not in reported and proc.poll() is not None:
+                        reported.add(nid)
+                        print(
+                            f"raftlease cluster: node {nid} exited with code "
+                            f"{proc.returncode} (not restarted; log: {logs[nid]})",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                if len(reported) == len(children):
+                    return _fail("every node has exited")
+            print("raftlease cluster: stopping", file=sys.stderr, flush=True)
+            return 0
+        finally:
+            _stop_children(children)
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    lost_event = threading.Event()
+
+    def on_lost(lease: Lease) -> None:
+        lost_event.set()
+
+    with _client(args) as client:
+        # Ctrl-C while waiting in the queue interrupts the call (KeyboardInterrupt: exit 130).
+        lease = client.acquire(
+            args.name,
+            ttl=args.ttl,
+            wait=args.wait,
+            holder=args.holder,
+            metadata=dict(args.metadata or []),
+            on_lost=on_lost,
+        )
+        with _Stop() as stop:
+            print(
+                f"acquired lease {lease.name}: fencing_token={lease.fencing_token} "
+                f"lease_id={lease.lease_id} ttl={_fmt_s(lease.ttl)} holder={lease.holder}",
+                flush=True,
+            )
+            print("keeping it alive; press Ctrl-C to release", file=sys.stderr, flush=True)
+            while not stop.event.is_set():
+                if lost_event.wait(0.1) or lease.lost.is_set():
+                    return _fail(f"lease {lease.name} lost: {lease.lost_reason or 'expired'}")
+            lease.release()
+            print(f"released lease {lease.name}", flush=True)
+            return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from raftlease.client.runner import RunnerConfig, run_singleton
+
+    if not args.command:
+        raise UsageError("no command given: use raftlease run NAME [--ttl 10s] -- CMD [ARGS...]")
+    config = RunnerConfig(
+        name=args.name,
+        command=list(args.command),
+        ttl=args.ttl,
+        wait=args.wait,
+        max_restarts=args.max_restarts,
+        holder=args.holder,
+        endpoints=args.endpoints,
+        timeout=args.timeout,
+    )
+    return run_singleton(config)
+
+
+def _info_lines(info: LeaseInfo) -> list[tuple[str, str]]:
+    return [
+        ("holder", info.holder),
+        ("fencing token", str(info.fencing_token)),
+        ("lease id", str(info.lease_id)),
+        ("ttl", _fmt_s(info.ttl)),
+        ("remaining", _fmt_s(info.remaining)),
+        ("waiters", str(info.waiters)),
+        ("metadata", _fmt_map(info.metadata)),
+        ("health", _fmt_map(info.health)),
+    ]
+
+
+def cmd_holder(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.holder(args.name)
+    if args.json:
+        _print_json(None if info is None else info.to_dict())
+        return 0
+    if info is None:
+        print(f"{args.name} is free")
+        return 0
+    print(f"{info.name} is held by {info.holder}")
+    for key, value in _info_lines(info)[1:]:
+        print(f"  {key:<14} {value}")
+    return 0
+
+
+def cmd_leases(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        infos = client.leases(args.prefix)
+    if args.json:
+        _print_json([info.to_dict() for info in infos])
+        return 0
+    if not infos:
+        print("no leases held" + (f" with prefix {args.prefix!r}" if args.prefix else ""))
+        return 0
+    _table(
+        ["NAME", "HOLDER", "TOKEN", "LEASE_ID", "TTL", "REMAINING", "WAITERS", "HEALTH"],
+        [
+            [
+                i.name,
+                i.holder,
+                i.fencing_token,
+                i.lease_id,
+                _fmt_s(i.ttl),
+                _fmt_s(i.remaining),
+                i.waiters,
+                _fmt_map(i.health),
+            ]
+            for i in infos
+        ],
+        sys.stdout,
+    )
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    # Ctrl-C and SIGTERM end the watch (even where SIGINT was ignored, e.g. under `cmd &`).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    with _client(args) as client:
+        events = client.watch(args.name)
+        try:
+            for event in events:
+                if args.json:
+                    _print_json(
+                        {
+                            "kind": event.kind,
+                            "name": event.name,
+                            "index": event.index,
+                            "lease": None if event.lease is None else event.lease.to_dict(),
+                        }
+                    )
+                else:
+                    lease = event.lease
+                    detail = (
+                        f"holder={lease.holder} token={lease.fencing_token} "
+                        f"lease_id={lease.lease_id}"
+                        if lease is not None
+                        else ""
+                    )
+                    print(f"{event.kind:<8}  {event.name}  {detail}  index={event.index}")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.status()
+    if all(n["role"] == "unreachable" for n in status["nodes"]):
+        errors = "; ".join(f"{n['address']}: {n.get('error', '?')}" for n in status["nodes"])
+        return _fail(f"no node answered: {errors}")
+    if args.json:
+        _print_json(status)
+        return 0
+    leader = status["leader"] or "none"
+    print(
+        f"cluster {status['cluster_id'] or '?'}  leader {leader}  term {status['term']}",
+    )
+    rows = []
+    for n in status["nodes"]:
+        heard = n["last_heard_ms"]
+        reachable = n["reachable"]
+        rows.append(
+            [
+                n["id"],
+                n["address"],
+                n["role"],
+                n["term"],
+                n["commit_index"],
+                n["applied_index"],
+                None if heard is None or heard < 0 else f"{heard}ms",
+                n["lag"],
+                None if reachable is None else ("yes" if reachable else "no"),
+            ]
+        )
+    _table(
+        ["ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LAST_HEARD", "LAG", "REACHABLE"],
+        rows,
+        sys.stdout,
+    )
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        leader = client.transfer_leadership(args.to)
+    print(f"leader is now {leader or 'unknown'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--endpoints",
+        metavar="HOST:PORT,...",
+        default=None,
+        help="cluster endpoints (default: $RAFTLEASE_ENDPOINTS, else 127.0.0.1:7001-7003)",
+    )
+    common.add_argument(
+        "--timeout",
+        type=parse_duration_arg,
+        default=5.0,
+        metavar="DURATION",
+        help="give up when no leader answers for this long (default 5s)",
+    )
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = _Parser(
+        prog=PROG,
+        description="Leader election and time-bounded, fenced leases on Raft.",
+        epilog="Durations: 10s, 500ms, 2m, 1h, or a bare number of seconds.",
+    )
+    from raftlease import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+
+    def add(
+        name: str,
+        fn: Callable[[argparse.Namespace], int],
+        help_text: str,
+        *parents: _Parser,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("cluster", cmd_cluster, "run a local cluster in the foreground")
+    p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    p.add_argument(
+        "--data-dir", default="./raftlease-data", help="data directory (default ./raftlease-data)"
+    )
+    p.add_argument("--base-port", type=int, default=7001, help="port of n1 (default 7001)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+
+    p = add("serve", cmd_serve, "run one node in the foreground until SIGTERM/SIGINT")
+    p.add_argument("--id", required=True, help="this node's id (e.g. n1)")
+    p.add_argument("--listen", required=True, type=_address, metavar="HOST:PORT")
+    p.add_argument(
+        "--peers", required=True, type=parse_peers, metavar="ID=HOST:PORT,...", help="every node"
+    )
+    p.add_argument("--data-dir", required=True, help="this node's data directory")
+    p.add_argument("--cluster-id", default=None, help=f"cluster id (default {DEFAULT_CLUSTER_ID})")
+
+    p = add("acquire", cmd_acquire, "take a lease and keep it alive until Ctrl-C")
+    p.add_argument("name")
+    p.add_argument("--ttl", type=parse_duration_arg, default=10.0, metavar="DURATION")
+    p.add_argument("--wait", type=parse_duration_arg, default=0.0, metavar="DURATION")
+    p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")
+    p.add_argument(
+        "--metadata", type=_key_value, action="append", metavar="KEY=VALUE", help="repeatable"
+    )
+
+    p = add("run", cmd_run, "run CMD as a cluster-wide singleton")
+    p.add_argument("name")
+    p.add_argument("--ttl", type=parse_duration_arg, default=10.0, metavar="DURATION")
+    p.add_argument(
+        "--wait",
+        type=_wait_arg,
+        default=None,
+        metavar="DURATION",
+        help="how long to wait for the lease (default forever)",
+    )
+    p.add_argument("--max-restarts", type=_positive_int, default=5, metavar="N")
+    p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")
+    p.add_argument("command", nargs="*", metavar="-- CMD [ARGS...]")
+
+    p = add("holder", cmd_holder, "show who holds a lease", json_flag)
+    p.add_argument("name")
+
+    p = add("leases", cmd_leases, "list held leases", json_flag)
+    p.add_argument("--prefix", default="", help="only names starting with this")
+
+    p = add("watch", cmd_watch, "print acquire/release/expiry events until Ctrl-C", json_flag)
+    p.add_argument("name", nargs="?", default="", help="lease name (default: all)")
+
+    add("status", cmd_status, "show the cluster's nodes, roles and health", json_flag)
+
+    p = add("transfer", cmd_transfer, "move leadership to another node")
+    p.add_argument("--to", default=None, metavar="ID", help="target node (default: best follower)")
+    return parser
+
+
+def _split_run_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``run NAME [opts] -- CMD ARGS`` at the first ``--`` (argparse would eat it)."""
+    if "--" in argv:
+        cut = argv.index("--")
+        if "run" in argv[:cut]:
+            return argv[:cut], argv[cut + 1 :]
+    return argv, None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list, command = _split_run_command(args_list)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        if command is not None:
+            if args.command:
+                raise UsageError(f"unexpected arguments before '--': {' '.join(args.command)}")
+            args.command = command
+        if getattr(args, "command", None) and args.command[0] == "--":
+            args.command = args.command[1:]
+        if args.endpoints is not None:
+            from raftlease.client._common import parse_endpoints
+
+            args.endpoints = parse_endpoints(args.endpoints)
+        result: int = args.func(args)
+        return result
+    except UsageError as err:
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except RaftLeaseError as err:
+        return _fail(str(err))
+    except (OSError, ValueError) as err:
+        return _fail(f"{type(err).__name__}: {err}" if not str(err) else str(err))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,681 @@
+"""The asyncio client: :class:`AsyncLeaseClient` and the :class:`AsyncLease` it hands out.
+
+Every ``grpc.aio`` channel is created lazily, inside the running event loop, on the first
+call that needs it (grpc.aio objects are bound to the loop that created them). Keepalives run
+as one task per held lease; the client keeps a reference to every task it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from raftlease.client._common import (
+    CHANNEL_OPTIONS,
+    Attempts,
+    LeaseInfo,
+    LeaseTimer,
+    Router,
+    WatchDedup,
+    WatchEvent,
+    attempt_cap,
+    check_str_map,
+    check_token_value,
+    default_holder,
+    describe_rpc_error,
+    format_duration,
+    is_retriable,
+    lease_held_error,
+    map_rpc_error,
+    merge_status,
+    parse_endpoints,
+    renew_attempt_cap,
+    rpc_code,
+    seconds_to_ms,
+)
+from raftlease.client.errors import (
+    ClusterUnavailable,
+    LeaseLost,
+    LeaseNotFound,
+)
+from raftlease.client.sync import _check_client_settings
+from raftlease.errors import RaftLeaseError
+from raftlease.fsm.limits import validate_health
+from raftlease.v1 import cluster_pb2, cluster_pb2_grpc, lease_pb2, lease_pb2_grpc
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["AsyncLease", "AsyncLeaseClient"]
+
+log = logging.getLogger("raftlease.client")
+
+_T = TypeVar("_T")
+
+OnLost = Callable[["AsyncLease"], object]
+
+
+@dataclass(slots=True)
+class _Conn:
+    channel: grpc.aio.Channel
+    lease: lease_pb2_grpc.LeaseAsyncStub
+    cluster: cluster_pb2_grpc.ClusterAsyncStub
+
+
+class AsyncLease:
+    """A held lease (asyncio). ``async with`` it to release it on exit.
+
+    The same attributes and the same safety rules as :class:`raftlease.client.Lease`, with
+    ``lost`` an :class:`asyncio.Event` and the keepalive an asyncio task:
+
+    ``valid_until = max(valid_until, t_send + ttl * (1 - max_drift) / (1 + max_drift))``
+    where ``t_send`` is read BEFORE each Acquire/Renew is sent. Keepalives every ``ttl / 3``;
+    failures are retried quickly on the leader hint and other endpoints, and only a success
+    extends validity. If no renewal succeeded by ``valid_until - lost_margin`` (``lost_margin
+    = min(0.05 * ttl, 0.25 s)``), or the server says NOT_FOUND, ``is_valid()`` turns false,
+    then ``lost`` is set and ``on_lost(lease)`` is called (awaited if it returns an
+    awaitable). ``is_valid()`` is also false whenever ``time.monotonic() >= valid_until``.
+    :meth:`release` sets ``lost`` too, without calling ``on_lost``.
+    """
+
+    def __init__(
+        self,
+        client: AsyncLeaseClient,
+        *,
+        name: str,
+        lease_id: int,
+        fencing_token: int,
+        holder: str,
+        timer: LeaseTimer,
+        health: dict[str, str],
+        on_lost: OnLost | None,
+    ) -> None:
+        self.name = name
+        self.lease_id = lease_id
+        self.fencing_token = fencing_token
+        self.holder = holder
+        self.lost = asyncio.Event()
+        self.lost_reason = ""
+        self._client = client
+        self._timer = timer
+        self._health = health
+        self._on_lost = on_lost
+        self._renewing = True
+        self._released = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ttl(self) -> float:
+        """The granted TTL in seconds (as last reported by the leader)."""
+        return self._timer.ttl
+
+    @property
+    def valid_until(self) -> float:
+        """A ``time.monotonic()`` deadline before which no one else can hold this lease."""
+        return self._timer.valid_until
+
+    @property
+    def lost_margin(self) -> float:
+        """How long before ``valid_until`` a lease without a fresh renewal is declared lost."""
+        return self._timer.lost_margin
+
+    def is_valid(self) -> bool:
+        """True while this client may act as the holder (see the class docstring)."""
+        return not self.lost.is_set() and self._timer.is_valid(time.monotonic())
+
+    def time_left(self) -> float:
+        """Seconds until ``valid_until`` (0 when lost, released or expired)."""
+        if self.lost.is_set():
+            return 0.0
+        return self._timer.time_left(time.monotonic())
+
+    def set_health(self, health: Mapping[str, str]) -> None:
+        """Replace the health payload sent with every following keepalive."""
+        checked = check_str_map("health", health)
+        validate_health(checked)
+        self._health = checked
+
+    async def release(self) -> None:
+        """Give the lease up (idempotent); NOT_FOUND from the server counts as released."""
+        if self._released:
+            return
+        self._released = True
+        self._timer.mark_lost()
+        self.lost.set()
+        await self._stop_task()
+        self._client._forget(self)
+        await self._client._release(self.lease_id)
+
+    def stop_keepalive(self) -> None:
+        """Stop renewing without releasing; the lost signal still fires on time."""
+        self._renewing = False
+        self._wake.set()
+
+    async def __aenter__(self) -> AsyncLease:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.release()
+        except RaftLeaseError as err:
+            log.warning("raftlease: could not release lease %r: %s", self.name, err)
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncLease(name={self.name!r}, lease_id={self.lease_id}, "
+            f"fencing_token={self.fencing_token}, holder={self.holder!r}, "
+            f"ttl={self.ttl}, valid={self.is_valid()}, time_left={self.time_left():.3f})"
+        )
+
+    # -- keepalive --------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._keepalive_loop(), name=f"raftlease-keepalive-{self.name}"
+        )
+
+    async def _stop_task(self) -> None:
+        task = self._task
+        if task is None or task is asyncio.current_task():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        except Exception:
+            log.exception("raftlease: keepalive task of %r failed", self.name)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early on stop_keepalive()."""
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _declare_lost(self, reason: str) -> None:
+        if not self._timer.mark_lost():
+            return
+        self.lost_reason = reason
+        log.warning("raftlease: lease %r lost: %s", self.name, reason)
+        self.lost.set()
+        on_lost = self._on_lost
+        if on_lost is None or self._released:
+            return
+        try:
+            result = on_lost(self)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("raftlease: on_lost callback raised")
+
+    async def _keepalive_loop(self) -> None:
+        client = self._client
+        router = client._router
+        target = router.pick()
+        streak: Attempts | None = None
+        while not self._released:
+            now = time.monotonic()
+            lost_at = self._timer.lost_at()
+            if now >= lost_at:
+                why = (
+                    f"no renewal succeeded ({streak.last_error})"
+                    if streak is not None
+                    else "keepalives stopped"
+                )
+                await self._declare_lost(why)
+                return
+            if not self._renewing:
+                await self._sleep(lost_at - now)
+                continue
+            if streak is None:
+                wake = min(self._timer.renew_due(), lost_at)
+                if wake > now:
+                    await self._sleep(wake - now)
+                    continue
+            t_send = time.monotonic()  # BEFORE the request: validity counts from here
+            budget = min(renew_attempt_cap(self._timer.ttl), lost_at - t_send)
+            if budget <= 0:
+                continue
+            try:
+                conn = client._conn(target)
+                resp = await conn.lease.Renew(
+                    lease_pb2.RenewRequest(lease_id=self.lease_id, health=self._health),
+                    timeout=budget,
+                )
+            except grpc.RpcError as err:
+                if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
+                    await self._declare_lost(
+                        f"the server no longer knows lease id {self.lease_id} "
+                        f"(expired or released): {describe_rpc_error(err)}"
+                    )
+                    return
+                if streak is None:
+                    streak = Attempts(
+                        f"renew lease {self.name!r}",
+                        deadline=lost_at,
+                        round_size=len(client.endpoints),
+                    )
+                streak.note(target)
+                if is_retriable(err):
+                    target, delay = streak.failed(router, target, err)
+                else:
+                    log.warning("raftlease: renewing %r: %s", self.name, describe_rpc_error(err))
+                    streak.last_error = describe_rpc_error(err)
+                    delay = streak.backoff.next_delay()
+                await self._sleep(min(delay, lost_at - time.monotonic()))
+                continue
+            except ClusterUnavailable:  # the client was closed under us
+                return
+            if not self._timer.on_success(t_send, resp.ttl_ms / 1000.0):
+                return
+            router.succeeded(target)
+            streak = None
+
+
+class _AcquireCall:
+    """What :meth:`AsyncLeaseClient.acquire` returns: await it for an :class:`AsyncLease`, or
+    ``async with`` it to hold the lease for the block and release it after."""
+
+    def __init__(self, coro_fn: Callable[[], Awaitable[AsyncLease]]) -> None:
+        self._coro_fn = coro_fn
+        self._lease: AsyncLease | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncLease]:
+        return self._run().__await__()
+
+    async def _run(self) -> AsyncLease:
+        return await self._coro_fn()
+
+    async def __aenter__(self) -> AsyncLease:
+        self._lease = await self._coro_fn()
+        return self._lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._lease is not None:
+            await self._lease.__aexit__(exc_type, exc, tb)
+
+
+class AsyncLeaseClient:
+    """An asyncio client of a raftlease cluster; the same rules as
+    :class:`raftlease.client.LeaseClient`.
+
+    Create and use it inside a running event loop (``async with AsyncLeaseClient(...) as
+    client``); channels are opened on first use. Closing it releases every lease it still
+    holds and closes its channels.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str | None = None,
+        *,
+        timeout: float = 5.0,
+        max_drift: float = 0.01,
+    ) -> None:
+        _check_client_settings(timeout, max_drift)
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = float(timeout)
+        self.max_drift = float(max_drift)
+        self._router = Router(self.endpoints)
+        self._conns: dict[str, _Conn] = {}
+        self._leases: set[AsyncLease] = set()
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _conn(self, target: str) -> _Conn:
+        if self._closed:
+            raise ClusterUnavailable("the client is closed")
+        conn = self._conns.get(target)
+        if conn is None:
+            asyncio.get_running_loop()  # grpc.aio channels belong to the running loop
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            conn = _Conn(
+                channel,
+                lease_pb2_grpc.LeaseStub(channel),
+                cluster_pb2_grpc.ClusterStub(channel),
+            )
+            self._conns[target] = conn
+        return conn
+
+    async def _call(
+        self,
+        what: str,
+        fn: Callable[[_Conn, float], Awaitable[_T]],
+        *,
+        total: float | None = None,
+        cap: float | None = None,
+    ) -> _T:
+        total = self.timeout if total is None else total
+        deadline = time.monotonic() + total
+        attempts = Attempts(what, deadline, round_size=len(self.endpoints))
+        target = self._router.pick()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise attempts.unavailable(total)
+            attempts.note(target)
+            try:
+                result = await fn(
+                    self._conn(target), remaining if cap is None else min(cap, remaining)
+                )
+            except grpc.RpcError as err:
+                if not is_retriable(err):
+                    raise map_rpc_error(err) from None
+                target, delay = attempts.failed(self._router, target, err)
+                delay = min(delay, deadline - time.monotonic())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                continue
+            self._router.succeeded(target)
+            return result
+
+    def _forget(self, lease: AsyncLease) -> None:
+        self._leases.discard(lease)
+
+    async def _release(self, lease_id: int) -> bool:
+        request = lease_pb2.ReleaseRequest(lease_id=lease_id)
+        try:
+            resp = await self._call(
+                "release",
+                lambda c, t: c.lease.Release(request, timeout=t),
+                cap=attempt_cap(self.timeout),
+            )
+        except LeaseNotFound:
+            return False
+        return resp.released
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        name: str,
+        ttl: float = 10.0,
+        wait: float = 0.0,
+        *,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        health: Mapping[str, str] | None = None,
+        on_lost: OnLost | None = None,
+    ) -> _AcquireCall:
+        """Take the lease ``name``; ``await`` the result, or ``async with`` it.
+
+        The same semantics as :meth:`raftlease.client.LeaseClient.acquire`.
+        """
+
+        async def run() -> AsyncLease:
+            return await self._acquire(
+                name,
+                ttl,
+                wait,
+                holder=holder,
+                metadata=metadata,
+                health=health,
+                on_lost=on_lost,
+            )
+
+        return _AcquireCall(run)
+
+    async def _acquire(
+        self,
+        name: str,
+        ttl: float,
+        wait: float,
+        *,
+        holder: str | None,
+        metadata: Mapping[str, str] | None,
+        health: Mapping[str, str] | None,
+        on_lost: OnLost | None,
+    ) -> AsyncLease:
+        self._check_open()
+        ttl_ms = seconds_to_ms("ttl", ttl)
+        wait_ms = seconds_to_ms("wait", wait)
+        holder_id = default_holder() if holder is None else holder
+        meta = check_str_map("metadata", metadata)
+        health_map = check_str_map("health", health)
+        if health_map:
+            validate_health(health_map)
+        wait_end = time.monotonic() + wait_ms / 1000.0
+        while True:
+            lease = await self._acquire_once(
+                name, ttl_ms, wait_end, holder_id, meta, health_map, on_lost
+            )
+            if lease is not None:
+                return lease
+
+    async def _acquire_once(
+        self,
+        name: str,
+        ttl_ms: int,
+        wait_end: float,
+        holder_id: str,
+        meta: dict[str, str],
+        health_map: dict[str, str],
+        on_lost: OnLost | None,
+    ) -> AsyncLease | None:
+        """One acquire with one request_id; None if the grant expired before it was ours."""
+        request_id = uuid.uuid4().hex
+        t_first_send = time.monotonic()  # BEFORE the first attempt
+        wait_s = max(0.0, wait_end - t_first_send)
+        cap = attempt_cap(self.timeout)
+
+        async def attempt(conn: _Conn, remaining: float) -> lease_pb2.AcquireResponse:
+            wait_left = max(0.0, t_first_send + wait_s - time.monotonic())
+            request = lease_pb2.AcquireRequest(
+                name=name,
+                holder=holder_id,
+                ttl_ms=ttl_ms,
+                wait_ms=int(wait_left * 1000),
+                metadata=meta,
+                request_id=request_id,
+            )
+            return await conn.lease.Acquire(request, timeout=min(remaining, wait_left + cap))
+
+        resp = await self._call(f"acquire {name!r}", attempt, total=wait_s + self.timeout)
+        if not resp.acquired:
+            raise lease_held_error(name, resp.current if resp.HasField("current") else None)
+        grant = resp.lease
+        timer = LeaseTimer(
+            grant.ttl_ms / 1000.0 if grant.ttl_ms else ttl_ms / 1000.0, self.max_drift
+        )
+        timer.on_success(t_first_send)
+        lease = AsyncLease(
+            self,
+            name=grant.name or name,
+            lease_id=grant.lease_id,
+            fencing_token=grant.fencing_token,
+            holder=grant.holder or holder_id,
+            timer=timer,
+            health=health_map,
+            on_lost=on_lost,
+        )
+        if timer.time_left(time.monotonic()) < timer.ttl / 2.0:
+            request = lease_pb2.RenewRequest(lease_id=lease.lease_id, health=health_map)
+            t_send = time.monotonic()
+            try:
+                renewed = await self._call(
+                    f"renew {name!r}",
+                    lambda c, t: c.lease.Renew(request, timeout=t),
+                    cap=renew_attempt_cap(timer.ttl),
+                )
+            except LeaseNotFound:
+                if time.monotonic() < wait_end:
+                    return None  # expired before we learned of it: queue again
+                raise LeaseLost(
+                    f"lease {name!r} was granted after waiting in the queue but expired "
+                    "before it could be renewed"
+                ) from None
+            timer.on_success(t_send, renewed.ttl_ms / 1000.0)
+        self._leases.add(lease)
+        lease._start()
+        return lease
+
+    async def holder(self, name: str) -> LeaseInfo | None:
+        """Who holds ``name`` now (a linearizable read), or None if it is free."""
+        request = lease_pb2.GetRequest(name=name)
+        resp = await self._call(
+            f"get {name!r}",
+            lambda c, t: c.lease.Get(request, timeout=t),
+            cap=attempt_cap(self.timeout),
+        )
+        return LeaseInfo.from_pb(resp.lease) if resp.held else None
+
+    async def leases(self, prefix: str = "") -> list[LeaseInfo]:
+        """Every held lease whose name starts with ``prefix``, sorted by name."""
+        request = lease_pb2.ListRequest(prefix=prefix)
+        resp = await self._call(
+            "list leases",
+            lambda c, t: c.lease.List(request, timeout=t),
+            cap=attempt_cap(self.timeout),
+        )
+        return [LeaseInfo.from_pb(pb) for pb in resp.leases]
+
+    async def check_token(self, name: str, token: int) -> bool:
+        """Is ``token`` the fencing token of the current grant of ``name``?"""
+        token = check_token_value(token)
+        request = lease_pb2.CheckTokenRequest(name=name, fencing_token=token)
+        resp = await self._call(
+            f"check token of {name!r}",
+            lambda c, t: c.lease.CheckToken(request, timeout=t),
+            cap=attempt_cap(self.timeout),
+        )
+        return resp.current
+
+    async def watch(self, name: str = "") -> AsyncIterator[WatchEvent]:
+        """Async-iterate over changes of ``name`` (all names if empty); see LeaseClient.watch."""
+        self._check_open()
+        request = lease_pb2.WatchRequest(name=name)
+        dedup = WatchDedup()
+        attempts: Attempts | None = None
+        while True:
+            if attempts is not None and time.monotonic() >= attempts.deadline:
+                raise attempts.unavailable(self.timeout)
+            if self._router.leader is None:
+                await self._discover_leader()
+            target = self._router.pick()
+            call = self._conn(target).lease.Watch(request)
+            delay = 0.0
+            try:
+                async for pb in call:
+                    attempts = None
+                    self._router.succeeded(target)
+                    event = WatchEvent.from_pb(pb)
+                    if dedup.admit(event):
+                        yield event
+            except grpc.RpcError as err:
+                if self._closed:
+                    return
+                if not is_retriable(err):
+                    raise map_rpc_error(err) from None
+                if attempts is None:
+                    attempts = Attempts(
+                        f"watch {name!r}",
+                        time.monotonic() + self.timeout,
+                        round_size=len(self.endpoints),
+                    )
+                attempts.note(target)
+                _, delay = attempts.failed(self._router, target, err)
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay if delay > 0 else 0.01)
+
+    async def _discover_leader(self) -> None:
+        """Learn the leader's address from any node's Cluster.Status."""
+        for endpoint in self.endpoints:
+            try:
+                st = await self._conn(endpoint).cluster.Status(
+                    cluster_pb2.StatusRequest(), timeout=min(1.0, self.timeout)
+                )
+            except grpc.RpcError:
+                continue
+            if st.leader_address:
+                self._router.succeeded(st.leader_address)
+                return
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Ask EVERY endpoint for its Cluster.Status and merge the answers (see
+        :meth:`raftlease.client.LeaseClient.status`)."""
+        self._check_open()
+        per_node = min(self.timeout, 2.0)
+
+        async def one(ep: str) -> cluster_pb2.StatusResponse | str:
+            try:
+                return await self._conn(ep).cluster.Status(
+                    cluster_pb2.StatusRequest(), timeout=per_node
+                )
+            except grpc.RpcError as err:
+                return describe_rpc_error(err)
+
+        results = await asyncio.gather(*(one(ep) for ep in self.endpoints))
+        return merge_status(self.endpoints, dict(zip(self.endpoints, results, strict=True)))
+
+    async def transfer_leadership(self, to: str | None = None) -> str:
+        """Hand leadership to node ``to`` (or the most up-to-date follower); the new leader."""
+        request = cluster_pb2.TransferLeadershipRequest(target_id=to or "")
+        resp = await self._call(
+            "transfer leadership",
+            lambda c, t: c.cluster.TransferLeadership(request, timeout=t),
+        )
+        return resp.leader_id
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClusterUnavailable("the client is closed")
+
+    async def close(self) -> None:
+        """Release every lease still held (best effort) and close the channels."""
+        for lease in list(self._leases):
+            try:
+                await lease.release()
+            except RaftLeaseError as err:
+                log.warning("raftlease: could not release lease %r: %s", lease.name, err)
+        self._closed = True
+        conns = list(self._conns.values())
+        self._conns.clear()
+        for conn in conns:
+            await conn.channel.close()
+
+    async def __aenter__(self) -> AsyncLeaseClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncLeaseClient(endpoints={self.endpoints!r}, "
+            f"timeout={format_duration(self.timeout)}, max_drift={self.max_drift})"
+        )

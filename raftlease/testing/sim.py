@@ -1,0 +1,914 @@
+"""SimCluster: a seeded, deterministic discrete-event simulator of a raftlease cluster.
+
+No asyncio, no real time, no global ``random``: one ``random.Random(seed)`` is split, in a
+fixed order, into the streams used for clocks, the network, the workload, faults and each
+core's election timer (a restarted core gets a fresh stream from the ``restart`` one). The
+same seed therefore replays the same run, event for event, with or without tracing.
+
+Time is an integer number of microseconds. Events sit on a heap ordered by (time, seq):
+node ticks, message deliveries, and scheduled actions (workload, faults, tests).
+
+Each node has a :class:`MemoryStorage` and a core built from ``storage.load()``. Its clock
+ticks every ``tick_us / rate`` real microseconds (``rate`` = 1 ± drift; within the config's
+``max_drift`` by default). After EVERY input to a core (tick, message, proposal, transfer) the
+driver runs the Ready loop exactly as the READY CONTRACT (core/ready.py) says: save hard
+state + snapshot + entries, then send the messages, then apply the snapshot and committed
+entries, then ``advance``. The checkers (checkers.py) observe each step as it happens.
+
+A crash drops the core and everything volatile; messages that reach a down node are lost.
+A restart rebuilds the core from ``storage.load()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import random
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+from raftlease.config import RaftConfig
+from raftlease.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    Snapshot,
+    TimeoutNow,
+)
+from raftlease.core.raft import RaftCore
+from raftlease.core.ready import HardState, Ready
+from raftlease.errors import NotLeader, ProposalDropped
+from raftlease.storage.memory import MemoryStorage
+from raftlease.testing.checkers import Checkers, LivenessViolation, SafetyViolation
+from raftlease.testing.network import LinkParams, SimNetwork
+from raftlease.types import NodeId, Role
+
+__all__ = [
+    "PARTITION_SHAPES",
+    "CoreFactory",
+    "LeaseInterval",
+    "LivenessResult",
+    "SimCluster",
+    "SimNode",
+    "describe",
+]
+
+CoreFactory = Callable[
+    [RaftConfig, random.Random, HardState | None, Snapshot | None, tuple[Entry, ...]], RaftCore
+]
+
+PARTITION_SHAPES = (
+    "isolate-leader",
+    "isolate-one",
+    "minority",
+    "majorities-ring",
+    "bridge",
+    "one-way",
+)
+
+ZERO_HASH = bytes(16)
+
+FAILPOINTS = ("before-send", "after-send", "after-apply")
+FAILPOINT_SCOPES = ("", "leader", "new-leader", "commit")
+
+
+class _Crashed(Exception):
+    """A failpoint crashed the node in the middle of its Ready loop."""
+
+
+_TICK = 0
+_MSG = 1
+_ACTION = 2
+
+# An event: (time_us, seq, kind, node index, payload). (time, seq) is unique, so the payload
+# is never compared.
+_Event = tuple[int, int, int, int, Any]
+
+
+def state_hash(prev: bytes, e: Entry) -> bytes:
+    """The state-machine hash chain: the hash after applying ``e`` on top of ``prev``."""
+    h = hashlib.blake2b(prev, digest_size=16)
+    h.update(e.index.to_bytes(8, "big"))
+    h.update(e.term.to_bytes(8, "big"))
+    h.update(bytes((int(e.kind),)))
+    h.update(e.data)
+    return h.digest()
+
+
+def describe(m: Message) -> str:
+    """A short, stable, one-line rendering of a message (for transcripts)."""
+    head = f"{m.src}->{m.dst} t{m.term}"
+    match m:
+        case RequestVote():
+            kind = "PreVote" if m.pre_vote else "RequestVote"
+            extra = " transfer" if m.transfer else ""
+            return f"{head} {kind} last={m.last_log_index}/{m.last_log_term}{extra}"
+        case RequestVoteResponse():
+            kind = "PreVoteResp" if m.pre_vote else "VoteResp"
+            return f"{head} {kind} {'granted' if m.granted else 'rejected'}"
+        case AppendEntries():
+            ents = ""
+            if m.entries:
+                ents = f" entries={m.entries[0].index}..{m.entries[-1].index}"
+            return (
+                f"{head} Append prev={m.prev_log_index}/{m.prev_log_term}{ents} "
+                f"commit={m.leader_commit} st={m.send_tick}"
+            )
+        case AppendEntriesResponse():
+            if m.success:
+                return f"{head} AppendResp ok match={m.match_index} st={m.send_tick}"
+            return (
+                f"{head} AppendResp reject prev={m.match_index} last={m.last_log_index} "
+                f"conflict={m.conflict_index}/{m.conflict_term}"
+            )
+        case InstallSnapshot():
+            return f"{head} InstallSnapshot {m.snapshot.index}/{m.snapshot.term}"
+        case InstallSnapshotResponse():
+            return f"{head} SnapshotResp match={m.match_index}"
+        case TimeoutNow():
+            return f"{head} TimeoutNow"
+        case _:
+            assert_never(m)
+
+
+@dataclass(slots=True)
+class SimNode:
+    """One simulated server: durable storage, a clock, and (while up) a core."""
+
+    id: NodeId
+    index: int
+    rate: float
+    tick_interval_us: float
+    storage: MemoryStorage = field(default_factory=MemoryStorage)
+    core: RaftCore | None = None
+    up: bool = False
+    incarnation: int = 0
+    next_tick_us: float = 0.0
+    applied_index: int = 0
+    state_hash: bytes = ZERO_HASH
+    # index -> (term, kind, data) of every entry this node's state machine applied.
+    applied_log: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
+    seen_role: Role = Role.FOLLOWER
+    seen_term: int = 0
+    lease: bool = False
+    crashes: int = 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core is not None and self.core.role is Role.LEADER
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInterval:
+    """A node held a valid leader lease over [start_us, end_us) (end -1: still holds it)."""
+
+    node: NodeId
+    term: int
+    start_us: int
+    end_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessResult:
+    """What the post-heal liveness check measured."""
+
+    election_us: int  # heal -> first valid leader lease
+    stable_us: int  # heal -> start of the lease of the leader that then stayed stable
+    commit_us: int  # proposal -> applied on every node
+    leader: NodeId
+    term: int
+    disruptions: int  # lease leaders deposed before they proved stable
+    tick_us: int
+
+    @property
+    def election_ticks(self) -> float:
+        return self.election_us / self.tick_us
+
+    @property
+    def stable_ticks(self) -> float:
+        return self.stable_us / self.tick_us
+
+
+class SimCluster:
+    """A whole cluster in one process, driven by virtual time. See the module docstring.
+
+    ``config`` overrides RaftConfig fields (election_ticks_min, lease_ticks, ...) for every
+    node. ``rates`` pins each node's clock rate (beyond-bound rates are allowed, for tests
+    that must detect violations); by default each rate is drawn in 1 ± ``max_drift``, which
+    defaults to the config's ``max_drift``. The workload intervals are (min, max) in us, or
+    None to disable: proposals to the leader, compactions, leadership transfers.
+
+    ``failpoints`` crash a node inside its Ready loop (etcd gofail style, TESTING.md row 3):
+    ``{"[scope:]point": probability}`` with point ``before-send`` (persisted, nothing sent),
+    ``after-send`` (sent, nothing applied) or ``after-apply`` (applied, not advanced), and
+    scope ``leader`` (the node is leader), ``new-leader`` (its first Ready as leader) or
+    ``commit`` (the Ready carries committed entries); no scope means every Ready. A crashed
+    node restarts after a delay drawn from ``failpoint_down_us``.
+    """
+
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int = 0,
+        *,
+        config: Mapping[str, Any] | None = None,
+        core_factory: CoreFactory = RaftCore,
+        tick_us: int = 10_000,
+        rates: Sequence[float] | None = None,
+        max_drift: float | None = None,
+        link: LinkParams | None = None,
+        propose_every_us: tuple[int, int] | None = (5_000, 40_000),
+        compact_every_us: tuple[int, int] | None = None,
+        transfer_every_us: tuple[int, int] | None = None,
+        failpoints: Mapping[str, float] | None = None,
+        failpoint_down_us: tuple[int, int] = (0, 200_000),
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        self.seed = seed
+        self.tick_us = tick_us
+        self.ids: tuple[NodeId, ...] = tuple(NodeId(f"n{i + 1}") for i in range(n))
+        self.config_overrides: dict[str, Any] = dict(config or {})
+        self.core_factory = core_factory
+        self.trace = trace
+        probe = self.config_for(self.ids[0])
+        probe.validate()
+        self.election_ticks_max = probe.election_ticks_max
+        self.election_ticks_min = probe.election_ticks_min
+
+        # Every random stream, derived from the one seed in a fixed order.
+        root = random.Random(seed)
+        self.clock_rng = clock_rng = random.Random(root.getrandbits(64))
+        self.net_rng = random.Random(root.getrandbits(64))
+        self.workload_rng = random.Random(root.getrandbits(64))
+        self.fault_rng = random.Random(root.getrandbits(64))
+        self.restart_rng = random.Random(root.getrandbits(64))
+        self.user_rng = random.Random(root.getrandbits(64))  # for callers (sweep, tests)
+
+        drift = probe.max_drift if max_drift is None else max_drift
+        if rates is not None and len(rates) != n:
+            raise ValueError(f"need {n} clock rates, got {len(rates)}")
+        self.nodes: list[SimNode] = []
+        for i, nid in enumerate(self.ids):
+            rate = rates[i] if rates is not None else 1.0 + clock_rng.uniform(-drift, drift)
+            if rate <= 0:
+                raise ValueError(f"clock rate must be positive, got {rate}")
+            self.nodes.append(SimNode(nid, i, rate, tick_us / rate))
+        self._by_id = {node.id: node for node in self.nodes}
+        self.clean_link = link or LinkParams()
+        self.net = SimNetwork(self.ids, self.net_rng, self.clean_link)
+        self.checkers = Checkers(self.ids)
+
+        self.now = 0
+        self._heap: list[_Event] = []
+        self._seq = itertools.count()
+        self.events = 0
+        self.next_command = 1
+        self.proposed = 0
+        self.leader_history: list[tuple[int, NodeId, int]] = []  # (time, node, term)
+        self.lease_intervals: list[LeaseInterval] = []
+        self._lease_since: dict[NodeId, tuple[int, int]] = {}  # node -> (start, term)
+        self.workload_on = True
+        self.failpoints: dict[str, float] = {}
+        for name, prob in (failpoints or {}).items():
+            scope, _, point = name.rpartition(":")
+            if point not in FAILPOINTS or scope not in FAILPOINT_SCOPES:
+                raise ValueError(
+                    f"unknown failpoint {name!r}: use [scope:]point with point in "
+                    f"{FAILPOINTS} and scope in {FAILPOINT_SCOPES[1:]}"
+                )
+            self.failpoints[name] = prob
+        self.failpoint_down_us = failpoint_down_us
+        self.failpoint_crashes = 0
+
+        for node in self.nodes:
+            self._boot(node, first=True)
+        if propose_every_us is not None:
+            self._every(propose_every_us, self._workload_propose)
+        if compact_every_us is not None:
+            self._every(compact_every_us, self._workload_compact)
+        if transfer_every_us is not None:
+            self._every(transfer_every_us, self._workload_transfer)
+
+    # ================================================================ configuration
+    def config_for(self, nid: NodeId) -> RaftConfig:
+        return RaftConfig(node_id=nid, voters=self.ids, **self.config_overrides)
+
+    def node(self, nid: str) -> SimNode:
+        return self._by_id[NodeId(nid)]
+
+    def _log(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"[{self.now / 1000:10.3f}ms] {text}")
+
+    # ================================================================ event loop
+    def _push(self, at_us: int, kind: int, index: int, payload: Any) -> None:
+        heapq.heappush(self._heap, (at_us, next(self._seq), kind, index, payload))
+
+    def at(self, at_us: int, action: Callable[[], None]) -> None:
+        """Run ``action`` at virtual time ``at_us`` (not earlier than now)."""
+        self._push(max(at_us, self.now), _ACTION, -1, action)
+
+    def after(self, delay_us: int, action: Callable[[], None]) -> None:
+        self.at(self.now + delay_us, action)
+
+    def _every(self, span: tuple[int, int], action: Callable[[], None]) -> None:
+        lo, hi = span
+        rng = self.workload_rng
+
+        def fire() -> None:
+            if self.workload_on:
+                action()
+            self.after(rng.randint(lo, hi), fire)
+
+        self.after(rng.randint(lo, hi), fire)
+
+    def run_until(self, t_us: int) -> None:
+        """Process every event up to and including time ``t_us``."""
+        heap = self._heap
+        while heap and heap[0][0] <= t_us:
+            self._dispatch(heapq.heappop(heap))
+        if t_us > self.now:
+            self.now = t_us
+
+    def run_for(self, us: int) -> None:
+        self.run_until(self.now + us)
+
+    def run_until_true(self, pred: Callable[[], bool], limit_us: int) -> bool:
+        """Run until ``pred()`` holds (checked after every event) or ``limit_us`` passes."""
+        heap = self._heap
+        end = self.now + limit_us
+        if pred():
+            return True
+        while heap and heap[0][0] <= end:
+            self._dispatch(heapq.heappop(heap))
+            if pred():
+                return True
+        self.now = max(self.now, end)
+        return pred()
+
+    def _dispatch(self, ev: _Event) -> None:
+        t, _, kind, idx, payload = ev
+        self.now = t
+        self.checkers.now_us = t
+        self.events += 1
+        if kind == _TICK:
+            node = self.nodes[idx]
+            if node.up and node.incarnation == payload:
+                core = node.core
+                assert core is not None
+                try:
+                    core.tick()
+                except SafetyViolation:
+                    raise
+                except Exception as exc:
+                    raise self._core_error(node, "tick", exc) from exc
+                self._after_input(node)
+                node.next_tick_us += node.tick_interval_us
+                self._push(int(node.next_tick_us), _TICK, idx, payload)
+        elif kind == _MSG:
+            self._deliver(payload)
+        else:
+            payload()
+
+    def _core_error(self, node: SimNode, what: str, exc: Exception) -> SafetyViolation:
+        tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return SafetyViolation(
+            "core-error", f"{node.id} raised during {what}: {tb} (at t={self.now}us)"
+        )
+
+    # ================================================================ node lifecycle
+    def _boot(self, node: SimNode, first: bool) -> None:
+        st = node.storage.load()
+        rng = random.Random(self.restart_rng.getrandbits(64))
+        core = self.core_factory(
+            self.config_for(node.id), rng, st.hard_state, st.snapshot, st.entries
+        )
+        node.core = core
+        node.up = True
+        node.incarnation += 1
+        node.applied_index = st.snapshot.index if st.snapshot is not None else 0
+        node.state_hash = st.snapshot.data if st.snapshot is not None else ZERO_HASH
+        node.applied_log = {}  # the state machine is volatile: rebuilt from snapshot + log
+        node.seen_role = core.role
+        node.seen_term = core.term
+        node.lease = False
+        self.checkers.on_term(node.id, core.term)
+        if st.snapshot is not None:
+            self.checkers.on_snapshot_applied(node.id, st.snapshot)
+        # The clock keeps running while the process is down: a random tick phase.
+        phase = self.clock_rng.random()
+        node.next_tick_us = self.now + 1 + phase * node.tick_interval_us
+        self._push(int(node.next_tick_us), _TICK, node.index, node.incarnation)
+        self._log(
+            f"{node.id} {'boot' if first else 'RESTART'} term={core.term} "
+            f"vote={core.voted_for} commit={core.commit_index} last={core.last_index} "
+            f"snap={node.applied_index} rate={node.rate:.4f}"
+        )
+        if core.has_ready():
+            self._after_input(node)
+
+    def set_clock_rate(self, nid: str, rate: float) -> None:
+        """Change a node's clock rate from its next tick on (rate skew onset, faketime)."""
+        if rate <= 0:
+            raise ValueError(f"clock rate must be positive, got {rate}")
+        node = self.node(nid)
+        node.rate = rate
+        node.tick_interval_us = self.tick_us / rate
+        self._log(f"{node.id} clock rate -> {rate}")
+
+    def crash(self, nid: str) -> None:
+        """Kill a node (SIGKILL): the core and everything not in its storage is lost."""
+        node = self.node(nid)
+        if not node.up:
+            return
+        node.up = False
+        node.core = None
+        node.crashes += 1
+        self._set_lease(node, False, 0)
+        node.seen_role = Role.FOLLOWER
+        self._log(f"{node.id} CRASH")
+        self.check_durable(f"crash of {node.id}")
+
+    def restart(self, nid: str) -> None:
+        """Restart a crashed node from ``storage.load()`` with a fresh core (no-op if up)."""
+        node = self.node(nid)
+        if node.up:
+            return
+        self._boot(node, first=False)
+        self.check_durable(f"restart of {node.id}")
+
+    def crash_for(self, nid: str, down_us: int) -> None:
+        """Crash now and restart after ``down_us`` (unless restarted before)."""
+        node = self.node(nid)
+        if not node.up:
+            return
+        self.crash(nid)
+        inc = node.incarnation
+
+        def back() -> None:
+            if not node.up and node.incarnation == inc:
+                self.restart(nid)
+
+        self.after(down_us, back)
+
+    def check_durable(self, why: str) -> None:
+        self.checkers.check_durable({n.id: n.storage.load() for n in self.nodes}, why)
+
+    # ================================================================ inputs and Ready
+    def _deliver(self, m: Message) -> None:
+        node = self._by_id[m.dst]
+        if not node.up or (m.src, m.dst) in self.net.blocked:
+            return
+        core = node.core
+        assert core is not None
+        if self.trace is not None:
+            self._log(f"deliver {describe(m)}")
+        try:
+            core.step(m)
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, f"step({describe(m)})", exc) from exc
+        self._after_input(node)
+
+    def _send(self, m: Message) -> None:
+        idx = self._by_id[m.dst].index
+        for delay in self.net.plan(m.src, m.dst):
+            self._push(self.now + delay, _MSG, idx, m)
+
+    def _after_input(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        chk = self.checkers
+        if core.has_ready():
+            try:
+                self._ready_loop(node, core)
+            except _Crashed:
+                return
+            except SafetyViolation:
+                raise
+            except Exception as exc:
+                raise self._core_error(node, "the Ready loop", exc) from exc
+        term = core.term
+        role = core.role
+        if term != node.seen_term:
+            chk.on_term(node.id, term)
+        if role is not node.seen_role or term != node.seen_term:
+            if role is Role.LEADER:
+                c, _ = chk.committed_probe()
+                chk.on_become_leader(
+                    node.id,
+                    term,
+                    core.log.last_index,
+                    core.log.snapshot_index,
+                    core.log.term_at(c) if c > 0 else None,
+                )
+                self.leader_history.append((self.now, node.id, term))
+            if self.trace is not None:
+                self._log(f"{node.id} {node.seen_role.value}->{role.value} term={term}")
+            node.seen_role = role
+            node.seen_term = term
+        valid = role is Role.LEADER and core.lease_valid()
+        if valid != node.lease:
+            self._set_lease(node, valid, term)
+
+    def _set_lease(self, node: SimNode, valid: bool, term: int) -> None:
+        if valid == node.lease:
+            return
+        node.lease = valid
+        if valid:
+            self._lease_since[node.id] = (self.now, term)
+            self._log(f"{node.id} LEASE start term={term}")
+        else:
+            start, t = self._lease_since.pop(node.id)
+            self.lease_intervals.append(LeaseInterval(node.id, t, start, self.now))
+            self._log(f"{node.id} LEASE end term={t}")
+        self.checkers.on_lease(node.id, valid)
+
+    def _ready_loop(self, node: SimNode, core: RaftCore) -> None:
+        chk = self.checkers
+        nid = node.id
+        storage = node.storage
+        for _ in range(10_000):
+            rd = core.ready()
+            # 1. PERSIST (hard state, snapshot, entries) BEFORE sending anything.
+            if rd.hard_state is not None or rd.snapshot is not None or rd.entries:
+                if rd.hard_state is not None:
+                    chk.on_term(nid, rd.hard_state.term)
+                if rd.entries:
+                    first = rd.entries[0].index
+                    prev_term = core.log.term_at(first - 1)
+                    if prev_term is None:
+                        raise SafetyViolation(
+                            "driver",
+                            f"{nid} must persist entries from {first} but has no term at "
+                            f"{first - 1} (at t={self.now}us)",
+                        )
+                    chk.on_save(nid, rd.entries, prev_term)
+                storage.save(rd.hard_state, rd.snapshot, rd.entries)
+            fps = self.failpoints
+            if fps:
+                self._maybe_fail(node, rd, "before-send")
+            # 2. SEND.
+            for m in rd.messages:
+                if type(m) is RequestVoteResponse and m.granted and not m.pre_vote:
+                    chk.on_vote_granted(m.src, m.term, m.dst)
+                self._send(m)
+            if fps:
+                self._maybe_fail(node, rd, "after-send")
+            # 3. APPLY the snapshot, then committed entries.
+            if rd.snapshot is not None:
+                snap = rd.snapshot
+                chk.on_snapshot_applied(nid, snap)
+                node.applied_index = snap.index
+                node.state_hash = snap.data
+                self._log(f"{nid} installed snapshot {snap.index}/{snap.term}")
+            if rd.committed_entries:
+                h = node.state_hash
+                applied = node.applied_index
+                log = node.applied_log
+                for e in rd.committed_entries:
+                    h = state_hash(h, e)
+                    chk.on_apply(nid, applied, e, h)
+                    applied = e.index
+                    log[applied] = (e.term, int(e.kind), e.data)
+                node.state_hash = h
+                node.applied_index = applied
+                if self.trace is not None:
+                    first_e, last_e = rd.committed_entries[0], rd.committed_entries[-1]
+                    self._log(f"{nid} applied {first_e.index}..{last_e.index}/{last_e.term}")
+            if fps:
+                self._maybe_fail(node, rd, "after-apply")
+            # 4. ADVANCE.
+            core.advance(rd)
+            if not core.has_ready():
+                return
+        raise SafetyViolation("driver", f"{nid}: Ready loop did not settle (at t={self.now}us)")
+
+    def _maybe_fail(self, node: SimNode, rd: Ready, point: str) -> None:
+        leader = rd.soft_state.role is Role.LEADER
+        for scope in FAILPOINT_SCOPES:
+            prob = self.failpoints.get(f"{scope}:{point}" if scope else point)
+            if prob is None:
+                continue
+            if scope == "leader" and not leader:
+                continue
+            if scope == "new-leader" and (not leader or node.seen_role is Role.LEADER):
+                continue
+            if scope == "commit" and not rd.committed_entries:
+                continue
+            if self.fault_rng.random() < prob:
+                self.failpoint_crashes += 1
+                self._log(f"{node.id} FAILPOINT {scope + ':' if scope else ''}{point}")
+                self.crash_for(node.id, self.fault_rng.randint(*self.failpoint_down_us))
+                raise _Crashed
+
+    # ================================================================ client-side actions
+    def leader(self) -> SimNode | None:
+        """The up node that is leader in the highest term (None if there is none)."""
+        best: SimNode | None = None
+        for node in self.nodes:
+            core = node.core
+            if (
+                node.up
+                and core is not None
+                and core.role is Role.LEADER
+                and (best is None or (best.core is not None and core.term > best.core.term))
+            ):
+                best = node
+        return best
+
+    def lease_holders(self) -> list[NodeId]:
+        return [n.id for n in self.nodes if n.lease]
+
+    def propose(self, data: bytes | None = None) -> tuple[int, int] | None:
+        """Propose a command to the current leader; its (index, term), or None if refused.
+
+        The default command is 8 bytes of unique id followed by 8 random bytes.
+        """
+        node = self.leader()
+        if node is None or node.core is None:
+            return None
+        if data is None:
+            data = self.next_command.to_bytes(8, "big") + self.workload_rng.randbytes(8)
+            self.next_command += 1
+        try:
+            where = node.core.propose(data)
+        except (NotLeader, ProposalDropped):
+            return None
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, "propose", exc) from exc
+        self.proposed += 1
+        if self.trace is not None:
+            self._log(f"{node.id} propose {data[:8].hex()} -> {where[0]}/{where[1]}")
+        self._after_input(node)
+        return where
+
+    def compact(self, nid: str) -> Snapshot | None:
+        """Snapshot a node at its applied index (payload: its state hash) and compact."""
+        node = self.node(nid)
+        core = node.core
+        if not node.up or core is None or node.applied_index <= core.log.snapshot_index:
+            return None
+        try:
+            snap = core.compact(node.applied_index, node.state_hash)
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, "compact", exc) from exc
+        node.storage.compact(snap)
+        self._log(f"{node.id} compact to {snap.index}/{snap.term}")
+        return snap
+
+    def transfer_leadership(self, target: str | None = None) -> NodeId | None:
+        """Ask the leader to hand over to ``target`` (a random peer by default)."""
+        node = self.leader()
+        if node is None or node.core is None:
+            return None
+        peers = [nid for nid in self.ids if nid != node.id]
+        if not peers:
+            return None
+        to = NodeId(target) if target is not None else self.workload_rng.choice(peers)
+        try:
+            node.core.transfer_leadership(to)
+        except NotLeader:
+            return None
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, "transfer_leadership", exc) from exc
+        self._log(f"{node.id} transfer leadership to {to}")
+        self._after_input(node)
+        return to
+
+    def campaign(self, nid: str) -> None:
+        node = self.node(nid)
+        if node.up and node.core is not None:
+            node.core.campaign()
+            self._after_input(node)
+
+    def _workload_propose(self) -> None:
+        self.propose()
+
+    def _workload_compact(self) -> None:
+        up = [n for n in self.nodes if n.up]
+        if up:
+            self.compact(self.workload_rng.choice(up).id)
+
+    def _workload_transfer(self) -> None:
+        self.transfer_leadership()
+
+    # ================================================================ network faults
+    def set_links(self, params: LinkParams, links: Sequence[tuple[str, str]] | None = None) -> None:
+        keys = None if links is None else [(NodeId(a), NodeId(b)) for a, b in links]
+        self.net.set_links(params, keys)
+        self._log(f"links {'all' if links is None else list(links)} -> {params}")
+
+    def reset_links(self) -> None:
+        self.net.reset_links()
+        self._log("links reset to clean")
+
+    def isolate(self, nid: str) -> None:
+        others = [x for x in self.ids if x != nid]
+        self.net.split([[NodeId(nid)], others])
+        self._log(f"PARTITION isolate {nid}")
+
+    def split(self, groups: Sequence[Sequence[str]]) -> None:
+        self.net.split([[NodeId(x) for x in g] for g in groups])
+        self._log(f"PARTITION split {[list(g) for g in groups]}")
+
+    def cut(self, src: str, dst: str) -> None:
+        self.net.cut(NodeId(src), NodeId(dst))
+        self._log(f"PARTITION cut {src}->{dst}")
+
+    def heal(self) -> None:
+        self.net.heal()
+        self._log("HEAL partitions")
+
+    def partition(self, shape: str, rng: random.Random | None = None) -> str:
+        """Apply a named partition shape (see PARTITION_SHAPES); returns a description."""
+        r = rng or self.fault_rng
+        ids = list(self.ids)
+        n = len(ids)
+        if shape == "isolate-leader":
+            lead = self.leader()
+            victim = lead.id if lead is not None else r.choice(ids)
+            self.isolate(victim)
+            return f"isolate-leader {victim}"
+        if shape == "isolate-one":
+            victim = r.choice(ids)
+            self.isolate(victim)
+            return f"isolate-one {victim}"
+        if shape == "one-way":
+            lead = self.leader()
+            src = lead.id if lead is not None and r.random() < 0.7 else r.choice(ids)
+            dst = r.choice([x for x in ids if x != src])
+            self.cut(src, dst)
+            return f"one-way {src}->{dst}"
+        r.shuffle(ids)
+        if shape == "majorities-ring" and n >= 5:
+            pairs = [(ids[i], ids[(i + 1) % n]) for i in range(n)]
+            self.net.connect_only(pairs)
+            self._log(f"PARTITION majorities-ring {ids}")
+            return f"majorities-ring {ids}"
+        if shape == "bridge" and n >= 3:
+            half = (n - 1) // 2
+            left, bridge, right = ids[:half], ids[half], ids[half + 1 :]
+            self.net.split([[*left, bridge], [bridge, *right]])
+            # split() gives the bridge one group only: let it talk to both sides.
+            for x in [*left, *right]:
+                self.net.blocked.discard((bridge, x))
+                self.net.blocked.discard((x, bridge))
+            self._log(f"PARTITION bridge {left} <{bridge}> {right}")
+            return f"bridge {left}<{bridge}>{right}"
+        minority = ids[: max(1, n // 2)]
+        self.split([minority, ids[len(minority) :]])
+        return f"minority {minority}"
+
+    # ================================================================ heal + liveness
+    def final_heal(self) -> None:
+        """Stop workload and failpoints, heal every partition, clean every link, restart all."""
+        self.workload_on = False
+        self.failpoints = {}
+        self.net.heal()
+        self.net.reset_links()
+        self._log("FINAL HEAL")
+        for node in self.nodes:
+            if not node.up:
+                self.restart(node.id)
+
+    def check_liveness(
+        self,
+        election_bound_ticks: int | None = None,
+        stable_bound_ticks: int | None = None,
+        stable_ticks: int | None = None,
+    ) -> LivenessResult:
+        """After :meth:`final_heal`: a lease leader, then a stable one that commits everywhere.
+
+        Bounds, from the heal, with E = election_ticks_max ticks and C = the catch-up
+        allowance (:meth:`catch_up_us`: one worst-case round trip per
+        ``max_entries_per_append * max_inflight`` entries of backlog, since a new leader's
+        lease waits for its no-op to commit on a majority):
+          * some node holds a valid leader lease within ``election_bound_ticks`` (3·E) + C;
+          * a STABLE leader's lease starts within ``stable_bound_ticks`` (8·E) + C. Stable
+            means: a fresh proposal to it is applied on every node (within E + C), every node
+            reaches the same state hash, and it then keeps its term and lease for
+            ``stable_ticks`` (5·E). A leader deposed before that (e.g. by a higher term left
+            behind by a partition) counts as a disruption and the wait goes on.
+        Raises :class:`LivenessViolation`.
+        """
+        e = self.election_ticks_max
+        t = self.tick_us
+        catch_up = self.catch_up_us()
+        eb = (3 * e if election_bound_ticks is None else election_bound_ticks) * t + catch_up
+        stable_bound = 8 * e if stable_bound_ticks is None else stable_bound_ticks
+        deadline = self.now + stable_bound * t + catch_up
+        sb = (5 * e if stable_ticks is None else stable_ticks) * t
+        t0 = self.now
+        first_lease_us = -1
+        disruptions = 0
+        while True:
+            if not self.run_until_true(
+                lambda: any(n.lease for n in self.nodes), max(0, deadline - self.now)
+            ):
+                raise LivenessViolation(
+                    "liveness-stable" if first_lease_us >= 0 else "liveness-election",
+                    f"no stable leader with a valid lease within {(deadline - t0) // t} ticks "
+                    f"of the heal at t={t0}us ({disruptions} disruptions; {self._roles()})",
+                )
+            if first_lease_us < 0:
+                first_lease_us = self.now - t0
+                if first_lease_us > eb:
+                    raise LivenessViolation(
+                        "liveness-election",
+                        f"the first leader lease after the heal at t={t0}us began only after "
+                        f"{first_lease_us / t:.1f} ticks (bound {eb / t:.1f} ticks, of which "
+                        f"{catch_up / t:.1f} catch-up)",
+                    )
+            lead = next(n for n in self.nodes if n.lease)
+            assert lead.core is not None
+            term = lead.core.term
+            lease_start = self.now
+
+            def lost(lead: SimNode = lead, term: int = term) -> bool:
+                return not lead.lease or lead.core is None or lead.core.term != term
+
+            where = self.propose()
+            if where is None:
+                raise LivenessViolation(
+                    "liveness-commit", f"{lead.id} refused a proposal at t={self.now}us"
+                )
+            index = where[0]
+            allowance = e * t + self.catch_up_us()
+
+            def done_or_lost(index: int = index, lost: Callable[[], bool] = lost) -> bool:
+                return lost() or all(n.applied_index >= index for n in self.nodes)
+
+            t1 = self.now
+            if not self.run_until_true(done_or_lost, allowance):
+                raise LivenessViolation(
+                    "liveness-commit",
+                    f"proposal {where} not applied on every node within "
+                    f"{allowance / t:.1f} ticks (applied: "
+                    f"{[n.applied_index for n in self.nodes]}; {self._roles()})",
+                )
+            if lost():
+                disruptions += 1
+                continue
+            commit_us = self.now - t1
+            if self.run_until_true(lost, sb):
+                disruptions += 1
+                continue
+            hashes = {(n.applied_index, n.state_hash) for n in self.nodes}
+            if len(hashes) != 1:
+                raise LivenessViolation(
+                    "liveness-converge",
+                    "nodes disagree on (applied index, state hash): "
+                    f"{[(n.id, n.applied_index, n.state_hash.hex()[:8]) for n in self.nodes]}",
+                )
+            return LivenessResult(
+                first_lease_us, lease_start - t0, commit_us, lead.id, term, disruptions, t
+            )
+
+    def catch_up_us(self) -> int:
+        """Worst-case time to bring the most lagging node up to the longest log.
+
+        One round trip (at the slowest link's maximum delay, plus a tick for retransmission)
+        per ``max_entries_per_append * max_inflight`` entries of backlog, rounded up.
+        """
+        up = [n.core for n in self.nodes if n.core is not None]
+        if not up:
+            return 0
+        backlog = max(c.log.last_index for c in up) - min(n.applied_index for n in self.nodes)
+        cfg = up[0].config
+        per_round = cfg.max_entries_per_append * cfg.max_inflight
+        rtt = 2 * max(p.delay_max_us for p in self.net.links.values()) + self.tick_us
+        return -(-max(backlog, 0) // per_round) * rtt
+
+    def _roles(self) -> str:
+        parts = []
+        for n in self.nodes:
+            if n.core is None:
+                parts.append(f"{n.id}=down")
+            else:
+                parts.append(f"{n.id}={n.core.role.value}/t{n.core.term}")
+        return " ".join(parts)
+
+    def lease_history(self) -> list[LeaseInterval]:
+        """Closed lease intervals plus the ones still open (end_us = -1), by start time."""
+        out = list(self.lease_intervals)
+        for nid, (start, term) in self._lease_since.items():
+            out.append(LeaseInterval(nid, term, start, -1))
+        return sorted(out, key=lambda x: x.start_us)

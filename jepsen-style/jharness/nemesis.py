@@ -1,0 +1,617 @@
+"""Seeded nemeses, one schedule per fault-matrix row (TESTING.md rows 1-4, 8-15, 21).
+
+Each ``row_N(W)`` injects faults for about W seconds, targeting nodes by role (leader,
+followers, majority, all) or at random, and records every fault as a start/stop pair in the
+history (process "nemesis"). Everything is healed by ``final_heal`` at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from jharness.util import now
+
+if TYPE_CHECKING:
+    from jharness.cluster import Cluster
+
+
+FAILPOINTS = [
+    "before-save",
+    "after-save",
+    "after-vote-save",
+    "before-send",
+    "after-commit-before-apply",
+    "before-snapshot-save",
+    "after-snapshot-save",
+]
+CORRUPTIONS = [
+    "wal-truncate-tail",
+    "wal-zero-tail",
+    "wal-garbage-tail",
+    "db-bitflip-mid",
+    "db-truncate-tail",
+    "entry-row-bitflip",
+]
+
+
+class Nemesis:
+    def __init__(
+        self,
+        cluster: Cluster,
+        rng: random.Random,
+        history: Any,
+        *,
+        ttl: float,
+        clients: dict[str, Any] | None = None,
+        gates: dict[str, Path] | None = None,
+    ) -> None:
+        self.c = cluster
+        self.rng = rng
+        self.h = history
+        self.ttl = ttl
+        self.E = cluster.e_max
+        self.clients = clients or {}
+        self.gates = gates or {}
+        self.count = 0
+        self.counts: dict[str, int] = {}
+        self.deadline = 0.0
+        self.refused: set[str] = set()
+        self.notes: list[str] = []
+        self.paused_clients: set[str] = set()
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def start(self, fault: str, **kw: Any) -> int:
+        self._fid = getattr(self, "_fid", 0) + 1
+        fid = self._fid
+        if fault != "final-heal":
+            self.count += 1
+            self.counts[fault] = self.counts.get(fault, 0) + 1
+        self.h.write(
+            {
+                "t": now(),
+                "process": "nemesis",
+                "type": "info",
+                "f": "start",
+                "fault": fault,
+                "id": fid,
+                **kw,
+            }
+        )
+        return fid
+
+    def stop(self, fid: int, fault: str, **kw: Any) -> None:
+        self.h.write(
+            {
+                "t": now(),
+                "process": "nemesis",
+                "type": "info",
+                "f": "stop",
+                "fault": fault,
+                "id": fid,
+                **kw,
+            }
+        )
+
+    def left(self) -> float:
+        return self.deadline - now()
+
+    def sleep(self, s: float) -> None:
+        time.sleep(max(0.0, min(s, self.left() + 0.5)))
+
+    # -- targets ----------------------------------------------------------------------------
+    def target(self, how: str) -> list[str]:
+        c = self.c
+        up = c.up_ids()
+        lead = c.leader()
+        if how == "leader":
+            return [lead] if lead else ([self.rng.choice(up)] if up else [])
+        if how == "follower":
+            fs = [n for n in up if n != lead]
+            return [self.rng.choice(fs)] if fs else []
+        if how == "random":
+            return [self.rng.choice(up)] if up else []
+        if how == "majority":
+            k = len(c.ids) // 2 + 1
+            first = [lead] if lead else []
+            rest = [n for n in c.ids if n != lead]
+            self.rng.shuffle(rest)
+            return (first + rest)[:k]
+        if how == "all":
+            return list(c.ids)
+        if how == "minority":
+            fs = [n for n in c.ids if n != lead]
+            return fs[: (len(c.ids) - 1) // 2]
+        raise ValueError(how)
+
+    def restart(self, nid: str, **kw: Any) -> None:
+        if nid in self.refused:
+            return
+        self.c.start_node(nid, **kw)
+
+    # -- primitive faults -------------------------------------------------------------------
+    def kill_restart(self, how: str, down_for: float | None = None) -> None:
+        ts = self.target(how)
+        if not ts:
+            return
+        fid = self.start("kill", targets=ts, role=how)
+        for n in ts:
+            self.c.kill(n)
+        self.sleep(self.rng.uniform(0, 2 * self.E) if down_for is None else down_for)
+        for n in ts:
+            self.restart(n)
+        self.stop(fid, "kill", targets=ts)
+
+    def pause(self, how: str, dur: float) -> None:
+        ts = self.target(how)
+        if not ts:
+            return
+        fid = self.start("pause", targets=ts, role=how, seconds=round(dur, 3))
+        for n in ts:
+            self.c.pause(n)
+        time.sleep(dur)
+        for n in ts:
+            self.c.resume(n)
+        self.stop(fid, "pause", targets=ts)
+
+    def cut(self, pairs: list[tuple[str, str]], mode: str = "blackhole") -> None:
+        for a, b in pairs:
+            self.c.proxies.set(a, b, mode=mode)
+
+    def heal_links(self) -> None:
+        self.c.proxies.heal_all()
+
+    def partition(self, shape: str, dur: float, mode: str = "blackhole") -> None:
+        ids = list(self.c.ids)
+        lead = self.c.leader() or self.rng.choice(ids)
+        others = [n for n in ids if n != lead]
+        self.rng.shuffle(others)
+        if shape == "isolate-leader":
+            groups = [[lead], others]
+        elif shape == "isolate-follower":
+            groups = [[others[0]], [lead, *others[1:]]]
+        elif shape == "halves":
+            k = len(ids) // 2
+            sh = ids[:]
+            self.rng.shuffle(sh)
+            groups = [sh[:k], sh[k:]]
+        else:
+            groups = []
+        pairs: list[tuple[str, str]] = []
+        if shape == "bridge":  # leader-other[0] cut both ways; other[1] sees everyone
+            a, b = lead, others[0]
+            pairs = [(a, b), (b, a)]
+            desc: Any = {"cut": [a, b], "bridge": others[1:]}
+        elif shape == "bridge-followers":  # the two followers cannot talk; leader bridges
+            a, b = others[0], others[1]
+            pairs = [(a, b), (b, a)]
+            desc = {"cut": [a, b], "bridge": [lead]}
+        else:
+            for g in groups:
+                for h in groups:
+                    if g is h:
+                        continue
+                    pairs += [(x, y) for x in g for y in h]
+            desc = {"groups": groups}
+        fid = self.start(
+            "partition", shape=shape, mode=mode, seconds=round(dur, 3), leader=lead, **desc
+        )
+        self.cut(pairs, mode)
+        time.sleep(dur)
+        for a, b in pairs:
+            self.c.proxies.set(a, b, mode="pass")
+        self.stop(fid, "partition", shape=shape)
+
+    def one_way(self, src: str, dst: str, dur: float) -> None:
+        fid = self.start("one-way", link=f"{src}->{dst}", seconds=round(dur, 3))
+        self.c.proxies.set(src, dst, mode="blackhole")
+        time.sleep(dur)
+        self.c.proxies.set(src, dst, mode="pass")
+        self.stop(fid, "one-way", link=f"{src}->{dst}")
+
+    def flaky(self, dur: float) -> None:
+        ids = self.c.ids
+        links = [(a, b) for a in ids for b in ids if a != b]
+        chosen = self.rng.sample(links, self.rng.randint(2, len(links)))
+        settings = {}
+        for a, b in chosen:
+            d = self.rng.uniform(50, 200)
+            j = self.rng.uniform(5, 0.5 * d)
+            drop = self.rng.choice([0.0, 0.02, 0.05, 0.1])
+            self.c.proxies.set(a, b, delay_ms=d, jitter_ms=j, drop=drop)
+            settings[f"{a}->{b}"] = f"delay={d:.0f}+-{j:.0f}ms drop={drop}"
+        fid = self.start("flaky", links=settings, seconds=round(dur, 3))
+        time.sleep(dur)
+        for a, b in chosen:
+            self.c.proxies.set(a, b, delay_ms=0.0, jitter_ms=0.0, drop=0.0)
+        self.stop(fid, "flaky")
+
+    def failpoint_crash(self, how: str, fp: str | None = None) -> None:
+        ts = self.target(how)
+        if not ts:
+            return
+        n = ts[0]
+        fp = fp or self.rng.choice(FAILPOINTS)
+        k = self.rng.randint(1, 8) if "snapshot" not in fp else 1
+        spec = f"{fp}={k}*panic"
+        fid = self.start("failpoint", targets=[n], role=how, failpoint=spec)
+        self.c.stop_node(n)  # operator restart to arm the failpoint
+        self.restart(n, failpoints=spec)
+        t_end = now() + min(4.0, max(1.0, self.left()))
+        fired = False
+        while now() < t_end:
+            node = self.c.nodes[n]
+            if not node.alive():
+                fired = True
+                break
+            time.sleep(0.05)
+        if not fired:  # not hit yet: disarm with a clean restart
+            self.c.stop_node(n)
+        else:
+            self.sleep(self.rng.uniform(0, 2 * self.E))
+        self.restart(n)
+        self.stop(fid, "failpoint", targets=[n], fired=fired)
+
+    def corrupt(self, nid: str, kind: str) -> dict[str, Any]:
+        """Stop ``nid`` (SIGKILL), damage its storage, restart; classify the outcome."""
+        node = self.c.nodes[nid]
+        self.c.kill(nid)
+        db = node.data_dir / "raft.db"
+        wal = node.data_dir / "raft.db-wal"
+        info: dict[str, Any] = {"kind": kind}
+        rng = self.rng
+        if kind.startswith("wal-") and (not wal.exists() or wal.stat().st_size < 64):
+            kind = "db-bitflip-mid"
+            info["kind"] = kind
+            info["note"] = "no WAL left (checkpointed); corrupting the db instead"
+        if kind == "wal-truncate-tail":
+            cut = rng.randint(1, 1024)
+            size = wal.stat().st_size
+            os.truncate(wal, max(32, size - cut))
+            info["bytes"] = cut
+        elif kind == "wal-zero-tail":
+            cut = rng.randint(1, 1024)
+            size = wal.stat().st_size
+            with open(wal, "r+b") as f:
+                f.seek(max(32, size - cut))
+                f.write(b"\0" * min(cut, size - 32))
+            info["bytes"] = cut
+        elif kind == "wal-garbage-tail":
+            n = rng.randint(1, 1024)
+            with open(wal, "ab") as f:
+                f.write(bytes(rng.getrandbits(8) for _ in range(n)))
+            info["bytes"] = n
+        elif kind == "db-bitflip-mid":
+            size = db.stat().st_size
+            flips = max(1, int(size * 8 * rng.choice([1e-3, 1e-4, 1e-5])))
+            with open(db, "r+b") as f:
+                for _ in range(flips):
+                    pos = rng.randrange(size // 4, size)
+                    f.seek(pos)
+                    b = f.read(1)
+                    f.seek(pos)
+                    f.write(bytes([b[0] ^ (1 << rng.randrange(8))]))
+            info["flips"] = flips
+        elif kind == "db-truncate-tail":
+            size = db.stat().st_size
+            cut = rng.randint(1, 1024)
+            os.truncate(db, max(0, size - cut))
+            info["bytes"] = cut
+        elif kind == "entry-row-bitflip":
+            # flip one bit inside one stored entry's data through SQLite itself: the CRC must
+            # catch it (the file stays a valid SQLite database)
+            try:
+                con = sqlite3.connect(str(db))
+                rows = con.execute("SELECT idx, data FROM entries").fetchall()
+                if rows:
+                    idx, data = rows[rng.randrange(len(rows))]
+                    data = bytearray(data)
+                    if data:
+                        p = rng.randrange(len(data))
+                        data[p] ^= 1 << rng.randrange(8)
+                    con.execute("UPDATE entries SET data=? WHERE idx=?", (bytes(data), idx))
+                    con.commit()
+                    info["index"] = idx
+                con.close()
+            except sqlite3.Error as e:
+                info["note"] = f"sqlite refused the edit: {e}"
+        self.restart(nid)
+        # wait to see whether it stays up
+        t_end = now() + 3.0
+        while now() < t_end and node.alive():
+            time.sleep(0.05)
+        if node.alive():
+            info["outcome"] = "started"
+        else:
+            tail = self.c.log_tail(nid)
+            info["outcome"] = "refused" if node.state == "refused" else "exited"
+            msg = [ln for ln in tail.splitlines() if "error" in ln.lower() or "CRITICAL" in ln]
+            info["message"] = msg[-1][:400] if msg else tail[-400:]
+            if node.state == "refused":
+                self.refused.add(nid)
+        return info
+
+    # -- rows ---------------------------------------------------------------------------------
+    def run(self, row: int, window: float) -> None:
+        self.deadline = now() + window
+        fn: Callable[[], None] = getattr(self, f"row_{row}")
+        fn()
+
+    def row_0(self) -> None:  # no faults (baseline, and the teeth tests)
+        self.sleep(self.left())
+
+    def row_1(self) -> None:
+        roles = ["leader", "follower", "random"]
+        i = 0
+        while self.left() > 1.0:
+            self.kill_restart(roles[i % 3])
+            i += 1
+            self.sleep(self.rng.uniform(1.5, 2.5))
+
+    def row_2(self) -> None:
+        self.kill_restart("majority")
+        self.sleep(self.rng.uniform(2.0, 3.0))
+        self.kill_restart("all", down_for=self.rng.uniform(0.2, 1.0))
+        while self.left() > 3.0:
+            self.sleep(self.rng.uniform(1.5, 2.5))
+            self.kill_restart(self.rng.choice(["majority", "all"]))
+
+    def row_3(self) -> None:
+        roles = ["leader", "follower", "random"]
+        fps = FAILPOINTS[:]
+        self.rng.shuffle(fps)
+        i = 0
+        while self.left() > 1.0:
+            self.failpoint_crash(roles[i % 3], fps[i % len(fps)])
+            i += 1
+            self.sleep(self.rng.uniform(0.8, 1.5))
+
+    def row_4(self) -> None:
+        # lose the in-flight, not-yet-fsynced batch: crash just before the fsync, on one node
+        # (leader or follower), then on all nodes at once
+        self.failpoint_crash("leader", "before-save")
+        self.sleep(1.0)
+        self.failpoint_crash("follower", "before-save")
+        self.sleep(1.0)
+        fid = self.start(
+            "failpoint", targets=list(self.c.ids), role="all", failpoint="before-save=K*panic (all)"
+        )
+        specs = {}
+        for n in self.c.ids:
+            self.c.stop_node(n)
+        for n in self.c.ids:
+            spec = f"before-save={self.rng.randint(2, 10)}*panic"
+            specs[n] = spec
+            self.restart(n, failpoints=spec)
+        t_end = now() + 4.0
+        while now() < t_end and any(self.c.nodes[n].alive() for n in self.c.ids):
+            time.sleep(0.05)
+        for n in self.c.ids:
+            if self.c.nodes[n].alive():
+                self.c.stop_node(n)
+        self.sleep(self.rng.uniform(0, 2 * self.E))
+        for n in self.c.ids:
+            self.restart(n)
+        self.stop(fid, "failpoint", specs=specs)
+        while self.left() > 2.5:
+            self.sleep(1.0)
+            self.failpoint_crash("random", "before-save")
+
+    def row_8(self) -> None:
+        kinds = CORRUPTIONS[:]
+        self.rng.shuffle(kinds)
+        i = 0
+        self.corruptions: list[dict[str, Any]] = []
+        while self.left() > 3.5 and i < len(kinds):
+            if self.refused:
+                break  # one refused (minority) node at a time: keep the majority
+            ts = self.target("follower")
+            if not ts:
+                break
+            fid = self.start("corrupt", targets=ts, kind=kinds[i])
+            info = self.corrupt(ts[0], kinds[i])
+            self.corruptions.append({"node": ts[0], **info})
+            self.stop(fid, "corrupt", targets=ts, **info)
+            i += 1
+            self.sleep(self.rng.uniform(1.0, 2.0))
+
+    def row_9(self) -> None:
+        E, L = self.E, self.ttl
+        plan = [("leader", 2 * E), ("follower", L), ("all", 0.5 * E), ("leader", 3 * L)]
+        extra = [("leader", 0.5 * E), ("follower", 3 * L), ("all", 2 * E), ("leader", L)]
+        self.rng.shuffle(extra)
+        for how, d in plan + extra:
+            if self.left() < d + 0.5:
+                continue
+            self.pause(how, d)
+            self.sleep(self.rng.uniform(0.8, 1.5))
+
+    def row_10(self) -> None:
+        # one shared gate: the first client that passes a positive validity check while the
+        # gate file exists takes it (unlink is atomic) and SIGSTOPs itself before its write
+        gate = next(iter(self.gates.values()))
+        while self.left() > 2.0:
+            gate.write_text("pause")
+            t_end = now() + 4.0
+            stopped = None
+            while now() < t_end and stopped is None:
+                for cid, proc in self.clients.items():
+                    try:
+                        if psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED:
+                            stopped = cid
+                            break
+                    except psutil.Error:
+                        continue
+                time.sleep(0.01)
+            if stopped is None:
+                gate.unlink(missing_ok=True)
+                self.sleep(0.3)
+                continue
+            d = self.rng.uniform(1.3, 2.0) * self.ttl
+            fid = self.start("client-pause", targets=[stopped], seconds=round(d, 3))
+            self.paused_clients.add(stopped)
+            time.sleep(d)
+            os.kill(self.clients[stopped].pid, signal.SIGCONT)
+            self.paused_clients.discard(stopped)
+            self.stop(fid, "client-pause", targets=[stopped])
+            self.sleep(self.rng.uniform(0.3, 0.8))
+
+    def row_11(self) -> None:
+        L, E = self.ttl, self.E
+        plan = [
+            ("isolate-leader", self.rng.uniform(2.0, 3.0) * L),
+            ("isolate-follower", self.rng.uniform(0.3, 0.8) * E),
+            ("bridge", self.rng.uniform(1.0, 2.0) * L),
+            ("isolate-leader", self.rng.uniform(0.3, 0.8) * E),
+            ("bridge-followers", self.rng.uniform(1.0, 1.5) * L),
+            ("halves", self.rng.uniform(1.0, 2.0) * L),
+        ]
+        for shape, d in plan:
+            if self.left() < min(d, 1.0) + 0.5:
+                continue
+            mode = self.rng.choice(["blackhole", "blackhole", "reset"])
+            self.partition(shape, min(d, max(0.2, self.left() - 0.5)), mode)
+            self.sleep(self.rng.uniform(1.0, 1.8))
+
+    def row_12(self) -> None:
+        while self.left() > 1.5:
+            lead = self.c.leader()
+            if lead is None:
+                self.sleep(0.3)
+                continue
+            fs = [n for n in self.c.ids if n != lead]
+            f = self.rng.choice(fs)
+            choice = self.rng.choice(["leader->follower", "follower->leader", "partial"])
+            d = min(self.rng.uniform(1.5, 3.0), self.left() - 0.5)
+            if choice == "leader->follower":
+                self.one_way(lead, f, d)
+            elif choice == "follower->leader":
+                self.one_way(f, lead, d)
+            else:
+                self.partition("bridge-followers", d)
+            self.sleep(self.rng.uniform(0.8, 1.5))
+
+    def row_13(self) -> None:
+        while self.left() > 1.5:
+            self.flaky(min(self.rng.uniform(2.0, 4.0), self.left() - 0.5))
+            self.sleep(self.rng.uniform(0.3, 0.8))
+
+    def row_14(self) -> None:
+        jumps = ["+0.01", "-0.01", "+300", "-300", "+86400", "-3600", "+0.3"]
+        while self.left() > 1.5:
+            how = self.rng.choice(["leader", "follower", "all"])
+            ts = self.target(how)
+            mode = self.rng.choice(["bump", "strobe"])
+            if mode == "bump":
+                spec = self.rng.choice(jumps)
+                fid = self.start("clock-jump", targets=ts, role=how, offset=spec)
+                for n in ts:
+                    self.c.set_wall_offset(n, spec)
+                self.sleep(self.rng.uniform(1.5, 2.5))
+                for n in ts:
+                    self.c.set_wall_offset(n, "+0")
+                self.stop(fid, "clock-jump", targets=ts)
+            else:
+                a, b = self.rng.sample(jumps, 2)
+                fid = self.start("clock-strobe", targets=ts, role=how, between=[a, b], period_s=1.0)
+                for k in range(3):
+                    for n in ts:
+                        self.c.set_wall_offset(n, a if k % 2 == 0 else b)
+                    self.sleep(1.05)
+                for n in ts:
+                    self.c.set_wall_offset(n, "+0")
+                self.stop(fid, "clock-strobe", targets=ts)
+            self.sleep(0.5)
+
+    def row_15(self) -> None:
+        # nodes run at rates 1+rho / 1-rho / 1 (set at start by the runner); move the
+        # leadership across fast and slow nodes, and pause a follower, under contention
+        import grpc
+        from raftlease.v1 import cluster_pb2, cluster_pb2_grpc
+
+        while self.left() > 1.5:
+            lead = self.c.leader()
+            if lead is None:
+                self.sleep(0.3)
+                continue
+            tgt = self.rng.choice([n for n in self.c.ids if n != lead])
+            fid = self.start("transfer-leadership", targets=[lead, tgt])
+            try:
+                with grpc.insecure_channel(self.c.nodes[lead].addr) as ch:
+                    cluster_pb2_grpc.ClusterStub(ch).TransferLeadership(
+                        cluster_pb2.TransferLeadershipRequest(target_id=tgt), timeout=3.0
+                    )
+                ok = True
+            except grpc.RpcError as e:
+                ok = False
+                self.notes.append(f"transfer {lead}->{tgt}: {e.code().name}")
+            self.stop(fid, "transfer-leadership", ok=ok)
+            self.sleep(self.rng.uniform(1.5, 2.5))
+            if self.left() > 2.0 and self.rng.random() < 0.5:
+                self.pause("follower", self.rng.uniform(0.5, 1.0) * self.ttl)
+
+    def row_21(self) -> None:
+        acts = [
+            lambda: self.kill_restart(self.rng.choice(["leader", "follower", "random"])),
+            lambda: self.failpoint_crash(self.rng.choice(["leader", "follower"])),
+            lambda: self.pause(
+                self.rng.choice(["leader", "follower"]),
+                self.rng.choice([0.5 * self.E, 2 * self.E, self.ttl]),
+            ),
+            lambda: self.partition(
+                self.rng.choice(["isolate-leader", "bridge", "halves"]),
+                self.rng.uniform(0.5, 1.5) * self.ttl,
+            ),
+            lambda: self.flaky(self.rng.uniform(1.5, 3.0)),
+            lambda: self.one_way(*self._rand_link(), self.rng.uniform(1.0, 2.5)),
+        ]
+        if any("FAKETIME_TIMESTAMP_FILE" in n.env_extra for n in self.c.nodes.values()):
+            acts.append(lambda: self._jump_once())
+        while self.left() > 1.5:
+            self.rng.choice(acts)()
+            self.sleep(self.rng.uniform(0.5, 1.5))
+
+    def _rand_link(self) -> tuple[str, str]:
+        a, b = self.rng.sample(self.c.ids, 2)
+        return a, b
+
+    def _jump_once(self) -> None:
+        ts = self.target("random")
+        spec = self.rng.choice(["+300", "-300", "+0.5"])
+        fid = self.start("clock-jump", targets=ts, offset=spec)
+        for n in ts:
+            self.c.set_wall_offset(n, spec)
+        self.sleep(1.5)
+        for n in ts:
+            self.c.set_wall_offset(n, "+0")
+        self.stop(fid, "clock-jump", targets=ts)
+
+    # -- the end ------------------------------------------------------------------------------
+    def final_heal(self) -> None:
+        """Heal everything: links, pauses, clocks, dead nodes, armed failpoints."""
+        fid = self.start("final-heal")
+        self.heal_links()
+        for cid in list(self.paused_clients):
+            proc = self.clients.get(cid)
+            if proc is not None:
+                os.kill(proc.pid, signal.SIGCONT)
+        for g in self.gates.values():
+            g.unlink(missing_ok=True)
+        for nid, node in self.c.nodes.items():
+            if node.state == "paused":
+                self.c.resume(nid)
+            if node.faketime_file.exists():
+                self.c.set_wall_offset(nid, "+0")
+            if node.alive() and node.failpoints:
+                self.c.stop_node(nid)
+            if not node.alive() and nid not in self.refused and node.state != "refused":
+                self.c.start_node(nid)
+        self.stop(fid, "final-heal", refused=sorted(self.refused))

@@ -1,0 +1,236 @@
+"""Per-directed-link TCP proxies (asyncio, on a background thread of the harness).
+
+Node A reaches node B only through the proxy of the directed link A->B, and the raftlease
+peer transport sends A->B messages only on A's own stream to B, so each proxy controls exactly
+one direction of Raft traffic. Both byte directions of that TCP connection (A's frames and
+B's HTTP/2 acks/pings) go through the same proxy; cutting it cuts A->B messages.
+
+Link modes (set from any thread, effective at once):
+  pass       forward bytes (optionally delayed: delay_ms +- jitter_ms, order kept)
+  blackhole  read and discard every byte, both ways (the TCP connection stays up, so only gRPC
+             keepalive notices); connections that lost bytes are closed on heal, as their
+             HTTP/2 framing is broken
+  reset      close every connection now, and close new ones at once (connection refused-ish)
+Plus ``drop``: probability per forwarded chunk to reset the connection (a lossy link: the
+transport drops its queue on reconnect, so this loses messages). TCP cannot duplicate or
+reorder messages; see NEEDS.md for the transport hook that would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from jharness.util import now
+
+
+@dataclass
+class LinkState:
+    mode: str = "pass"
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    drop: float = 0.0
+
+    def describe(self) -> str:
+        parts = [self.mode]
+        if self.delay_ms:
+            parts.append(f"delay={self.delay_ms:.0f}+-{self.jitter_ms:.0f}ms")
+        if self.drop:
+            parts.append(f"drop={self.drop:.2f}")
+        return ",".join(parts)
+
+
+class _Conn:
+    def __init__(self, link: Link, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.link = link
+        self.cr, self.cw = cr, cw
+        self.ur: asyncio.StreamReader | None = None
+        self.uw: asyncio.StreamWriter | None = None
+        self.tainted = False
+        self.closed = False
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for w in (self.cw, self.uw):
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    w.transport.abort()
+        for t in self.tasks:
+            t.cancel()
+        self.link.conns.discard(self)
+
+
+@dataclass
+class Link:
+    src: str
+    dst: str
+    port: int
+    target_port: int
+    state: LinkState = field(default_factory=LinkState)
+    conns: set[_Conn] = field(default_factory=set)
+    rng: random.Random = field(default_factory=random.Random)
+    bytes_fwd: int = 0
+    bytes_dropped: int = 0
+    resets: int = 0
+    server: asyncio.base_events.Server | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.src}->{self.dst}"
+
+
+class ProxyHub:
+    """Owns an event loop thread and every link proxy."""
+
+    def __init__(self, seed: int) -> None:
+        self.links: dict[tuple[str, str], Link] = {}
+        self.rng = random.Random(seed)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="proxy-hub", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _call(self, coro: Any, timeout: float = 5.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # -- setup ------------------------------------------------------------------------------
+    def add_link(self, src: str, dst: str, port: int, target_port: int) -> Link:
+        link = Link(src, dst, port, target_port, rng=random.Random(self.rng.random()))
+        self.links[(src, dst)] = link
+        self._call(self._start(link))
+        return link
+
+    async def _start(self, link: Link) -> None:
+        async def on_conn(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+            await self._handle(link, cr, cw)
+
+        link.server = await asyncio.start_server(on_conn, "127.0.0.1", link.port)
+
+    async def _handle(self, link: Link, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        conn = _Conn(link, cr, cw)
+        if link.state.mode == "reset":
+            link.resets += 1
+            conn.close()
+            return
+        try:
+            ur, uw = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", link.target_port), 2.0
+            )
+        except (OSError, TimeoutError):
+            conn.close()
+            return
+        conn.ur, conn.uw = ur, uw
+        link.conns.add(conn)
+        if link.state.mode == "blackhole":
+            conn.tainted = True
+        conn.tasks = [
+            asyncio.ensure_future(self._pump(conn, cr, uw)),
+            asyncio.ensure_future(self._pump(conn, ur, cw)),
+        ]
+
+    async def _pump(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        link = conn.link
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        last_due = 0.0
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                wait = due - now()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        dtask = asyncio.ensure_future(deliver())
+        conn.tasks.append(dtask)
+        try:
+            while not conn.closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                st = link.state
+                if st.mode == "blackhole":
+                    conn.tainted = True
+                    link.bytes_dropped += len(data)
+                    continue
+                if st.mode == "reset":
+                    break
+                if st.drop and link.rng.random() < st.drop:
+                    link.resets += 1
+                    link.bytes_dropped += len(data)
+                    break
+                due = now()
+                if st.delay_ms:
+                    d = st.delay_ms + link.rng.uniform(-st.jitter_ms, st.jitter_ms)
+                    due += max(0.0, d) / 1000.0
+                last_due = max(last_due, due)  # TCP keeps order
+                link.bytes_fwd += len(data)
+                queue.put_nowait((last_due, data))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            return
+        # let queued bytes out, then close both sides
+        with contextlib.suppress(Exception):
+            for _ in range(100):
+                if queue.empty():
+                    break
+                await asyncio.sleep(0.01)
+        conn.close()
+
+    # -- control (any thread) ---------------------------------------------------------------
+    def set(self, src: str, dst: str, **kw: Any) -> None:
+        link = self.links[(src, dst)]
+        new = LinkState(**{**link.state.__dict__, **kw})
+        self._call(self._apply(link, new))
+
+    async def _apply(self, link: Link, new: LinkState) -> None:
+        old = link.state
+        link.state = new
+        if new.mode == "reset":
+            for c in list(link.conns):
+                link.resets += 1
+                c.close()
+        elif new.mode == "pass" and old.mode != "pass":
+            for c in list(link.conns):
+                if c.tainted:
+                    c.close()
+
+    def heal_all(self) -> None:
+        for src, dst in list(self.links):
+            self.set(src, dst, mode="pass", delay_ms=0.0, jitter_ms=0.0, drop=0.0)
+
+    def describe(self) -> dict[str, str]:
+        return {lk.name: lk.state.describe() for lk in self.links.values()}
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {
+            lk.name: {"fwd": lk.bytes_fwd, "dropped": lk.bytes_dropped, "resets": lk.resets}
+            for lk in self.links.values()
+        }
+
+    def close(self) -> None:
+        async def _close() -> None:
+            for link in self.links.values():
+                for c in list(link.conns):
+                    c.close()
+                if link.server is not None:
+                    link.server.close()
+
+        with contextlib.suppress(Exception):
+            self._call(_close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(2.0)

@@ -607,9 +607,10 @@ def merge_status(
     ``answers`` maps each endpoint to its StatusResponse, or to an error text when it did not
     answer. The result is ``{"leader": id or None, "leader_address", "term", "cluster_id",
     "nodes": [...]}``; each node has ``id, address, role, term, commit_index, applied_index``
-    from its own answer, and ``last_heard_ms, match_index, lag, missed_heartbeats, reachable``
-    as seen by the leader (None when no leader answered). Nodes that did not answer have role
-    ``"unreachable"`` and an ``error``.
+    (and ``lease_valid, lease_remaining_ms``: its own leader lease) from its own answer, and
+    ``last_heard_ms, match_index, lag, missed_heartbeats, reachable`` as seen by the leader
+    (None when no leader answered). Nodes that did not answer have role ``"unreachable"`` and
+    an ``error``.
     """
     ok = {ep: a for ep, a in answers.items() if isinstance(a, cluster_pb2.StatusResponse)}
 
@@ -652,6 +653,8 @@ def merge_status(
             "lag": None,
             "missed_heartbeats": None,
             "reachable": None,
+            "lease_valid": None,
+            "lease_remaining_ms": None,
         }
 
     # Each node's own view of itself.
@@ -665,6 +668,8 @@ def merge_status(
         entry["term"] = resp.term if resp.term else (me.term if me is not None else 0)
         entry["commit_index"] = me.commit_index if me is not None else None
         entry["applied_index"] = me.applied_index if me is not None else None
+        entry["lease_valid"] = me.lease_valid if me is not None else None
+        entry["lease_remaining_ms"] = me.lease_remaining_ms if me is not None else None
         answered.add(node_id)
 
     # The leader's view of everyone (liveness, lag); nodes we did not query come from here.

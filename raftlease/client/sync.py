@@ -606,8 +606,9 @@ class LeaseClient:
 
         Returns ``{"leader": id or None, "leader_address", "term", "cluster_id", "nodes":
         [{"id", "address", "role", "term", "commit_index", "applied_index", "last_heard_ms",
-        "match_index", "lag", "missed_heartbeats", "reachable"}, ...]}``; liveness fields are
-        the leader's view. Endpoints that did not answer are listed with role "unreachable".
+        "match_index", "lag", "missed_heartbeats", "reachable", "lease_valid",
+        "lease_remaining_ms"}, ...]}``; liveness fields are the leader's view, the leader-lease
+        fields each node's own. Endpoints that did not answer are listed with role "unreachable".
         """
         self._check_open()
         per_node = min(self.timeout, 2.0)

@@ -337,6 +337,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
                 limits.validate_name(name)
             except limits.InvalidArgument as e:
                 await self._invalid(context, str(e))
+        await self._barrier(context)  # leader only: the initial state is a linearizable read
         queue: asyncio.Queue[LeaseEvent] = asyncio.Queue(10_000)
 
         def push(ev: LeaseEvent) -> None:

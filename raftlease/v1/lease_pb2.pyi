@@ -418,7 +418,7 @@ class ReleaseResponse(_message.Message):
 
     RELEASED_FIELD_NUMBER: _builtins.int
     released: _builtins.bool
-    """True if this call released the lease; false if it was already released or expired."""
+    """True: this call released the lease (an ended lease answers NOT_FOUND instead)."""
     def __init__(
         self,
         *,

@@ -105,7 +105,8 @@ class LeaseServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Release(self, request, context):
-        """Give a lease up. Idempotent: releasing an already released lease succeeds.
+        """Give a lease up. Releasing a lease that already ended (released, expired) changes
+        nothing and answers NOT_FOUND; clients treat that as success (the Python client does).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +128,8 @@ class LeaseServicer:
 
     def Watch(self, request, context):
         """Stream the current state, then every acquire, release and expiry, of one name or all.
+        Served by the leader (others answer UNAVAILABLE with the leader hint): the initial
+        state is a linearizable read, then events follow in log order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

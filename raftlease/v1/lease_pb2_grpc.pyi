@@ -61,13 +61,18 @@ class LeaseStub:
     Renew: _grpc.UnaryUnaryMultiCallable[_lease_pb2.RenewRequest, _lease_pb2.RenewResponse]
     """One renewal, as a single KeepAlive request."""
     Release: _grpc.UnaryUnaryMultiCallable[_lease_pb2.ReleaseRequest, _lease_pb2.ReleaseResponse]
-    """Give a lease up. Idempotent: releasing an already released lease succeeds."""
+    """Give a lease up. Releasing a lease that already ended (released, expired) changes
+    nothing and answers NOT_FOUND; clients treat that as success (the Python client does).
+    """
     Get: _grpc.UnaryUnaryMultiCallable[_lease_pb2.GetRequest, _lease_pb2.GetResponse]
     """Who holds `name` now (a linearizable read)."""
     List: _grpc.UnaryUnaryMultiCallable[_lease_pb2.ListRequest, _lease_pb2.ListResponse]
     """Every held lease whose name starts with a prefix (a linearizable read)."""
     Watch: _grpc.UnaryStreamMultiCallable[_lease_pb2.WatchRequest, _lease_pb2.WatchEvent]
-    """Stream the current state, then every acquire, release and expiry, of one name or all."""
+    """Stream the current state, then every acquire, release and expiry, of one name or all.
+    Served by the leader (others answer UNAVAILABLE with the leader hint): the initial
+    state is a linearizable read, then events follow in log order.
+    """
     CheckToken: _grpc.UnaryUnaryMultiCallable[_lease_pb2.CheckTokenRequest, _lease_pb2.CheckTokenResponse]
     """Is `fencing_token` still the current grant of `name`? (Chubby's CheckSequencer.)"""
 
@@ -87,13 +92,18 @@ class LeaseAsyncStub(LeaseStub):
     Renew: _aio.UnaryUnaryMultiCallable[_lease_pb2.RenewRequest, _lease_pb2.RenewResponse]  # type: ignore[assignment]
     """One renewal, as a single KeepAlive request."""
     Release: _aio.UnaryUnaryMultiCallable[_lease_pb2.ReleaseRequest, _lease_pb2.ReleaseResponse]  # type: ignore[assignment]
-    """Give a lease up. Idempotent: releasing an already released lease succeeds."""
+    """Give a lease up. Releasing a lease that already ended (released, expired) changes
+    nothing and answers NOT_FOUND; clients treat that as success (the Python client does).
+    """
     Get: _aio.UnaryUnaryMultiCallable[_lease_pb2.GetRequest, _lease_pb2.GetResponse]  # type: ignore[assignment]
     """Who holds `name` now (a linearizable read)."""
     List: _aio.UnaryUnaryMultiCallable[_lease_pb2.ListRequest, _lease_pb2.ListResponse]  # type: ignore[assignment]
     """Every held lease whose name starts with a prefix (a linearizable read)."""
     Watch: _aio.UnaryStreamMultiCallable[_lease_pb2.WatchRequest, _lease_pb2.WatchEvent]  # type: ignore[assignment]
-    """Stream the current state, then every acquire, release and expiry, of one name or all."""
+    """Stream the current state, then every acquire, release and expiry, of one name or all.
+    Served by the leader (others answer UNAVAILABLE with the leader hint): the initial
+    state is a linearizable read, then events follow in log order.
+    """
     CheckToken: _aio.UnaryUnaryMultiCallable[_lease_pb2.CheckTokenRequest, _lease_pb2.CheckTokenResponse]  # type: ignore[assignment]
     """Is `fencing_token` still the current grant of `name`? (Chubby's CheckSequencer.)"""
 
@@ -134,7 +144,9 @@ class LeaseServicer(metaclass=_abc_1.ABCMeta):
         request: _lease_pb2.ReleaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lease_pb2.ReleaseResponse, _abc.Awaitable[_lease_pb2.ReleaseResponse]]:
-        """Give a lease up. Idempotent: releasing an already released lease succeeds."""
+        """Give a lease up. Releasing a lease that already ended (released, expired) changes
+        nothing and answers NOT_FOUND; clients treat that as success (the Python client does).
+        """
 
     @_abc_1.abstractmethod
     def Get(
@@ -158,7 +170,10 @@ class LeaseServicer(metaclass=_abc_1.ABCMeta):
         request: _lease_pb2.WatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_lease_pb2.WatchEvent], _abc.AsyncIterator[_lease_pb2.WatchEvent]]:
-        """Stream the current state, then every acquire, release and expiry, of one name or all."""
+        """Stream the current state, then every acquire, release and expiry, of one name or all.
+        Served by the leader (others answer UNAVAILABLE with the leader hint): the initial
+        state is a linearizable read, then events follow in log order.
+        """
 
     @_abc_1.abstractmethod
     def CheckToken(

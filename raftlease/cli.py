@@ -189,7 +189,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         peers[args.id] = args.listen
     from raftlease.server import main_serve
 
-    main_serve(args.id, args.listen, peers, args.data_dir, args.cluster_id or DEFAULT_CLUSTER_ID)
+    overrides: dict[str, float | int] = {}
+    if args.tick is not None:
+        overrides["tick_s"] = args.tick
+    main_serve(
+        args.id,
+        args.listen,
+        peers,
+        args.data_dir,
+        args.cluster_id or DEFAULT_CLUSTER_ID,
+        client_addresses=dict(args.client_addresses) if args.client_addresses else None,
+        **overrides,
+    )
     return 0
 
 
@@ -589,6 +600,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", required=True, help="this node's data directory")
     p.add_argument("--cluster-id", default=None, help=f"cluster id (default {DEFAULT_CLUSTER_ID})")
+    p.add_argument(
+        "--client-addresses",
+        type=parse_peers,
+        default=None,
+        metavar="ID=HOST:PORT,...",
+        help="where clients reach each node, if peer links go through proxies (default: --peers)",
+    )
+    p.add_argument(
+        "--tick",
+        type=parse_duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="core tick (default 20ms; elections after 10-20 ticks, heartbeats every 2)",
+    )
 
     p = add("acquire", cmd_acquire, "take a lease and keep it alive until Ctrl-C")
     p.add_argument("name")

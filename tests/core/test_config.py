@@ -1,0 +1,154 @@
+"""RaftConfig.validate(): every rule raises ConfigError with its exact message (checked in rule
+order), and the leader-lease bound max_safe_lease_ticks: known values, and over a hypothesis
+grid the inequality it exists for (docs/safety.md (L1)): a lease counted on the leader's clock
+ends before a follower that acked it can vote again, for any clock-rate error up to max_drift:
+
+    lease_ticks / (1 - rho)  <  (election_ticks_min - 1) / (1 + rho)
+
+(the follower's first tick may come right after the ack, hence the "- 1").
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from raftlease.config import RaftConfig, max_safe_lease_ticks
+from raftlease.errors import ConfigError, RaftLeaseError
+from raftlease.types import NodeId
+
+VOTERS = (NodeId("1"), NodeId("2"), NodeId("3"))
+
+
+def config(**kw: Any) -> RaftConfig:
+    kw.setdefault("node_id", NodeId("1"))
+    kw.setdefault("voters", VOTERS)
+    return RaftConfig(**kw)
+
+
+def test_defaults_are_valid() -> None:
+    c = config()
+    c.validate()
+    assert c.effective_lease_ticks == 7  # ceil(10 * 0.99 / 1.01) - 3
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"node_id": NodeId("")}, "node_id must be a non-empty string"),
+        (
+            {"voters": (NodeId("1"), NodeId("2"), NodeId("1"))},
+            "voters must be distinct, got ['1', '2', '1']",
+        ),
+        ({"node_id": NodeId("4")}, "node_id '4' must be one of voters ['1', '2', '3']"),
+        ({"max_drift": 0.2}, "max_drift must be in [0, 0.2), got 0.2"),
+        ({"max_drift": -0.01}, "max_drift must be in [0, 0.2), got -0.01"),
+        ({"max_drift": math.nan}, "max_drift must be in [0, 0.2), got nan"),
+        ({"heartbeat_ticks": 0}, "heartbeat_ticks must be >= 1, got 0"),
+        (
+            {"election_ticks_min": 5, "heartbeat_ticks": 2},
+            "election_ticks_min must be at least 3 * heartbeat_ticks (got 5 < 3 * 2)",
+        ),
+        (
+            {"election_ticks_max": 10},
+            "election_ticks_max must be greater than election_ticks_min (got 10 <= 10)",
+        ),
+        ({"max_entries_per_append": 0}, "max_entries_per_append must be >= 1"),
+        ({"max_inflight": 0}, "max_inflight must be >= 1"),
+        (
+            {"lease_ticks": 5, "pre_vote": False},
+            "a leader lease needs pre_vote and check_quorum enabled",
+        ),
+        (
+            {"lease_ticks": 5, "check_quorum": False},
+            "a leader lease needs pre_vote and check_quorum enabled",
+        ),
+        ({"lease_ticks": 0}, "lease_ticks must be >= 1, got 0"),
+        (
+            {"lease_ticks": 8},
+            "lease_ticks=8 is unsafe: it must be at most 7 = "
+            "ceil(election_ticks_min*(1-max_drift)/(1+max_drift)) - 3 "
+            "for election_ticks_min=10, max_drift=0.01",
+        ),
+        (
+            {"election_ticks_min": 3, "election_ticks_max": 6, "heartbeat_ticks": 1},
+            "election_ticks_min=3 leaves no safe leader-lease window at max_drift=0.01; "
+            "raise election_ticks_min",
+        ),
+    ],
+)
+def test_each_rule_has_its_message(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config(**kw).validate()
+    assert str(exc.value) == message
+    assert isinstance(exc.value, ValueError)
+    assert isinstance(exc.value, RaftLeaseError)
+
+
+def test_rules_do_not_need_a_lease_when_it_is_off() -> None:
+    # Without PreVote or CheckQuorum there is no lease, so no lease bound applies.
+    c = config(election_ticks_min=3, election_ticks_max=6, heartbeat_ticks=1, pre_vote=False)
+    c.validate()
+    assert c.effective_lease_ticks == 0
+
+
+def test_explicit_lease_ticks_is_used() -> None:
+    c = config(lease_ticks=3)
+    c.validate()
+    assert c.effective_lease_ticks == 3
+
+
+@pytest.mark.parametrize(
+    ("election_ticks_min", "max_drift", "expected"),
+    [
+        (10, 0.01, 7),  # the default: ceil(9.80) - 3
+        (10, 0.0, 7),  # an exact integer: ceil(10) - 3
+        (20, 0.01, 17),  # ceil(19.60) - 3
+        (6, 0.01, 3),
+        (100, 0.1, 79),  # ceil(81.8) - 3
+        (5, 0.19, 1),  # ceil(3.40) - 3
+        (4, 0.01, 1),
+        (3, 0.0, 0),  # no safe window at all
+    ],
+)
+def test_max_safe_lease_ticks_values(
+    election_ticks_min: int, max_drift: float, expected: int
+) -> None:
+    assert max_safe_lease_ticks(election_ticks_min, max_drift) == expected
+
+
+@given(
+    election_ticks_min=st.integers(3, 100_000),
+    max_drift=st.floats(0.0, 0.2, exclude_max=True, allow_nan=False),
+)
+def test_max_safe_lease_ticks_inequality(election_ticks_min: int, max_drift: float) -> None:
+    lease = max_safe_lease_ticks(election_ticks_min, max_drift)
+    rho, e = Fraction(max_drift), election_ticks_min  # exact arithmetic for the check
+    # The safety inequality, and the docstring's stronger form with one tick off each side.
+    assert Fraction(lease) / (1 - rho) < Fraction(e - 1) / (1 + rho)
+    assert Fraction(lease + 1) / (1 - rho) < Fraction(e - 1) / (1 + rho)
+    # Not needlessly small: ceil(bound) - 3 is within 3 ticks of the real-valued bound, and
+    # float rounding can cost one more tick when the bound is within 1 ulp above an integer
+    # (e.g. election_ticks_min=213, max_drift=0.19999999999999998): conservative, so safe.
+    assert lease >= e * (1 - rho) / (1 + rho) - 4
+
+
+@given(election_ticks_min=st.integers(6, 1000), max_drift=st.floats(0.0, 0.19))
+def test_validate_accepts_the_bound_and_refuses_one_more(
+    election_ticks_min: int, max_drift: float
+) -> None:
+    safe = max_safe_lease_ticks(election_ticks_min, max_drift)
+    kw: dict[str, Any] = {
+        "election_ticks_min": election_ticks_min,
+        "election_ticks_max": election_ticks_min + 1,
+        "max_drift": max_drift,
+    }
+    config(lease_ticks=safe, **kw).validate()
+    assert config(**kw).effective_lease_ticks == safe
+    with pytest.raises(ConfigError, match="is unsafe"):
+        config(lease_ticks=safe + 1, **kw).validate()

@@ -16,7 +16,10 @@ state + snapshot + entries, then send the messages, then apply the snapshot and 
 entries, then ``advance``. The checkers (checkers.py) observe each step as it happens.
 
 A crash drops the core and everything volatile; messages that reach a down node are lost.
-A restart rebuilds the core from ``storage.load()``.
+A restart rebuilds the core from ``storage.load()``. Failpoints crash a node inside its Ready
+loop (before send, after send, after apply). A pause (SIGSTOP) freezes a node while its clock
+runs on. The network (network.py) drops, duplicates and delays per directed link, and
+partitions by named shapes.
 """
 
 from __future__ import annotations
@@ -160,6 +163,12 @@ class SimNode:
     seen_term: int = 0
     lease: bool = False
     crashes: int = 0
+    # SIGSTOP: while paused the clock runs on but the process does nothing; ticks are missed
+    # and messages wait in ``inbox``. ``pause_lease_left``: ticks its lease belief has left.
+    paused: bool = False
+    missed_ticks: int = 0
+    inbox: list[Message] = field(default_factory=list)
+    pause_lease_left: int = 0
 
     @property
     def is_leader(self) -> bool:
@@ -187,6 +196,7 @@ class LivenessResult:
     term: int
     disruptions: int  # lease leaders deposed before they proved stable
     tick_us: int
+    election_ticks_max: int
 
     @property
     def election_ticks(self) -> float:
@@ -363,7 +373,15 @@ class SimCluster:
         self.events += 1
         if kind == _TICK:
             node = self.nodes[idx]
-            if node.up and node.incarnation == payload:
+            if node.up and node.incarnation == payload and node.paused:
+                node.missed_ticks += 1
+                if node.lease:
+                    node.pause_lease_left -= 1
+                    if node.pause_lease_left <= 0:  # its belief ends on its own clock
+                        self._set_lease(node, False, 0)
+                node.next_tick_us += node.tick_interval_us
+                self._push(int(node.next_tick_us), _TICK, idx, payload)
+            elif node.up and node.incarnation == payload:
                 core = node.core
                 assert core is not None
                 try:
@@ -399,6 +417,8 @@ class SimCluster:
         node.applied_index = st.snapshot.index if st.snapshot is not None else 0
         node.state_hash = st.snapshot.data if st.snapshot is not None else ZERO_HASH
         node.applied_log = {}  # the state machine is volatile: rebuilt from snapshot + log
+        node.paused = False
+        node.inbox = []
         node.seen_role = core.role
         node.seen_term = core.term
         node.lease = False
@@ -425,6 +445,56 @@ class SimCluster:
         node.rate = rate
         node.tick_interval_us = self.tick_us / rate
         self._log(f"{node.id} clock rate -> {rate}")
+
+    def pause(self, nid: str, pause_us: int) -> None:
+        """SIGSTOP a node for ``pause_us``, then SIGCONT it (TESTING.md row 9).
+
+        While paused its clock keeps running but nothing happens: ticks are missed and
+        arriving messages wait. Its lease belief still ends on its own clock (the checker
+        counts it as a holder until then). On resume it first catches up every missed tick,
+        then takes the waiting messages in arrival order, as a driver that turns elapsed
+        monotonic time into ticks before reading its sockets would. A paused node takes no
+        client calls (``leader()`` skips it) and no compaction.
+        """
+        node = self.node(nid)
+        if not node.up or node.paused or node.core is None:
+            return
+        node.paused = True
+        node.missed_ticks = 0
+        node.inbox = []
+        node.pause_lease_left = node.core.lease_remaining_ticks() if node.lease else 0
+        self._log(f"{node.id} PAUSE for {pause_us / 1000:.1f}ms")
+        inc = node.incarnation
+
+        def resume() -> None:
+            if node.up and node.paused and node.incarnation == inc:
+                self.resume(nid)
+
+        self.after(pause_us, resume)
+
+    def resume(self, nid: str) -> None:
+        node = self.node(nid)
+        if not node.up or not node.paused:
+            return
+        node.paused = False
+        inc = node.incarnation
+        missed, node.missed_ticks = node.missed_ticks, 0
+        inbox, node.inbox = node.inbox, []
+        self._log(f"{node.id} RESUME: {missed} missed ticks, {len(inbox)} waiting messages")
+        core = node.core
+        assert core is not None
+        try:
+            for _ in range(missed):  # ONE input: nothing can observe the core in between
+                core.tick()
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, "tick", exc) from exc
+        self._after_input(node)
+        for m in inbox:
+            if node.incarnation != inc:
+                return
+            self._deliver(m)
 
     def crash(self, nid: str) -> None:
         """Kill a node (SIGKILL): the core and everything not in its storage is lost."""
@@ -468,6 +538,9 @@ class SimCluster:
     def _deliver(self, m: Message) -> None:
         node = self._by_id[m.dst]
         if not node.up or (m.src, m.dst) in self.net.blocked:
+            return
+        if node.paused:
+            node.inbox.append(m)
             return
         core = node.core
         assert core is not None
@@ -615,12 +688,13 @@ class SimCluster:
 
     # ================================================================ client-side actions
     def leader(self) -> SimNode | None:
-        """The up node that is leader in the highest term (None if there is none)."""
+        """The running (up, not paused) leader in the highest term, or None."""
         best: SimNode | None = None
         for node in self.nodes:
             core = node.core
             if (
                 node.up
+                and not node.paused
                 and core is not None
                 and core.role is Role.LEADER
                 and (best is None or (best.core is not None and core.term > best.core.term))
@@ -660,7 +734,12 @@ class SimCluster:
         """Snapshot a node at its applied index (payload: its state hash) and compact."""
         node = self.node(nid)
         core = node.core
-        if not node.up or core is None or node.applied_index <= core.log.snapshot_index:
+        if (
+            not node.up
+            or node.paused
+            or core is None
+            or node.applied_index <= core.log.snapshot_index
+        ):
             return None
         try:
             snap = core.compact(node.applied_index, node.state_hash)
@@ -695,7 +774,7 @@ class SimCluster:
 
     def campaign(self, nid: str) -> None:
         node = self.node(nid)
-        if node.up and node.core is not None:
+        if node.up and not node.paused and node.core is not None:
             node.core.campaign()
             self._after_input(node)
 
@@ -779,7 +858,7 @@ class SimCluster:
 
     # ================================================================ heal + liveness
     def final_heal(self) -> None:
-        """Stop workload and failpoints, heal every partition, clean every link, restart all."""
+        """Stop workload and failpoints, heal partitions, clean links, restart and resume all."""
         self.workload_on = False
         self.failpoints = {}
         self.net.heal()
@@ -788,6 +867,8 @@ class SimCluster:
         for node in self.nodes:
             if not node.up:
                 self.restart(node.id)
+            elif node.paused:
+                self.resume(node.id)
 
     def check_liveness(
         self,
@@ -804,9 +885,10 @@ class SimCluster:
           * some node holds a valid leader lease within ``election_bound_ticks`` (3·E) + C;
           * a STABLE leader's lease starts within ``stable_bound_ticks`` (8·E) + C. Stable
             means: a fresh proposal to it is applied on every node (within E + C), every node
-            reaches the same state hash, and it then keeps its term and lease for
-            ``stable_ticks`` (5·E). A leader deposed before that (e.g. by a higher term left
-            behind by a partition) counts as a disruption and the wait goes on.
+            reaches the same state hash, and it then stays leader of the same term for
+            ``stable_ticks`` (5·E). (Its lease may lapse and come back meanwhile when round
+            trips approach ``lease_ticks``.) A leader deposed before that (e.g. by a higher
+            term left behind by a partition) counts as a disruption and the wait goes on.
         Raises :class:`LivenessViolation`.
         """
         e = self.election_ticks_max
@@ -843,7 +925,8 @@ class SimCluster:
             lease_start = self.now
 
             def lost(lead: SimNode = lead, term: int = term) -> bool:
-                return not lead.lease or lead.core is None or lead.core.term != term
+                core = lead.core
+                return core is None or core.role is not Role.LEADER or core.term != term
 
             where = self.propose()
             if where is None:
@@ -879,7 +962,7 @@ class SimCluster:
                     f"{[(n.id, n.applied_index, n.state_hash.hex()[:8]) for n in self.nodes]}",
                 )
             return LivenessResult(
-                first_lease_us, lease_start - t0, commit_us, lead.id, term, disruptions, t
+                first_lease_us, lease_start - t0, commit_us, lead.id, term, disruptions, t, e
             )
 
     def catch_up_us(self) -> int:

@@ -6,8 +6,9 @@
 
 Each seed picks a fault mix (cluster size, batching limits, which faults, how often), runs a
 few simulated seconds of proposals, compactions and faults (partitions of named shapes,
-one-way cuts, crashes of one node / the leader / a majority / everyone, lossy, duplicating
-and slow links, leadership transfers), then heals everything and checks liveness. The last
+one-way cuts, crashes of one node / the leader / a majority / everyone, crashes at Ready-loop
+failpoints, SIGSTOP-like pauses, lossy, duplicating and slow links, leadership transfers, clocks
+at the edges of the drift bound), then heals everything and checks liveness. The last
 line reads ``N seeds passed, M failed`` with the rate and the longest post-heal election.
 Exit status 1 if any seed failed; each failure prints its violation and a replay command.
 """
@@ -50,6 +51,12 @@ __all__ = [
 
 MS = 1_000
 _DEFAULT_DRIFT = RaftConfig(node_id=NodeId("n1"), voters=(NodeId("n1"),)).max_drift
+_TIMINGS: tuple[dict[str, Any], ...] = (
+    {"election_ticks_min": 6, "election_ticks_max": 9, "heartbeat_ticks": 2},  # tightest
+    {"election_ticks_min": 15, "election_ticks_max": 30, "heartbeat_ticks": 3},
+    {"election_ticks_min": 10, "election_ticks_max": 12, "heartbeat_ticks": 1},  # split votes
+    {"max_drift": 0.05},
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +76,12 @@ class FaultMix:
     w_crash: float = 1.0
     w_flaky: float = 1.0
     w_transfer: float = 0.3
+    w_pause: float = 0.0
     shapes: tuple[str, ...] = PARTITION_SHAPES
     partition_us: tuple[int, int] = (50 * MS, 1_200 * MS)
     crash_down_us: tuple[int, int] = (0, 400 * MS)
     crash_targets: tuple[str, ...] = ("one", "leader", "majority", "all")
+    pause_us: tuple[int, int] = (20 * MS, 1_000 * MS)
     flaky_us: tuple[int, int] = (100 * MS, 1_000 * MS)
     flaky_drop: tuple[float, float] = (0.05, 0.4)
     flaky_dup: tuple[float, float] = (0.0, 0.2)
@@ -91,6 +100,7 @@ class FaultMix:
                 ("crash", self.w_crash),
                 ("flaky", self.w_flaky),
                 ("transfer", self.w_transfer),
+                ("pause", self.w_pause),
             )
             if w > 0
         ]
@@ -111,6 +121,8 @@ def random_mix(rng: random.Random) -> FaultMix:
         config["max_entries_per_append"] = rng.choice((1, 2, 4))
     if rng.random() < 0.3:
         config["max_inflight"] = rng.choice((1, 2, 8))
+    if rng.random() < 0.3:  # timing other than the defaults (10..20 ticks, heartbeat 2, 1 %)
+        config.update(rng.choice(_TIMINGS))
     slow = rng.random() < 0.25
     link = LinkParams(
         delay_min_us=rng.choice((100, 500, 1_000)),
@@ -132,13 +144,14 @@ def random_mix(rng: random.Random) -> FaultMix:
             "after-send": rng.choice((0.0, 0.001)),
             "after-apply": rng.choice((0.0, 0.001)),
         }
+    w_pause = rng.choice((0.0, 0.0, 0.5, 1.0))  # SIGSTOP / SIGCONT (TESTING.md row 9)
     rates = None
     if rng.random() < 0.3:  # every clock at an edge of the drift bound
-        drift = _DEFAULT_DRIFT
+        drift = float(config.get("max_drift", _DEFAULT_DRIFT))
         rates = tuple(1.0 + rng.choice((-drift, drift)) for _ in range(n))
     return FaultMix(
         n=n,
-        duration_us=rng.randint(1_500, 3_000) * MS,
+        duration_us=rng.randint(2_000, 5_000) * MS,
         config=config,
         link=link,
         gap_us=(rng.choice((20, 50, 100)) * MS, rng.choice((200, 400, 800)) * MS),
@@ -146,6 +159,7 @@ def random_mix(rng: random.Random) -> FaultMix:
         w_crash=weights[1],
         w_flaky=weights[2],
         w_transfer=weights[3],
+        w_pause=w_pause,
         compact_every_us=rng.choice((None, (50 * MS, 300 * MS), (200 * MS, 800 * MS))),
         failpoints=failpoints,
         rates=rates,
@@ -156,8 +170,8 @@ def schedule_faults(
     sim: SimCluster, mix: FaultMix, rng: random.Random, log: Callable[[str], None]
 ) -> None:
     """Put the mix's faults on the sim's event heap, up to ``mix.duration_us``."""
-    kinds = ["partition", "crash", "flaky", "transfer"]
-    weights = [mix.w_partition, mix.w_crash, mix.w_flaky, mix.w_transfer]
+    kinds = ["partition", "crash", "flaky", "transfer", "pause"]
+    weights = [mix.w_partition, mix.w_crash, mix.w_flaky, mix.w_transfer, mix.w_pause]
     if not any(weights):
         return
     state = {"partition_epoch": 0, "flaky_epoch": 0}
@@ -215,6 +229,14 @@ def schedule_faults(
             state["flaky_epoch"] += 1
             sim.after(rng.randint(*mix.flaky_us), end_flaky(state["flaky_epoch"]))
             log(f"fault: flaky {'all' if links is None else len(links)} links {params}")
+        elif kind == "pause":
+            lead = sim.leader()
+            up = [node.id for node in sim.nodes if node.up]
+            if not up:
+                return
+            victim = lead.id if lead is not None and rng.random() < 0.7 else rng.choice(up)
+            sim.pause(victim, rng.randint(*mix.pause_us))
+            log(f"fault: pause {victim}")
         else:
             to = sim.transfer_leadership()
             log(f"fault: transfer leadership to {to}")
@@ -249,7 +271,7 @@ def run_seed(
     core_factory: CoreFactory = RaftCore,
     trace: Callable[[str], None] | None = None,
     liveness: bool = True,
-    watchdog_s: float | None = 30.0,
+    watchdog_s: float | None = 10.0,
 ) -> SeedResult:
     """Run one seed's schedule; never raises a SafetyViolation (it is in the result).
 
@@ -362,7 +384,7 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
         help="module:Class of the core to test (default raftlease.core.raft:RaftCore)",
     )
     ap.add_argument(
-        "--watchdog", type=float, default=30.0, help="wall seconds before a seed is a hang"
+        "--watchdog", type=float, default=10.0, help="wall seconds before a seed is a hang"
     )
     args = ap.parse_args(argv)
     if core_factory is None:
@@ -402,7 +424,8 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
         lv = worst.liveness
         longest = (
             f"longest post-heal election {lv.election_ticks:.1f} ticks = "
-            f"{lv.election_us / 1000:.1f} ms (seed {worst.seed})"
+            f"{lv.election_us / 1000:.1f} ms (seed {worst.seed}, election_ticks_max "
+            f"{lv.election_ticks_max})"
         )
     print(
         f"{count - len(failed)} seeds passed, {len(failed)} failed "

@@ -595,6 +595,7 @@ class RaftCore:
         if m.success:
             if m.match_index > p.match_index:
                 p.match_index = m.match_index
+                p.match_tick = self.tick_count
                 if p.next_index <= p.match_index:
                     p.next_index = p.match_index + 1
                 if self._maybe_commit():
@@ -612,10 +613,12 @@ class RaftCore:
             p.state is ProgressState.PROBE and m.match_index != p.next_index - 1
         ):
             return  # stale
-        if m.last_log_index < p.match_index:
+        if m.last_log_index < p.match_index and m.send_tick > p.match_tick:
             # The follower's log ends below what it acknowledged: its disk lost acknowledged
             # entries (e.g. a damaged WAL). Resync it from where its log really ends; our
             # commit index never goes back. (Without this it would stay stuck forever.)
+            # Only a rejection of an append sent AFTER we learned the match proves it: an
+            # older, delayed rejection is just stale.
             p.match_index = m.last_log_index
             p.lost_entries += 1
         if m.conflict_term > 0:
@@ -636,6 +639,7 @@ class RaftCore:
         self._heard_from_peer(p, m.send_tick)
         if m.match_index > p.match_index:
             p.match_index = m.match_index
+            p.match_tick = self.tick_count
             self._maybe_commit()
         p.next_index = p.match_index + 1
         p.become_probe()
@@ -675,7 +679,13 @@ class RaftCore:
         last = self.log.last_index
         for pid, p in self.progress.items():
             if p.state is ProgressState.REPLICATE:
-                while p.next_index <= last and len(p.inflight) < self.config.max_inflight:
+                # _send_append may switch the peer to SNAPSHOT (its next entry was compacted
+                # away): re-check the state each round, or this loop never ends.
+                while (
+                    p.state is ProgressState.REPLICATE
+                    and p.next_index <= last
+                    and len(p.inflight) < self.config.max_inflight
+                ):
                     self._send_append(pid)
             elif p.state is ProgressState.PROBE and not p.probe_sent:
                 self._send_append(pid)

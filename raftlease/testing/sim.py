@@ -316,6 +316,10 @@ class SimCluster:
     def node(self, nid: str) -> SimNode:
         return self._by_id[NodeId(nid)]
 
+    def note(self, text: str) -> None:
+        """Add a line to the transcript (if tracing), stamped with the virtual time."""
+        self._log(text)
+
     def _log(self, text: str) -> None:
         if self.trace is not None:
             self.trace(f"[{self.now / 1000:10.3f}ms] {text}")

@@ -301,7 +301,7 @@ def run_seed(
     log(f"clock rates: {[round(node.rate, 5) for node in sim.nodes]}")
     try:
         with watchdog(sim, watchdog_s):
-            schedule_faults(sim, mix, sim.user_rng, lambda s: sim._log(s))
+            schedule_faults(sim, mix, sim.user_rng, sim.note)
             sim.run_until(mix.duration_us)
             if liveness:
                 sim.final_heal()

@@ -29,7 +29,7 @@ class MonotonicClock:
 
 
 class SkewedClock:
-    """A monotonic clock running at ``rate`` times real time (fault injection, TESTING.md rows 15-16).
+    """A monotonic clock running at ``rate`` times real time (TESTING.md rows 15-16).
 
     ``RAFTLEASE_CLOCK_RATE=1.01`` makes a server's clock 1 % fast. Rates within the configured
     ``max_drift`` must be harmless; rates beyond it may break mutual exclusion by design.

@@ -681,14 +681,17 @@ class RaftCore:
             if p.state is ProgressState.REPLICATE:
                 # _send_append may switch the peer to SNAPSHOT (its next entry was compacted
                 # away): re-check the state each round, or this loop never ends.
-                while (
-                    p.state is ProgressState.REPLICATE
-                    and p.next_index <= last
-                    and len(p.inflight) < self.config.max_inflight
-                ):
+                while self._can_pipeline(p, last):
                     self._send_append(pid)
             elif p.state is ProgressState.PROBE and not p.probe_sent:
                 self._send_append(pid)
+
+    def _can_pipeline(self, p: Progress, last: int) -> bool:
+        return (
+            p.state is ProgressState.REPLICATE
+            and p.next_index <= last
+            and len(p.inflight) < self.config.max_inflight
+        )
 
     def _send_heartbeat(self, pid: NodeId) -> None:
         p = self.progress[pid]

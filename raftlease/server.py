@@ -444,6 +444,14 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         return cluster_pb2.TransferLeadershipResponse(leader_id=node.leader_id or "")
 
 
+def _shutdown_cancel_filter(record: logging.LogRecord) -> bool:
+    """False (drop) for grpc's report of an RPC cancelled by our own shutdown."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, asyncio.CancelledError):
+        return False
+    return "CancelledError" not in (record.exc_text or "") + record.getMessage()
+
+
 async def serve(
     cfg: NodeConfig,
     listen: str,
@@ -492,6 +500,10 @@ async def serve(
         if run_task in done:
             run_task.result()  # re-raise StorageError etc.
     finally:
+        # Peers keep their streams to us open; grpc.aio cancels them when the grace period
+        # ends and logs each cancellation as an unhandled error. Expected at shutdown: drop
+        # exactly those records (and nothing else).
+        logging.getLogger("grpc._cython.cygrpc").addFilter(_shutdown_cancel_filter)
         await health_servicer.enter_graceful_shutdown()
         node.stop()
         stop_task.cancel()

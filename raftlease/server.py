@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -549,6 +550,13 @@ def main_serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await serve(cfg, listen, data_dir, stop=stop)
+        # Everything is durable and closed. Leave now: asyncio.run's teardown would cancel
+        # grpc's leftover per-RPC coroutines (peers' streams), and grpc prints each of those
+        # cancellations as a traceback, which reads like a crash in the logs.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     try:
         asyncio.run(main())

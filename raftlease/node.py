@@ -248,9 +248,17 @@ class Node:
         self._t0 = self.clock.monotonic()
         try:
             while not self._stopping:
-                self._sync_ticks()
                 inbox = self._inbox
                 core = self.core
+                # A leader steps queued messages BEFORE catching up ticks: if this loop fell
+                # behind (load, GC), the followers' answers are already waiting here, and
+                # ticking first would make CheckQuorum step down for lack of answers it holds.
+                # Safe: the leader lease dates acks by the echoed send tick, not by arrival.
+                # Everyone else catches up ticks FIRST, so a leader's message is never dated
+                # late (which would shorten this node's vote stickiness; docs/safety.md L2).
+                while inbox and core.role is Role.LEADER:
+                    core.step(inbox.popleft())
+                self._sync_ticks()
                 while inbox:
                     core.step(inbox.popleft())
                 self._run_ops()

@@ -30,6 +30,8 @@ log = logging.getLogger("raftlease.transport")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 QUEUE_LIMIT = 8192
+MIN_BACKOFF_S = 0.02
+MAX_BACKOFF_S = 0.2
 BATCH_LIMIT = 256
 
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
@@ -41,7 +43,7 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 200),
     ("grpc.enable_retries", 0),
 ]
 
@@ -72,8 +74,10 @@ class _Link:
             yield batch
 
     async def run(self) -> None:
-        backoff = 0.05
+        loop = asyncio.get_running_loop()
+        backoff = MIN_BACKOFF_S
         while True:
+            started = loop.time()
             channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
@@ -102,8 +106,12 @@ class _Link:
             while not self.queue.empty():
                 self.queue.get_nowait()
                 self.dropped += 1
+            if loop.time() - started > 1.0:
+                backoff = MIN_BACKOFF_S  # the link worked: a fresh failure starts over
             await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 1.0)
+            # Capped low: a peer that comes back must hear our votes within a fraction of an
+            # election timeout, or its first election after rejoining stalls (seen in W4).
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
 def parse_faults(spec: str) -> dict[str, float]:

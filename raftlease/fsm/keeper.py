@@ -22,7 +22,9 @@ class LeaseKeeper:
 
     def __init__(self) -> None:
         self.deadlines: dict[int, float] = {}  # lease_id -> local-clock deadline
-        self._heap: list[tuple[float, int]] = []  # lazy: stale pairs are skipped on pop
+        # (filed deadline, lease_id), one per lease; a renewal only moves ``deadlines``, so a
+        # filed deadline may be early, never late: ``due`` re-files it when it surfaces.
+        self._heap: list[tuple[float, int]] = []
         self._expiring: set[int] = set()  # expiry proposed, not yet applied
         self.health: dict[int, dict[str, str]] = {}  # latest keepalive payload per lease
 
@@ -56,7 +58,10 @@ class LeaseKeeper:
             return None
         if lease_id in self._expiring or self.deadlines.get(lease_id, math.inf) <= now:
             return None  # past its deadline: an expiry is (or is about to be) proposed
-        self._set(lease_id, now + rec.ttl_ms / 1000.0)
+        # Only the dict moves: the heap keeps one (possibly older) entry per lease, and
+        # ``due`` re-files it at the current deadline when it surfaces. One heap entry per
+        # lease however often it is renewed (memory: issue 5, W6).
+        self.deadlines[lease_id] = now + rec.ttl_ms / 1000.0
         if health is not None:
             self.health[lease_id] = health
         return rec
@@ -69,9 +74,13 @@ class LeaseKeeper:
         heap = self._heap
         out: list[LeaseRecord] = []
         while heap and heap[0][0] <= now:
-            deadline, lease_id = heapq.heappop(heap)
-            if self.deadlines.get(lease_id) != deadline or lease_id in self._expiring:
-                continue  # renewed since, or already expiring
+            filed, lease_id = heapq.heappop(heap)
+            deadline = self.deadlines.get(lease_id)
+            if deadline is None or lease_id in self._expiring:
+                continue  # ended, or already expiring
+            if deadline > filed:
+                heapq.heappush(heap, (deadline, lease_id))  # renewed since: re-file
+                continue
             rec = table.by_lease_id(lease_id)
             if rec is None:
                 continue

@@ -65,3 +65,14 @@ def test_release_forgets_the_lease() -> None:
     assert lid not in keeper.deadlines
     assert keeper.due(table, 10.0) == []
     assert keeper.remaining(lid, 0.5) == 0.0
+
+
+def test_renewals_do_not_grow_the_heap() -> None:
+    table, keeper = LeaseTable(), LeaseKeeper()
+    lid = grant(table, keeper, "a", 1, now=0.0)
+    for k in range(1, 100):
+        assert keeper.renew(table, lid, k * 0.3, None) is not None
+    assert len(keeper._heap) == 1  # one entry per lease, whatever the renewal count
+    assert keeper.due(table, 29.0) == []  # the early filed entry is re-filed, not expired
+    assert len(keeper._heap) == 1
+    assert [r.lease_id for r in keeper.due(table, 99 * 0.3 + 1.0)] == [lid]

@@ -1,0 +1,1093 @@
+"""raftlease benchmarks (issue 5): W1-W6 (+ W7 opt-in) against fresh local 3-node clusters.
+
+    .venv/bin/python bench/run.py                 # full: every workload 3 times (~15 min)
+    .venv/bin/python bench/run.py --quick         # 1 run each, short windows (~2 min)
+    .venv/bin/python bench/run.py --only w1,w2    # a subset
+    .venv/bin/python bench/run.py --w7            # also the 10-minute stability run
+    .venv/bin/python bench/run.py --profile       # py-spy profiles + W1 timeline, no table runs
+                                                  # (combine with --only to run both)
+
+Each run starts a fresh cluster (3 real server processes, fresh data dirs, real fsync) on
+127.0.0.1; load generators are separate processes (bench/loadgen.py). CPU figures come from the
+processes' own accounting (psutil cpu_times user+sys deltas). Results: bench/results/<ts>.json
+plus a table on stdout comparing each figure with the goal. Timing never sets the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import analyze
+import grpc
+import psutil
+from cluster import BENCH_DIR, REPO, LocalCluster, nice_prefix
+
+from raftlease.v1 import lease_pb2, lease_pb2_grpc
+
+RESULTS = BENCH_DIR / "results"
+PY = sys.executable
+KIB = 1024.0
+
+# name, unit, goal op, goal value, etcd 3.4 default (same kind of machine; issue 5)
+GOALS: dict[str, tuple[str, str, float, str]] = {
+    "w1_acquire_p50_ms": ("ms", "<=", 1.5, "2.4"),
+    "w1_acquire_p99_ms": ("ms", "<=", 5.0, "8.2"),
+    "w2_acquisitions_per_s": ("/s", ">=", 2000.0, "662"),
+    "w3_cluster_cpu_pct": ("% core", "<=", 8.0, "13.3"),
+    "w4_failover_median_s": ("s", "<=", 0.40, "1.55"),
+    "w4_failover_max_s": ("s", "<=", 0.60, "2.31"),
+    "w5_idle_cluster_cpu_pct": ("% core", "<=", 2.0, "4.15"),
+    "w6_leader_bytes_per_lease_held": ("B", "<=", 1024.0, ""),
+    "w6_leader_bytes_per_lease_kept_alive": ("B", "<=", 1024.0, ""),
+    "w6_cpu_ratio_10k_over_1k": ("x", "<=", 10.0, ""),
+    "w7_leader_changes": ("", "<=", 0.0, ""),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
+    return s[k]
+
+
+def summarize(vals: list[float]) -> dict[str, Any]:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "runs": []}
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "runs": vals,
+    }
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = ""
+    dirty = False
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "raftlease"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
+    import google.protobuf
+
+    return {
+        "cpu_model": cpu,
+        "cores_logical": psutil.cpu_count(logical=True),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "protobuf_backend": _protobuf_backend(),
+        "git_commit": commit,
+        "raftlease_dirty": dirty,
+        "hostname": platform.node(),
+    }
+
+
+def _protobuf_backend() -> str:
+    with contextlib.suppress(Exception):
+        from google.protobuf.internal import api_implementation
+
+        return str(api_implementation.Type())
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------------- helpers
+def popen_kw() -> dict[str, Any]:
+    """Extra subprocess arguments (none today; niceness goes through nice_prefix)."""
+    return {}
+
+
+def loadgen(args: list[str], timeout: float) -> dict[str, Any]:
+    p = subprocess.run(
+        [*nice_prefix(LocalCluster.nice), PY, str(BENCH_DIR / "loadgen.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+        **popen_kw(),
+    )
+    lines = [x for x in p.stdout.strip().splitlines() if x.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"loadgen {args[0]} failed (rc {p.returncode}): {p.stderr[-3000:]}")
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
+
+
+# Set by main() from --whatif / --set: applied to every node of every cluster.
+NODE_ENV: dict[str, str] = {}
+NODE_OVERRIDES: dict[str, Any] = {}
+
+
+def new_cluster() -> LocalCluster:
+    return LocalCluster(overrides=NODE_OVERRIDES)
+
+
+def fresh_cluster(env_for: dict[str, dict[str, str]] | None = None) -> tuple[LocalCluster, str]:
+    c = new_cluster()
+    env = {nid: {**NODE_ENV, **(env_for or {}).get(nid, {})} for nid in c.nodes}
+    c.start(env)
+    try:
+        leader = c.wait_stable(30, settle=0.5)
+    except Exception:
+        c.stop()
+        c.keep_dir = True
+        raise
+    return c, leader
+
+
+def system_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores, everything but idle/iowait)."""
+    t = psutil.cpu_times()
+    return float(
+        sum(getattr(t, f) for f in t._fields if f not in ("idle", "iowait", "guest", "guest_nice"))
+    )
+
+
+class Background:
+    """Machine-wide busy CPU during a window, to report how much OTHER load shared the box."""
+
+    def __init__(self) -> None:
+        self.b0 = system_busy_s()
+        self.t0 = time.monotonic()
+        self.self0 = _self_cpu()
+
+    def busy_pct(self) -> float:
+        return 100.0 * (system_busy_s() - self.b0) / (time.monotonic() - self.t0)
+
+    def self_pct(self) -> float:
+        return 100.0 * (_self_cpu() - self.self0) / (time.monotonic() - self.t0)
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+QUIET = {"max_wait_s": 30.0, "threshold_pct": 30.0, "enabled": 1.0}
+
+
+def wait_for_quiet() -> float:
+    """Wait (up to QUIET['max_wait_s']) until the machine's busy CPU over 2 s is below the
+    threshold (% of one core). Returns the last measured busy %, for the record."""
+    if not QUIET["enabled"]:
+        return float("nan")
+    deadline = time.monotonic() + QUIET["max_wait_s"]
+    while True:
+        bg = Background()
+        time.sleep(2.0)
+        busy = bg.busy_pct()
+        if busy < QUIET["threshold_pct"] or time.monotonic() >= deadline:
+            if busy >= QUIET["threshold_pct"]:
+                log(f"  machine still busy ({busy:.0f}% of a core from other processes); going on")
+            return busy
+        log(f"  waiting for a quiet machine: {busy:.0f}% of a core busy elsewhere")
+
+
+def cpu_window(c: LocalCluster, seconds: float) -> tuple[float, dict[str, float]]:
+    """Cluster CPU over the window as % of one core, and per node."""
+    a = c.cpu_snapshot()
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    b = c.cpu_snapshot()
+    wall = time.monotonic() - t0
+    per = {nid: 100.0 * (b[nid] - a[nid]) / wall for nid in b if nid in a}
+    return sum(per.values()), per
+
+
+# ---------------------------------------------------------------------------------- W1
+def run_w1(o: argparse.Namespace) -> dict[str, Any]:
+    n, warm = (400, 100) if o.quick else (2000, 200)
+    c, leader = fresh_cluster()
+    with c:
+        cpu0 = c.cpu_snapshot()
+        bg = Background()
+        r = loadgen(
+            ["w1", "--target", c.nodes[leader].address, "--n", str(n), "--warmup", str(warm)],
+            600,
+        )
+        cpu1 = c.cpu_snapshot()
+        busy = bg.busy_pct()
+    a, rel = r["acquire_ms"], r["release_ms"]
+    cluster_cpu_s = sum(cpu1[k] - cpu0[k] for k in cpu1)
+    ours = 100.0 * (cluster_cpu_s + r["client_cpu_s"]) / r["wall_s"]
+    return {
+        "w1_background_cpu_pct": max(0.0, busy - ours - bg.self_pct()),
+        "w1_acquire_p50_ms": pct(a, 0.5),
+        "w1_acquire_p99_ms": pct(a, 0.99),
+        "w1_acquire_mean_ms": statistics.fmean(a),
+        "w1_acquire_max_ms": max(a),
+        "w1_release_p50_ms": pct(rel, 0.5),
+        "w1_release_p99_ms": pct(rel, 0.99),
+        "w1_cluster_cpu_ms_per_cycle": 1000.0 * cluster_cpu_s / (n + warm),
+        "w1_client_cpu_ms_per_cycle": 1000.0 * r["client_cpu_s"] / (n + warm),
+        "w1_samples": n,
+    }
+
+
+# ---------------------------------------------------------------------------------- W2
+def run_w2(o: argparse.Namespace) -> dict[str, Any]:
+    dur, warm = (5.0, 1.0) if o.quick else (15.0, 3.0)
+    c, leader = fresh_cluster()
+    with c:
+        lead = c.nodes[leader]
+        holder: dict[str, Any] = {}
+
+        def measure() -> None:
+            time.sleep(warm + 0.5)
+            a = c.cpu_snapshot()
+            bg = Background()
+            t0 = time.monotonic()
+            time.sleep(dur - 1.0)
+            b = c.cpu_snapshot()
+            wall = time.monotonic() - t0
+            holder["busy"] = bg.busy_pct() - bg.self_pct()
+            holder["per"] = {k: 100.0 * (b[k] - a[k]) / wall for k in b}
+
+        th = threading.Thread(target=measure)
+        th.start()
+        r = loadgen(
+            [
+                "w2",
+                "--target",
+                lead.address,
+                "--clients",
+                "16",
+                "--duration",
+                str(dur),
+                "--warmup",
+                str(warm),
+            ],
+            120,
+        )
+        th.join()
+        changes = len(c.leader_changes_in_logs()) - 1
+    per = holder.get("per", {})
+    lat = r["acquire_ms"]
+    client_pct = 100.0 * r["client_cpu_s"] / (dur + warm)
+    return {
+        "w2_background_cpu_pct": max(0.0, holder.get("busy", 0.0) - sum(per.values()) - client_pct),
+        "w2_acquisitions_per_s": r["per_s"],
+        "w2_acquire_p50_ms": pct(lat, 0.5),
+        "w2_acquire_p99_ms": pct(lat, 0.99),
+        "w2_errors": sum(r["errors"].values()),
+        "w2_leader_cpu_pct": per.get(leader),
+        "w2_cluster_cpu_pct": sum(per.values()),
+        "w2_client_cpu_pct": client_pct,
+        "w2_leader_changes": changes,
+    }
+
+
+# ---------------------------------------------------------------------------------- W3 / W6
+def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, Any]:
+    window = 10.0 if o.quick else 30.0
+    c, leader = fresh_cluster()
+    with c:
+        lead = c.nodes[leader]
+        time.sleep(1.0)
+        rss0 = lead.rss()
+        p = subprocess.Popen(
+            [
+                *nice_prefix(LocalCluster.nice),
+                PY,
+                str(BENCH_DIR / "loadgen.py"),
+                "keepalive",
+                "--target",
+                lead.address,
+                "--endpoints",
+                ",".join(c.endpoints()),
+                "--leases",
+                str(leases),
+                "--ttl-ms",
+                "10000",
+                "--mode",
+                o.keepalive_mode,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO),
+            **popen_kw(),
+        )
+        try:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            if not line.startswith("READY"):
+                raise RuntimeError(f"keepalive loadgen: {line!r} {p.stderr.read()[-2000:]}")
+            # The loadgen prints READY right after the acquisitions and waits 2 s before
+            # opening any keepalive stream: this is the memory of `leases` held leases.
+            time.sleep(1.0)
+            rss_held = lead.rss()
+            time.sleep(5.0)  # the pause, then one renewal period (ttl/3) so every stream is open
+            bg = Background()
+            total, per = cpu_window(c, window)
+            busy = bg.busy_pct() - bg.self_pct()
+            rss_kept = lead.rss()
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        lines = [x for x in out.strip().splitlines() if x.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"keepalive loadgen gave no result: {err[-2000:]}")
+        r = json.loads(lines[-1])
+        changes = len(c.leader_changes_in_logs()) - 1
+    client_pct = 100.0 * r["client_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
+    return {
+        f"{prefix}_background_cpu_pct": max(0.0, busy - total - client_pct),
+        f"{prefix}_cluster_cpu_pct": total,
+        f"{prefix}_leader_cpu_pct": per.get(leader),
+        f"{prefix}_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
+        f"{prefix}_leader_bytes_per_lease_held": (rss_held - rss0) / leases,
+        f"{prefix}_leader_bytes_per_lease_kept_alive": (rss_kept - rss0) / leases,
+        f"{prefix}_leader_rss_mib": rss_kept / 2**20,
+        f"{prefix}_renewals_per_s": r["renewals_per_s"],
+        f"{prefix}_renewals_expected_per_s": leases / r["period_s"],
+        f"{prefix}_renewals_failed": r["renewals_failed"],
+        f"{prefix}_leases_lost": r.get("leases_lost", 0),
+        f"{prefix}_client_retargets": r.get("retargets", 0),
+        f"{prefix}_renewal_late_p99_ms": r.get("late_p99_ms", 0.0),
+        f"{prefix}_acquire_s": r["acquire_s"],
+        f"{prefix}_client_cpu_pct": client_pct,
+        f"{prefix}_leader_changes": changes,
+    }
+
+
+# ---------------------------------------------------------------------------------- W4
+class _Prober:
+    """Threads, one per endpoint, each trying Acquire every ~5 ms until one succeeds."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.endpoints = endpoints
+        self.channels = [grpc.insecure_channel(e) for e in endpoints]
+        self.stubs = [lease_pb2_grpc.LeaseStub(ch) for ch in self.channels]
+        for ch in self.channels:
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(ch).result(timeout=2)
+
+    def close(self) -> None:
+        for ch in self.channels:
+            ch.close()
+
+    def probe(self, trial: str, t_kill: float, timeout: float = 10.0) -> tuple[float, str]:
+        done = threading.Event()
+        won: list[tuple[float, str]] = []
+        lock = threading.Lock()
+
+        def worker(i: int) -> None:
+            stub = self.stubs[i]
+            name = f"w4-{trial}-{i}"
+            while not done.is_set() and time.monotonic() - t_kill < timeout:
+                try:
+                    resp = stub.Acquire(
+                        lease_pb2.AcquireRequest(
+                            name=name,
+                            holder="w4",
+                            ttl_ms=10_000,
+                            wait_ms=0,
+                            request_id=uuid.uuid4().hex,
+                        ),
+                        timeout=0.5,
+                    )
+                    if resp.acquired:
+                        t = time.monotonic()
+                        with lock:
+                            won.append((t, self.endpoints[i]))
+                        done.set()
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.005)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(self.stubs))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if not won:
+            return float("inf"), ""
+        t, ep = min(won)
+        return t - t_kill, ep
+
+
+def run_w4(o: argparse.Namespace) -> dict[str, Any]:
+    trials = o.w4_trials or (5 if o.quick else 30)
+    c, leader = fresh_cluster()
+    times: list[float] = []
+    detail: list[dict[str, Any]] = []
+    bg = Background()
+    with c:
+        prober = _Prober(c.endpoints())
+        try:
+            for t in range(trials):
+                leader = c.wait_stable(30, settle=1.0)
+                time.sleep(0.2)
+                t_kill = time.monotonic()
+                wall_kill = time.time()
+                c.kill(leader)
+                dt_s, ep = prober.probe(f"{t}-{uuid.uuid4().hex[:4]}", t_kill)
+                times.append(dt_s)
+                elected = c.first_election_after(wall_kill)
+                detail.append(
+                    {
+                        "killed": leader,
+                        "served_by": ep,
+                        "s": dt_s,
+                        "elected_after_s": None if elected is None else elected - wall_kill,
+                    }
+                )
+                log(f"  W4 trial {t + 1}/{trials}: killed {leader}, acquire after {dt_s:.3f}s")
+                c.start_node(leader)
+        finally:
+            prober.close()
+        changes = len(c.leader_changes_in_logs()) - 1
+    finite = [x for x in times if x != float("inf")]
+    el = [d["elected_after_s"] for d in detail if d["elected_after_s"] is not None]
+    served = [d["s"] - d["elected_after_s"] for d in detail if d["elected_after_s"] is not None]
+    return {
+        "w4_elected_after_median_s": statistics.median(el) if el else None,
+        "w4_elected_after_max_s": max(el) if el else None,
+        "w4_served_after_election_median_s": statistics.median(served) if served else None,
+        "w4_machine_busy_pct": bg.busy_pct(),
+        "w4_failover_median_s": statistics.median(times),
+        "w4_failover_max_s": max(times),
+        "w4_failover_min_s": min(finite) if finite else None,
+        "w4_failover_p90_s": pct(times, 0.9),
+        "w4_trials": len(times),
+        "w4_timeouts": len(times) - len(finite),
+        "w4_elections": changes,
+        "w4_trial_s": times,
+        "w4_detail": detail,
+    }
+
+
+# ---------------------------------------------------------------------------------- W5
+def run_w5(o: argparse.Namespace) -> dict[str, Any]:
+    window = 10.0 if o.quick else 30.0
+    c, leader = fresh_cluster()
+    with c:
+        time.sleep(3.0)
+        bg = Background()
+        total, per = cpu_window(c, window)
+        busy = bg.busy_pct() - bg.self_pct()
+    return {
+        "w5_background_cpu_pct": max(0.0, busy - total),
+        "w5_idle_cluster_cpu_pct": total,
+        "w5_idle_leader_cpu_pct": per.get(leader),
+        "w5_idle_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
+    }
+
+
+# ---------------------------------------------------------------------------------- W7
+def run_w7(o: argparse.Namespace) -> dict[str, Any]:
+    dur = o.w7_seconds
+    c, leader0 = fresh_cluster()
+    changes: list[dict[str, Any]] = []
+    with c:
+        stop = threading.Event()
+        res: dict[str, Any] = {}
+
+        def load() -> None:
+            try:
+                res["w2"] = loadgen(
+                    [
+                        "w2",
+                        "--target",
+                        c.nodes[leader0].address,
+                        "--clients",
+                        "16",
+                        "--duration",
+                        str(dur),
+                        "--warmup",
+                        "0",
+                    ],
+                    dur + 120,
+                )
+            except Exception as e:
+                res["error"] = str(e)
+            finally:
+                stop.set()
+
+        th = threading.Thread(target=load)
+        th.start()
+        seen = (leader0, None)
+        t0 = time.monotonic()
+        while not stop.wait(0.5):
+            for nid in c.nodes:
+                st = c.status(nid, timeout=0.3)
+                if st is not None and st.leader_id == nid:
+                    if seen[0] != nid or (seen[1] is not None and seen[1] != st.term):
+                        changes.append({"t": time.monotonic() - t0, "leader": nid, "term": st.term})
+                    seen = (nid, st.term)
+                    break
+        th.join()
+        log_changes = len(c.leader_changes_in_logs()) - 1
+    r = res.get("w2", {})
+    return {
+        "w7_leader_changes": max(len(changes), log_changes),
+        "w7_leader_changes_per_hour": max(len(changes), log_changes) * 3600.0 / dur,
+        "w7_changes_seen_by_status": changes,
+        "w7_changes_in_logs": log_changes,
+        "w7_acquisitions_per_s": r.get("per_s"),
+        "w7_errors": r.get("errors"),
+        "w7_seconds": dur,
+        "w7_error": res.get("error"),
+    }
+
+
+# ---------------------------------------------------------------------------------- profile
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (from /proc/PID/task/*/comm and psutil)."""
+    out: dict[str, float] = {}
+    p = psutil.Process(pid)
+    for th in p.threads():
+        try:
+            name = Path(f"/proc/{pid}/task/{th.id}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        key = "main (asyncio loop)" if th.id == pid else name
+        out[key] = out.get(key, 0.0) + th.user_time + th.system_time
+    return out
+
+
+def _pyspy() -> str | None:
+    cand = Path(PY).parent / "py-spy"
+    if cand.exists():
+        return str(cand)
+    return shutil.which("py-spy")
+
+
+def _spy_record(spy: str, pid: int, raw: Path, seconds: float, rate: int, native: bool) -> None:
+    args = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--duration"]
+    args += [str(int(seconds)), "--gil", "--nolineno", "--format", "raw", "-o", str(raw)]
+    # --native unwinds C frames too (cygrpc, libc syscalls, upb) but must pause the process
+    # for each sample, so it samples less often; the Python-only pass runs non-blocking.
+    args += ["--native"] if native else ["--nonblocking"]
+    subprocess.run(args, capture_output=True, check=False, timeout=seconds + 60)
+
+
+def _stack_report(raw: Path, title: str, svg: Path) -> dict[str, Any]:
+    stacks = analyze.read_collapsed(raw)
+    total, by_self, by_total = analyze.top_functions(stacks, 20)
+    analyze.flame_svg(stacks, title, svg)
+    return {
+        "samples": total,
+        "top_self": by_self,
+        "top_total": by_total,
+        "self_by_category": analyze.self_by_category(stacks),
+        "flamegraph": str(svg.relative_to(REPO)),
+    }
+
+
+def profile_under(
+    o: argparse.Namespace,
+    label: str,
+    start_load: Any,
+    seconds: float,
+    outdir: Path,
+    rate: int,
+    modes: tuple[str, ...] = ("python", "native"),
+) -> dict[str, Any]:
+    """Start a cluster, start load via start_load(cluster, leader) -> stop callable, record
+    the leader with py-spy (GIL-holding samples only, i.e. where the process spends its
+    Python-side CPU; once Python-only, once with native frames) and per-thread CPU."""
+    wait_for_quiet()
+    spy = _pyspy()
+    c, leader = fresh_cluster()
+    res: dict[str, Any] = {}
+    with c:
+        pid = c.nodes[leader].proc.pid  # type: ignore[union-attr]
+        stop_load = start_load(c, leader)
+        try:
+            time.sleep(3.0)
+            th0 = _thread_cpu(pid)
+            t0 = time.monotonic()
+            if spy is not None:
+                for mode in modes:
+                    raw = outdir / f"{label}-leader-{mode}.collapsed.txt"
+                    _spy_record(spy, pid, raw, seconds, rate, mode == "native")
+                    if raw.exists():
+                        res[mode] = _stack_report(
+                            raw,
+                            f"raftlease leader under {label.upper()} ({mode} stacks, GIL held)",
+                            outdir / f"{label}-leader-{mode}.svg",
+                        )
+            else:
+                time.sleep(seconds)
+                res["note"] = "py-spy not installed (pip install py-spy into .venv)"
+            th1 = _thread_cpu(pid)
+            wall = time.monotonic() - t0
+        finally:
+            stop_load()
+    threads = {k: 100.0 * (th1.get(k, 0.0) - th0.get(k, 0.0)) / wall for k in th1}
+    res["leader_thread_cpu_pct"] = dict(sorted(threads.items(), key=lambda kv: -kv[1]))
+    return res
+
+
+def run_profile(o: argparse.Namespace, outdir: Path) -> dict[str, Any]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    secs = 8.0 if o.quick else 15.0
+    prof: dict[str, Any] = {}
+
+    def w2_load(c: LocalCluster, leader: str) -> Any:
+        p = subprocess.Popen(
+            [
+                *nice_prefix(LocalCluster.nice),
+                PY,
+                str(BENCH_DIR / "loadgen.py"),
+                "w2",
+                "--target",
+                c.nodes[leader].address,
+                "--clients",
+                "16",
+                "--duration",
+                str(2 * secs + 8),
+                "--warmup",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=str(REPO),
+            **popen_kw(),
+        )
+
+        def stop() -> None:
+            p.terminate()
+            p.wait()
+
+        return stop
+
+    def w3_load(c: LocalCluster, leader: str) -> Any:
+        p = subprocess.Popen(
+            [
+                *nice_prefix(LocalCluster.nice),
+                PY,
+                str(BENCH_DIR / "loadgen.py"),
+                "keepalive",
+                "--target",
+                c.nodes[leader].address,
+                "--leases",
+                "1000",
+                "--mode",
+                o.keepalive_mode,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=str(REPO),
+            **popen_kw(),
+        )
+        assert p.stdout is not None
+        p.stdout.readline()  # READY
+        time.sleep(1.0)
+
+        def stop() -> None:
+            p.terminate()
+            p.wait()
+
+        return stop
+
+    log("profile: leader under W2 (py-spy)")
+    prof["w2"] = profile_under(o, "w2", w2_load, secs, outdir, 250)
+    log("profile: leader under W3 (py-spy)")
+    prof["w3"] = profile_under(o, "w3", w3_load, max(secs, 20.0), outdir, 250)
+    log("profile: idle leader (W5, py-spy)")
+    prof["w5"] = profile_under(
+        o, "w5", lambda c, leader: lambda: None, max(secs, 20.0), outdir, 500
+    )
+    log("profile: W1 per-acquire timeline (probes on every node)")
+    prof["w1_timeline"] = run_w1_timeline(o, outdir)
+    log("profile: W2 batching and fsync (probes on every node)")
+    prof["w2_pipeline"] = run_w2_pipeline(o, outdir)
+    return prof
+
+
+def run_w2_pipeline(o: argparse.Namespace, outdir: Path) -> dict[str, Any]:
+    """W2 with probes on every node: batching and fsync figures per node."""
+    wait_for_quiet()
+    tdir = outdir / "traces-w2"
+    tdir.mkdir(parents=True, exist_ok=True)
+    env_for = {
+        nid: {"RAFTLEASE_BENCH_TRACE": str(tdir / f"{nid}.jsonl")} for nid in ("n1", "n2", "n3")
+    }
+    dur, warm = (6.0, 2.0) if o.quick else (10.0, 2.0)
+    c, leader = fresh_cluster(env_for)
+    with c:
+        t_start = time.monotonic()
+        r = loadgen(
+            [
+                "w2",
+                "--target",
+                c.nodes[leader].address,
+                "--clients",
+                "16",
+                "--duration",
+                str(dur),
+                "--warmup",
+                str(warm),
+            ],
+            120,
+        )
+        c.stop()
+    files = sorted(tdir.glob("n*.jsonl"))
+    stats = analyze.pipeline_stats(files, t_start + warm + 1.0, t_start + warm + dur - 0.5)
+    return {"leader": leader, "acquisitions_per_s_with_probes": r["per_s"], "nodes": stats}
+
+
+def run_w1_timeline(o: argparse.Namespace, outdir: Path) -> dict[str, Any]:
+    """W1 with probes on every node: where the time of one acquire goes."""
+    wait_for_quiet()
+    tdir = outdir / "traces"
+    tdir.mkdir(parents=True, exist_ok=True)
+    env_for = {
+        nid: {"RAFTLEASE_BENCH_TRACE": str(tdir / f"{nid}.jsonl")} for nid in ("n1", "n2", "n3")
+    }
+    c, leader = fresh_cluster(env_for)
+    with c:
+        r = loadgen(
+            [
+                "w1",
+                "--target",
+                c.nodes[leader].address,
+                "--n",
+                "300" if o.quick else "1000",
+                "--warmup",
+                "100",
+                "--trace",
+            ],
+            600,
+        )
+        c.stop()  # SIGTERM: the probes write their files at exit
+    files = sorted(tdir.glob("n*.jsonl"))
+    tl = analyze.acquire_timeline(leader, files, [tuple(x) for x in r["trace"]])  # type: ignore[misc]
+    tl["acquire_p50_ms_with_probes"] = pct(r["acquire_ms"], 0.5)
+    tl["leader"] = leader
+    return tl
+
+
+# ---------------------------------------------------------------------------------- report
+def fmt(v: Any, unit: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v != v:
+        return "nan"
+    if unit in ("/s", "B"):
+        return f"{v:,.0f}"
+    if unit == "s":
+        return f"{v:.3f}"
+    if unit in ("", "x") and float(v).is_integer():
+        return f"{int(v)}"
+    return f"{v:.2f}"
+
+
+def meets(v: float | None, op: str, goal: float) -> str:
+    if v is None:
+        return "-"
+    ok = v <= goal if op == "<=" else v >= goal
+    return "yes" if ok else "NO"
+
+
+LABELS = {
+    "w1_acquire_p50_ms": "W1 acquire p50 (1 client, acquire+release)",
+    "w1_acquire_p99_ms": "W1 acquire p99",
+    "w2_acquisitions_per_s": "W2 acquisitions/s (16 clients, distinct names)",
+    "w3_cluster_cpu_pct": "W3 cluster CPU, 1,000 leases kept alive",
+    "w4_failover_median_s": "W4 kill leader -> next acquire, median",
+    "w4_failover_max_s": "W4 kill leader -> next acquire, max",
+    "w5_idle_cluster_cpu_pct": "W5 idle 3-node cluster CPU",
+    "w6_leader_bytes_per_lease_held": "W6 leader RSS per held lease (10k, held)",
+    "w6_leader_bytes_per_lease_kept_alive": "W6 leader RSS per lease (10k, kept alive)",
+    "w6_cpu_ratio_10k_over_1k": "W6 CPU 10k leases / CPU 1k leases (linear = 10)",
+    "w7_leader_changes": "W7 leader changes in 10 min under W2 load",
+}
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        "| workload / figure | median | min | max | goal | meets | etcd 3.4 default |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, (unit, op, goal, etcd) in GOALS.items():
+        s = summary.get(key)
+        if s is None:
+            continue
+        u = f" {unit}" if unit else ""
+        rows.append(
+            f"| {LABELS[key]} | {fmt(s['median'], unit)}{u} | {fmt(s['min'], unit)} | "
+            f"{fmt(s['max'], unit)} | {op} {fmt(goal, unit)}{u} | {meets(s['median'], op, goal)}"
+            f" | {etcd} |"
+        )
+    return "\n".join(rows)
+
+
+EXTRA_UNITS = {
+    "_ms": "ms",
+    "_pct": "% core",
+    "_per_s": "/s",
+    "_s": "s",
+    "_mib": "MiB",
+}
+
+
+def extra_table(summary: dict[str, dict[str, Any]]) -> str:
+    rows = ["| figure | median | min | max |", "|---|---|---|---|"]
+    for key, s in summary.items():
+        if key in GOALS or s["median"] is None or not isinstance(s["median"], int | float):
+            continue
+        unit = next((u for suf, u in EXTRA_UNITS.items() if key.endswith(suf)), "")
+        rows.append(
+            f"| {key} | {fmt(s['median'], unit)} {unit} | {fmt(s['min'], unit)} | "
+            f"{fmt(s['max'], unit)} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 run each, short windows")
+    ap.add_argument("--runs", type=int, default=None, help="runs per workload (default 3)")
+    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,w5,w6")
+    ap.add_argument("--w7", action="store_true", help="also the 10-minute stability run (W7)")
+    ap.add_argument("--w7-seconds", type=float, default=600.0)
+    ap.add_argument("--w4-trials", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="py-spy + W1 timeline (see docs)")
+    ap.add_argument("--keepalive-mode", choices=["stream", "renew"], default="stream")
+    ap.add_argument(
+        "--no-quiet-wait",
+        action="store_true",
+        help="do not wait (up to 60 s) for other processes to go quiet before each run",
+    )
+    ap.add_argument(
+        "--quiet-max-wait", type=float, default=30.0, help="longest wait for a quiet machine (s)"
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run servers, load generators and this driver at this niceness (e.g. -10 on a "
+        "shared machine, as root: emulates a dedicated box; the JSON records it)",
+    )
+    ap.add_argument("--out", default="", help="JSON path (default bench/results/<ts>.json)")
+    ap.add_argument(
+        "--whatif", default="", help="experiments from bench/whatif.py, e.g. send_before_fsync"
+    )
+    ap.add_argument(
+        "--set", default="", help="NodeConfig overrides, e.g. tick_s=0.01,heartbeat_ticks=5"
+    )
+    o = ap.parse_args()
+    if o.no_quiet_wait:
+        QUIET["enabled"] = 0.0
+    QUIET["max_wait_s"] = o.quiet_max_wait
+    if o.nice:
+        os.nice(o.nice)
+        LocalCluster.nice = o.nice
+    if o.whatif:
+        NODE_ENV["RAFTLEASE_BENCH_WHATIF"] = o.whatif
+    for kv in filter(None, o.set.split(",")):
+        k, v = kv.split("=", 1)
+        NODE_OVERRIDES[k.strip()] = float(v) if "." in v else int(v)
+    runs = o.runs or (1 if o.quick else 3)
+    only = {w.strip() for w in o.only.split(",") if w.strip()}
+    if o.profile and not only:
+        selected: list[str] = []
+    else:
+        selected = [w for w in ("w1", "w2", "w3", "w4", "w5", "w6") if not only or w in only]
+    if "w7" in only:
+        o.w7 = True
+    ts = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path = Path(o.out) if o.out else RESULTS / f"{ts}.json"
+    LocalCluster.log_archive = RESULTS / f"{ts}-logs"
+    facts = machine_facts()
+    cmd = " ".join([Path(PY).name, *sys.argv])
+    log(f"raftlease bench: {cmd}; {runs} run(s) of {selected or 'none'}; results -> {out_path}")
+    per_run: dict[str, list[dict[str, Any]]] = {}
+    fns = {
+        "w1": run_w1,
+        "w2": run_w2,
+        "w3": lambda o: run_keepalive(o, 1000, "w3"),
+        "w4": run_w4,
+        "w5": run_w5,
+        "w6": lambda o: run_keepalive(o, 10_000, "w6"),
+    }
+    t_all = time.monotonic()
+    for w in selected:
+        for i in range(runs):
+            log(f"{w.upper()} run {i + 1}/{runs}")
+            wait_for_quiet()
+            LocalCluster.label = f"{w}-run{i + 1}"
+            try:
+                r = fns[w](o)
+            except Exception as e:  # a broken run is reported, not fatal to the others
+                log(f"{w.upper()} run {i + 1} failed: {e}")
+                r = {f"{w}_error": str(e)}
+            per_run.setdefault(w, []).append(r)
+            brief = {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}
+            log(f"  {brief}")
+    if o.w7:
+        log(f"W7: {o.w7_seconds:.0f} s of W2 load, counting leader changes")
+        per_run["w7"] = [run_w7(o)]
+    profile = None
+    if o.profile:
+        profile = run_profile(o, RESULTS / f"{ts}-profile")
+
+    summary: dict[str, dict[str, Any]] = {}
+    for _w, rs in per_run.items():
+        keys = {k for r in rs for k, v in r.items() if isinstance(v, int | float)}
+        for k in sorted(keys):
+            summary[k] = summarize([r[k] for r in rs if isinstance(r.get(k), int | float)])
+    w3 = summary.get("w3_cluster_cpu_pct", {}).get("median")
+    w6 = summary.get("w6_cluster_cpu_pct", {}).get("median")
+    if w3 and w6:
+        summary["w6_cpu_ratio_10k_over_1k"] = summarize([w6 / w3])
+    result = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": cmd,
+        "quick": o.quick,
+        "runs": runs,
+        "machine": facts,
+        "keepalive_mode": o.keepalive_mode,
+        "whatif": o.whatif,
+        "nice": o.nice,
+        "node_overrides": NODE_OVERRIDES,
+        "summary": summary,
+        "per_run": per_run,
+        "profile": profile,
+        "elapsed_s": time.monotonic() - t_all,
+    }
+    out_path.write_text(json.dumps(result, indent=1, default=str))
+    m = facts
+    print()
+    print(
+        f"raftlease bench {result['date']} — {m['cpu_model']}, {m['cores_logical']} cores, "
+        f"Python {m['python']}, grpcio {m['grpcio']}, commit {m['git_commit'][:10]}"
+        f"{' (+local changes)' if m['raftlease_dirty'] else ''}"
+    )
+    print(f"command: {cmd}   runs per workload: {runs}")
+    if o.nice:
+        print(f"processes ran at niceness {o.nice} (shared machine; background load is recorded)")
+    if o.whatif or NODE_OVERRIDES:
+        print(f"WHAT-IF run: experiments {o.whatif or '-'}, node overrides {NODE_OVERRIDES}")
+    print()
+    print(table(summary))
+    print()
+    print(extra_table(summary))
+    if profile:
+        print()
+        print(render_profile(profile))
+    print()
+    print(f"results: {out_path}")
+
+
+def render_profile(p: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for label in ("w2", "w3", "w5"):
+        r = p.get(label)
+        if not r:
+            continue
+        lines.append(f"### Leader under {label.upper()}")
+        lines.append("")
+        lines.append(
+            "Leader CPU by thread (% of one core): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["leader_thread_cpu_pct"].items() if v >= 0.05)
+        )
+        lines.append("")
+        for mode in ("python", "native"):
+            m = r.get(mode)
+            if not m:
+                continue
+            lines.append(
+                f"{mode} stacks: {m['samples']} GIL-holding samples; flame graph {m['flamegraph']}"
+            )
+            lines.append("")
+            lines.append("| self % | total % | function (by self time) |")
+            lines.append("|---|---|---|")
+            for f, s_, t in m["top_self"][:15]:
+                lines.append(f"| {s_:.1f} | {t:.1f} | `{f}` |")
+            lines.append("")
+            lines.append("| total % | self % | function (by total time) |")
+            lines.append("|---|---|---|")
+            for f, s_, t in m["top_total"][:15]:
+                lines.append(f"| {t:.1f} | {s_:.1f} | `{f}` |")
+            lines.append("")
+            lines.append("| self % | area |")
+            lines.append("|---|---|")
+            for k, v in m["self_by_category"]:
+                lines.append(f"| {v:.1f} | {k} |")
+            lines.append("")
+    pl = p.get("w2_pipeline")
+    if pl and pl.get("nodes"):
+        lines.append(
+            f"### W2 pipeline per node (leader {pl['leader']}; "
+            f"{pl['acquisitions_per_s_with_probes']:.0f} acquisitions/s with probes)"
+        )
+        lines.append("")
+        keys = list(next(iter(pl["nodes"].values())).keys())
+        lines.append("| node | " + " | ".join(keys) + " |")
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for nid, st in sorted(pl["nodes"].items()):
+            name = f"{nid} (leader)" if nid == pl["leader"] else nid
+            lines.append(f"| {name} | " + " | ".join(f"{st[k]:.2f}" for k in keys) + " |")
+        lines.append("")
+    tl = p.get("w1_timeline")
+    if tl and tl.get("median_ms"):
+        lines.append(f"### One W1 acquire, step by step ({tl['samples']} acquires, median ms)")
+        lines.append("")
+        lines.append("| step | median ms | mean ms |")
+        lines.append("|---|---|---|")
+        for k, v in tl["median_ms"].items():
+            lines.append(f"| {k} | {v:.3f} | {tl['mean_ms'][k]:.3f} |")
+    return "\n".join(lines)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds the with-blocks, so every cluster is stopped
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, _sigterm)
+    main()

@@ -405,6 +405,8 @@ class Node:
         self.soft = soft
         if old.role is soft.role and old.leader_id == soft.leader_id and old.term == soft.term:
             return
+        if soft.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and soft.role is not old.role:
+            log.info("%s became %s at term %d", self.id, soft.role.value, soft.term)
         if soft.role is Role.LEADER and old.role is not Role.LEADER:
             log.info("%s became leader at term %d", self.id, soft.term)
             self.leader_changes += 1

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -22,7 +22,7 @@ from raftlease.codec import message_to_pb
 from raftlease.v1 import raft_pb2, raft_pb2_grpc
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Sequence
 
     from raftlease.core.messages import Message
 
@@ -59,19 +59,30 @@ class _Link:
         self.connected = False
         self.task: asyncio.Task[None] | None = None
 
-    async def _batches(self) -> AsyncIterator[raft_pb2.PeerBatch]:
+    async def _next_batch(self) -> raft_pb2.PeerBatch:
         queue = self.queue
         cid = self.cluster_id
+        first = await queue.get()
+        batch = raft_pb2.PeerBatch()
+        batch.messages.append(message_to_pb(first, cid))
+        n = 1
+        while n < BATCH_LIMIT and not queue.empty():
+            batch.messages.append(message_to_pb(queue.get_nowait(), cid))
+            n += 1
+        self.sent += n
+        return batch
+
+    async def _pump(self, call: grpc.aio.StreamUnaryCall[raft_pb2.PeerBatch, Any]) -> None:
+        """Write batches on ``call`` until it fails.
+
+        Written by this task with ``call.write`` rather than handed to grpc as a request
+        iterator: a dead call's iterator task would stay parked on the shared queue and
+        swallow the next messages after a reconnect (seen as ~1 s stalled elections after a
+        peer restarted).
+        """
         while True:
-            first = await queue.get()
-            batch = raft_pb2.PeerBatch()
-            batch.messages.append(message_to_pb(first, cid))
-            n = 1
-            while n < BATCH_LIMIT and not queue.empty():
-                batch.messages.append(message_to_pb(queue.get_nowait(), cid))
-                n += 1
-            self.sent += n
-            yield batch
+            batch = await self._next_batch()
+            await call.write(batch)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,11 +90,12 @@ class _Link:
         while True:
             started = loop.time()
             channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            call = None
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
-                call = stub.Send(self._batches())
+                call = stub.Send()
                 self.connected = True
-                await call
+                await self._pump(call)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as e:
@@ -100,6 +112,8 @@ class _Link:
                 log.exception("link to %s failed", self.peer_id)
             finally:
                 self.connected = False
+                if call is not None:
+                    call.cancel()
                 with contextlib.suppress(Exception):
                     await channel.close(grace=None)
             # Drop what queued up while the link was down: Raft resends what still matters.

@@ -108,8 +108,8 @@ class _Link:
                     )
                 else:
                     log.debug("link to %s at %s broke: %s", self.peer_id, self.address, e.code())
-            except Exception:
-                log.exception("link to %s failed", self.peer_id)
+            except Exception as e:  # a write on a call the peer already ended, and the like
+                log.debug("link to %s at %s broke: %r", self.peer_id, self.address, e)
             finally:
                 self.connected = False
                 if call is not None:

@@ -272,8 +272,14 @@ class Node:
                 self._wake.clear()
                 if self._inbox or self._ops:
                     continue
-                next_tick = self._t0 + (self._ticks_done + 1) * self.tick_s
-                delay = max(0.0, (next_tick - self.clock.monotonic()) / self.clock.rate)
+                # Sleep until the core's next timer (heartbeat, election, CheckQuorum) or the
+                # next lease deadline, not every tick: an idle follower then wakes only for
+                # heartbeats (W5, idle CPU). Skipped ticks are caught up from the clock.
+                next_tick = self._t0 + (self._ticks_done + core.ticks_until_timer()) * self.tick_s
+                wake_at = min(next_tick, self.keeper.next_deadline())
+                if core.lead_transferee is not None:
+                    wake_at = min(wake_at, self._t0 + (self._ticks_done + 1) * self.tick_s)
+                delay = max(0.0, (wake_at - self.clock.monotonic()) / self.clock.rate)
                 # Sleep until the next tick or a wake-up, whichever first (call_later is far
                 # cheaper than wait_for, which wraps the wait in a new task every time).
                 timer = loop.call_later(delay, self._wake.set)

@@ -235,8 +235,11 @@ class Node:
         self._waiters[request_id] = fut
         return fut
 
-    def drop_waiter(self, request_id: str) -> None:
-        self._waiters.pop(request_id, None)
+    def drop_waiter(self, request_id: str, fut: asyncio.Future[LeaseRecord]) -> None:
+        """Forget ``fut`` (only if it is still the one registered: a retry may have replaced
+        it with its own)."""
+        if self._waiters.get(request_id) is fut:
+            del self._waiters[request_id]
 
     async def cancel_wait(self, name: str, request_id: str) -> None:
         await self.propose(CancelWait(name, request_id))

@@ -128,6 +128,11 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         return raft_pb2.SendSummary(received=received)
 
 
+def _ignore_task_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed background cancel is not worth a traceback
+
+
 def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
     info = lease_pb2.LeaseInfo(
         name=rec.name,
@@ -149,6 +154,7 @@ def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
 class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _unavailable(self, context: Ctx, e: Exception) -> NoReturn:
         hint = getattr(e, "leader_hint", None)
@@ -192,28 +198,27 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         waiter = node.register_waiter(request_id) if wait_ms > 0 else None
         try:
             result = await node.propose(cmd)
-            if isinstance(result, Queued) and waiter is not None:
-                try:
-                    rec = await asyncio.wait_for(asyncio.shield(waiter), wait_ms / 1000.0)
-                    return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, rec))
-                except TimeoutError:
-                    node.drop_waiter(request_id)
-                    await node.cancel_wait(name, request_id)
-                    cur = node.table.get(name)
-                    if cur is not None and cur.request_id == request_id:
-                        # Handed to us just before the cancel applied: it is ours.
+            if isinstance(result, Queued):
+                if waiter is not None:
+                    with contextlib.suppress(TimeoutError):
+                        rec = await asyncio.wait_for(asyncio.shield(waiter), wait_ms / 1000.0)
                         return lease_pb2.AcquireResponse(
-                            acquired=True, lease=_lease_info(node, cur)
+                            acquired=True, lease=_lease_info(node, rec)
                         )
-                    resp = lease_pb2.AcquireResponse(acquired=False)
-                    if cur is not None:
-                        resp.current.CopyFrom(_lease_info(node, cur))
-                    return resp
+                # The wait ran out, or this is a retry (wait_ms=0) of an acquire that is
+                # still queued: leave the queue, then answer from the table.
+                return await self._leave_queue(name, request_id)
         except (NotLeader, ProposalDropped) as e:
             await self._unavailable(context, e)
+        except asyncio.CancelledError:
+            # The caller went away (deadline, disconnect): do not leave a ghost waiter in
+            # the replicated queue to be handed the lease later.
+            if waiter is not None and node.is_leader:
+                self._cancel_in_background(name, request_id)
+            raise
         finally:
             if waiter is not None:
-                node.drop_waiter(request_id)
+                node.drop_waiter(request_id, waiter)
         if isinstance(result, Granted):
             return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, result.lease))
         if isinstance(result, Held):
@@ -223,6 +228,24 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         if isinstance(result, Rejected):
             await self._invalid(context, result.message)
         await _abort(context, grpc.StatusCode.INTERNAL, f"unexpected result {result!r}")
+
+    async def _leave_queue(self, name: str, request_id: str) -> lease_pb2.AcquireResponse:
+        node = self.node
+        await node.cancel_wait(name, request_id)
+        cur = node.table.get(name)
+        if cur is not None and cur.request_id == request_id:
+            # Handed to us just before the cancel applied: it is ours.
+            return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, cur))
+        resp = lease_pb2.AcquireResponse(acquired=False)
+        if cur is not None:
+            resp.current.CopyFrom(_lease_info(node, cur))
+        return resp
+
+    def _cancel_in_background(self, name: str, request_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.node.cancel_wait(name, request_id))
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_ignore_task_result)
 
     def _renew(self, lease_id: int, health: dict[str, str]) -> LeaseRecord | None:
         h = dict(limits.validate_health(health)) if health else None

@@ -25,6 +25,9 @@ The rules, and where each is checked:
 8. ``lease-exclusion``: at every event time at most one node's ``lease_valid()`` is true
    (``on_lease``; a core's answer changes only on its own inputs, so a per-node cache updated
    after each input is exact).
+
+The lease state machine and its clients have their own checker, :class:`LeaseCheckers`
+(TESTING.md columns ME and FT; rules 9-12 below).
 """
 
 from __future__ import annotations
@@ -38,9 +41,17 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from raftlease.core.messages import Entry, Snapshot
+    from raftlease.fsm.leases import LeaseRecord
     from raftlease.storage.base import LoadedState
 
-__all__ = ["Checkers", "LivenessViolation", "SafetyViolation"]
+__all__ = [
+    "Belief",
+    "Checkers",
+    "LeaseCheckers",
+    "LeaseStats",
+    "LivenessViolation",
+    "SafetyViolation",
+]
 
 
 class SafetyViolation(Exception):
@@ -143,7 +154,8 @@ class Checkers:
             if entry.index > self.max_applied_index:
                 self.max_applied_index = entry.index
                 self.max_applied_term = entry.term
-            if len(entry.data) >= 8:
+            # Lease commands are JSON objects that carry their own request ids: no 8-byte id.
+            if len(entry.data) >= 8 and entry.data[:1] != b"{":
                 cid = entry.data[:8]
                 seen = self.command_index.get(cid)
                 if seen is not None and seen != entry.index:
@@ -167,7 +179,11 @@ class Checkers:
                 f"{old.data!r} (state {old.state_hash.hex()})",
             )
 
-    def on_snapshot_applied(self, node: NodeId, snap: Snapshot) -> None:
+    def on_snapshot_applied(
+        self, node: NodeId, snap: Snapshot, state_hash: bytes | None = None
+    ) -> None:
+        """``state_hash``: the state hash the snapshot carries (default: all of its data)."""
+        sh = snap.data if state_hash is None else state_hash
         old = self.applied.get(snap.index)
         if old is None:
             # Every snapshot is taken by a node that applied its index, so this is news.
@@ -175,11 +191,11 @@ class Checkers:
                 "state-machine-safety",
                 f"{node} installed a snapshot at {snap.index}/{snap.term} nobody applied",
             )
-        if old.term != snap.term or old.state_hash != snap.data:
+        if old.term != snap.term or old.state_hash != sh:
             raise self._fail(
                 "state-machine-safety",
                 f"{node} installed snapshot {snap.index}/{snap.term} (state "
-                f"{snap.data.hex()}) but {old.node} applied {snap.index}/{old.term} (state "
+                f"{sh.hex()}) but {old.node} applied {snap.index}/{old.term} (state "
                 f"{old.state_hash.hex()})",
             )
 
@@ -187,27 +203,45 @@ class Checkers:
     def on_become_leader(
         self, node: NodeId, term: int, last_index: int, snapshot_index: int, term_at_c: int | None
     ) -> None:
-        """``term_at_c`` is the new leader's term at ``max_applied_index`` (None if absent)."""
+        """``term_at_c`` is the new leader's term at ``committed_probe(term)[0]`` (None if
+        absent): the newest entry applied anywhere in a term before ``term``. (A candidate
+        that wins a stale term late, e.g. paused with its vote answers queued, need not hold
+        entries of later terms: Raft's Leader Completeness is about earlier terms.)"""
         prev = self.leaders.get(term)
         if prev is not None and prev != node:
             raise self._fail(
                 "election-safety", f"{node} became leader of term {term}, already led by {prev}"
             )
         self.leaders[term] = node
-        c = self.max_applied_index
+        c, t = self.committed_probe(term)
         if c == 0 or c <= snapshot_index:
             return
-        if c > last_index or term_at_c != self.max_applied_term:
+        if c > last_index or term_at_c != t:
             raise self._fail(
                 "leader-completeness",
                 f"{node} became leader of term {term} with last index {last_index} and term "
-                f"{term_at_c} at index {c}, but {c}/{self.max_applied_term} was already "
-                f"applied by {self.applied[c].node}",
+                f"{term_at_c} at index {c}, but {c}/{t} was already applied by "
+                f"{self.applied[c].node}",
             )
 
-    def committed_probe(self) -> tuple[int, int]:
-        """(index, term) of the newest entry applied anywhere (0, 0 if none)."""
-        return self.max_applied_index, self.max_applied_term
+    def committed_probe(self, before_term: int | None = None) -> tuple[int, int]:
+        """(index, term) of the newest entry applied anywhere (0, 0 if none); with
+        ``before_term``, the newest of a term below it (log terms never decrease with the
+        index, so a binary search over the applied indexes finds it)."""
+        if before_term is None or self.max_applied_term < before_term:
+            return self.max_applied_index, self.max_applied_term
+        applied = self.applied
+        lo, hi = 0, self.max_applied_index  # applied[lo] (or nothing) has term < before_term
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            rec = applied.get(mid)
+            if rec is None:
+                return 0, 0  # a gap (should not happen): no check
+            if rec.term < before_term:
+                lo = mid
+            else:
+                hi = mid - 1
+        return (lo, applied[lo].term) if lo > 0 else (0, 0)
 
     # -------------------------------------------------------------- 7. durability
     def check_durable(self, states: dict[NodeId, LoadedState], why: str) -> None:
@@ -243,3 +277,278 @@ class Checkers:
                     )
         elif node in holders:
             holders.discard(node)
+
+
+# ====================================================================================== leases
+@dataclass(slots=True)
+class Belief:
+    """A client believed it held ``name`` (grant ``lease_id``) over [start_us, end_us) real time.
+
+    ``end_us`` is the client's ``valid_until`` converted to real time (TESTING.md: belief
+    intervals are [ack received, local deadline)); a renewal moves it later. An end the
+    client knows of (release, NOT_FOUND, crash) cuts it to that instant; the lost signal a
+    keepalive raises shortly before ``valid_until`` does not (a late keepalive thread must
+    not matter). ``final``: no renewal can extend it any more.
+    """
+
+    client: NodeId
+    name: str
+    lease_id: int
+    token: int
+    start_us: int
+    end_us: float
+    final: bool = False
+
+    def valid_at(self, t_us: int) -> bool:
+        return self.start_us <= t_us < self.end_us
+
+
+@dataclass(slots=True)
+class LeaseStats:
+    grants: int = 0  # distinct grants applied anywhere
+    expiries: int = 0  # distinct Expire applied anywhere
+    releases: int = 0
+    beliefs: int = 0  # grants a client acted on
+    empty_beliefs: int = 0  # grants whose answer came too late to believe
+    renewals: int = 0
+    handovers: int = 0  # a belief started in a name another client believed in before
+    writes_accepted_valid: int = 0
+    writes_accepted_late: int = 0  # from a holder whose belief had ended (a late write)
+    writes_rejected_late: int = 0  # fencing stopped a late write
+    writes_rejected_valid: int = 0  # a believing holder was fenced off: an ME symptom
+    ghost_handovers: int = 0  # a queued acquire granted after its client stopped waiting
+    server_errors: int = 0  # answers server.py gives as INTERNAL ("unexpected result")
+
+
+@dataclass(slots=True)
+class LeaseCheckers:
+    """The lease rules (TESTING.md ME and FT), fed by the simulator as things happen.
+
+    9. ``mutual-exclusion`` (ME): no two clients believe they hold the same name at one
+       instant. A belief can only start at an event (the grant's answer arrives), and one
+       that has ended never comes back, so checking every other current belief of the name
+       when one starts is exact: it is the check "after every event".
+    10. ``belief-after-end`` (ME, docs/safety.md C1): no client believes in a grant once the
+       grant's end (Expire or Release) has been applied anywhere: from then on the name is
+       free in the replicated state and may be granted at once. Checked when the end is
+       first applied and when a belief starts or is extended. (``check_after_end=False``
+       leaves only rule 9.)
+    11. ``fencing-token-order`` (FT): a grant's token is its log index and names one grant
+       everywhere; on every node, per name, tokens strictly increase in apply order within
+       an incarnation (and exceed the snapshot a node restored); the tokens acknowledged to
+       clients (beliefs that were not empty) never go backwards per name, i.e. they are
+       consistent with real-time order.
+    12. ``fencing`` (FT): the fenced resource never accepts a token lower than one it
+       accepted before. Each write is also classified by whether its holder still believed
+       at that instant (``LeaseStats``): late writes may be accepted (fencing admits them
+       until a newer token arrives); a believing holder's write is never rejected unless
+       rule 10 is broken.
+    Also: lease-table snapshots taken at one index are byte-identical
+    (``state-machine-safety``).
+
+    ``enforce_me=False`` records ME violations (rules 9 and 10) in ``me_violations`` instead
+    of raising, so a run that breaks ME on purpose (clocks beyond the drift bound) goes on
+    and shows that fencing still holds.
+    """
+
+    now_us: int = 0
+    check_after_end: bool = True
+    enforce_me: bool = True
+    me_violations: list[SafetyViolation] = field(default_factory=list)
+    stats: LeaseStats = field(default_factory=LeaseStats)
+    beliefs: list[Belief] = field(default_factory=list)  # every non-empty belief, in order
+    current: dict[str, dict[NodeId, Belief]] = field(default_factory=dict)
+    by_lease: dict[int, Belief] = field(default_factory=dict)
+    ended: dict[int, int] = field(default_factory=dict)  # lease id -> first end apply time
+    grants: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    node_tokens: dict[NodeId, dict[str, int]] = field(default_factory=dict)
+    node_floor: dict[NodeId, int] = field(default_factory=dict)
+    acked: dict[str, int] = field(default_factory=dict)  # name -> highest believed token
+    last_believer: dict[str, NodeId] = field(default_factory=dict)
+    accepted_max: dict[str, int] = field(default_factory=dict)
+    snapshot_tables: dict[int, bytes] = field(default_factory=dict)
+
+    def _fail(self, name: str, detail: str) -> SafetyViolation:
+        return SafetyViolation(name, f"{detail} (at t={self.now_us}us)")
+
+    def _me(self, name: str, detail: str) -> None:
+        v = self._fail(name, detail)
+        if self.enforce_me:
+            raise v
+        self.me_violations.append(v)
+
+    @staticmethod
+    def _describe(b: Belief) -> str:
+        return f"{b.client} token {b.token} [{b.start_us}us, {b.end_us:.0f}us)"
+
+    # -------------------------------------------------------------- 9 + 10: beliefs
+    def on_belief_start(
+        self, client: NodeId, name: str, lease_id: int, token: int, end_us: float
+    ) -> None:
+        now = self.now_us
+        per = self.current.get(name)
+        if per is None:
+            per = self.current[name] = {}
+        for other in list(per.values()):
+            if other.end_us <= now:
+                del per[other.client]
+                continue
+            if other.client != client:
+                self._me(
+                    "mutual-exclusion",
+                    f"{client} starts believing it holds {name!r} (token {token}, until "
+                    f"{end_us:.0f}us) while {self._describe(other)} still believes it does",
+                )
+        if self.check_after_end and lease_id in self.ended:
+            self._me(
+                "belief-after-end",
+                f"{client} starts believing in {name!r} token {token} until {end_us:.0f}us, "
+                f"but that grant ended (applied at t={self.ended[lease_id]}us)",
+            )
+        prev = self.acked.get(name, 0)
+        if token < prev:
+            raise self._fail(
+                "fencing-token-order",
+                f"{client} was granted {name!r} with token {token} after a client already "
+                f"acted on token {prev}",
+            )
+        self.acked[name] = token
+        if self.last_believer.get(name, client) != client:
+            self.stats.handovers += 1
+        self.last_believer[name] = client
+        b = Belief(client, name, lease_id, token, now, end_us)
+        per[client] = b
+        self.by_lease[lease_id] = b
+        self.beliefs.append(b)
+        self.stats.beliefs += 1
+
+    def on_empty_belief(self, client: NodeId, name: str, lease_id: int) -> None:
+        self.stats.empty_beliefs += 1
+
+    def on_belief_extend(self, client: NodeId, lease_id: int, end_us: float) -> None:
+        b = self.by_lease.get(lease_id)
+        if b is None or b.client != client or b.final:
+            return
+        self.stats.renewals += 1
+        if end_us > b.end_us:
+            b.end_us = end_us
+        if self.check_after_end and lease_id in self.ended and b.end_us > self.now_us:
+            self._me(
+                "belief-after-end",
+                f"a renewal extends {b.client}'s belief in {b.name!r} token {b.token} to "
+                f"{b.end_us:.0f}us, but that grant ended (applied at "
+                f"t={self.ended[lease_id]}us)",
+            )
+
+    def on_belief_end(self, client: NodeId, lease_id: int, cut: bool = True) -> None:
+        """The client stops believing: at once (``cut``), or at ``valid_until`` as planned
+        (it gave up renewing: its lost signal fired)."""
+        b = self.by_lease.get(lease_id)
+        if b is None or b.client != client or b.final:
+            return
+        b.final = True
+        if cut and b.end_us > self.now_us:
+            b.end_us = self.now_us
+        per = self.current.get(b.name)
+        if b.end_us <= self.now_us and per is not None and per.get(client) is b:
+            del per[client]
+
+    def believer(self, name: str) -> Belief | None:
+        """The client that believes it holds ``name`` now, if any."""
+        for b in self.current.get(name, {}).values():
+            if b.valid_at(self.now_us):
+                return b
+        return None
+
+    # -------------------------------------------------------------- 10 + 11: the lease table
+    def on_lease_event(self, node: NodeId, kind: str, lease: LeaseRecord, index: int) -> None:
+        """``node`` applied a grant (kind "acquired") or an end ("released"/"expired")."""
+        if kind == "acquired":
+            token = lease.fencing_token
+            if token != index or lease.lease_id != index:
+                raise self._fail(
+                    "fencing-token-order",
+                    f"{node} granted {lease.name!r} at index {index} with token {token} "
+                    f"and lease id {lease.lease_id}",
+                )
+            rec = (lease.name, lease.holder, lease.request_id)
+            old = self.grants.get(token)
+            if old is None:
+                self.grants[token] = rec
+                self.stats.grants += 1
+            elif old != rec:
+                raise self._fail(
+                    "fencing-token-order",
+                    f"{node} applied token {token} as a grant of {rec}, another node as {old}",
+                )
+            per = self.node_tokens.get(node)
+            if per is None:
+                per = self.node_tokens[node] = {}
+            last = max(per.get(lease.name, 0), self.node_floor.get(node, 0))
+            if token <= last:
+                raise self._fail(
+                    "fencing-token-order",
+                    f"{node} granted {lease.name!r} with token {token}, not above {last}",
+                )
+            per[lease.name] = token
+            return
+        lease_id = lease.lease_id
+        if lease_id in self.ended:
+            return
+        self.ended[lease_id] = self.now_us
+        if kind == "expired":
+            self.stats.expiries += 1
+        else:
+            self.stats.releases += 1
+        b = self.by_lease.get(lease_id)
+        if self.check_after_end and b is not None and b.valid_at(self.now_us):
+            self._me(
+                "belief-after-end",
+                f"{node} applied the {kind[:-1]} of {lease.name!r} token {lease_id} (the name "
+                f"is free from now on) while {self._describe(b)} still believes it holds it",
+            )
+
+    def on_node_boot(self, node: NodeId, snapshot_index: int) -> None:
+        self.node_tokens[node] = {}
+        self.node_floor[node] = snapshot_index
+
+    def on_snapshot_taken(self, node: NodeId, index: int, table: bytes) -> None:
+        old = self.snapshot_tables.get(index)
+        if old is None:
+            self.snapshot_tables[index] = table
+        elif old != table:
+            raise self._fail(
+                "state-machine-safety",
+                f"{node}'s lease table at index {index} differs from another node's "
+                f"({table[:120]!r} vs {old[:120]!r})",
+            )
+
+    def on_table_restored(self, node: NodeId, index: int, table: bytes) -> None:
+        self.on_snapshot_taken(node, index, table)
+        self.on_node_boot(node, index)
+
+    # -------------------------------------------------------------- 12: the fenced resource
+    def on_write(
+        self, client: NodeId, name: str, token: int, lease_id: int, accepted: bool
+    ) -> None:
+        b = self.by_lease.get(lease_id)
+        valid = b is not None and b.client == client and b.valid_at(self.now_us)
+        st = self.stats
+        if not accepted:
+            if valid:
+                st.writes_rejected_valid += 1
+            else:
+                st.writes_rejected_late += 1
+            return
+        prev = self.accepted_max.get(name, 0)
+        if token < prev:
+            raise self._fail(
+                "fencing",
+                f"the resource accepted {client}'s write to {name!r} with token {token} after "
+                f"accepting token {prev}",
+            )
+        self.accepted_max[name] = token
+        if valid:
+            st.writes_accepted_valid += 1
+        else:
+            st.writes_accepted_late += 1

@@ -15,6 +15,21 @@ driver runs the Ready loop exactly as the READY CONTRACT (core/ready.py) says: s
 state + snapshot + entries, then send the messages, then apply the snapshot and committed
 entries, then ``advance``. The checkers (checkers.py) observe each step as it happens.
 
+Each node also runs the lease state machine exactly as ``raftlease/node.py`` does: a
+:class:`LeaseTable` (every committed NORMAL entry, in order; snapshots carry the state hash
+followed by ``table.snapshot()``) and a :class:`LeaseKeeper` on the node's own clock
+(``local = offset + rate * real``): grants start their deadline at apply time, a node that
+becomes leader restarts every deadline, a snapshot install restarts them too, and a leader
+that committed in its term proposes ``Expire`` for every lease past its deadline. Simulated
+clients (clients.py) talk to the nodes over their own lossy, partitionable links, and each
+request runs as server.py's handler would: Acquire and Release are proposed and answered when
+applied (a leadership loss fails them "not leader"); a waiting Acquire that is queued
+registers a waiter, is answered on its handover, or when its wait runs out proposes
+CancelWait and answers from the table; the call's deadline, a client's death and a node's
+crash cancel handlers (and reset connections) as gRPC would; renewals are served only under
+the node.py rule (``lease_ok``: leader, no-op applied, leader lease valid).
+:class:`LeaseCheckers` checks mutual exclusion and fencing as it happens.
+
 A crash drops the core and everything volatile; messages that reach a down node are lost.
 A restart rebuilds the core from ``storage.load()``. Failpoints crash a node inside its Ready
 loop (before send, after send, after apply). A pause (SIGSTOP) freezes a node while its clock
@@ -24,6 +39,7 @@ partitions by named shapes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -38,6 +54,7 @@ from raftlease.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
@@ -49,8 +66,35 @@ from raftlease.core.messages import (
 from raftlease.core.raft import RaftCore
 from raftlease.core.ready import HardState, Ready
 from raftlease.errors import NotLeader, ProposalDropped
+from raftlease.fsm.commands import CancelWait, Expire, Release, encode_command
+from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.fsm.leases import (
+    Granted,
+    Held,
+    LeaseRecord,
+    LeaseTable,
+    Queued,
+    Rejected,
+    Released,
+)
 from raftlease.storage.memory import MemoryStorage
-from raftlease.testing.checkers import Checkers, LivenessViolation, SafetyViolation
+from raftlease.testing.checkers import Checkers, LeaseCheckers, LivenessViolation, SafetyViolation
+from raftlease.testing.clients import (
+    HELD,
+    INTERNAL,
+    INVALID,
+    NOT_FOUND,
+    OK,
+    UNAVAILABLE,
+    AcquireReq,
+    ClientParams,
+    ClientReply,
+    ClientRequest,
+    FencedResource,
+    ReleaseReq,
+    RenewReq,
+    SimClient,
+)
 from raftlease.testing.network import LinkParams, SimNetwork
 from raftlease.types import NodeId, Role
 
@@ -78,6 +122,7 @@ PARTITION_SHAPES = (
 )
 
 ZERO_HASH = bytes(16)
+HASH_LEN = len(ZERO_HASH)  # a snapshot's data: the state hash, then the lease table
 
 FAILPOINTS = ("before-send", "after-send", "after-apply")
 FAILPOINT_SCOPES = ("", "leader", "new-leader", "commit")
@@ -90,6 +135,8 @@ class _Crashed(Exception):
 _TICK = 0
 _MSG = 1
 _ACTION = 2
+_CREQ = 3  # a client request reaches a node (index: the node)
+_CREP = 4  # a node's answer reaches a client (index: the client)
 
 # An event: (time_us, seq, kind, node index, payload). (time, seq) is unique, so the payload
 # is never compared.
@@ -142,6 +189,21 @@ def describe(m: Message) -> str:
             assert_never(m)
 
 
+_PROPOSED = 0  # the handler awaits its proposal's result
+_WAITING = 1  # queued: it awaits the handover (its waiter future) or its wait timeout
+_CANCELLING = 2  # the wait ran out: it awaits its CancelWait
+_DONE = 3
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    """One client call being handled on a node: a server.py handler coroutine."""
+
+    req: ClientRequest
+    stage: int = _PROPOSED
+    granted: LeaseRecord | None = None  # its waiter future's result, set before it looked
+
+
 @dataclass(slots=True)
 class SimNode:
     """One simulated server: durable storage, a clock, and (while up) a core."""
@@ -167,8 +229,24 @@ class SimNode:
     # and messages wait in ``inbox``. ``pause_lease_left``: ticks its lease belief has left.
     paused: bool = False
     missed_ticks: int = 0
-    inbox: list[Message] = field(default_factory=list)
+    inbox: list[Message | ClientRequest] = field(default_factory=list)
     pause_lease_left: int = 0
+    # The lease state machine (volatile: rebuilt from snapshot + log on boot), as in node.py.
+    table: LeaseTable = field(default_factory=LeaseTable)
+    keeper: LeaseKeeper = field(default_factory=LeaseKeeper)
+    # index -> (term, the call to answer when applied; None for an Expire): node._pending
+    pending: dict[int, tuple[int, _Call | None]] = field(default_factory=dict)
+    # request_id -> the call registered to hear of its handover: node._waiters
+    waiters: dict[str, _Call] = field(default_factory=dict)
+    calls: list[_Call] = field(default_factory=list)  # calls in progress (for cancellation)
+    deferred: list[Callable[[], None]] = field(default_factory=list)  # timers due while paused
+    # The driver's soft state (node.py ``self.soft``): updated after each handled Ready.
+    soft_role: Role = Role.FOLLOWER
+    soft_leader: NodeId | None = None
+    soft_term: int = 0
+    # The node's monotonic clock: local_s = clock_local_s + rate * (now - clock_real_us) / 1e6.
+    clock_real_us: int = 0
+    clock_local_s: float = 0.0
 
     @property
     def is_leader(self) -> bool:
@@ -222,6 +300,10 @@ class SimCluster:
     scope ``leader`` (the node is leader), ``new-leader`` (its first Ready as leader) or
     ``commit`` (the Ready carries committed entries); no scope means every Ready. A crashed
     node restarts after a delay drawn from ``failpoint_down_us``.
+
+    ``clients`` starts the simulated lease clients (clients.py); their links to the nodes use
+    ``client_link`` (default: ``link``). The lease table and keeper run on every node either
+    way. Planted server bugs override :meth:`lease_ok` or :meth:`make_keeper` in a subclass.
     """
 
     def __init__(
@@ -240,6 +322,8 @@ class SimCluster:
         transfer_every_us: tuple[int, int] | None = None,
         failpoints: Mapping[str, float] | None = None,
         failpoint_down_us: tuple[int, int] = (0, 200_000),
+        clients: ClientParams | None = None,
+        client_link: LinkParams | None = None,
         trace: Callable[[str], None] | None = None,
     ) -> None:
         if n < 1:
@@ -263,6 +347,9 @@ class SimCluster:
         self.fault_rng = random.Random(root.getrandbits(64))
         self.restart_rng = random.Random(root.getrandbits(64))
         self.user_rng = random.Random(root.getrandbits(64))  # for callers (sweep, tests)
+        # Drawn after the streams above, so that adding them changed none of those.
+        self.lease_rng = lease_rng = random.Random(root.getrandbits(64))
+        client_net_rng = random.Random(root.getrandbits(64))
 
         drift = probe.max_drift if max_drift is None else max_drift
         if rates is not None and len(rates) != n:
@@ -273,10 +360,36 @@ class SimCluster:
             if rate <= 0:
                 raise ValueError(f"clock rate must be positive, got {rate}")
             self.nodes.append(SimNode(nid, i, rate, tick_us / rate))
+        for node in self.nodes:  # clocks do not agree on the epoch
+            node.clock_local_s = lease_rng.uniform(0.0, 1_000.0)
         self._by_id = {node.id: node for node in self.nodes}
         self.clean_link = link or LinkParams()
         self.net = SimNetwork(self.ids, self.net_rng, self.clean_link)
         self.checkers = Checkers(self.ids)
+        self.lease_checks = LeaseCheckers()
+        self.resource = FencedResource()
+        self.ghosts: list[tuple[int, str, str]] = []  # (token, request id, why)
+
+        # Lease clients: ids c1, c2, ... on their own network (links client <-> node).
+        params = clients if clients is not None else ClientParams(count=0)
+        self.client_params = params
+        client_ids = tuple(NodeId(f"c{i + 1}") for i in range(params.count))
+        self.clean_client_link = client_link or self.clean_link
+        self.client_net = SimNetwork(
+            (*self.ids, *client_ids), client_net_rng, self.clean_client_link
+        )
+        rho = probe.max_drift if params.max_drift is None else params.max_drift
+        spread = rho if params.rate_drift is None else params.rate_drift
+        self.clients: list[SimClient] = []
+        for i, cid in enumerate(client_ids):
+            crate = (
+                params.rates[i]
+                if params.rates is not None
+                else 1.0 + lease_rng.uniform(-spread, spread)
+            )
+            crng = random.Random(lease_rng.getrandbits(64))
+            self.clients.append(SimClient(self, cid, self.ids, crate, rho, params, crng))
+        self._client_index = {c.id: i for i, c in enumerate(self.clients)}
 
         self.now = 0
         self._heap: list[_Event] = []
@@ -302,6 +415,8 @@ class SimCluster:
 
         for node in self.nodes:
             self._boot(node, first=True)
+        for client in self.clients:
+            client.start()
         if propose_every_us is not None:
             self._every(propose_every_us, self._workload_propose)
         if compact_every_us is not None:
@@ -374,6 +489,7 @@ class SimCluster:
         t, _, kind, idx, payload = ev
         self.now = t
         self.checkers.now_us = t
+        self.lease_checks.now_us = t
         self.events += 1
         if kind == _TICK:
             node = self.nodes[idx]
@@ -399,8 +515,14 @@ class SimCluster:
                 self._push(int(node.next_tick_us), _TICK, idx, payload)
         elif kind == _MSG:
             self._deliver(payload)
-        else:
+        elif kind == _ACTION:
             payload()
+        elif kind == _CREQ:
+            self._deliver_request(payload)
+        else:
+            rep: ClientReply = payload
+            if (rep.src, rep.dst) not in self.client_net.blocked:
+                self.clients[idx].on_reply(rep)
 
     def _core_error(self, node: SimNode, what: str, exc: Exception) -> SafetyViolation:
         tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -419,16 +541,32 @@ class SimCluster:
         node.up = True
         node.incarnation += 1
         node.applied_index = st.snapshot.index if st.snapshot is not None else 0
-        node.state_hash = st.snapshot.data if st.snapshot is not None else ZERO_HASH
+        node.state_hash = st.snapshot.data[:HASH_LEN] if st.snapshot is not None else ZERO_HASH
         node.applied_log = {}  # the state machine is volatile: rebuilt from snapshot + log
         node.paused = False
         node.inbox = []
         node.seen_role = core.role
         node.seen_term = core.term
         node.lease = False
+        # node.py: the table comes from the snapshot; the keeper starts empty (a new leader
+        # restarts every deadline when it takes office).
+        node.table = (
+            LeaseTable.restore(st.snapshot.data[HASH_LEN:])
+            if st.snapshot is not None
+            else LeaseTable()
+        )
+        node.keeper = self.make_keeper()
+        node.pending = {}
+        node.waiters = {}
+        node.calls = []
+        node.deferred = []
+        node.soft_role = core.role
+        node.soft_leader = core.leader_id
+        node.soft_term = core.term
         self.checkers.on_term(node.id, core.term)
+        self.lease_checks.on_node_boot(node.id, node.applied_index)
         if st.snapshot is not None:
-            self.checkers.on_snapshot_applied(node.id, st.snapshot)
+            self.checkers.on_snapshot_applied(node.id, st.snapshot, st.snapshot.data[:HASH_LEN])
         # The clock keeps running while the process is down: a random tick phase.
         phase = self.clock_rng.random()
         node.next_tick_us = self.now + 1 + phase * node.tick_interval_us
@@ -446,6 +584,8 @@ class SimCluster:
         if rate <= 0:
             raise ValueError(f"clock rate must be positive, got {rate}")
         node = self.node(nid)
+        node.clock_local_s = self.local_clock(node)  # the clock stays continuous
+        node.clock_real_us = self.now
         node.rate = rate
         node.tick_interval_us = self.tick_us / rate
         self._log(f"{node.id} clock rate -> {rate}")
@@ -455,10 +595,11 @@ class SimCluster:
 
         While paused its clock keeps running but nothing happens: ticks are missed and
         arriving messages wait. Its lease belief still ends on its own clock (the checker
-        counts it as a holder until then). On resume it first catches up every missed tick,
-        then takes the waiting messages in arrival order, as a driver that turns elapsed
-        monotonic time into ticks before reading its sockets would. A paused node takes no
-        client calls (``leader()`` skips it) and no compaction.
+        counts it as a holder until then). On resume it does what node.py's loop does: a
+        leader first steps the peer messages that queued up, then every node catches up its
+        missed ticks (all as ONE input), then takes the remaining peer messages in arrival
+        order, then the client calls. A paused node takes no client calls (``leader()`` skips
+        it; requests wait in its inbox) and no compaction.
         """
         node = self.node(nid)
         if not node.up or node.paused or node.core is None:
@@ -487,18 +628,43 @@ class SimCluster:
         self._log(f"{node.id} RESUME: {missed} missed ticks, {len(inbox)} waiting messages")
         core = node.core
         assert core is not None
+        requests = [m for m in inbox if isinstance(m, AcquireReq | RenewReq | ReleaseReq)]
+        peer = [m for m in inbox if not isinstance(m, AcquireReq | RenewReq | ReleaseReq)]
+        first = 0
         try:
-            for _ in range(missed):  # ONE input: nothing can observe the core in between
+            # node.py's loop: a LEADER steps the peer messages that queued up BEFORE it
+            # catches up its ticks (acks are dated by the send tick they echo, and CheckQuorum
+            # must see the answers it holds); everyone else catches up ticks first, so a
+            # leader's message is never dated late. ONE input: nothing can observe the core
+            # in between (node.py computes its lease deadline after both).
+            while first < len(peer) and core.role is Role.LEADER:
+                m = peer[first]
+                first += 1
+                if (m.src, m.dst) in self.net.blocked:
+                    continue
+                if self.trace is not None:
+                    self._log(f"deliver {describe(m)} (queued, before the missed ticks)")
+                core.step(m)
+            for _ in range(missed):
                 core.tick()
         except SafetyViolation:
             raise
         except Exception as exc:
-            raise self._core_error(node, "tick", exc) from exc
+            raise self._core_error(node, "resume (queued answers, missed ticks)", exc) from exc
         self._after_input(node)
-        for m in inbox:
+        for pm in peer[first:]:
             if node.incarnation != inc:
                 return
-            self._deliver(m)
+            self._deliver(pm)
+        deferred, node.deferred = node.deferred, []
+        for action in deferred:  # timers that fell due while it was stopped
+            if node.incarnation != inc:
+                return
+            action()
+        for req in requests:  # gRPC handlers run once the loop awaits its first fsync
+            if node.incarnation != inc:
+                return
+            self._deliver_request(req)
 
     def crash(self, nid: str) -> None:
         """Kill a node (SIGKILL): the core and everything not in its storage is lost."""
@@ -511,6 +677,11 @@ class SimCluster:
         self._set_lease(node, False, 0)
         node.seen_role = Role.FOLLOWER
         self._log(f"{node.id} CRASH")
+        # Its client connections reset: every call in progress fails UNAVAILABLE at once.
+        for call in node.calls:
+            if call.stage != _DONE:
+                self._reply(ClientReply(node.id, call.req.src, call.req.seq, UNAVAILABLE))
+        node.calls = []
         self.check_durable(f"crash of {node.id}")
 
     def restart(self, nid: str) -> None:
@@ -567,6 +738,8 @@ class SimCluster:
         core = node.core
         assert core is not None
         chk = self.checkers
+        if core.role is Role.LEADER:
+            self._maybe_expire(node, core)  # node.py: every loop iteration, before the Ready
         if core.has_ready():
             try:
                 self._ready_loop(node, core)
@@ -582,7 +755,7 @@ class SimCluster:
             chk.on_term(node.id, term)
         if role is not node.seen_role or term != node.seen_term:
             if role is Role.LEADER:
-                c, _ = chk.committed_probe()
+                c, _ = chk.committed_probe(term)
                 chk.on_become_leader(
                     node.id,
                     term,
@@ -643,34 +816,446 @@ class SimCluster:
                 self._send(m)
             if fps:
                 self._maybe_fail(node, rd, "after-send")
-            # 3. APPLY the snapshot, then committed entries.
+            # 3. APPLY the snapshot, then committed entries (node.py ``_apply``).
+            replies: list[ClientReply] = []
             if rd.snapshot is not None:
                 snap = rd.snapshot
-                chk.on_snapshot_applied(nid, snap)
+                chk.on_snapshot_applied(nid, snap, snap.data[:HASH_LEN])
                 node.applied_index = snap.index
-                node.state_hash = snap.data
+                node.state_hash = snap.data[:HASH_LEN]
+                node.table = LeaseTable.restore(snap.data[HASH_LEN:])
+                node.keeper.restart_all(node.table, self.local_clock(node))
+                self.lease_checks.on_table_restored(nid, snap.index, snap.data[HASH_LEN:])
                 self._log(f"{nid} installed snapshot {snap.index}/{snap.term}")
             if rd.committed_entries:
-                h = node.state_hash
-                applied = node.applied_index
-                log = node.applied_log
-                for e in rd.committed_entries:
-                    h = state_hash(h, e)
-                    chk.on_apply(nid, applied, e, h)
-                    applied = e.index
-                    log[applied] = (e.term, int(e.kind), e.data)
-                node.state_hash = h
-                node.applied_index = applied
-                if self.trace is not None:
-                    first_e, last_e = rd.committed_entries[0], rd.committed_entries[-1]
-                    self._log(f"{nid} applied {first_e.index}..{last_e.index}/{last_e.term}")
+                self._apply_entries(node, rd.committed_entries, replies)
             if fps:
                 self._maybe_fail(node, rd, "after-apply")
-            # 4. ADVANCE.
+            # 4. ADVANCE, then the soft state (node.py ``_on_soft_state``).
             core.advance(rd)
+            soft = rd.soft_state
+            if (
+                soft.role is not node.soft_role
+                or soft.leader_id != node.soft_leader
+                or soft.term != node.soft_term
+            ):
+                self._on_soft_state(node, soft.role, soft.leader_id, soft.term, replies)
+            for rep in replies:
+                self._reply(rep)
+            if core.role is Role.LEADER:
+                self._maybe_expire(node, core)  # node.py: the next loop iteration
             if not core.has_ready():
                 return
         raise SafetyViolation("driver", f"{nid}: Ready loop did not settle (at t={self.now}us)")
+
+    # ================================================================ the lease state machine
+    def local_clock(self, node: SimNode) -> float:
+        """``node``'s monotonic clock now, in seconds (it runs while the node is down)."""
+        return node.clock_local_s + node.rate * (self.now - node.clock_real_us) / 1e6
+
+    def make_keeper(self) -> LeaseKeeper:
+        """A fresh LeaseKeeper for a booting node (planted bugs override this)."""
+        return LeaseKeeper()
+
+    def lease_ok(self, node: SimNode) -> bool:
+        """node.py ``lease_ok``: may ``node`` serve renewals at this instant?
+
+        Leader (in the driver's soft state), its no-op applied, and a valid leader lease. The
+        simulator ticks exactly when the clock passes each tick boundary, so the core's
+        ``lease_valid()`` now is node.py's ``clock.monotonic() < lease_deadline``.
+        """
+        core = node.core
+        return (
+            core is not None
+            and node.soft_role is Role.LEADER
+            and node.applied_index >= core.term_start_index > 0
+            and core.lease_valid()
+        )
+
+    def _apply_entries(
+        self, node: SimNode, entries: Sequence[Entry], replies: list[ClientReply]
+    ) -> None:
+        chk = self.checkers
+        lchk = self.lease_checks
+        nid = node.id
+        now = self.local_clock(node)
+        table = node.table
+        keeper = node.keeper
+        pending = node.pending
+        h = node.state_hash
+        applied = node.applied_index
+        log = node.applied_log
+        for e in entries:
+            h = state_hash(h, e)
+            chk.on_apply(nid, applied, e, h)
+            applied = e.index
+            log[applied] = (e.term, int(e.kind), e.data)
+            result = None
+            if e.kind is EntryKind.NORMAL:
+                result, events = table.apply_entry(e.data, e.index)
+                for ev in events:
+                    keeper.on_event(ev, now)
+                    lease = ev.lease
+                    if ev.kind == "acquired":
+                        if len(events) > 1 and lease.fencing_token not in lchk.grants:
+                            self._check_handover(lease)
+                        if node.waiters:
+                            self._wake_waiter(node, lease, replies)
+                    lchk.on_lease_event(nid, ev.kind, lease, ev.index)
+                    if self.trace is not None:
+                        self._log(
+                            f"{nid} applied {ev.kind} {lease.name} token={lease.fencing_token} "
+                            f"holder={lease.holder}"
+                        )
+            if pending:
+                waiter = pending.pop(e.index, None)
+                if waiter is not None:
+                    term, call = waiter
+                    if call is not None and call.stage != _DONE:
+                        self._resolve(node, call, result, term == e.term, replies)
+        node.state_hash = h
+        node.applied_index = applied
+        if self.trace is not None:
+            self._log(f"{nid} applied {entries[0].index}..{entries[-1].index}/{entries[-1].term}")
+
+    def _reply_to(
+        self,
+        node: SimNode,
+        req: ClientRequest,
+        status: str,
+        lease: LeaseRecord | None = None,
+        hint: NodeId | None = None,
+    ) -> ClientReply:
+        return ClientReply(node.id, req.src, req.seq, status, lease, hint)
+
+    def _resolve(
+        self,
+        node: SimNode,
+        call: _Call,
+        result: object,
+        same_term: bool,
+        replies: list[ClientReply],
+    ) -> None:
+        """The entry a call proposed was applied: how server.py's handler goes on."""
+        req = call.req
+        if not same_term:  # ProposalDropped: a new leader overwrote the entry
+            replies.append(self._reply_to(node, req, UNAVAILABLE, hint=node.soft_leader))
+        elif isinstance(req, ReleaseReq):
+            if isinstance(result, Released):
+                replies.append(self._reply_to(node, req, OK))
+            else:
+                replies.append(self._reply_to(node, req, NOT_FOUND))
+        elif isinstance(req, AcquireReq) and call.stage == _CANCELLING:
+            # The CancelWait applied: "handed to us just before the cancel applied: ours".
+            cur = node.table.get(req.cmd.name)
+            if cur is not None and cur.request_id == req.cmd.request_id:
+                replies.append(self._reply_to(node, req, OK, cur))
+            else:
+                replies.append(self._reply_to(node, req, HELD, cur))
+        elif (
+            isinstance(req, AcquireReq)
+            and isinstance(result, Queued)
+            and not req.cmd.wait
+            and call.stage == _PROPOSED
+        ):
+            # server.py ``_leave_queue``: a retry (wait_ms=0) of a still-queued acquire is a
+            # wait that ran out at once: CancelWait, then answer from the table.
+            call.stage = _WAITING
+            self._node_timer(node, 0.0, lambda: self._wait_ran_out(node, call))
+            return
+        elif isinstance(req, AcquireReq) and isinstance(result, Queued) and req.cmd.wait:
+            if call.granted is not None:
+                replies.append(self._reply_to(node, req, OK, call.granted))
+            else:
+                call.stage = _WAITING  # asyncio.wait_for(waiter, wait_ms / 1000)
+                self._node_timer(node, req.wait_ms / 1000.0, lambda: self._wait_ran_out(node, call))
+                return
+        elif isinstance(result, Granted):
+            replies.append(self._reply_to(node, req, OK, result.lease))
+        elif isinstance(result, Held):
+            replies.append(self._reply_to(node, req, HELD, result.current))
+        elif isinstance(result, Rejected):
+            replies.append(self._reply_to(node, req, INVALID))
+        else:
+            # server.py: ``_abort(INTERNAL, f"unexpected result {result!r}")``: must not
+            # happen (a still-queued retry is handled above since the fix of bug 3).
+            self.lease_checks.stats.server_errors += 1
+            self._log(f"{node.id} answers {req.src} INTERNAL: unexpected result {result!r}")
+            replies.append(self._reply_to(node, req, INTERNAL))
+        self._finish(node, call)
+
+    def _finish(self, node: SimNode, call: _Call) -> None:
+        """The handler returns; server.py's ``finally: node.drop_waiter(request_id, fut)``
+        forgets its own waiter (modelled as: whatever is registered under the id)."""
+        if call.stage == _DONE:
+            return
+        call.stage = _DONE
+        req = call.req
+        if isinstance(req, AcquireReq) and req.cmd.wait:
+            node.waiters.pop(req.cmd.request_id, None)
+        if call in node.calls:
+            node.calls.remove(call)
+
+    def _wake_waiter(self, node: SimNode, lease: LeaseRecord, replies: list[ClientReply]) -> None:
+        """node.py ``_on_event``: a grant wakes the call registered under its request id."""
+        call = node.waiters.pop(lease.request_id, None)
+        if call is None or call.stage == _DONE:
+            return
+        if call.stage == _WAITING:
+            replies.append(self._reply_to(node, call.req, OK, lease))
+            self._finish(node, call)
+        else:  # its future is set; the handler sees it once its own entry is applied
+            call.granted = lease
+
+    def _wait_ran_out(self, node: SimNode, call: _Call) -> None:
+        """server.py on TimeoutError: drop the waiter, propose CancelWait, then decide."""
+        if call.stage != _WAITING:
+            return
+        req = call.req
+        assert isinstance(req, AcquireReq)
+        node.waiters.pop(req.cmd.request_id, None)
+        call.stage = _CANCELLING
+        core = node.core
+        assert core is not None
+        try:
+            index, term = core.propose(encode_command(CancelWait(req.cmd.name, req.cmd.request_id)))
+        except (NotLeader, ProposalDropped):
+            self._reply(self._reply_to(node, req, UNAVAILABLE, hint=node.soft_leader))
+            self._finish(node, call)
+            return
+        node.pending[index] = (term, call)
+        self._log(f"{node.id} wait of {req.cmd.request_id} ran out: CancelWait -> {index}/{term}")
+        self._after_input(node)
+
+    def _node_timer(self, node: SimNode, delay_s: float, action: Callable[[], None]) -> None:
+        """Run ``action`` after ``delay_s`` on ``node``'s clock, in this incarnation; a paused
+        node runs it when it resumes."""
+        inc = node.incarnation
+
+        def fire() -> None:
+            if not node.up or node.incarnation != inc:
+                return
+            if node.paused:
+                node.deferred.append(action)
+            else:
+                action()
+
+        self.after(max(0, int(delay_s * 1e6 / node.rate)), fire)
+
+    def _cancel_call(self, node: SimNode, call: _Call) -> None:
+        """The client went away (deadline, disconnect): the handler gets CancelledError.
+
+        server.py's ``finally`` drops the waiter future and, for a waiting acquire, a
+        CancelWait is proposed in the background (``_cancel_in_background``); no answer is
+        sent. A proposal already made still applies.
+        """
+        if call.stage == _DONE:
+            return
+        req = call.req
+        waiting = call.stage in (_PROPOSED, _WAITING) and isinstance(req, AcquireReq)
+        self._finish(node, call)
+        if waiting and isinstance(req, AcquireReq) and req.cmd.wait:
+            cmd = CancelWait(req.cmd.name, req.cmd.request_id)
+            self._node_timer(node, 0.0, lambda: self._propose_quietly(node, cmd))
+
+    def _propose_quietly(self, node: SimNode, cmd: CancelWait) -> None:
+        core = node.core
+        if core is None or core.role is not Role.LEADER:
+            return
+        try:
+            index, term = core.propose(encode_command(cmd))
+        except (NotLeader, ProposalDropped):
+            return
+        node.pending[index] = (term, None)
+        self._after_input(node)
+
+    def client_gone(self, client: NodeId) -> None:
+        """A client process died: its connections close and every node cancels its calls."""
+        for node in self.nodes:
+            if node.up:
+                for call in [c for c in node.calls if c.req.src == client]:
+                    if node.paused:
+                        node.deferred.append(functools.partial(self._cancel_call, node, call))
+                    else:
+                        self._cancel_call(node, call)
+
+    def _check_handover(self, lease: LeaseRecord) -> None:
+        """A queued acquire was just granted (first apply anywhere): does its client still
+        wait for it? If not, its waiter outlived the call (a "ghost" handover): the name is
+        blocked until the grant expires, although commands.py says the leader cancels the
+        wait when the client goes away."""
+        idx = self._client_index.get(NodeId(lease.holder))
+        if idx is None:
+            return
+        c = self.clients[idx]
+        if not (c.acquiring and c.request_id == lease.request_id):
+            why = c.abandoned.get(lease.request_id, "unknown")
+            self.lease_checks.stats.ghost_handovers += 1
+            self.ghosts.append((lease.fencing_token, lease.request_id, why))
+            self._log(
+                f"GHOST handover: {lease.name} token={lease.fencing_token} to "
+                f"{lease.request_id}, which {c.id} no longer waits for ({why})"
+            )
+
+    def _on_soft_state(
+        self,
+        node: SimNode,
+        role: Role,
+        leader: NodeId | None,
+        term: int,
+        replies: list[ClientReply],
+    ) -> None:
+        old = node.soft_role
+        node.soft_role = role
+        node.soft_leader = leader
+        node.soft_term = term
+        if role is Role.LEADER and old is not Role.LEADER:
+            node.keeper.restart_all(node.table, self.local_clock(node))
+            self._log(f"{node.id} restarts {len(node.keeper.deadlines)} lease deadlines")
+        elif old is Role.LEADER and role is not Role.LEADER:
+            # node.py _fail_all: every pending proposal and registered waiter fails "not
+            # leader", with a hint. (A call whose registration a retry replaced is not
+            # woken: it fails only when its wait runs out and CancelWait is refused.)
+            calls = [c for _, c in node.pending.values() if c is not None]
+            calls += node.waiters.values()
+            node.pending.clear()
+            node.waiters.clear()
+            for call in calls:
+                if call.stage != _DONE:
+                    replies.append(self._reply_to(node, call.req, UNAVAILABLE, hint=leader))
+                    self._finish(node, call)
+
+    def _maybe_expire(self, node: SimNode, core: RaftCore) -> None:
+        """node.py ``_maybe_expire``: propose Expire for every lease past its deadline."""
+        if core.role is not Role.LEADER or not core.committed_in_term():
+            return
+        now = self.local_clock(node)
+        keeper = node.keeper
+        if keeper.next_deadline() > now:
+            return
+        for rec in keeper.due(node.table, now):
+            try:
+                index, term = core.propose(encode_command(Expire(rec.name, rec.lease_id)))
+            except (NotLeader, ProposalDropped):
+                keeper.unmark(rec.lease_id)
+                continue
+            node.pending[index] = (term, None)
+            self._log(
+                f"{node.id} EXPIRE {rec.name} token={rec.fencing_token} holder={rec.holder} "
+                f"-> {index}/{term}"
+            )
+
+    # ---------------------------------------------------------------- client traffic
+    def client(self, cid: str) -> SimClient:
+        return self.clients[self._client_index[NodeId(cid)]]
+
+    def client_send(self, req: ClientRequest) -> None:
+        idx = self._by_id[req.dst].index
+        for delay in self.client_net.plan(req.src, req.dst):
+            self._push(self.now + delay, _CREQ, idx, req)
+
+    def _reply(self, rep: ClientReply) -> None:
+        idx = self._client_index[rep.dst]
+        for delay in self.client_net.plan(rep.src, rep.dst):
+            self._push(self.now + delay, _CREP, idx, rep)
+
+    def client_log(self, text: str) -> None:
+        self._log(text)
+
+    def resource_write(
+        self, client: NodeId, name: str, token: int, lease_id: int, delay_us: int
+    ) -> None:
+        """``client`` writes to the fenced resource; the write lands ``delay_us`` later."""
+
+        def land() -> None:
+            accepted = self.resource.write(name, token)
+            self.lease_checks.on_write(client, name, token, lease_id, accepted)
+            if not accepted or self.trace is not None:
+                self._log(
+                    f"resource {'accepts' if accepted else 'REJECTS'} {client}'s write to "
+                    f"{name} token={token}"
+                )
+
+        self.after(delay_us, land)
+
+    def _deliver_request(self, req: ClientRequest) -> None:
+        node = self._by_id[req.dst]
+        if (req.src, req.dst) in self.client_net.blocked:
+            return
+        if self.clients[self._client_index[req.src]].down:
+            return  # its connection closed with the process: the request never arrives
+        if not node.up:  # connection refused: the client learns at once
+            self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE))
+            return
+        if node.paused:
+            node.inbox.append(req)
+            return
+        self._serve(node, req)
+
+    def _serve(self, node: SimNode, req: ClientRequest) -> None:
+        """server.py's LeaseServicer: Renew under lease_ok; Acquire / Release proposed."""
+        core = node.core
+        assert core is not None
+        if isinstance(req, RenewReq):
+            if not self.lease_ok(node):
+                hint = None if node.soft_role is Role.LEADER else node.soft_leader
+                self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=hint))
+                return
+            rec = node.keeper.renew(node.table, req.lease_id, self.local_clock(node), None)
+            if rec is None:
+                self._reply(ClientReply(node.id, req.src, req.seq, NOT_FOUND))
+            else:
+                self._reply(ClientReply(node.id, req.src, req.seq, OK, ttl_ms=rec.ttl_ms))
+            return
+        if node.soft_role is not Role.LEADER:
+            self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=node.soft_leader))
+            return
+        call = _Call(req)
+        cmd = req.cmd if isinstance(req, AcquireReq) else Release(req.lease_id)
+        if isinstance(req, AcquireReq) and req.cmd.wait:
+            node.waiters[req.cmd.request_id] = call  # register_waiter (replaces an older one)
+        try:
+            index, term = core.propose(encode_command(cmd))
+        except (NotLeader, ProposalDropped):
+            self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=node.soft_leader))
+            self._finish(node, call)
+            return
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, "propose", exc) from exc
+        node.pending[index] = (term, call)
+        node.calls.append(call)
+        if req.timeout_us > 0:  # gRPC cancels the handler at the call's deadline
+            self._node_timer(node, req.timeout_us / 1e6, lambda: self._cancel_call(node, call))
+        if self.trace is not None:
+            what = type(cmd).__name__
+            if isinstance(req, AcquireReq):
+                what += f" {req.cmd.name} {req.cmd.request_id} wait_ms={req.wait_ms}"
+            else:
+                what += f" {req.lease_id}"
+            self._log(f"{node.id} propose {what} from {req.src} -> {index}/{term}")
+        self._after_input(node)
+
+    # ---------------------------------------------------------------- client network faults
+    def cut_client(self, cid: str, nodes: Sequence[str] | None = None) -> None:
+        """Block both directions between client ``cid`` and ``nodes`` (default: all)."""
+        c = NodeId(cid)
+        for x in nodes if nodes is not None else self.ids:
+            self.client_net.blocked.add((c, NodeId(x)))
+            self.client_net.blocked.add((NodeId(x), c))
+        self._log(f"PARTITION client {cid} from {list(nodes) if nodes is not None else 'all'}")
+
+    def heal_clients(self) -> None:
+        self.client_net.heal()
+        self._log("HEAL client links")
+
+    def set_client_links(self, params: LinkParams) -> None:
+        self.client_net.set_links(params)
+        self._log(f"client links -> {params}")
+
+    def reset_client_links(self) -> None:
+        self.client_net.reset_links()
 
     def _maybe_fail(self, node: SimNode, rd: Ready, point: str) -> None:
         leader = rd.soft_state.role is Role.LEADER
@@ -735,7 +1320,10 @@ class SimCluster:
         return where
 
     def compact(self, nid: str) -> Snapshot | None:
-        """Snapshot a node at its applied index (payload: its state hash) and compact."""
+        """Snapshot a node at its applied index and compact.
+
+        The payload is the state hash followed by ``table.snapshot()`` (node.py's payload).
+        """
         node = self.node(nid)
         core = node.core
         if (
@@ -745,12 +1333,14 @@ class SimCluster:
             or node.applied_index <= core.log.snapshot_index
         ):
             return None
+        table = node.table.snapshot()
         try:
-            snap = core.compact(node.applied_index, node.state_hash)
+            snap = core.compact(node.applied_index, node.state_hash + table)
         except SafetyViolation:
             raise
         except Exception as exc:
             raise self._core_error(node, "compact", exc) from exc
+        self.lease_checks.on_snapshot_taken(node.id, snap.index, table)
         node.storage.compact(snap)
         self._log(f"{node.id} compact to {snap.index}/{snap.term}")
         return snap
@@ -817,19 +1407,32 @@ class SimCluster:
         self._log(f"PARTITION cut {src}->{dst}")
 
     def heal(self) -> None:
+        """Heal every partition and cut, between nodes and between clients and nodes."""
         self.net.heal()
+        self.client_net.heal()
         self._log("HEAL partitions")
 
     def partition(self, shape: str, rng: random.Random | None = None) -> str:
-        """Apply a named partition shape (see PARTITION_SHAPES); returns a description."""
+        """Apply a named partition shape (see PARTITION_SHAPES); returns a description.
+
+        Also ``isolate-leader-clients``: isolate the leader and put each client on its side
+        (cut from every other node) with probability 1/2.
+        """
         r = rng or self.fault_rng
         ids = list(self.ids)
         n = len(ids)
-        if shape == "isolate-leader":
+        if shape in ("isolate-leader", "isolate-leader-clients"):
             lead = self.leader()
             victim = lead.id if lead is not None else r.choice(ids)
             self.isolate(victim)
-            return f"isolate-leader {victim}"
+            if shape == "isolate-leader":
+                return f"isolate-leader {victim}"
+            # Each client lands on the old leader's side with probability 1/2.
+            others = [x for x in ids if x != victim]
+            with_leader = [c.id for c in self.clients if r.random() < 0.5]
+            for cid in with_leader:
+                self.cut_client(cid, others)
+            return f"isolate-leader-clients {victim} with {with_leader}"
         if shape == "isolate-one":
             victim = r.choice(ids)
             self.isolate(victim)
@@ -867,6 +1470,8 @@ class SimCluster:
         self.failpoints = {}
         self.net.heal()
         self.net.reset_links()
+        self.client_net.heal()
+        self.client_net.reset_links()
         self._log("FINAL HEAL")
         for node in self.nodes:
             if not node.up:
@@ -958,8 +1563,14 @@ class SimCluster:
             if self.run_until_true(lost, sb):
                 disruptions += 1
                 continue
-            hashes = {(n.applied_index, n.state_hash) for n in self.nodes}
-            if len(hashes) != 1:
+
+            # Lease traffic (client acquires, the leader's expiries) goes on after the heal, so
+            # wait (a commit allowance at most) for an instant at which every node applied
+            # the same prefix.
+            def converged() -> bool:
+                return len({(n.applied_index, n.state_hash) for n in self.nodes}) == 1
+
+            if not self.run_until_true(converged, allowance):
                 raise LivenessViolation(
                     "liveness-converge",
                     "nodes disagree on (applied index, state hash): "
@@ -968,6 +1579,57 @@ class SimCluster:
             return LivenessResult(
                 first_lease_us, lease_start - t0, commit_us, lead.id, term, disruptions, t, e
             )
+
+    def check_lease_expiry(self) -> int:
+        """After :meth:`check_liveness`: every lease nobody renews is expired in time.
+
+        A lease in the stable leader's table whose holder does not keep it alive (it
+        released, lost, crashed, stopped renewing, or never learned of the grant) must be
+        gone from that table within ``max_ttl / (1 - max_drift)`` (its deadline on the
+        leader's clock, at most one TTL after now) plus two ticks, a commit round trip and
+        the catch-up allowance. Skipped if leadership changes meanwhile (a new leader
+        restarts every deadline: docs/safety.md S2). Returns how many leases it waited for;
+        raises :class:`LivenessViolation` ("liveness-expiry").
+        """
+        lead = self.leader()
+        if lead is None or lead.core is None or not self.clients:
+            return 0
+        term = lead.core.term
+        kept = {
+            c.lease.lease_id
+            for c in self.clients
+            if c.lease is not None and c.holding and c.keepalive
+        }
+        # A grant whose client is still acquiring it may yet be taken up and renewed.
+        taking = {c.request_id for c in self.clients if c.acquiring}
+        orphans = [
+            r for r in lead.table.leases() if r.lease_id not in kept and r.request_id not in taking
+        ]
+        if not orphans:
+            return 0
+        rho = lead.core.config.max_drift
+        max_ttl_us = max(r.ttl_ms for r in orphans) * 1_000
+        rtt = 2 * max(p.delay_max_us for p in self.net.links.values())
+        bound = int(max_ttl_us / (1 - rho)) + 2 * self.tick_us + rtt + self.catch_up_us()
+        ids = {r.lease_id for r in orphans}
+        t0 = self.now
+
+        def changed() -> bool:
+            core = lead.core
+            return core is None or core.role is not Role.LEADER or core.term != term
+
+        def done() -> bool:
+            return changed() or not any(lead.table.by_lease_id(i) for i in ids)
+
+        if not self.run_until_true(done, bound) and not changed():
+            left = [r for r in orphans if lead.table.by_lease_id(r.lease_id) is not None]
+            raise LivenessViolation(
+                "liveness-expiry",
+                f"{lead.id} (term {term}) still holds {len(left)} lease(s) nobody renews "
+                f"{(self.now - t0) / 1000:.0f} ms after the check began (bound "
+                f"{bound / 1000:.0f} ms): {[(r.name, r.lease_id, r.holder) for r in left]}",
+            )
+        return len(orphans)
 
     def catch_up_us(self) -> int:
         """Worst-case time to bring the most lagging node up to the longest log.

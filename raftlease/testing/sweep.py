@@ -8,15 +8,27 @@ Each seed picks a fault mix (cluster size, batching limits, which faults, how of
 few simulated seconds of proposals, compactions and faults (partitions of named shapes,
 one-way cuts, crashes of one node / the leader / a majority / everyone, crashes at Ready-loop
 failpoints, SIGSTOP-like pauses, lossy, duplicating and slow links, leadership transfers, clocks
-at the edges of the drift bound), then heals everything and checks liveness. The last
-line reads ``N seeds passed, M failed`` with the rate and the longest post-heal election.
-Exit status 1 if any seed failed; each failure prints its violation and a replay command.
+at the edges of the drift bound), then heals everything and checks liveness.
+
+The lease workload is on: 2-4 simulated clients (clients.py) acquire (some waiting in the
+queue), renew, release, hang and crash over lossy client links that faults also cut, and
+write to a fenced resource; the lease checkers (mutual exclusion, fencing) run with the Raft
+ones after every event, and after the heal every lease nobody renews must expire in time.
+``--no-leases`` turns the clients off. The ``leases:`` line before the last one sums what
+the workload did, and counts two server faults that break no safety rule (INTERNAL answers
+to retried queued acquires, and "ghost" handovers to waiters whose client went away: see
+tests/sim/test_server_bugs.py).
+
+The last line reads ``N seeds passed, M failed`` with the rate and the longest post-heal
+election. Exit status 1 if any seed failed; each failure prints its violation and a replay
+command.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import random
 import signal
@@ -30,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from raftlease.config import RaftConfig
 from raftlease.core.raft import RaftCore
-from raftlease.testing.checkers import SafetyViolation
+from raftlease.testing.checkers import LeaseStats, SafetyViolation
+from raftlease.testing.clients import ClientParams
 from raftlease.testing.network import LinkParams
 from raftlease.testing.sim import PARTITION_SHAPES, CoreFactory, LivenessResult, SimCluster
 from raftlease.types import NodeId
@@ -40,6 +53,8 @@ if TYPE_CHECKING:
     from types import FrameType
 
 __all__ = [
+    "CLIENT_CUTS",
+    "SWEEP_SHAPES",
     "FaultMix",
     "SeedResult",
     "main",
@@ -51,6 +66,12 @@ __all__ = [
 
 MS = 1_000
 _DEFAULT_DRIFT = RaftConfig(node_id=NodeId("n1"), voters=(NodeId("n1"),)).max_drift
+# Partition shapes of the sweep: the sim's named shapes, plus an isolated leader that keeps
+# some clients on its side (they reach only it).
+SWEEP_SHAPES = (*PARTITION_SHAPES, "isolate-leader-clients")
+# How a client <-> node cut is shaped: the client reaches only the leader, reaches everyone
+# but the leader, reaches nobody, or misses a random subset of the nodes.
+CLIENT_CUTS = ("leader-only", "not-leader", "all", "some")
 _TIMINGS: tuple[dict[str, Any], ...] = (
     {"election_ticks_min": 6, "election_ticks_max": 9, "heartbeat_ticks": 2},  # tightest
     {"election_ticks_min": 15, "election_ticks_max": 30, "heartbeat_ticks": 3},
@@ -64,7 +85,10 @@ class FaultMix:
     """What one seed does. Weights pick the next fault; 0 disables a kind.
 
     ``gap_us`` is the (min, max) pause between fault injections; ``shapes`` the partition
-    shapes allowed; ``crash_down_us`` how long a crashed node stays down.
+    shapes allowed; ``crash_down_us`` how long a crashed node stays down. ``clients`` is the
+    lease workload (None, the default here: no clients; :func:`random_mix`, i.e. the sweep,
+    always has one); ``w_client`` weighs cuts of client <-> node links (``client_cuts``
+    shapes), which ``partition_us`` also times.
     """
 
     n: int = 3
@@ -77,7 +101,7 @@ class FaultMix:
     w_flaky: float = 1.0
     w_transfer: float = 0.3
     w_pause: float = 0.0
-    shapes: tuple[str, ...] = PARTITION_SHAPES
+    shapes: tuple[str, ...] = SWEEP_SHAPES
     partition_us: tuple[int, int] = (50 * MS, 1_200 * MS)
     crash_down_us: tuple[int, int] = (0, 400 * MS)
     crash_targets: tuple[str, ...] = ("one", "leader", "majority", "all")
@@ -91,6 +115,10 @@ class FaultMix:
     rates: tuple[float, ...] | None = None
     failpoints: dict[str, float] = field(default_factory=dict)
     failpoint_down_us: tuple[int, int] = (0, 200 * MS)
+    clients: ClientParams | None = None
+    client_link: LinkParams | None = None
+    w_client: float = 0.5
+    client_cuts: tuple[str, ...] = CLIENT_CUTS
 
     def describe(self) -> str:
         kinds = [
@@ -101,15 +129,24 @@ class FaultMix:
                 ("flaky", self.w_flaky),
                 ("transfer", self.w_transfer),
                 ("pause", self.w_pause),
+                ("client-cut", self.w_client if self.clients is not None else 0.0),
             )
             if w > 0
         ]
         if self.failpoints:
             kinds.append("failpoints")
         cfg = ",".join(f"{k}={v}" for k, v in sorted(self.config.items()))
+        c = self.clients
+        leases = "clients=0"
+        if c is not None:
+            leases = f"clients={c.count} names={len(c.names)}"
+            if c.rates is not None:
+                leases += f" client-rates={[round(r, 4) for r in c.rates]}"
+            if c.bug is not None:
+                leases += f" client-bug={c.bug}"
         return (
             f"n={self.n} {self.duration_us // MS}ms faults={'+'.join(kinds) or 'none'} "
-            f"link={self.link.delay_min_us}-{self.link.delay_max_us}us {cfg}"
+            f"link={self.link.delay_min_us}-{self.link.delay_max_us}us {leases} {cfg}"
         ).strip()
 
 
@@ -146,9 +183,20 @@ def random_mix(rng: random.Random) -> FaultMix:
         }
     w_pause = rng.choice((0.0, 0.0, 0.5, 1.0))  # SIGSTOP / SIGCONT (TESTING.md row 9)
     rates = None
+    drift = float(config.get("max_drift", _DEFAULT_DRIFT))
     if rng.random() < 0.3:  # every clock at an edge of the drift bound
-        drift = float(config.get("max_drift", _DEFAULT_DRIFT))
         rates = tuple(1.0 + rng.choice((-drift, drift)) for _ in range(n))
+    # The lease workload (drawn last, so the choices above are those of earlier versions).
+    count = rng.randint(2, 4)
+    client_rates = None
+    if rng.random() < 0.3:  # client clocks at the edges of the drift bound too
+        client_rates = tuple(1.0 + rng.choice((-drift, drift)) for _ in range(count))
+    clients = ClientParams(
+        count=count,
+        names=rng.choice((("lock-a",), ("lock-a", "lock-b"))),
+        rates=client_rates,
+        p_late_write=rng.choice((0.0, 0.05, 0.2)),
+    )
     return FaultMix(
         n=n,
         duration_us=rng.randint(2_000, 5_000) * MS,
@@ -163,6 +211,8 @@ def random_mix(rng: random.Random) -> FaultMix:
         compact_every_us=rng.choice((None, (50 * MS, 300 * MS), (200 * MS, 800 * MS))),
         failpoints=failpoints,
         rates=rates,
+        clients=clients,
+        w_client=rng.choice((0.0, 0.3, 0.7)),
     )
 
 
@@ -170,11 +220,19 @@ def schedule_faults(
     sim: SimCluster, mix: FaultMix, rng: random.Random, log: Callable[[str], None]
 ) -> None:
     """Put the mix's faults on the sim's event heap, up to ``mix.duration_us``."""
-    kinds = ["partition", "crash", "flaky", "transfer", "pause"]
-    weights = [mix.w_partition, mix.w_crash, mix.w_flaky, mix.w_transfer, mix.w_pause]
+    kinds = ["partition", "crash", "flaky", "transfer", "pause", "client-cut"]
+    w_client = mix.w_client if sim.clients else 0.0
+    weights = [mix.w_partition, mix.w_crash, mix.w_flaky, mix.w_transfer, mix.w_pause, w_client]
     if not any(weights):
         return
-    state = {"partition_epoch": 0, "flaky_epoch": 0}
+    state = {"partition_epoch": 0, "flaky_epoch": 0, "client_epoch": 0}
+
+    def end_client_cut(epoch: int) -> Callable[[], None]:
+        def fire() -> None:
+            if state["client_epoch"] == epoch:
+                sim.heal_clients()
+
+        return fire
 
     def end_partition(epoch: int) -> Callable[[], None]:
         def fire() -> None:
@@ -187,6 +245,7 @@ def schedule_faults(
         def fire() -> None:
             if state["flaky_epoch"] == epoch:
                 sim.reset_links()
+                sim.reset_client_links()
 
         return fire
 
@@ -225,7 +284,10 @@ def schedule_faults(
             pairs = [(a, b) for a in sim.ids for b in sim.ids if a != b]
             links = None if rng.random() < 0.5 else rng.sample(pairs, rng.randint(1, len(pairs)))
             sim.reset_links()
+            sim.reset_client_links()
             sim.set_links(params, links)
+            if sim.clients and rng.random() < 0.5:
+                sim.set_client_links(params)
             state["flaky_epoch"] += 1
             sim.after(rng.randint(*mix.flaky_us), end_flaky(state["flaky_epoch"]))
             log(f"fault: flaky {'all' if links is None else len(links)} links {params}")
@@ -237,6 +299,24 @@ def schedule_faults(
             victim = lead.id if lead is not None and rng.random() < 0.7 else rng.choice(up)
             sim.pause(victim, rng.randint(*mix.pause_us))
             log(f"fault: pause {victim}")
+        elif kind == "client-cut":
+            sim.heal_clients()
+            state["client_epoch"] += 1
+            client = rng.choice(sim.clients).id
+            shape = rng.choice(mix.client_cuts)
+            lead = sim.leader()
+            ids = list(sim.ids)
+            if shape == "leader-only" and lead is not None:
+                cut = [x for x in ids if x != lead.id]
+            elif shape == "not-leader" and lead is not None:
+                cut = [lead.id]
+            elif shape == "some":
+                cut = rng.sample(ids, rng.randint(1, len(ids) - 1))
+            else:
+                cut = ids
+            sim.cut_client(client, cut)
+            sim.after(rng.randint(*mix.partition_us), end_client_cut(state["client_epoch"]))
+            log(f"fault: client-cut {shape} {client} from {cut}")
         else:
             to = sim.transfer_leadership()
             log(f"fault: transfer leadership to {to}")
@@ -258,6 +338,8 @@ class SeedResult:
     events: int = 0
     proposed: int = 0
     applied: int = 0
+    leases: LeaseStats = field(default_factory=LeaseStats)
+    me_violations: list[SafetyViolation] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -272,8 +354,16 @@ def run_seed(
     trace: Callable[[str], None] | None = None,
     liveness: bool = True,
     watchdog_s: float | None = 10.0,
+    sim_class: type[SimCluster] = SimCluster,
+    leases: bool = True,
+    check_after_end: bool = True,
+    enforce_me: bool = True,
 ) -> SeedResult:
     """Run one seed's schedule; never raises a SafetyViolation (it is in the result).
+
+    ``sim_class``: a SimCluster subclass (planted server bugs); ``leases=False`` drops the
+    mix's clients; ``check_after_end=False`` leaves ME to the overlap rule alone;
+    ``enforce_me=False`` only records ME violations (``SeedResult.me_violations``).
 
     ``watchdog_s``: wall-clock seconds after which a seed that stopped making progress (a
     core stuck in a loop) is reported as a ``core-hang`` violation instead of hanging the
@@ -282,8 +372,10 @@ def run_seed(
     root = random.Random(seed)
     mix = random_mix(root) if mix is None else mix
     sim_seed = root.getrandbits(64)
+    if not leases and mix.clients is not None:
+        mix = dataclasses.replace(mix, clients=None)
     result = SeedResult(seed, mix)
-    sim = SimCluster(
+    sim = sim_class(
         mix.n,
         sim_seed,
         config=mix.config,
@@ -294,11 +386,17 @@ def run_seed(
         compact_every_us=mix.compact_every_us,
         failpoints=mix.failpoints,
         failpoint_down_us=mix.failpoint_down_us,
+        clients=mix.clients,
+        client_link=mix.client_link,
         trace=trace,
     )
+    sim.lease_checks.check_after_end = check_after_end
+    sim.lease_checks.enforce_me = enforce_me
     log = trace if trace is not None else _ignore
     log(f"seed {seed}: {mix.describe()}")
     log(f"clock rates: {[round(node.rate, 5) for node in sim.nodes]}")
+    if sim.clients:
+        log(f"client clock rates: {[round(c.rate, 5) for c in sim.clients]}")
     try:
         with watchdog(sim, watchdog_s):
             schedule_faults(sim, mix, sim.user_rng, sim.note)
@@ -306,11 +404,14 @@ def run_seed(
             if liveness:
                 sim.final_heal()
                 result.liveness = sim.check_liveness()
+                sim.check_lease_expiry()
     except SafetyViolation as v:
         result.violation = v
     result.events = sim.events
     result.proposed = sim.proposed
     result.applied = sim.checkers.max_applied_index
+    result.leases = sim.lease_checks.stats
+    result.me_violations = sim.lease_checks.me_violations
     return result
 
 
@@ -386,10 +487,14 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
     ap.add_argument(
         "--watchdog", type=float, default=10.0, help="wall seconds before a seed is a hang"
     )
+    ap.add_argument("--no-leases", action="store_true", help="no lease clients (Raft checks only)")
     args = ap.parse_args(argv)
     if core_factory is None:
         core_factory = RaftCore if args.core is None else _load_core(args.core)
     core_opt = f" --core {args.core}" if args.core else ""
+    if args.no_leases:
+        core_opt += " --no-leases"
+    totals = LeaseStats()
 
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     trace = print if args.verbose else None
@@ -400,8 +505,16 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
     total = len(seeds)
     every = max(1, total // 10)
     for seed in seeds:
-        res = run_seed(seed, trace=trace, core_factory=core_factory, watchdog_s=args.watchdog)
+        res = run_seed(
+            seed,
+            trace=trace,
+            core_factory=core_factory,
+            watchdog_s=args.watchdog,
+            leases=not args.no_leases,
+        )
         count += 1
+        for f in dataclasses.fields(LeaseStats):
+            setattr(totals, f.name, getattr(totals, f.name) + getattr(res.leases, f.name))
         if not res.ok:
             failed.append(res)
             print(f"seed {seed} FAILED: {res.violation}", flush=True)
@@ -419,6 +532,16 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
         print(f"seed {res.seed}: {res.violation}")
         print(f"  mix: {res.mix.describe()}")
         print(f"  replay: python -m raftlease.testing.sweep --seed {res.seed} --verbose{core_opt}")
+    if not args.no_leases:
+        t = totals
+        print(
+            f"leases: {t.grants} grants ({t.beliefs} acted on, {t.handovers} handovers), "
+            f"{t.expiries} expiries, {t.releases} releases, {t.renewals} renewals; fenced "
+            f"writes: {t.writes_accepted_valid} accepted, {t.writes_accepted_late} accepted "
+            f"late, {t.writes_rejected_late} late ones rejected, {t.writes_rejected_valid} "
+            f"rejected from a believing holder; {t.server_errors} INTERNAL answers, "
+            f"{t.ghost_handovers} ghost handovers"
+        )
     longest = "no post-heal election measured"
     if worst is not None and worst.liveness is not None:
         lv = worst.liveness

@@ -1,4 +1,5 @@
-"""Planted bugs: RaftCore subclasses that each break one safety rule on purpose.
+"""Planted bugs: RaftCore subclasses (and lease-server SimCluster subclasses) that each break
+one safety rule on purpose.
 
 The planted-bug tests run the simulator with these cores and assert that the checkers find
 the expected violation within a stated number of seeds: proof that the checkers have teeth.
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from raftlease.core.messages import Entry, RequestVote, RequestVoteResponse, Snapshot
 from raftlease.core.raft import RaftCore
+from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.testing.sim import SimCluster
 from raftlease.types import Role
 
 if TYPE_CHECKING:
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
 
     from raftlease.config import RaftConfig
     from raftlease.core.ready import HardState, Ready
+    from raftlease.fsm.leases import LeaseTable
+    from raftlease.testing.sim import SimNode
 
 
 class VoteWithoutLogCheckCore(RaftCore):
@@ -103,3 +108,33 @@ class NoStickinessCore(RaftCore):
 
     def _in_lease(self) -> bool:
         return self.role is Role.LEADER
+
+
+# --------------------------------------------------------------------------- lease servers
+class NoRestartKeeper(LeaseKeeper):
+    """(e1) ``restart_all`` keeps every deadline it already knows: a new leader honours the
+    deadlines it computed when it APPLIED each grant as a follower, and ignores every renewal
+    its predecessor served since."""
+
+    def restart_all(self, table: LeaseTable, now: float) -> None:
+        for rec in table.leases():
+            if rec.lease_id not in self.deadlines:
+                self._set(rec.lease_id, now + rec.ttl_ms / 1000.0)
+
+
+class NoRestartKeeperSim(SimCluster):
+    def make_keeper(self) -> LeaseKeeper:
+        return NoRestartKeeper()
+
+
+class RenewWithoutLeaderLeaseSim(SimCluster):
+    """(e2) Renewals are served by any node that believes it leads (no leader-lease check):
+    a deposed leader that has not noticed yet keeps renewing."""
+
+    def lease_ok(self, node: SimNode) -> bool:
+        core = node.core
+        return (
+            core is not None
+            and node.soft_role is Role.LEADER
+            and node.applied_index >= core.term_start_index > 0
+        )

@@ -279,7 +279,11 @@ class Node:
                 # next lease deadline, not every tick: an idle follower then wakes only for
                 # heartbeats (W5, idle CPU). Skipped ticks are caught up from the clock.
                 next_tick = self._t0 + (self._ticks_done + core.ticks_until_timer()) * self.tick_s
-                wake_at = min(next_tick, self.keeper.next_deadline())
+                wake_at = next_tick
+                if core.role is Role.LEADER and core.committed_in_term():
+                    # Only a leader that can expire leases acts on deadlines; anywhere else a
+                    # passed (or stale) deadline would make this loop spin.
+                    wake_at = min(wake_at, self.keeper.next_deadline())
                 if core.lead_transferee is not None:
                     wake_at = min(wake_at, self._t0 + (self._ticks_done + 1) * self.tick_s)
                 delay = max(0.0, (wake_at - self.clock.monotonic()) / self.clock.rate)

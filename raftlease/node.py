@@ -130,7 +130,6 @@ class Node:
         self._applied_waiters: list[tuple[int, asyncio.Future[Any]]] = []
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
         self.leader_changes = 0
-        self.stats = {"readies": 0, "fsyncs": 0, "entries_saved": 0, "applied": 0}
 
     # ------------------------------------------------------------------ inputs (any task)
     def receive(self, m: Message) -> None:
@@ -323,7 +322,6 @@ class Node:
                 fut.set_exception(e)
 
     async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
-        self.stats["readies"] += 1
         if self._needs_save(rd):
             # PERSIST BEFORE SEND (Ready contract).
             await loop.run_in_executor(self._executor, self._save, rd)
@@ -360,8 +358,6 @@ class Node:
                 # One line per durable vote: the jepsen-style RI check reads these.
                 log.info("%s voted for %s at term %d (persisted)", self.id, vote[1], vote[0])
             self._saved_vote = vote
-        self.stats["fsyncs"] += 1
-        self.stats["entries_saved"] += len(rd.entries)
         if failpoints.enabled:
             failpoints.hit("after-save")
             if rd.hard_state is not None and rd.hard_state.voted_for is not None:
@@ -393,7 +389,6 @@ class Node:
                         fut.set_result(result)
                     else:
                         fut.set_exception(ProposalDropped("a new leader overwrote the entry"))
-        self.stats["applied"] += len(rd.committed_entries)
         if self._applied_waiters:
             keep = []
             for target, fut in self._applied_waiters:

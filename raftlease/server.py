@@ -247,13 +247,11 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_ignore_task_result)
 
-    def _renew(self, lease_id: int, health: dict[str, str]) -> LeaseRecord | None:
-        h = dict(limits.validate_health(health)) if health else None
-        return self.node.renew(lease_id, h)
-
-    async def Renew(self, request: lease_pb2.RenewRequest, context: Ctx) -> lease_pb2.RenewResponse:
+    async def _renew(self, lease_id: int, health: dict[str, str], context: Ctx) -> LeaseRecord:
+        """One renewal (Renew and each KeepAlive request): the record, or abort the call."""
         try:
-            rec = self._renew(request.lease_id, dict(request.health))
+            h = dict(limits.validate_health(health)) if health else None
+            rec = self.node.renew(lease_id, h)
         except limits.InvalidArgument as e:
             await self._invalid(context, str(e))
         except NoLeaderLease as e:
@@ -262,9 +260,13 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
             await _abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
-                f"lease {request.lease_id} is not held (it was released, expired, or never "
-                "existed); acquire it again",
+                f"lease {lease_id} is not held (it was released, expired, or never existed); "
+                "acquire it again",
             )
+        return rec
+
+    async def Renew(self, request: lease_pb2.RenewRequest, context: Ctx) -> lease_pb2.RenewResponse:
+        rec = await self._renew(request.lease_id, dict(request.health), context)
         return lease_pb2.RenewResponse(ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token)
 
     async def KeepAlive(
@@ -273,19 +275,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         context: Ctx,
     ) -> AsyncIterator[lease_pb2.KeepAliveResponse]:
         async for req in request_iterator:
-            try:
-                rec = self._renew(req.lease_id, dict(req.health))
-            except limits.InvalidArgument as e:
-                await self._invalid(context, str(e))
-            except NoLeaderLease as e:
-                await self._unavailable(context, e)
-            if rec is None:
-                await _abort(
-                    context,
-                    grpc.StatusCode.NOT_FOUND,
-                    f"lease {req.lease_id} is not held (it was released, expired, or never "
-                    "existed); acquire it again",
-                )
+            rec = await self._renew(req.lease_id, dict(req.health), context)
             yield lease_pb2.KeepAliveResponse(
                 lease_id=rec.lease_id, ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token
             )

@@ -613,8 +613,7 @@ class RaftCore:
                 p.match_tick = self.tick_count
                 if p.next_index <= p.match_index:
                     p.next_index = p.match_index + 1
-                if self._maybe_commit():
-                    pass  # followers learn the new commit index with the next append
+                self._maybe_commit()  # followers learn it with the next append
             p.free_inflight(m.match_index)
             if p.state is ProgressState.PROBE or (
                 p.state is ProgressState.SNAPSHOT and p.match_index >= self.log.snapshot_index

@@ -322,12 +322,22 @@ class Node:
                 fut.set_exception(e)
 
     async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+        sent = False
         if self._needs_save(rd):
-            # PERSIST BEFORE SEND (Ready contract).
+            if rd.may_send_before_persist(*self._saved_vote):
+                # A leader replicates WHILE it fsyncs its own entries (Ready contract, rule
+                # 1's exception; thesis §10.2.1): nothing is stepped until the save is done,
+                # and the core counts our own entries only after advance().
+                if failpoints.enabled:
+                    failpoints.hit("before-send")
+                self.transport.send(rd.messages)
+                sent = True
+            # PERSIST BEFORE SEND (Ready contract) for everything else.
             await loop.run_in_executor(self._executor, self._save, rd)
-        if failpoints.enabled:
-            failpoints.hit("before-send")
-        self.transport.send(rd.messages)
+        if not sent:
+            if failpoints.enabled:
+                failpoints.hit("before-send")
+            self.transport.send(rd.messages)
         if rd.committed_entries and failpoints.enabled:
             failpoints.hit("after-commit-before-apply")
         self._apply(rd)

@@ -267,6 +267,8 @@ class RaftCore:
             self.log.pending_snapshot = None
         if rd.committed_entries:
             self.log.applied = max(self.log.applied, rd.committed_entries[-1].index)
+        if rd.entries and self.role is Role.LEADER:
+            self._maybe_commit()  # our own entries are durable now: they count for us
 
     # ------------------------------------------------------------------ queries
     @property
@@ -659,7 +661,13 @@ class RaftCore:
         p.become_probe()
 
     def _maybe_commit(self) -> bool:
-        matches = [self.log.last_index] + [p.match_index for p in self.progress.values()]
+        # The leader counts ITSELF only up to what the driver has persisted (advance()), not
+        # up to its last index: a driver may send a leader's AppendEntries before its own
+        # fsync (Raft thesis §10.2.1), and an entry counts toward the quorum only where it
+        # is durable.
+        log = self.log
+        own = min(log.last_index, log.unstable_from - 1)
+        matches = [own] + [p.match_index for p in self.progress.values()]
         n = quorum_value(matches, len(self.voters))
         # Raft §5.4.2 (figure 8): only entries of the current term commit by counting.
         if n > self.log.committed and self.log.term_at(n) == self.term:

@@ -5,6 +5,13 @@ THE READY CONTRACT (Raft thesis §3.8; etcd raft ``Ready``), for every driver:
   1. PERSIST ``hard_state`` (if not None), then ``snapshot`` (if not None), then ``entries``
      (which REPLACE any stored entries at the same or higher index), and FSYNC, BEFORE
      sending any message of this Ready. Votes and append acknowledgements depend on it.
+     One exception (Raft thesis §10.2.1): when ``soft_state.role`` is LEADER and the Ready
+     changes neither the term nor the vote (``hard_state`` is None or differs only in
+     ``commit``) and carries no snapshot, the driver MAY send the messages BEFORE the
+     fsync, so that followers write in parallel with the leader. A leader's messages never
+     depend on its own entries being durable, and the core counts the leader itself in the
+     commit quorum only up to the entries that ``advance`` reported persisted. The driver
+     cannot ``step`` anything into the core between ``ready()`` and ``advance()`` (it raises).
   2. SEND ``messages`` (any order; they may be lost, which Raft tolerates).
   3. APPLY ``snapshot`` to the state machine if set, then ``committed_entries`` in order.
      Nothing is acknowledged to a client before its entry is applied here.
@@ -49,6 +56,16 @@ class Ready:
     @property
     def must_sync(self) -> bool:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+
+    def may_send_before_persist(self, saved_term: int, saved_vote: NodeId | None) -> bool:
+        """May the driver send this Ready's messages before its fsync? (rule 1's exception)
+
+        ``saved_term`` / ``saved_vote``: the term and vote the driver last made durable.
+        """
+        if self.soft_state.role is not Role.LEADER or self.snapshot is not None:
+            return False
+        hs = self.hard_state
+        return hs is None or (hs.term == saved_term and hs.voted_for == saved_vote)
 
     def is_empty(self) -> bool:
         return not (

@@ -124,7 +124,7 @@ PARTITION_SHAPES = (
 ZERO_HASH = bytes(16)
 HASH_LEN = len(ZERO_HASH)  # a snapshot's data: the state hash, then the lease table
 
-FAILPOINTS = ("before-send", "after-send", "after-apply")
+FAILPOINTS = ("before-send", "before-save", "after-send", "after-apply")
 FAILPOINT_SCOPES = ("", "leader", "new-leader", "commit")
 
 
@@ -295,8 +295,10 @@ class SimCluster:
     None to disable: proposals to the leader, compactions, leadership transfers.
 
     ``failpoints`` crash a node inside its Ready loop (etcd gofail style, TESTING.md row 3):
-    ``{"[scope:]point": probability}`` with point ``before-send`` (persisted, nothing sent),
-    ``after-send`` (sent, nothing applied) or ``after-apply`` (applied, not advanced), and
+    ``{"[scope:]point": probability}`` with point ``before-send`` (persisted, nothing sent;
+    for a leader replicating before its fsync: nothing persisted or sent), ``before-save``
+    (a leader sent its AppendEntries early, nothing persisted), ``after-send`` (sent, nothing
+    applied) or ``after-apply`` (applied, not advanced), and
     scope ``leader`` (the node is leader), ``new-leader`` (its first Ready as leader) or
     ``commit`` (the Ready carries committed entries); no scope means every Ready. A crashed
     node restarts after a delay drawn from ``failpoint_down_us``.
@@ -772,6 +774,32 @@ class SimCluster:
         if valid != node.lease:
             self._set_lease(node, valid, term)
 
+    def _persist(self, node: SimNode, core: RaftCore, rd: Ready) -> None:
+        if rd.hard_state is None and rd.snapshot is None and not rd.entries:
+            return
+        chk = self.checkers
+        nid = node.id
+        if rd.hard_state is not None:
+            chk.on_term(nid, rd.hard_state.term)
+        if rd.entries:
+            first = rd.entries[0].index
+            prev_term = core.log.term_at(first - 1)
+            if prev_term is None:
+                raise SafetyViolation(
+                    "driver",
+                    f"{nid} must persist entries from {first} but has no term at "
+                    f"{first - 1} (at t={self.now}us)",
+                )
+            chk.on_save(nid, rd.entries, prev_term)
+        node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+
+    def _send_all(self, rd: Ready) -> None:
+        chk = self.checkers
+        for m in rd.messages:
+            if type(m) is RequestVoteResponse and m.granted and not m.pre_vote:
+                chk.on_vote_granted(m.src, m.term, m.dst)
+            self._send(m)
+
     def _set_lease(self, node: SimNode, valid: bool, term: int) -> None:
         if valid == node.lease:
             return
@@ -791,29 +819,26 @@ class SimCluster:
         storage = node.storage
         for _ in range(10_000):
             rd = core.ready()
-            # 1. PERSIST (hard state, snapshot, entries) BEFORE sending anything.
-            if rd.hard_state is not None or rd.snapshot is not None or rd.entries:
-                if rd.hard_state is not None:
-                    chk.on_term(nid, rd.hard_state.term)
-                if rd.entries:
-                    first = rd.entries[0].index
-                    prev_term = core.log.term_at(first - 1)
-                    if prev_term is None:
-                        raise SafetyViolation(
-                            "driver",
-                            f"{nid} must persist entries from {first} but has no term at "
-                            f"{first - 1} (at t={self.now}us)",
-                        )
-                    chk.on_save(nid, rd.entries, prev_term)
-                storage.save(rd.hard_state, rd.snapshot, rd.entries)
             fps = self.failpoints
-            if fps:
-                self._maybe_fail(node, rd, "before-send")
-            # 2. SEND.
-            for m in rd.messages:
-                if type(m) is RequestVoteResponse and m.granted and not m.pre_vote:
-                    chk.on_vote_granted(m.src, m.term, m.dst)
-                self._send(m)
+            hs0 = storage.hard_state
+            if bool(rd.entries) and rd.may_send_before_persist(hs0.term, hs0.voted_for):
+                # A leader replicates BEFORE its own fsync (ready.py, rule 1's exception;
+                # node.py does it). ``before-send`` here: persisted, but every message was
+                # lost (a crash right after the fsync while the network dropped the sends).
+                if fps and self._fails(node, rd, "before-send"):
+                    self._persist(node, core, rd)
+                    self._crash_now(node)
+                self._send_all(rd)
+                if fps:  # sent, nothing persisted: followers may have what the leader lost
+                    self._maybe_fail(node, rd, "before-save")
+                self._persist(node, core, rd)
+            else:
+                # 1. PERSIST (hard state, snapshot, entries) BEFORE sending anything.
+                self._persist(node, core, rd)
+                if fps:
+                    self._maybe_fail(node, rd, "before-send")
+                # 2. SEND.
+                self._send_all(rd)
             if fps:
                 self._maybe_fail(node, rd, "after-send")
             # 3. APPLY the snapshot, then committed entries (node.py ``_apply``).
@@ -1258,6 +1283,15 @@ class SimCluster:
         self.client_net.reset_links()
 
     def _maybe_fail(self, node: SimNode, rd: Ready, point: str) -> None:
+        if self._fails(node, rd, point):
+            self._crash_now(node)
+
+    def _crash_now(self, node: SimNode) -> None:
+        self.crash_for(node.id, self.fault_rng.randint(*self.failpoint_down_us))
+        raise _Crashed
+
+    def _fails(self, node: SimNode, rd: Ready, point: str) -> bool:
+        """Does failpoint ``point`` fire in this Ready? (logged and counted if it does)"""
         leader = rd.soft_state.role is Role.LEADER
         for scope in FAILPOINT_SCOPES:
             prob = self.failpoints.get(f"{scope}:{point}" if scope else point)
@@ -1272,8 +1306,8 @@ class SimCluster:
             if self.fault_rng.random() < prob:
                 self.failpoint_crashes += 1
                 self._log(f"{node.id} FAILPOINT {scope + ':' if scope else ''}{point}")
-                self.crash_for(node.id, self.fault_rng.randint(*self.failpoint_down_us))
-                raise _Crashed
+                return True
+        return False
 
     # ================================================================ client-side actions
     def leader(self) -> SimNode | None:

@@ -181,6 +181,9 @@ def random_mix(rng: random.Random) -> FaultMix:
             "after-send": rng.choice((0.0, 0.001)),
             "after-apply": rng.choice((0.0, 0.001)),
         }
+        # A leader that replicated before its own fsync dies before that fsync. Tied to an
+        # earlier choice instead of a new draw, so every seed replays as in earlier versions.
+        failpoints["leader:before-save"] = 5 * failpoints["leader:before-send"]
     w_pause = rng.choice((0.0, 0.0, 0.5, 1.0))  # SIGSTOP / SIGCONT (TESTING.md row 9)
     rates = None
     drift = float(config.get("max_drift", _DEFAULT_DRIFT))

@@ -312,3 +312,40 @@ def test_advance_without_ready_raises() -> None:
     f.advance(rd)
     with pytest.raises(RuntimeError, match="advance\\(\\) without a matching ready\\(\\)"):
         f.advance(rd)
+
+
+# --- replicating before the leader's own fsync (ready.py, rule 1's exception) ---------------
+def test_leader_counts_its_own_entries_only_once_advanced() -> None:
+    solo = RaftCore(RaftConfig(N1, (N1,)), random.Random(0), None, None, ())
+    for _ in range(10):
+        solo.tick()
+    solo.campaign()
+    rd = solo.ready()
+    assert solo.role is Role.LEADER
+    assert [e.index for e in rd.entries] == [1]  # the no-op, not yet durable
+    assert rd.committed_entries == ()  # so it does not count, even as a quorum of one
+    assert solo.commit_index == 0
+    solo.advance(rd)  # the driver reports it persisted
+    assert solo.commit_index == 1
+    rd = solo.ready()
+    assert [e.index for e in rd.committed_entries] == [1]
+
+
+def test_only_a_leader_ready_without_a_new_vote_may_be_sent_before_the_fsync() -> None:
+    c = cluster(*ELECTED)
+    leader, follower = node(c, "1"), node(c, "2")
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.entries
+    assert rd.may_send_before_persist(leader.term, leader.voted_for)
+    leader.advance(rd)
+    append = next(m for m in rd.messages if m.dst == N2)
+    follower.step(append)
+    rd = follower.ready()
+    assert rd.entries  # a follower's ack depends on its fsync: never early
+    assert not rd.may_send_before_persist(follower.term, follower.voted_for)
+    follower.advance(rd)
+    candidate = node(c, "3")
+    candidate.campaign()
+    rd = candidate.ready()
+    assert not rd.may_send_before_persist(candidate.term, candidate.voted_for)

@@ -1,4 +1,5 @@
-"""The checkers: ME, FT, NAL, LIV, RI over one run's files. Each returns a dict with
+"""The checkers: ME (client beliefs, plus the leader-lease exclusion reported on its own as
+``leader_lease``), FT, NAL, LIV, RI over one run's files. Each returns a dict with
 ``verdict`` (valid / invalid / unknown), ``counts``, ``first`` (the first counterexample, or
 None), ``violations`` (up to 20, for the report) and ``notes``. A check that cannot decide
 says "unknown", never "valid".
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sqlite3
 from collections import defaultdict
@@ -16,6 +18,12 @@ from typing import Any
 
 RHO = 0.01
 LEADER_RE = re.compile(r"\b(\S+) became leader at term (\d+)")
+# raftlease.node logs this once per durable vote, after the fsync (NEEDS.md hook 1)
+VOTE_RE = re.compile(r"\b(\S+) voted for (\S+) at term (\d+) \(persisted\)[ \t]*$", re.M)
+START_RE = re.compile(r"^=== harness: start #(\d+) ", re.M)
+NO_VOTES = (
+    "no '<id> voted for <id> at term N (persisted)' line in any node log: vote durability unknown"
+)
 
 
 def result(
@@ -107,6 +115,226 @@ def check_me(history: list[dict[str, Any]]) -> dict[str, Any]:
         unknown = f"{len(missing)} acknowledged grants have no recorded belief (client died?)"
     elif not beliefs:
         unknown = "no lease was ever granted: nothing to check"
+    return result(violations, counts, notes, unknown)
+
+
+# ---------------------------------------------------------------------------------------------
+# ME, leader leases: at most one node believes its leader lease is valid at any instant
+
+
+def _revocations(
+    history: list[dict[str, Any]],
+) -> tuple[
+    dict[tuple[str, int], float], dict[str, list[tuple[float, float]]], set[tuple[str, int]]
+]:
+    """Harness actions after which a node may legitimately stop believing its lease early.
+
+    - ``node-stop`` (SIGKILL/SIGTERM by the harness): the incarnation believes nothing after
+      the signal; ``t_signal`` is taken before the signal is sent.
+    - ``transfer-leadership`` (row 15): the leader drops its lease as soon as it processes the
+      request (``lead_transferee`` set), which is after the harness sent it (nemesis start)
+      and before the RPC returned (nemesis stop).
+    - ``node-exit`` without a harness signal (failpoint panic, refusal, crash): died at an
+      unknown instant; handled by the caller from that incarnation's last answer.
+    """
+    signalled: dict[tuple[str, int], float] = {}
+    self_exit: set[tuple[str, int]] = set()
+    starts: dict[int, dict[str, Any]] = {}
+    transfers: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for e in history:
+        f = e.get("f")
+        if e.get("process") == "cluster" and f == "node-stop" and "inc" in e:
+            key = (e["node"], int(e["inc"]))
+            t_sig = float(e.get("t_signal", e["t"]))
+            signalled[key] = min(signalled.get(key, t_sig), t_sig)
+        elif e.get("process") == "cluster" and f == "node-exit" and "inc" in e:
+            self_exit.add((e["node"], int(e["inc"])))
+        elif e.get("process") == "nemesis" and e.get("fault") == "transfer-leadership":
+            if f == "start":
+                starts[e["id"]] = e
+            elif f == "stop" and e["id"] in starts:
+                st = starts.pop(e["id"])
+                for n in (st.get("targets") or [])[:1]:  # the node asked to hand over
+                    transfers[n].append((st["t"], e["t"]))
+    for st in starts.values():  # no stop recorded: open until the end
+        for n in (st.get("targets") or [])[:1]:
+            transfers[n].append((st["t"], math.inf))
+    return signalled, transfers, self_exit
+
+
+def leader_lease_intervals(
+    status: list[dict[str, Any]], history: list[dict[str, Any]], rho: float = RHO
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Sound per-node intervals of leader-lease belief, in harness CLOCK_MONOTONIC.
+
+    Returns (intervals, counts, points): ``points`` are the lease_valid samples that gave no
+    interval; each still proves the node believed its lease valid at SOME instant in [t0, t1].
+
+    A status sample sent at t0 and answered at t1 with ``lease_valid`` and
+    ``lease_remaining_ms`` = r: the node read its clock at some s in [t0, t1] and believed its
+    lease valid until its own clock advanced r more. r is on the node's clock, whose rate is
+    within [1 - rho, 1 + rho] of real time (row 15 runs nodes at 1.01 / 0.99), so the belief
+    lasts at least r / (1 + rho) >= r * (1 - rho) real seconds past s >= t0. Certain belief:
+    [t1, t0 + r * (1 - rho)] (empty -> skipped). A node gives its lease up early when it
+    dies or hands over leadership, so the interval is cut at the harness's signal to that
+    incarnation, at the start of a transfer asked of that node (a sample sent during the
+    transfer RPC is skipped), and, for an incarnation that exited by itself, at the send
+    time of its last answer. Nothing else ends a valid lease early in a correct server
+    (CheckQuorum needs a quorum silent for longer than the lease; a higher term needs votes of
+    followers that are sticky while it runs). Only CLOCK_MONOTONIC readings are used (row
+    14's wall-clock jumps cannot matter), and a SIGSTOPped node answers nothing (row 9), so it
+    yields no sample.
+    """
+    signalled, transfers, self_exit = _revocations(history)
+    last_ok_t0: dict[tuple[str, int], float] = {}
+    for s in status:
+        if s.get("ok") and "inc" in s:
+            key = (s["node"], int(s["inc"]))
+            last_ok_t0[key] = max(last_ok_t0.get(key, -math.inf), float(s.get("t0", s["t"])))
+    counts: dict[str, Any] = {
+        "samples": 0,
+        "samples_without_lease_fields": 0,
+        "lease_valid_samples": 0,
+        "intervals": 0,
+        "empty_skipped": 0,
+        "skipped_in_transfer": 0,
+        "cut_by_transfer": 0,
+        "cut_by_signal": 0,
+        "cut_by_self_exit": 0,
+        "max_rtt_ms": 0.0,
+    }
+    out: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
+    for s in status:
+        if not s.get("ok"):
+            continue
+        counts["samples"] += 1
+        if "lease_valid" not in s or "t1" not in s or "inc" not in s:
+            counts["samples_without_lease_fields"] += 1
+            continue
+        if not s["lease_valid"]:
+            continue
+        counts["lease_valid_samples"] += 1
+        n, inc = s["node"], int(s["inc"])
+        t0, t1 = float(s.get("t0", s["t"])), float(s["t1"])
+        counts["max_rtt_ms"] = max(counts["max_rtt_ms"], round((t1 - t0) * 1000, 3))
+        r = float(s.get("lease_remaining_ms") or 0) / 1000.0
+        end = t0 + r * (1.0 - rho)
+        why = "remaining"
+        point = {"node": n, "inc": inc, "term": s.get("term"), "t0": t0, "t1": t1}
+        if any(a <= t0 <= b for a, b in transfers.get(n, [])):
+            counts["skipped_in_transfer"] += 1
+            points.append({**point, "why": "sent during a leadership transfer"})
+            continue
+        for a, _b in transfers.get(n, []):
+            if t0 < a < end:
+                end, why = a, "transfer"
+        t_sig = signalled.get((n, inc))
+        if t_sig is not None and t_sig < end:
+            end, why = t_sig, "signal"
+        if (n, inc) in self_exit and (n, inc) not in signalled:
+            cut = last_ok_t0.get((n, inc), t0)
+            if cut < end:
+                end, why = cut, "self-exit"
+        if end <= t1:
+            counts["empty_skipped"] += 1
+            points.append({**point, "why": f"empty interval (cut: {why})"})
+            continue
+        if why == "transfer":
+            counts["cut_by_transfer"] += 1
+        elif why == "signal":
+            counts["cut_by_signal"] += 1
+        elif why == "self-exit":
+            counts["cut_by_self_exit"] += 1
+        counts["intervals"] += 1
+        out.append(
+            {
+                "node": n,
+                "inc": inc,
+                "term": s.get("term"),
+                "start": t1,
+                "end": end,
+                "t0": t0,
+                "t1": t1,
+                "remaining_ms": s.get("lease_remaining_ms"),
+                "cut": why,
+            }
+        )
+    return out, counts, points
+
+
+def check_leader_lease(
+    status: list[dict[str, Any]], history: list[dict[str, Any]], rho: float = RHO
+) -> dict[str, Any]:
+    ivs, counts, points = leader_lease_intervals(status, history, rho)
+    ivs.sort(key=lambda i: i["start"])
+    violations: list[dict[str, Any]] = []
+    latest: dict[str, dict[str, Any]] = {}  # per node: its interval reaching furthest so far
+    min_gap = math.inf  # closest approach of two different nodes' intervals (handover margin)
+    n_viol = 0
+    for b in ivs:
+        for n, a in latest.items():
+            if n == b["node"]:
+                continue
+            gap = b["start"] - a["end"]
+            if gap < 0:
+                n_viol += 1
+                if len(violations) < 20:
+                    violations.append(
+                        {
+                            "kind": "two nodes believe a valid leader lease at once",
+                            "a": a,
+                            "b": b,
+                            "overlap_s": round(min(a["end"], b["end"]) - b["start"], 4),
+                            "t": b["start"],
+                        }
+                    )
+            else:
+                min_gap = min(min_gap, gap)
+        cur = latest.get(b["node"])
+        if cur is None or b["end"] > cur["end"]:
+            latest[b["node"]] = b
+    # a lease_valid answer with no interval of its own (slow answer, transfer, cut) still
+    # proves belief at some instant of [t0, t1]: inside another node's certain interval that
+    # covers all of [t0, t1], both believed at once
+    for pt in points:
+        for a in ivs:
+            if a["start"] > pt["t0"]:
+                break
+            if a["node"] != pt["node"] and a["end"] >= pt["t1"]:
+                n_viol += 1
+                if len(violations) < 20:
+                    violations.append(
+                        {
+                            "kind": "a node answered lease_valid inside another node's "
+                            "certain leader-lease interval",
+                            "a": a,
+                            "b": pt,
+                            "t": pt["t0"],
+                        }
+                    )
+                break
+    violations.sort(key=lambda v: v["t"])
+    counts["points_checked"] = len(points)
+    counts["nodes_with_lease"] = sorted({i["node"] for i in ivs})
+    counts["covered_s"] = round(sum(i["end"] - i["start"] for i in ivs), 3)
+    counts["min_handover_gap_ms"] = None if min_gap == math.inf else round(min_gap * 1000, 1)
+    counts["overlaps"] = n_viol
+    notes = [
+        "certain belief per status sample = [t1, t0 + lease_remaining_ms*(1-rho)] (t0 sent, "
+        "t1 answered; remaining on the node's clock, rate within 1+-rho), cut at harness "
+        "signals, leadership-transfer requests and self-exits; overlap of two nodes = violation",
+        "a lease_valid answer without an interval of its own (slow, cut, during a transfer) "
+        "is a violation if another node's certain interval covers its whole [t0, t1]",
+    ]
+    unknown = None
+    if counts["samples"] and counts["samples_without_lease_fields"] == counts["samples"]:
+        unknown = "status samples carry no lease_valid / t1 / inc: cannot decide"
+    elif not ivs:
+        unknown = (
+            "no status sample gave a non-empty certain leader-lease interval "
+            f"({counts['lease_valid_samples']} lease_valid samples): nothing to check"
+        )
     return result(violations, counts, notes, unknown)
 
 
@@ -475,6 +703,62 @@ def check_reads(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # RI: Raft invariants
 
 
+def check_votes(node_logs: dict[str, str]) -> dict[str, Any]:
+    """Vote durability: per (node, term) at most one distinct voted-for, over the node's whole
+    log (every incarnation; ``=== harness: start #k`` markers split them). Reads the line
+    raftlease.node writes after each vote's fsync: "<id> voted for <id> at term <T>
+    (persisted)". A vote persisted just before a SIGKILL may miss its line; a line is never
+    written for a vote that is not durable, so a double vote here is a real one."""
+    violations: list[dict[str, Any]] = []
+    notes: list[str] = []
+    seen: dict[tuple[str, int], dict[str, dict[str, Any]]] = defaultdict(dict)
+    n_votes = 0
+    repeats = 0
+    foreign = 0
+    for n, text in node_logs.items():
+        marks = [(m.start(), int(m.group(1))) for m in START_RE.finditer(text)]
+        for m in VOTE_RE.finditer(text):
+            voter, cand, term = m.group(1), m.group(2), int(m.group(3))
+            if voter != n:
+                foreign += 1
+                continue
+            n_votes += 1
+            inc = 0
+            for pos, k in marks:
+                if pos > m.start():
+                    break
+                inc = k
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            line = text[line_start : m.end()]
+            votes = seen[(n, term)]
+            if cand in votes:
+                if votes[cand]["incarnation"] != inc:
+                    repeats += 1
+                continue
+            votes[cand] = {"voted_for": cand, "incarnation": inc, "line": line[:300]}
+            if len(votes) == 2:
+                violations.append(
+                    {
+                        "kind": "two votes in one term (vote not durable across restarts?)",
+                        "node": n,
+                        "term": term,
+                        "votes": list(votes.values()),
+                    }
+                )
+    if foreign:
+        notes.append(f"{foreign} vote lines name another voter than the log's node: ignored")
+    counts = {
+        "votes_seen": n_votes,
+        "node_terms": len(seen),
+        "same_vote_relogged_after_restart": repeats,
+        "nodes_with_votes": sorted({n for n, _ in seen}),
+    }
+    unknown = None
+    if not n_votes:
+        unknown = NO_VOTES
+    return result(violations, counts, notes, unknown)
+
+
 def check_ri(
     node_logs: dict[str, str],
     status: list[dict[str, Any]],
@@ -563,25 +847,35 @@ def check_ri(
             violations.append({"kind": "unexpected node exit", **e})
         elif e.get("refused") and not allow_refusal:
             violations.append({"kind": "node refused to start outside a corruption row", **e})
+    # vote durability: <= 1 distinct votedFor per (node, term) across restarts
+    votes = check_votes(node_logs)
+    violations += votes["violations"]
+    notes += [x for x in votes["notes"] if x != NO_VOTES]
     counts = {
         "terms_with_leader": len(leaders),
         "max_term": max(leaders, default=0),
         "tracebacks": tracebacks,
         "entries_compared": compared,
         "status_samples": sum(1 for s in status if s.get("ok")),
+        "votes_seen": votes["counts"]["votes_seen"],
+        "vote_node_terms": votes["counts"]["node_terms"],
     }
     notes.append(
-        "vote durability (<=1 votedFor per node and term across restarts) and "
-        "CommittedIsDurable are not observable from outside: see NEEDS.md"
+        "CommittedIsDurable (reported commit <= fsynced index) is not observable from outside"
     )
-    notes.append(
-        "leader-lease exclusion (<=1 node believes its leader lease valid) is not "
-        "observable: Cluster.Status does not expose lease_valid (see NEEDS.md)"
-    )
+    notes.append("leader-lease exclusion is checked separately: see the leader_lease check")
     unknown = None
     if not leaders:
         unknown = "no 'became leader' line in any node log"
-    return result(violations, counts, notes, unknown)
+    elif votes["verdict"] == "unknown":
+        unknown = NO_VOTES
+    out = result(violations, counts, notes, unknown)
+    out["vote_durability"] = {
+        "verdict": votes["verdict"],
+        "counts": votes["counts"],
+        "first": votes["first"],
+    }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

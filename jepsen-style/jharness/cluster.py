@@ -5,7 +5,9 @@ use the nodes' real listen addresses (``client_addresses``), so a partition cuts
 only, as in a real network where clients may still reach an isolated old leader.
 
 Also here: the status poller (Cluster.Status of every node every 100 ms, into status.jsonl:
-the timeline and the term-monotonicity check read it) and the exit monitor.
+the timeline, the term-monotonicity check and the leader-lease check read it; every sample
+records the harness time the request was sent, ``t0`` (= ``t``), and answered, ``t1``, and the
+node incarnation ``inc``) and the exit monitor.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class NodeProc:
         self.state = "down"  # up | down | paused | refused
         self.expect_exit = False
         self.failpoints = ""
+        # RAFTLEASE_TRANSPORT_FAULTS of the running incarnation (kept across restarts until a
+        # start passes transport_faults="")
+        self.transport_faults = ""
         self.starts = 0
         self.faketime_file = self.dir / "faketime.txt"
         self.env_extra: dict[str, str] = {}
@@ -135,8 +140,16 @@ class Cluster:
 
     # -- process control --------------------------------------------------------------------
     def start_node(
-        self, nid: str, *, failpoints: str = "", env: dict[str, str] | None = None
+        self,
+        nid: str,
+        *,
+        failpoints: str = "",
+        env: dict[str, str] | None = None,
+        transport_faults: str | None = None,
     ) -> None:
+        """Start ``nid``. ``failpoints`` arm this incarnation only; ``transport_faults``
+        (``"dup=P;reorder=P;drop=P"``, read by the server at start) stays set for later
+        restarts until a start passes ``""``; ``None`` keeps the node's current setting."""
         node = self.nodes[nid]
         with self._lock:
             if node.alive():
@@ -144,6 +157,7 @@ class Cluster:
             e = dict(os.environ)
             e.pop("RAFTLEASE_FAILPOINTS", None)
             e.pop("RAFTLEASE_CLOCK_RATE", None)
+            e.pop("RAFTLEASE_TRANSPORT_FAULTS", None)
             e.update({"PYTHONUNBUFFERED": "1", "RAFTLEASE_LOG_LEVEL": "INFO"})
             e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
             e.update(node.env_extra)
@@ -151,12 +165,17 @@ class Cluster:
                 e.update(env)
             if failpoints:
                 e["RAFTLEASE_FAILPOINTS"] = failpoints
+            if transport_faults is not None:
+                node.transport_faults = transport_faults
+            if node.transport_faults:
+                e["RAFTLEASE_TRANSPORT_FAULTS"] = node.transport_faults
             node.failpoints = failpoints
             node.starts += 1
+            tf = f" transport_faults={node.transport_faults!r}" if node.transport_faults else ""
             with open(node.log_path, "ab") as lf:
                 lf.write(
                     f"=== harness: start #{node.starts} of {nid} at t={now():.3f} "
-                    f"failpoints={failpoints!r} ===\n".encode()
+                    f"failpoints={failpoints!r}{tf} ===\n".encode()
                 )
                 node.log_offset = lf.tell()
             logf = open(node.log_path, "ab")  # noqa: SIM115 - owned by the child
@@ -172,7 +191,14 @@ class Cluster:
             logf.close()
             node.state = "up"
             node.expect_exit = False
-        self.event("node-start", node=nid, pid=node.pid, failpoints=failpoints)
+        self.event(
+            "node-start",
+            node=nid,
+            pid=node.pid,
+            inc=node.starts,
+            failpoints=failpoints,
+            transport_faults=node.transport_faults,
+        )
 
     def kill(self, nid: str, sig: int = signal.SIGKILL) -> None:
         node = self.nodes[nid]
@@ -181,9 +207,11 @@ class Cluster:
                 node.state = "down" if node.state != "refused" else "refused"
                 return
             node.expect_exit = True
+            # before the signal: the leader-lease check ends this incarnation's beliefs here
+            t_signal = now()
             if sig == signal.SIGTERM:
                 with open(node.log_path, "ab") as lf:
-                    lf.write(f"=== harness: SIGTERM to {nid} at t={now():.3f} ===\n".encode())
+                    lf.write(f"=== harness: SIGTERM to {nid} at t={t_signal:.3f} ===\n".encode())
             if node.state == "paused":
                 os.kill(node.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
             os.kill(node.proc.pid, sig)  # type: ignore[union-attr]
@@ -193,7 +221,13 @@ class Cluster:
             os.kill(node.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
             node.proc.wait(5.0)  # type: ignore[union-attr]
         node.state = "down"
-        self.event("node-stop", node=nid, signal=signal.Signals(sig).name)
+        self.event(
+            "node-stop",
+            node=nid,
+            inc=node.starts,
+            signal=signal.Signals(sig).name,
+            t_signal=t_signal,
+        )
 
     def stop_node(self, nid: str) -> None:
         """Graceful stop (SIGTERM), as an operator restart would."""
@@ -233,19 +267,26 @@ class Cluster:
         channel = grpc.insecure_channel(node.addr)
         stub = cluster_pb2_grpc.ClusterStub(channel)
         while not self._stop.is_set():
+            inc = node.starts
             t0 = now()
-            rec: dict[str, Any] = {"t": t0, "node": nid, "state": node.state}
+            # t = t0: when the request was sent; t1: when the answer arrived (both harness
+            # CLOCK_MONOTONIC). The node answered at some instant inside [t0, t1].
+            rec: dict[str, Any] = {"t": t0, "t0": t0, "node": nid, "state": node.state, "inc": inc}
             if node.state in ("up",) and node.alive():
                 try:
                     r = stub.Status(cluster_pb2.StatusRequest(), timeout=0.3)
+                    t1 = now()
                     me = next((x for x in r.nodes if x.id == nid), None)
                     rec.update(
                         ok=True,
+                        t1=t1,
                         role=me.role if me else "unknown",
                         term=r.term,
                         leader=r.leader_id or None,
                         commit=me.commit_index if me else None,
                         applied=me.applied_index if me else None,
+                        lease_valid=bool(me.lease_valid) if me else None,
+                        lease_remaining_ms=int(me.lease_remaining_ms) if me else None,
                     )
                 except grpc.RpcError as err:
                     rec.update(ok=False, err=err.code().name)
@@ -269,7 +310,13 @@ class Cluster:
                 refused = code == 1 and any(m in tail for m in REFUSAL_MARKERS)
                 fp = code == 137 and "failpoint" in tail
                 node.state = "refused" if refused else "down"
-                rec = {"node": nid, "code": code, "refused": refused, "failpoint": fp}
+                rec = {
+                    "node": nid,
+                    "inc": node.starts,
+                    "code": code,
+                    "refused": refused,
+                    "failpoint": fp,
+                }
                 if not refused and not fp:
                     rec["unexpected"] = True
                 self.exits.append({"t": now(), **rec})

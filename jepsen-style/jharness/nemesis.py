@@ -67,6 +67,8 @@ class Nemesis:
         self.refused: set[str] = set()
         self.notes: list[str] = []
         self.paused_clients: set[str] = set()
+        self.transport_faults: dict[str, str] = {}  # node -> RAFTLEASE_TRANSPORT_FAULTS
+        self._tf_fid: int | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
     def start(self, fault: str, **kw: Any) -> int:
@@ -233,6 +235,48 @@ class Nemesis:
         for a, b in chosen:
             self.c.proxies.set(a, b, delay_ms=0.0, jitter_ms=0.0, drop=0.0)
         self.stop(fid, "flaky")
+
+    def arm_transport_faults(self) -> None:
+        """Message-level faults in every node's peer transport (row 13): before the nodes'
+        first start, as the server reads RAFTLEASE_TRANSPORT_FAULTS at start. GrpcTransport
+        then duplicates a message with probability dup (the copy right behind it), holds one
+        back until the next message it sends (reorder), or drops it. On until final_heal."""
+        specs = {}
+        for n in self.c.ids:
+            dup = self.rng.choice([0.05, 0.1])
+            reorder = self.rng.choice([0.05, 0.1])
+            drop = self.rng.choice([0.0, 0.02, 0.05])
+            specs[n] = f"dup={dup};reorder={reorder}" + (f";drop={drop}" if drop else "")
+        self._tf_fid = self.start("transport-faults", targets=list(specs), specs=specs)
+        for n, spec in specs.items():
+            self.c.nodes[n].transport_faults = spec
+        self.transport_faults = specs
+
+    def disarm_transport_faults(self) -> None:
+        """Restart every node whose transport injects faults, without them: followers first,
+        one at a time, each back and answering before the next goes down."""
+        armed = [n for n in self.c.ids if self.c.nodes[n].transport_faults]
+        if not armed:
+            return
+        lead = self.c.leader()
+        armed.sort(key=lambda n: n == lead)
+        for n in armed:
+            node = self.c.nodes[n]
+            if node.alive():
+                self.c.stop_node(n)
+            if n in self.refused or node.state == "refused":
+                node.transport_faults = ""
+                continue
+            self.c.start_node(n, transport_faults="")
+            t_end = now() + 5.0
+            while now() < t_end:
+                s = self.c.latest.get(n) or {}
+                if s.get("ok") and s.get("inc") == node.starts:
+                    break
+                time.sleep(0.05)
+        if self._tf_fid is not None:
+            self.stop(self._tf_fid, "transport-faults", targets=armed)
+            self._tf_fid = None
 
     def failpoint_crash(self, how: str, fp: str | None = None) -> None:
         ts = self.target(how)
@@ -599,6 +643,7 @@ class Nemesis:
         """Heal everything: links, pauses, clocks, dead nodes, armed failpoints."""
         fid = self.start("final-heal")
         self.heal_links()
+        self.disarm_transport_faults()
         for cid in list(self.paused_clients):
             proc = self.clients.get(cid)
             if proc is not None:

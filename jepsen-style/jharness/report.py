@@ -1,9 +1,11 @@
 """report.html: one self-contained page (inline SVG and CSS, no scripts, no external files).
 
 Top: verdicts per check with the first counterexample. Then the timeline: node roles and
-terms over time (from Cluster.Status samples), nemesis windows shaded, each lease's believed
-holders as bars labelled with client and fencing token (violations outlined in red), fenced
-writes as ticks (accepted green, rejected red). Then latency and availability plots.
+terms over time (from Cluster.Status samples; a thin dark strip under a node's lane = its
+certain leader-lease belief, as the leader_lease check uses it), nemesis windows shaded, each
+lease's believed holders as bars labelled with client and fencing token (violations outlined
+in red), fenced writes as ticks (accepted green, rejected red). Then latency and availability
+plots.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from jharness.checkers import leader_lease_intervals
 
 W = 1180  # plot width (px) inside the SVG
 LEFT = 110  # label column
@@ -41,6 +45,7 @@ FAULT_COLORS = {
     "clock-strobe": "#ff7f0e",
     "client-pause": "#7f7f7f",
     "transfer-leadership": "#2ca02c",
+    "transport-faults": "#6b6ecf",
     "final-heal": "#2ca02c",
 }
 
@@ -170,6 +175,12 @@ def timeline(
             f"final heal</text>"
         )
     # node lanes
+    lease_ivs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    try:
+        for iv in leader_lease_intervals(status, history)[0]:
+            lease_ivs[iv["node"]].append(iv)
+    except (KeyError, TypeError, ValueError):
+        pass  # an old status.jsonl: no lease strip
     parts.append(
         f'<text x="4" y="{y - 4}" font-size="11" font-weight="bold">nodes (role, term)</text>'
     )
@@ -187,6 +198,13 @@ def timeline(
                 parts.append(
                     f'<text x="{x1 + 2:.1f}" y="{y + 15}" font-size="9" fill="#fff">T{term}</text>'
                 )
+        for iv in lease_ivs.get(n, []):  # certain leader-lease belief (leader_lease check)
+            x1, x2 = s.x(iv["start"]), s.x(iv["end"])
+            parts.append(
+                f'<rect x="{x1:.1f}" y="{y + lane_h - 4}" width="{max(0.5, x2 - x1):.1f}" '
+                f'height="3" fill="#0b4d1c"><title>{esc(n)} leader lease certainly valid '
+                f"{iv['start'] - t0:.3f}s..{iv['end'] - t0:.3f}s</title></rect>"
+            )
         y += lane_h
     y += 16
     # lease lanes
@@ -261,7 +279,9 @@ def timeline(
             f'<line x1="{x:.1f}" y1="{node_top}" x2="{x:.1f}" y2="{y}" stroke="#d62728" '
             f'stroke-width="1.5"><title>{esc(json.dumps(v, default=str))}</title></line>'
         )
-    for k in ("FT", "NAL", "RI"):
+    for k in ("leader_lease", "FT", "NAL", "RI"):
+        if k not in summary["checks"]:
+            continue
         for v in summary["checks"][k].get("violations", []):
             if "t" in v:
                 x = s.x(v["t"])

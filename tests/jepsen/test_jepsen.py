@@ -1,6 +1,8 @@
 """pytest wrappers around jepsen-style/runner.py.
 
-The checker unit tests (synthetic histories) run in the fast suite; the real-process scenarios
+The checker unit tests (synthetic histories, including the teeth of the leader-lease and
+vote-durability checks: planted violations must come out invalid, clean inputs valid, and
+undecidable inputs unknown) run in the fast suite; the real-process scenarios
 are marked ``integration`` (each ~20-30 s): a tiny kill/restart scenario that must pass, and
 two teeth tests that run a deliberately broken client / fenced resource and assert that the
 ME / FT checkers report the violation.
@@ -165,6 +167,186 @@ def test_ri_flags_two_leaders_in_a_term_and_term_regression() -> None:
     ]
     r = checkers.check_ri({"n1": "n1 became leader at term 4\n"}, status, {}, None, [], False)
     assert r["first"]["kind"] == "term decreased"
+
+
+# ------------------------------------------- teeth: leader-lease exclusion and vote durability
+def _st(
+    node: str, t0: float, rtt: float, rem_ms: int, valid: bool = True, inc: int = 1
+) -> dict[str, Any]:
+    """One status.jsonl sample as the poller writes it."""
+    return {
+        "t": t0,
+        "t0": t0,
+        "t1": t0 + rtt,
+        "node": node,
+        "inc": inc,
+        "state": "up",
+        "ok": True,
+        "role": "leader" if valid else "follower",
+        "term": 3,
+        "lease_valid": valid,
+        "lease_remaining_ms": rem_ms if valid else 0,
+    }
+
+
+def _cluster_ev(f: str, t: float, **kw: Any) -> dict[str, Any]:
+    return {"t": t, "process": "cluster", "type": "info", "f": f, **kw}
+
+
+def _nem(f: str, t: float, fid: int, fault: str, **kw: Any) -> dict[str, Any]:
+    return {"t": t, "process": "nemesis", "type": "info", "f": f, "fault": fault, "id": fid, **kw}
+
+
+def test_leader_lease_teeth_overlap_is_invalid_handover_is_valid() -> None:
+    # n1 leads until ~1.15, n2 takes over from 1.30: disjoint certain intervals
+    ok = [_st("n1", 1.0 + 0.1 * k, 0.002, 140) for k in range(2)]
+    ok += [_st("n2", 1.3 + 0.1 * k, 0.002, 140) for k in range(3)]
+    ok.append(_st("n3", 1.3, 0.002, 0, valid=False))
+    r = checkers.check_leader_lease(ok, [])
+    assert r["verdict"] == "valid", r
+    assert r["counts"]["intervals"] == 5
+    assert r["counts"]["nodes_with_lease"] == ["n1", "n2"]
+    assert r["counts"]["min_handover_gap_ms"] > 0
+    # n2 certainly believes from 1.202 while n1 certainly believes until 1.1 + 0.1386
+    bad = [*ok, _st("n2", 1.2, 0.002, 140)]
+    r = checkers.check_leader_lease(bad, [])
+    assert r["verdict"] == "invalid"
+    v = r["first"]
+    assert {v["a"]["node"], v["b"]["node"]} == {"n1", "n2"}
+    assert v["overlap_s"] == pytest.approx(1.1 + 0.14 * 0.99 - 1.202, abs=1e-6)
+
+
+def test_leader_lease_uses_sound_intervals_only() -> None:
+    # remaining is on the node's clock: the margin rho is taken off (0.99 * 140 ms), and the
+    # interval starts at the answer, so an answer just after the other's bound is no overlap
+    a = _st("n1", 1.0, 0.001, 140)  # certain until 1.0 + 0.1386
+    b = _st("n2", 1.137, 0.0017, 140)  # certain from 1.1387
+    assert checkers.check_leader_lease([a, b], [])["verdict"] == "valid"
+    assert checkers.check_leader_lease([a, _st("n2", 1.137, 0.0010, 140)], [])["verdict"] == (
+        "invalid"
+    )
+    # a slow answer (RTT >= the remaining time) gives no certain interval at all
+    slow = _st("n2", 1.05, 0.2, 140)
+    r = checkers.check_leader_lease([a, slow], [])
+    assert r["verdict"] == "valid"
+    assert r["counts"]["empty_skipped"] == 1
+
+
+def test_leader_lease_cut_at_transfer_signal_and_self_exit() -> None:
+    a = _st("n1", 1.0, 0.002, 140)
+    b = _st("n2", 1.06, 0.002, 140)  # overlaps a's 1.0..1.1386 unless n1 gave its lease up
+    assert checkers.check_leader_lease([a, b], [])["verdict"] == "invalid"
+    transfer = [
+        _nem("start", 1.03, 7, "transfer-leadership", targets=["n1", "n2"]),
+        _nem("stop", 1.09, 7, "transfer-leadership", ok=True),
+    ]
+    during = _st("n1", 1.05, 0.002, 140)  # sent during the transfer RPC: skipped
+    r = checkers.check_leader_lease([a, during, b], transfer)
+    assert r["verdict"] == "valid", r
+    assert r["counts"]["cut_by_transfer"] == 1
+    assert r["counts"]["skipped_in_transfer"] == 1
+    # a transfer asked of the OTHER node cuts nothing
+    other = [
+        _nem("start", 1.03, 8, "transfer-leadership", targets=["n3", "n2"]),
+        _nem("stop", 1.04, 8, "transfer-leadership", ok=False),
+    ]
+    assert checkers.check_leader_lease([a, b], other)["verdict"] == "invalid"
+    killed = [_cluster_ev("node-stop", 1.051, node="n1", inc=1, signal="SIGKILL", t_signal=1.05)]
+    r = checkers.check_leader_lease([a, b], killed)
+    assert r["verdict"] == "valid"
+    assert r["counts"]["cut_by_signal"] == 1
+    # the kill of an EARLIER incarnation does not cut this one
+    old = [_cluster_ev("node-stop", 0.5, node="n1", inc=0, signal="SIGKILL", t_signal=0.5)]
+    assert checkers.check_leader_lease([a, b], old)["verdict"] == "invalid"
+    # died by itself (failpoint panic) after its last answer: cut at that answer's send time
+    a2 = _st("n1", 1.02, 0.002, 140)
+    crashed = [_cluster_ev("node-exit", 1.2, node="n1", inc=1, code=137, failpoint=True)]
+    r = checkers.check_leader_lease([a, a2, b], crashed)
+    assert r["verdict"] == "valid"
+    assert r["counts"]["cut_by_self_exit"] == 1
+
+
+def test_leader_lease_points_without_interval_still_count() -> None:
+    # n2 answered lease_valid while n1 certainly held its lease; n2's own interval is cut away
+    # (a transfer was asked of n2), but the answer alone proves n2 believed at that instant
+    a = _st("n1", 1.0, 0.002, 140)  # certain 1.002 .. 1.1386
+    transfer_n2 = [
+        _nem("start", 1.03, 9, "transfer-leadership", targets=["n2", "n3"]),
+        _nem("stop", 1.09, 9, "transfer-leadership", ok=True),
+    ]
+    r = checkers.check_leader_lease([a, _st("n2", 1.05, 0.002, 140)], transfer_n2)
+    assert r["verdict"] == "invalid"
+    assert r["first"]["b"]["node"] == "n2"
+    assert r["counts"]["points_checked"] == 1
+    # the old leader answering during its own transfer, before the new leader's interval: fine
+    transfer_n1 = [
+        _nem("start", 1.03, 9, "transfer-leadership", targets=["n1", "n2"]),
+        _nem("stop", 1.09, 9, "transfer-leadership", ok=True),
+    ]
+    old = _st("n1", 1.04, 0.002, 140)
+    new = _st("n2", 1.06, 0.002, 140)
+    assert checkers.check_leader_lease([a, old, new], transfer_n1)["verdict"] == "valid"
+    # ... but answering valid AFTER the new leader's certain interval began is caught
+    late = _st("n1", 1.07, 0.002, 140)
+    r = checkers.check_leader_lease([a, old, new, late], transfer_n1)
+    assert r["verdict"] == "invalid"
+    assert r["first"]["b"]["node"] == "n1"
+
+
+def test_leader_lease_unknown_when_it_cannot_decide() -> None:
+    assert checkers.check_leader_lease([], [])["verdict"] == "unknown"
+    old_format = [{"t": 1.0, "node": "n1", "ok": True, "role": "leader", "term": 2}]
+    assert checkers.check_leader_lease(old_format, [])["verdict"] == "unknown"
+    never_valid = [_st("n1", 1.0, 0.002, 0, valid=False)]
+    assert checkers.check_leader_lease(never_valid, [])["verdict"] == "unknown"
+
+
+def _vote(node: str, cand: str, term: int) -> str:
+    stamp = f"2026-12-01 07:51:13,725 {node} INFO raftlease.node:"
+    return f"{stamp} {node} voted for {cand} at term {term} (persisted)\n"
+
+
+def test_votes_teeth_double_vote_across_restart_is_invalid() -> None:
+    good = {
+        "n1": "=== harness: start #1 of n1 at t=1.000 failpoints='' ===\n"
+        + _vote("n1", "n3", 1)
+        + _vote("n1", "n1", 3)
+        + "=== harness: start #2 of n1 at t=5.000 failpoints='' ===\n"
+        + _vote("n1", "n1", 3)  # the same vote again after a restart: fine
+        + _vote("n1", "n2", 4),
+        "n2": "=== harness: start #1 of n2 at t=1.000 failpoints='' ===\n"
+        + _vote("n2", "n3", 1)
+        + "2026-12-01 07:51:13,7 n2 INFO raftlease.node: n2 voted for n1 at ter",  # torn
+    }
+    r = checkers.check_votes(good)
+    assert r["verdict"] == "valid", r
+    assert r["counts"]["votes_seen"] == 5
+    assert r["counts"]["same_vote_relogged_after_restart"] == 1
+    bad = dict(good)
+    bad["n1"] = good["n1"] + _vote("n1", "n3", 4)  # term 4 again, another candidate
+    r = checkers.check_votes(bad)
+    assert r["verdict"] == "invalid"
+    assert r["first"]["node"] == "n1"
+    assert r["first"]["term"] == 4
+    assert [v["voted_for"] for v in r["first"]["votes"]] == ["n2", "n3"]
+    assert [v["incarnation"] for v in r["first"]["votes"]] == [2, 2]
+    # and RI reports it, with the sub-check verdict alongside
+    leaders = "n3 became leader at term 1\n"
+    ri = checkers.check_ri({**bad, "n3": leaders}, [], {}, None, [], False)
+    assert ri["verdict"] == "invalid"
+    assert ri["first"]["kind"].startswith("two votes in one term")
+    assert ri["vote_durability"]["verdict"] == "invalid"
+    ri = checkers.check_ri({**good, "n3": leaders}, [], {}, None, [], False)
+    assert ri["verdict"] == "valid", ri
+    assert ri["counts"]["votes_seen"] == 5
+
+
+def test_votes_unknown_without_vote_lines() -> None:
+    logs = {"n1": "n1 became leader at term 1\n", "n2": ""}
+    assert checkers.check_votes(logs)["verdict"] == "unknown"
+    ri = checkers.check_ri(logs, [], {}, None, [], False)
+    assert ri["verdict"] == "unknown"
+    assert ri["vote_durability"]["verdict"] == "unknown"
 
 
 # ---------------------------------------------------------------------- real-process scenarios

@@ -66,9 +66,15 @@ test: install
 		if [ $$rc -eq 5 ]; then echo "no integration tests collected"; \
 		elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	$(MAKE) sim SEEDS=200
+	$(MAKE) sim SEEDS=100 SIM_START=1000 SIM_SET=heartbeat_ticks=3
 
+# SIM_SET: RaftConfig overrides for every seed; heartbeat_ticks=3 is what the server ships
+# (NodeConfig), the bare core's default is 2.
+SIM_START ?= 0
+SIM_SET ?=
 sim: install
-	$(BIN)/python -m raftlease.testing.sweep --seeds $(SEEDS)
+	$(BIN)/python -m raftlease.testing.sweep --seeds $(SEEDS) --start $(SIM_START) \
+		$(if $(SIM_SET),--set $(SIM_SET))
 
 run: install
 	$(BIN)/raftlease cluster --nodes 3 --data-dir ./data

@@ -49,7 +49,7 @@ from raftlease.testing.sim import PARTITION_SHAPES, CoreFactory, LivenessResult,
 from raftlease.types import NodeId
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from types import FrameType
 
 __all__ = [
@@ -361,12 +361,15 @@ def run_seed(
     leases: bool = True,
     check_after_end: bool = True,
     enforce_me: bool = True,
+    base_config: Mapping[str, Any] | None = None,
 ) -> SeedResult:
     """Run one seed's schedule; never raises a SafetyViolation (it is in the result).
 
     ``sim_class``: a SimCluster subclass (planted server bugs); ``leases=False`` drops the
     mix's clients; ``check_after_end=False`` leaves ME to the overlap rule alone;
     ``enforce_me=False`` only records ME violations (``SeedResult.me_violations``).
+    ``base_config``: RaftConfig fields under the mix's own (e.g. the runtime's shipped
+    ``heartbeat_ticks``); a timing variant the mix drew still wins.
 
     ``watchdog_s``: wall-clock seconds after which a seed that stopped making progress (a
     core stuck in a loop) is reported as a ``core-hang`` violation instead of hanging the
@@ -377,6 +380,8 @@ def run_seed(
     sim_seed = root.getrandbits(64)
     if not leases and mix.clients is not None:
         mix = dataclasses.replace(mix, clients=None)
+    if base_config:
+        mix = dataclasses.replace(mix, config={**base_config, **mix.config})
     result = SeedResult(seed, mix)
     sim = sim_class(
         mix.n,
@@ -471,6 +476,28 @@ def _load_core(spec: str) -> CoreFactory:
     return factory
 
 
+_SETTABLE = frozenset(
+    {"election_ticks_min", "election_ticks_max", "heartbeat_ticks", "max_entries_per_append"}
+    | {"max_inflight"}
+)
+
+
+def _parse_set(spec: str) -> dict[str, Any]:
+    """``"heartbeat_ticks=3,election_ticks_min=12"`` -> a dict of RaftConfig overrides."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in _SETTABLE:
+            raise ValueError(
+                f"--set: bad item {part!r}: expected K=V with K one of {sorted(_SETTABLE)}"
+            )
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--set: {key} must be an integer, got {value!r}") from None
+    return out
+
+
 def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = None) -> int:
     """The CLI. ``core_factory`` (tests only) overrides ``--core``."""
     ap = argparse.ArgumentParser(
@@ -491,12 +518,24 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
         "--watchdog", type=float, default=10.0, help="wall seconds before a seed is a hang"
     )
     ap.add_argument("--no-leases", action="store_true", help="no lease clients (Raft checks only)")
+    ap.add_argument(
+        "--set",
+        default="",
+        metavar="K=V,...",
+        help="RaftConfig overrides under every mix's own, e.g. heartbeat_ticks=3 (integers)",
+    )
     args = ap.parse_args(argv)
+    try:
+        base_config = _parse_set(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     if core_factory is None:
         core_factory = RaftCore if args.core is None else _load_core(args.core)
     core_opt = f" --core {args.core}" if args.core else ""
     if args.no_leases:
         core_opt += " --no-leases"
+    if args.set:
+        core_opt += f" --set {args.set}"
     totals = LeaseStats()
 
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
@@ -514,6 +553,7 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
             core_factory=core_factory,
             watchdog_s=args.watchdog,
             leases=not args.no_leases,
+            base_config=base_config,
         )
         count += 1
         for f in dataclasses.fields(LeaseStats):

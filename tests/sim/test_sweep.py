@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+
+import pytest
 
 from raftlease.testing.sweep import main, run_seed
 
 from .planted import VoteWithoutLogCheckCore
-
-if TYPE_CHECKING:
-    import pytest
 
 SWEEP_SEEDS = range(40)
 
@@ -53,3 +51,19 @@ def test_cli_verbose_replay_prints_a_transcript(capsys: pytest.CaptureFixture[st
     assert "deliver n" in out
     assert "LEASE start" in out
     assert out.strip().splitlines()[-1].startswith("1 seeds passed, 0 failed")
+
+
+def test_base_config_sits_under_the_mix_own_timing() -> None:
+    plain = run_seed(3, watchdog_s=10)
+    shipped = run_seed(3, watchdog_s=10, base_config={"heartbeat_ticks": 3})
+    assert shipped.ok, shipped.violation
+    want = {"heartbeat_ticks": 3, **plain.mix.config}  # a drawn timing variant still wins
+    assert shipped.mix.config == want
+
+
+def test_cli_set_refuses_unknown_keys_and_non_integers(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad, says in (("foo=1", "bad item 'foo=1'"), ("heartbeat_ticks=x", "must be an integer")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--seeds", "1", "--set", bad])
+        assert exc.value.code == 2
+        assert says in capsys.readouterr().err

@@ -73,8 +73,7 @@ test: install
 SIM_START ?= 0
 SIM_SET ?=
 sim: install
-	$(BIN)/python -m raftlease.testing.sweep --seeds $(SEEDS) --start $(SIM_START) \
-		$(if $(SIM_SET),--set $(SIM_SET))
+	$(BIN)/python -m raftlease.testing.sweep --seeds $(SEEDS) --start $(SIM_START)$(if $(SIM_SET), --set $(SIM_SET))
 
 run: install
 	$(BIN)/raftlease cluster --nodes 3 --data-dir ./data

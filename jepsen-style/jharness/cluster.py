@@ -107,6 +107,13 @@ class Cluster:
                         "FAKETIME_TIMESTAMP_FILE": str(node.faketime_file),
                         "FAKETIME_CACHE_DURATION": "1",
                         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                        # libfaketime's "monotonic fix" (auto-enabled on this glibc) makes
+                        # pthread_cond_timedwait on a CLOCK_MONOTONIC condvar time out early
+                        # or late. CPython's GIL waits on exactly that, so with the fix on two
+                        # threads contending for the GIL spin at 100 % CPU (seen: two nodes'
+                        # main + fsync threads, both cores, ~0.3 s every few s) and starve
+                        # the cluster into leader flaps: a tool artefact, NEEDS.md O2.
+                        "FAKETIME_FORCE_MONOTONIC_FIX": "0",
                     }
                 )
             node.cfg_path.write_text(

@@ -911,9 +911,7 @@ def main() -> None:
         "shared machine, as root: emulates a dedicated box; the JSON records it)",
     )
     ap.add_argument("--out", default="", help="JSON path (default bench/results/<ts>.json)")
-    ap.add_argument(
-        "--whatif", default="", help="experiments from bench/whatif.py, e.g. send_before_fsync"
-    )
+    ap.add_argument("--whatif", default="", help="experiments from bench/whatif.py, e.g. uvloop")
     ap.add_argument(
         "--set", default="", help="NodeConfig overrides, e.g. tick_s=0.01,heartbeat_ticks=5"
     )

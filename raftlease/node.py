@@ -326,27 +326,26 @@ class Node:
                 fut.set_exception(e)
 
     async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
-        sent = False
+        # A leader replicates WHILE it fsyncs its own entries (Ready contract, rule 1's
+        # exception; thesis §10.2.1): nothing is stepped until the save is done, and the core
+        # counts our own entries only after advance(). Everything else: PERSIST BEFORE SEND.
+        early = rd.may_send_before_persist(*self._saved_vote)
+        if early:
+            self._send(rd)
         if self._needs_save(rd):
-            if rd.may_send_before_persist(*self._saved_vote):
-                # A leader replicates WHILE it fsyncs its own entries (Ready contract, rule
-                # 1's exception; thesis §10.2.1): nothing is stepped until the save is done,
-                # and the core counts our own entries only after advance().
-                if failpoints.enabled:
-                    failpoints.hit("before-send")
-                self.transport.send(rd.messages)
-                sent = True
-            # PERSIST BEFORE SEND (Ready contract) for everything else.
             await loop.run_in_executor(self._executor, self._save, rd)
-        if not sent:
-            if failpoints.enabled:
-                failpoints.hit("before-send")
-            self.transport.send(rd.messages)
+        if not early:
+            self._send(rd)
         if rd.committed_entries and failpoints.enabled:
             failpoints.hit("after-commit-before-apply")
         self._apply(rd)
         self.core.advance(rd)
         self._on_soft_state(rd.soft_state)
+
+    def _send(self, rd: Ready) -> None:
+        if failpoints.enabled:
+            failpoints.hit("before-send")
+        self.transport.send(rd.messages)
 
     def _needs_save(self, rd: Ready) -> bool:
         """Is there anything to fsync? A Ready whose only change is the commit index is not

@@ -58,11 +58,12 @@ class Ready:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
     def may_send_before_persist(self, saved_term: int, saved_vote: NodeId | None) -> bool:
-        """May the driver send this Ready's messages before its fsync? (rule 1's exception)
+        """May the driver send this Ready's messages before fsyncing its entries? (rule 1's
+        exception; false when there are no entries, as there is then nothing to overlap)
 
         ``saved_term`` / ``saved_vote``: the term and vote the driver last made durable.
         """
-        if self.soft_state.role is not Role.LEADER or self.snapshot is not None:
+        if not self.entries or self.soft_state.role is not Role.LEADER or self.snapshot is not None:
             return False
         hs = self.hard_state
         return hs is None or (hs.term == saved_term and hs.voted_for == saved_vote)

@@ -821,7 +821,7 @@ class SimCluster:
             rd = core.ready()
             fps = self.failpoints
             hs0 = storage.hard_state
-            if bool(rd.entries) and rd.may_send_before_persist(hs0.term, hs0.voted_for):
+            if rd.may_send_before_persist(hs0.term, hs0.voted_for):
                 # A leader replicates BEFORE its own fsync (ready.py, rule 1's exception;
                 # node.py does it). ``before-send`` here: persisted, but every message was
                 # lost (a crash right after the fsync while the network dropped the sends).

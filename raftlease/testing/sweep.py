@@ -477,8 +477,13 @@ def _load_core(spec: str) -> CoreFactory:
 
 
 _SETTABLE = frozenset(
-    {"election_ticks_min", "election_ticks_max", "heartbeat_ticks", "max_entries_per_append"}
-    | {"max_inflight"}
+    (
+        "election_ticks_min",
+        "election_ticks_max",
+        "heartbeat_ticks",
+        "max_entries_per_append",
+        "max_inflight",
+    )
 )
 
 

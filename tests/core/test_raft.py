@@ -339,6 +339,13 @@ def test_only_a_leader_ready_without_a_new_vote_may_be_sent_before_the_fsync() -
     assert rd.entries
     assert rd.may_send_before_persist(leader.term, leader.voted_for)
     leader.advance(rd)
+    leader.tick()
+    leader.tick()  # a heartbeat only: nothing to fsync, so nothing to overlap
+    beat = leader.ready()
+    assert beat.messages
+    assert not beat.entries
+    assert not beat.may_send_before_persist(leader.term, leader.voted_for)
+    leader.advance(beat)
     append = next(m for m in rd.messages if m.dst == N2)
     follower.step(append)
     rd = follower.ready()

@@ -253,6 +253,11 @@ class SimNode:
         return self.core is not None and self.core.role is Role.LEADER
 
 
+def _gone(node: SimNode, inc: int) -> bool:
+    """Has ``node`` crashed (or crashed and restarted) since incarnation ``inc``?"""
+    return not node.up or node.incarnation != inc
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseInterval:
     """A node held a valid leader lease over [start_us, end_us) (end -1: still holds it)."""
@@ -655,16 +660,16 @@ class SimCluster:
             raise self._core_error(node, "resume (queued answers, missed ticks)", exc) from exc
         self._after_input(node)
         for pm in peer[first:]:
-            if node.incarnation != inc:
+            if _gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted
                 return
             self._deliver(pm)
         deferred, node.deferred = node.deferred, []
         for action in deferred:  # timers that fell due while it was stopped
-            if node.incarnation != inc:
+            if _gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted
                 return
             action()
         for req in requests:  # gRPC handlers run once the loop awaits its first fsync
-            if node.incarnation != inc:
+            if _gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted
                 return
             self._deliver_request(req)
 

@@ -66,10 +66,12 @@ test: install
 		if [ $$rc -eq 5 ]; then echo "no integration tests collected"; \
 		elif [ $$rc -ne 0 ]; then exit $$rc; fi
 	$(MAKE) sim SEEDS=200
-	$(MAKE) sim SEEDS=100 SIM_START=1000 SIM_SET=heartbeat_ticks=3
+	$(MAKE) sim SEEDS=100 SIM_START=1000 SIM_SET=$(SERVER_TIMING)
 
-# SIM_SET: RaftConfig overrides for every seed; heartbeat_ticks=3 is what the server ships
-# (NodeConfig), the bare core's default is 2.
+# SIM_SET: RaftConfig overrides for every seed. SERVER_TIMING is what the server ships
+# (NodeConfig: 10 ms ticks, 100 ms heartbeats, 200-400 ms election timeout); the bare core's
+# defaults are heartbeat 2, election 10-20.
+SERVER_TIMING = heartbeat_ticks=10,election_ticks_min=20,election_ticks_max=40
 SIM_START ?= 0
 SIM_SET ?=
 sim: install

@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration_arg,
         default=None,
         metavar="DURATION",
-        help="core tick (default 20ms; elections after 10-20 ticks, heartbeats every 3)",
+        help="core tick (default 10ms; elections after 20-40 ticks, heartbeats every 10)",
     )
 
     p = add("acquire", cmd_acquire, "take a lease and keep it alive until Ctrl-C")

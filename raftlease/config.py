@@ -39,8 +39,10 @@ class RaftConfig:
         Also: a node that heard from a live leader within ``election_ticks_min`` ticks refuses
         votes (leader stickiness), and a leader that has not heard from a quorum within
         ``election_ticks_min`` ticks steps down (CheckQuorum).
-    heartbeat_ticks: the leader sends AppendEntries to every peer this often. Default 2; must be
-        well below ``election_ticks_min`` (at most a third of it).
+    heartbeat_ticks: the leader sends AppendEntries to every peer this often. Default 2; at most
+        half of ``election_ticks_min`` (a follower then waits out at least one lost heartbeat
+        before it asks for pre-votes), and below the leader-lease window, which is renewed by
+        the answers to heartbeats.
     lease_ticks: the leader-lease window: the leader serves lease operations only while a
         quorum acknowledged a heartbeat it sent within the last ``lease_ticks`` ticks. ``None``
         (default) picks :func:`max_safe_lease_ticks`. A larger value is refused.
@@ -74,10 +76,10 @@ class RaftConfig:
             raise ConfigError(f"max_drift must be in [0, 0.2), got {self.max_drift}")
         if self.heartbeat_ticks < 1:
             raise ConfigError(f"heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
-        if self.election_ticks_min < 3 * self.heartbeat_ticks:
+        if self.election_ticks_min < 2 * self.heartbeat_ticks:
             raise ConfigError(
-                "election_ticks_min must be at least 3 * heartbeat_ticks "
-                f"(got {self.election_ticks_min} < 3 * {self.heartbeat_ticks})"
+                "election_ticks_min must be at least 2 * heartbeat_ticks "
+                f"(got {self.election_ticks_min} < 2 * {self.heartbeat_ticks})"
             )
         if self.election_ticks_max <= self.election_ticks_min:
             raise ConfigError(
@@ -109,6 +111,13 @@ class RaftConfig:
             raise ConfigError(
                 f"election_ticks_min={self.election_ticks_min} leaves no safe leader-lease "
                 f"window at max_drift={self.max_drift}; raise election_ticks_min"
+            )
+        lease = self.effective_lease_ticks
+        if lease and lease <= self.heartbeat_ticks:
+            raise ConfigError(
+                f"the leader lease ({lease} ticks) must outlast one heartbeat interval "
+                f"({self.heartbeat_ticks} ticks), or it lapses between heartbeats even on an "
+                "idle network; raise election_ticks_min or lower heartbeat_ticks"
             )
 
     @property

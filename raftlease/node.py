@@ -63,12 +63,16 @@ class NoLeaderLease(RaftLeaseError):
 class NodeConfig:
     """Runtime settings of one node.
 
-    tick_s: seconds per core tick (default 0.02). With election 10..20 ticks and heartbeat 3
-        ticks that is a 200..400 ms election timeout and 60 ms heartbeats.
-    heartbeat_ticks: 3 here, against the core's default of 2: on this project's 2-core VM
-        heartbeats are most of an idle cluster's CPU (W5 4.1-4.5 % of a core at 40 ms, 2.9 %
-        at 60 ms) while failover stays at 0.29 s median (W4; docs/benchmarks.md). 3 is the
-        most ``RaftConfig.validate`` allows with ``election_ticks_min`` 10.
+    tick_s: seconds per core tick (default 0.01). With election 20..40 ticks and heartbeat 10
+        ticks that is a 200..400 ms election timeout and 100 ms heartbeats.
+    heartbeat_ticks: 10 here, half the minimum election timeout (the most
+        ``RaftConfig.validate`` allows). On this project's 2-core VM heartbeats are most of an
+        idle cluster's CPU (W5: 4.1-4.5 % of a core at 40 ms, 2.9-3.5 % at 60 ms, 2.8 % at
+        100 ms), and a longer heartbeat does not slow failover: a follower's election timer
+        runs from the last heartbeat it heard, so on average it fires sooner after the leader
+        dies (W4 median 0.31 s at 60 ms, 0.28 s at 100 ms; docs/benchmarks.md). The fine tick
+        (10 ms rather than 20 ms) keeps the leader lease 17 ticks = 170 ms long, 70 ms more
+        than a heartbeat interval, so it does not lapse between heartbeats.
     snapshot_entries: take a snapshot and compact the log after this many applied entries.
     """
 
@@ -78,10 +82,10 @@ class NodeConfig:
     # Where clients reach each node (leader hints, status). Defaults to ``peers``; differs
     # when peer links go through proxies (the jepsen-style harness).
     client_addresses: dict[NodeId, str] = field(default_factory=dict)
-    tick_s: float = 0.02
-    election_ticks_min: int = 10
-    election_ticks_max: int = 20
-    heartbeat_ticks: int = 3
+    tick_s: float = 0.01
+    election_ticks_min: int = 20
+    election_ticks_max: int = 40
+    heartbeat_ticks: int = 10
     max_drift: float = 0.01
     snapshot_entries: int = 10_000
     seed: int | None = None

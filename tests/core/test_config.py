@@ -51,8 +51,21 @@ def test_defaults_are_valid() -> None:
         ({"max_drift": math.nan}, "max_drift must be in [0, 0.2), got nan"),
         ({"heartbeat_ticks": 0}, "heartbeat_ticks must be >= 1, got 0"),
         (
-            {"election_ticks_min": 5, "heartbeat_ticks": 2},
-            "election_ticks_min must be at least 3 * heartbeat_ticks (got 5 < 3 * 2)",
+            {"election_ticks_min": 5, "heartbeat_ticks": 3},
+            "election_ticks_min must be at least 2 * heartbeat_ticks (got 5 < 2 * 3)",
+        ),
+        (
+            # 2x is allowed, but the lease must outlast one heartbeat interval.
+            {"election_ticks_min": 6, "election_ticks_max": 12, "heartbeat_ticks": 3},
+            "the leader lease (3 ticks) must outlast one heartbeat interval (3"
+            " ticks), or it lapses between heartbeats even on an idle network; "
+            "raise election_ticks_min or lower heartbeat_ticks",
+        ),
+        (
+            {"election_ticks_min": 12, "heartbeat_ticks": 6, "lease_ticks": 6},
+            "the leader lease (6 ticks) must outlast one heartbeat interval (6"
+            " ticks), or it lapses between heartbeats even on an idle network; "
+            "raise election_ticks_min or lower heartbeat_ticks",
         ),
         (
             {"election_ticks_max": 10},

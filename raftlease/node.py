@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from raftlease.storage.base import Storage
     from raftlease.transport.base import Transport
 
+TIMER_SLACK_S = 0.001
+
 log = logging.getLogger("raftlease.node")
 
 
@@ -124,6 +126,7 @@ class Node:
         self.tick_s = cfg.tick_s
         self._t0 = clock.monotonic()
         self._ticks_done = 0
+        self.sleeps = 0  # times the loop went to sleep (an idle node must not spin)
         self._inbox: deque[Message] = deque()
         self._ops: deque[tuple[str, Any, asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
@@ -294,8 +297,16 @@ class Node:
                 if core.lead_transferee is not None:
                     wake_at = min(wake_at, self._t0 + (self._ticks_done + 1) * self.tick_s)
                 delay = max(0.0, (wake_at - self.clock.monotonic()) / self.clock.rate)
+                if delay > 0.0:
+                    # Never wake early: uvloop's timers have 1 ms resolution and fire up to
+                    # 1 ms before they are due; the loop would then re-arm a sub-millisecond
+                    # timer (call_soon in uvloop) and spin until the clock caught up (3-4
+                    # wake-ups per heartbeat instead of 1). Ticks come from the clock, so
+                    # waking up to 1 ms late changes nothing but the timing of the wake.
+                    delay += TIMER_SLACK_S
                 # Sleep until the next tick or a wake-up, whichever first (call_later is far
                 # cheaper than wait_for, which wraps the wait in a new task every time).
+                self.sleeps += 1
                 timer = loop.call_later(delay, self._wake.set)
                 await self._wake.wait()
                 timer.cancel()

@@ -238,8 +238,16 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
                     return
             raise SystemExit(f"keepalive: could not acquire lease {i}")
 
-    await asyncio.gather(*(acquire(i) for i in range(args.leases)))
-    acquire_s = loop.time() - t0
+    # A first slice, then a pause for the driver to read the leader's memory: the slope between
+    # that reading and the one after all acquisitions is the memory each further lease costs,
+    # without the one-off growth of a fresh process's first requests.
+    mark = min(max(0, args.mark_at), args.leases)
+    await asyncio.gather(*(acquire(i) for i in range(mark)))
+    if mark:
+        print("MARK " + json.dumps({"leases": mark}), flush=True)
+        await asyncio.sleep(args.pause_s)
+    await asyncio.gather(*(acquire(i) for i in range(mark, args.leases)))
+    acquire_s = loop.time() - t0 - (args.pause_s if mark else 0.0)
 
     # 2. keep them alive: each lease renews every period, phase-shifted evenly
     period = args.ttl_ms / 1000.0 / 3.0
@@ -356,6 +364,9 @@ def main() -> None:
     a3.add_argument("--channels", type=int, default=8)
     a3.add_argument("--concurrency", type=int, default=64)
     a3.add_argument("--pause-s", type=float, default=2.0)
+    a3.add_argument(
+        "--mark-at", type=int, default=0, help="pause after this many acquisitions (MARK line)"
+    )
     args = ap.parse_args()
     if args.cmd == "w1":
         out = w1(args)

@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from raftlease.config import RaftConfig, max_safe_lease_ticks
@@ -152,6 +152,7 @@ def test_max_safe_lease_ticks_inequality(election_ticks_min: int, max_drift: flo
 
 
 @given(election_ticks_min=st.integers(6, 1000), max_drift=st.floats(0.0, 0.19))
+@example(election_ticks_min=6, max_drift=0.125)  # bound 2 ticks: not above the default heartbeat
 def test_validate_accepts_the_bound_and_refuses_one_more(
     election_ticks_min: int, max_drift: float
 ) -> None:
@@ -160,6 +161,9 @@ def test_validate_accepts_the_bound_and_refuses_one_more(
         "election_ticks_min": election_ticks_min,
         "election_ticks_max": election_ticks_min + 1,
         "max_drift": max_drift,
+        # The smallest bound here is 2 ticks (6 ticks at 19 %); a 1-tick heartbeat keeps the
+        # lease-outlasts-a-heartbeat rule out of this test's way.
+        "heartbeat_ticks": 1,
     }
     config(lease_ticks=safe, **kw).validate()
     assert config(**kw).effective_lease_ticks == safe

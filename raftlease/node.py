@@ -37,7 +37,7 @@ from raftlease.core.raft import RaftCore
 from raftlease.core.ready import Ready, SoftState
 from raftlease.errors import NotLeader, ProposalDropped, RaftLeaseError
 from raftlease.fsm.commands import CancelWait, Command, Expire, encode_command
-from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S, LeaseKeeper
 from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord, LeaseTable
 from raftlease.types import NodeId, Role
 
@@ -76,6 +76,8 @@ class NodeConfig:
         (10 ms rather than 20 ms) keeps the leader lease 17 ticks = 170 ms long, 70 ms more
         than a heartbeat interval, so it does not lapse between heartbeats.
     snapshot_entries: take a snapshot and compact the log after this many applied entries.
+    inherited_wait_grace_s: a new leader cancels every queued acquire whose client has not
+        re-attached (retried with its request id) this long after it took office.
     """
 
     node_id: NodeId
@@ -90,6 +92,7 @@ class NodeConfig:
     heartbeat_ticks: int = 10
     max_drift: float = 0.01
     snapshot_entries: int = 10_000
+    inherited_wait_grace_s: float = INHERITED_WAIT_GRACE_S
     seed: int | None = None
     raft_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -127,6 +130,8 @@ class Node:
         self._t0 = clock.monotonic()
         self._ticks_done = 0
         self.sleeps = 0  # times the loop went to sleep (an idle node must not spin)
+        # When this leader looks for inherited waits nobody waits for (None: not pending).
+        self._inherited_check_at: float | None = None
         self._inbox: deque[Message] = deque()
         self._ops: deque[tuple[str, Any, asyncio.Future[Any]]] = deque()
         self._wake = asyncio.Event()
@@ -277,6 +282,7 @@ class Node:
                 self._run_ops()
                 self._update_lease_deadline()
                 self._maybe_expire()
+                self._maybe_cancel_inherited()
                 if core.has_ready():
                     rd = core.ready()
                     await self._handle_ready(rd, loop)
@@ -294,6 +300,8 @@ class Node:
                     # Only a leader that can expire leases acts on deadlines; anywhere else a
                     # passed (or stale) deadline would make this loop spin.
                     wake_at = min(wake_at, self.keeper.next_deadline())
+                    if self._inherited_check_at is not None:
+                        wake_at = min(wake_at, self._inherited_check_at)
                 if core.lead_transferee is not None:
                     wake_at = min(wake_at, self._t0 + (self._ticks_done + 1) * self.tick_s)
                 delay = max(0.0, (wake_at - self.clock.monotonic()) / self.clock.rate)
@@ -446,12 +454,15 @@ class Node:
         if soft.role is Role.LEADER and old.role is not Role.LEADER:
             log.info("%s became leader at term %d", self.id, soft.term)
             self.leader_changes += 1
-            self.keeper.restart_all(self.table, self.clock.monotonic())
+            now = self.clock.monotonic()
+            self.keeper.restart_all(self.table, now)
+            self._inherited_check_at = now + self.cfg.inherited_wait_grace_s
         elif old.role is Role.LEADER and soft.role is not Role.LEADER:
             log.info(
                 "%s lost leadership at term %d (leader now %s)", self.id, soft.term, soft.leader_id
             )
             self.lease_deadline = -math.inf
+            self._inherited_check_at = None
             self._fail_all("leadership lost; outcome unknown, retry", self.leader_address())
         elif soft.leader_id != old.leader_id and soft.leader_id is not None:
             log.info("%s follows leader %s at term %d", self.id, soft.leader_id, soft.term)
@@ -498,6 +509,37 @@ class Node:
             except (NotLeader, ProposalDropped):
                 self.keeper.unmark(rec.lease_id)
                 continue
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut.add_done_callback(_ignore_result)
+            self._pending[index] = (term, fut)
+
+    def _maybe_cancel_inherited(self) -> None:
+        """Once, ``inherited_wait_grace_s`` after taking office: cancel every queued acquire
+        that no client of this leader waits for. Its client waited on an earlier leader (that
+        wait's timer died with it) and has not retried here; without this, the name would
+        later be handed to nobody and stay blocked for the grant's TTL (a "ghost" handover).
+        A client that retries later simply queues again, at the back."""
+        at = self._inherited_check_at
+        core = self.core
+        if at is None or core.role is not Role.LEADER or not core.committed_in_term():
+            return
+        if self.clock.monotonic() < at:
+            return
+        self._inherited_check_at = None
+        for name, request_id in self.table.queued():
+            if request_id in self._waiters:
+                continue
+            log.info(
+                "%s: queued acquire %s of %r has no waiting client since this node took "
+                "office; cancelling its wait",
+                self.id,
+                request_id,
+                name,
+            )
+            try:
+                index, term = core.propose(encode_command(CancelWait(name, request_id)))
+            except (NotLeader, ProposalDropped):
+                return
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             fut.add_done_callback(_ignore_result)
             self._pending[index] = (term, fut)

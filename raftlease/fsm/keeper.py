@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from raftlease.fsm.leases import LeaseEvent, LeaseRecord, LeaseTable
 
 
+# A new leader inherits the replicated wait queues, but not the clients' wait timers (they ran
+# on the old leader). A queued acquire whose client has not re-attached (a retry with the same
+# request id registers it again) this long after the leader took office is cancelled, so the
+# name is not later handed to nobody and blocked for a TTL. Clients retry within about 1 s.
+INHERITED_WAIT_GRACE_S = 2.0
+
+
 class LeaseKeeper:
     __slots__ = ("_expiring", "_heap", "deadlines", "health")
 

@@ -355,6 +355,10 @@ class LeaseTable:
         queue = self._queues.get(name)
         return () if queue is None else tuple(queue.values())
 
+    def queued(self) -> list[tuple[str, str]]:
+        """Every queued acquire as (name, request id): names sorted, each queue in order."""
+        return [(name, rid) for name in sorted(self._queues) for rid in self._queues[name]]
+
     def check_token(self, name: str, token: int) -> bool:
         """True iff ``token`` is the fencing token of the current grant of ``name``."""
         lease = self._by_name.get(name)

@@ -67,7 +67,7 @@ from raftlease.core.raft import RaftCore
 from raftlease.core.ready import HardState, Ready
 from raftlease.errors import NotLeader, ProposalDropped
 from raftlease.fsm.commands import CancelWait, Expire, Release, encode_command
-from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S, LeaseKeeper
 from raftlease.fsm.leases import (
     Granted,
     Held,
@@ -238,6 +238,8 @@ class SimNode:
     pending: dict[int, tuple[int, _Call | None]] = field(default_factory=dict)
     # request_id -> the call registered to hear of its handover: node._waiters
     waiters: dict[str, _Call] = field(default_factory=dict)
+    # node._inherited_check_at: local time to cancel inherited waits nobody waits for
+    inherited_check_at: float | None = None
     calls: list[_Call] = field(default_factory=list)  # calls in progress (for cancellation)
     deferred: list[Callable[[], None]] = field(default_factory=list)  # timers due while paused
     # The driver's soft state (node.py ``self.soft``): updated after each handled Ready.
@@ -565,6 +567,7 @@ class SimCluster:
         node.keeper = self.make_keeper()
         node.pending = {}
         node.waiters = {}
+        node.inherited_check_at = None
         node.calls = []
         node.deferred = []
         node.soft_role = core.role
@@ -747,6 +750,7 @@ class SimCluster:
         chk = self.checkers
         if core.role is Role.LEADER:
             self._maybe_expire(node, core)  # node.py: every loop iteration, before the Ready
+            self._maybe_cancel_inherited(node, core)
         if core.has_ready():
             try:
                 self._ready_loop(node, core)
@@ -874,6 +878,7 @@ class SimCluster:
                 self._reply(rep)
             if core.role is Role.LEADER:
                 self._maybe_expire(node, core)  # node.py: the next loop iteration
+                self._maybe_cancel_inherited(node, core)
             if not core.has_ready():
                 return
         raise SafetyViolation("driver", f"{nid}: Ready loop did not settle (at t={self.now}us)")
@@ -1141,11 +1146,13 @@ class SimCluster:
         node.soft_term = term
         if role is Role.LEADER and old is not Role.LEADER:
             node.keeper.restart_all(node.table, self.local_clock(node))
+            node.inherited_check_at = self.local_clock(node) + INHERITED_WAIT_GRACE_S
             self._log(f"{node.id} restarts {len(node.keeper.deadlines)} lease deadlines")
         elif old is Role.LEADER and role is not Role.LEADER:
             # node.py _fail_all: every pending proposal and registered waiter fails "not
             # leader", with a hint. (A call whose registration a retry replaced is not
             # woken: it fails only when its wait runs out and CancelWait is refused.)
+            node.inherited_check_at = None
             calls = [c for _, c in node.pending.values() if c is not None]
             calls += node.waiters.values()
             node.pending.clear()
@@ -1174,6 +1181,25 @@ class SimCluster:
                 f"{node.id} EXPIRE {rec.name} token={rec.fencing_token} holder={rec.holder} "
                 f"-> {index}/{term}"
             )
+
+    def _maybe_cancel_inherited(self, node: SimNode, core: RaftCore) -> None:
+        """node.py ``_maybe_cancel_inherited``: once, the grace period after taking office,
+        cancel every queued acquire that no call on this leader waits for."""
+        at = node.inherited_check_at
+        if at is None or core.role is not Role.LEADER or not core.committed_in_term():
+            return
+        if self.local_clock(node) < at:
+            return
+        node.inherited_check_at = None
+        for name, request_id in node.table.queued():
+            if request_id in node.waiters:
+                continue
+            try:
+                index, term = core.propose(encode_command(CancelWait(name, request_id)))
+            except (NotLeader, ProposalDropped):
+                return
+            node.pending[index] = (term, None)
+            self._log(f"{node.id} cancels inherited wait {request_id} on {name} -> {index}/{term}")
 
     # ---------------------------------------------------------------- client traffic
     def client(self, cid: str) -> SimClient:

@@ -138,6 +138,19 @@ def test_wait_joins_a_fifo_queue_with_1_based_positions() -> None:
     )
 
 
+def test_queued_lists_every_wait_by_name_then_queue_order() -> None:
+    log = Log()
+    assert log.table.queued() == []
+    log.apply(acquire("b", "h", "rb"))
+    log.apply(acquire("a", "h", "ra"))
+    log.apply(acquire("b", "w", "b2", wait=True))
+    log.apply(acquire("b", "w", "b1", wait=True))
+    log.apply(acquire("a", "w", "a1", wait=True))
+    assert log.table.queued() == [("a", "a1"), ("b", "b2"), ("b", "b1")]
+    log.apply(CancelWait("b", "b2"))
+    assert log.table.queued() == [("a", "a1"), ("b", "b1")]
+
+
 def test_retry_of_a_queued_acquire_keeps_its_place() -> None:
     log = Log()
     log.apply(acquire("n", "w1", "r1"))

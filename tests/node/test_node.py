@@ -19,7 +19,7 @@ import pytest
 from raftlease.clock import ManualClock
 from raftlease.errors import NotLeader
 from raftlease.fsm.commands import Acquire
-from raftlease.fsm.leases import Granted
+from raftlease.fsm.leases import Granted, Queued
 from raftlease.node import Node, NodeConfig, NoLeaderLease
 from raftlease.storage.memory import MemoryStorage
 from raftlease.transport.base import MemoryTransport
@@ -175,3 +175,31 @@ async def test_read_barrier_waits_for_lease_and_applies(cluster: Cluster) -> Non
     assert leader.applied_index >= leader.core.commit_index - 1
     assert leader.table.get("a") is not None
     assert not math.isinf(leader.lease_deadline)
+
+
+async def test_new_leader_cancels_inherited_waits_nobody_waits_for(cluster: Cluster) -> None:
+    """A queued acquire whose client waited on the old leader (its wait timer died with it)
+    is cancelled by the new leader after the grace period, unless the client re-attached
+    there (a retry with the same request id): otherwise the name would later be handed to
+    nobody and stay blocked for a TTL (a "ghost" handover)."""
+    old = await cluster.leader()
+    await acquire(old, "billing", ttl_ms=60_000)
+    for rid in ("gone", "back"):
+        queued = await asyncio.wait_for(
+            old.propose(Acquire("billing", f"holder-{rid}", 1000, True, rid)), 5
+        )
+        assert isinstance(queued, Queued)
+    await cluster.kill(old.id)
+    new = await cluster.leader(within=3.0)
+    assert [w.request_id for w in new.table.waiters("billing")] == ["gone", "back"]
+    # "back" retries on the new leader (server.py registers the waiter, then proposes again).
+    back = new.register_waiter("back")
+    retried = await asyncio.wait_for(
+        new.propose(Acquire("billing", "holder-back", 1000, True, "back")), 5
+    )
+    assert isinstance(retried, Queued)
+    await cluster.advance(new.cfg.inherited_wait_grace_s - 0.5)
+    assert [w.request_id for w in new.table.waiters("billing")] == ["gone", "back"]
+    await cluster.advance(1.0)
+    assert [w.request_id for w in new.table.waiters("billing")] == ["back"]
+    assert not back.done()

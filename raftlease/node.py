@@ -504,14 +504,8 @@ class Node:
                 rec.lease_id,
                 rec.holder,
             )
-            try:
-                index, term = core.propose(encode_command(Expire(rec.name, rec.lease_id)))
-            except (NotLeader, ProposalDropped):
+            if not self._propose_unwatched(Expire(rec.name, rec.lease_id)):
                 self.keeper.unmark(rec.lease_id)
-                continue
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            fut.add_done_callback(_ignore_result)
-            self._pending[index] = (term, fut)
 
     def _maybe_cancel_inherited(self) -> None:
         """Once, ``inherited_wait_grace_s`` after taking office: cancel every queued acquire
@@ -536,13 +530,20 @@ class Node:
                 request_id,
                 name,
             )
-            try:
-                index, term = core.propose(encode_command(CancelWait(name, request_id)))
-            except (NotLeader, ProposalDropped):
+            if not self._propose_unwatched(CancelWait(name, request_id)):
                 return
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            fut.add_done_callback(_ignore_result)
-            self._pending[index] = (term, fut)
+
+    def _propose_unwatched(self, cmd: Command) -> bool:
+        """Propose a command the leader issues itself (an expiry, a cancel) and nobody
+        awaits; False if the core refused it (no longer leader, transfer under way)."""
+        try:
+            index, term = self.core.propose(encode_command(cmd))
+        except (NotLeader, ProposalDropped):
+            return False
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_ignore_result)
+        self._pending[index] = (term, fut)
+        return True
 
     def _maybe_snapshot(self) -> None:
         if self.applied_index - self._last_snapshot_index < self.cfg.snapshot_entries:

@@ -749,8 +749,7 @@ class SimCluster:
         assert core is not None
         chk = self.checkers
         if core.role is Role.LEADER:
-            self._maybe_expire(node, core)  # node.py: every loop iteration, before the Ready
-            self._maybe_cancel_inherited(node, core)
+            self._leader_duties(node, core)  # node.py: every loop iteration, before the Ready
         if core.has_ready():
             try:
                 self._ready_loop(node, core)
@@ -877,8 +876,7 @@ class SimCluster:
             for rep in replies:
                 self._reply(rep)
             if core.role is Role.LEADER:
-                self._maybe_expire(node, core)  # node.py: the next loop iteration
-                self._maybe_cancel_inherited(node, core)
+                self._leader_duties(node, core)  # node.py: the next loop iteration
             if not core.has_ready():
                 return
         raise SafetyViolation("driver", f"{nid}: Ready loop did not settle (at t={self.now}us)")
@@ -1097,12 +1095,8 @@ class SimCluster:
         core = node.core
         if core is None or core.role is not Role.LEADER:
             return
-        try:
-            index, term = core.propose(encode_command(cmd))
-        except (NotLeader, ProposalDropped):
-            return
-        node.pending[index] = (term, None)
-        self._after_input(node)
+        if self._propose_unwatched(node, core, cmd) is not None:
+            self._after_input(node)
 
     def client_gone(self, client: NodeId) -> None:
         """A client process died: its connections close and every node cancels its calls."""
@@ -1162,6 +1156,12 @@ class SimCluster:
                     replies.append(self._reply_to(node, call.req, UNAVAILABLE, hint=leader))
                     self._finish(node, call)
 
+    def _leader_duties(self, node: SimNode, core: RaftCore) -> None:
+        """What node.py's loop does for a leader before each Ready: expiries, then the
+        one-time cancel of inherited waits."""
+        self._maybe_expire(node, core)
+        self._maybe_cancel_inherited(node, core)
+
     def _maybe_expire(self, node: SimNode, core: RaftCore) -> None:
         """node.py ``_maybe_expire``: propose Expire for every lease past its deadline."""
         if core.role is not Role.LEADER or not core.committed_in_term():
@@ -1171,12 +1171,11 @@ class SimCluster:
         if keeper.next_deadline() > now:
             return
         for rec in keeper.due(node.table, now):
-            try:
-                index, term = core.propose(encode_command(Expire(rec.name, rec.lease_id)))
-            except (NotLeader, ProposalDropped):
+            placed = self._propose_unwatched(node, core, Expire(rec.name, rec.lease_id))
+            if placed is None:
                 keeper.unmark(rec.lease_id)
                 continue
-            node.pending[index] = (term, None)
+            index, term = placed
             self._log(
                 f"{node.id} EXPIRE {rec.name} token={rec.fencing_token} holder={rec.holder} "
                 f"-> {index}/{term}"
@@ -1194,12 +1193,23 @@ class SimCluster:
         for name, request_id in node.table.queued():
             if request_id in node.waiters:
                 continue
-            try:
-                index, term = core.propose(encode_command(CancelWait(name, request_id)))
-            except (NotLeader, ProposalDropped):
+            placed = self._propose_unwatched(node, core, CancelWait(name, request_id))
+            if placed is None:
                 return
-            node.pending[index] = (term, None)
+            index, term = placed
             self._log(f"{node.id} cancels inherited wait {request_id} on {name} -> {index}/{term}")
+
+    def _propose_unwatched(
+        self, node: SimNode, core: RaftCore, cmd: Expire | CancelWait
+    ) -> tuple[int, int] | None:
+        """node.py ``_propose_unwatched``: a command the leader issues itself and nobody
+        awaits; its (index, term), or None if the core refused it."""
+        try:
+            index, term = core.propose(encode_command(cmd))
+        except (NotLeader, ProposalDropped):
+            return None
+        node.pending[index] = (term, None)
+        return index, term
 
     # ---------------------------------------------------------------- client traffic
     def client(self, cid: str) -> SimClient:

@@ -8,24 +8,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from raftlease.errors import ConfigError
 from raftlease.types import NodeId
+
+
+def lease_margin_ticks(election_ticks_min: int) -> int:
+    """Real-time slack, in ticks, kept between the end of the leader's lease and the end of the
+    followers' vote stickiness: a fifth of the minimum election timeout, at least 2 ticks
+    (40 ms at the server's 10 ms ticks and 200 ms minimum election timeout)."""
+    return max(2, math.ceil(election_ticks_min / 5))
 
 
 def max_safe_lease_ticks(election_ticks_min: int, max_drift: float) -> int:
     """The largest leader-lease window (in ticks) that is safe for these settings.
 
     A follower that heard from the leader refuses votes for ``election_ticks_min`` of its own
-    ticks, i.e. for at least ``election_ticks_min * tick / (1 + rho)`` real seconds after the
-    leader *sent* the heartbeat. The leader uses its lease for ``lease_ticks`` of its own ticks
-    counted from that send, i.e. at most ``lease_ticks * tick / (1 - rho)`` real seconds. So we
-    need ``lease_ticks / (1 - rho) < election_ticks_min / (1 + rho)``, and we take one more tick
-    off each side for tick granularity (a tick boundary can fall just after an event).
+    ticks; with one tick lost to granularity that is at least ``(E - 1) * tick / (1 + rho)``
+    real seconds after the leader *sent* the heartbeat. The leader uses its lease for
+    ``lease_ticks`` of its own ticks counted from that send, i.e. at most
+    ``lease_ticks * tick / (1 - rho)`` real seconds. We require the lease to end at least
+    :func:`lease_margin_ticks` real ticks before the stickiness can:
+
+        lease_ticks / (1 - rho) + margin  <=  (E - 1) / (1 + rho)
+
+    so that a message dated a few ticks early, or a scheduling delay nobody foresaw, cannot
+    eat the whole margin. Exact rational arithmetic: no float rounding can make it unsafe.
     See docs/safety.md, inequality (L1).
     """
-    bound = election_ticks_min * (1.0 - max_drift) / (1.0 + max_drift)
-    return math.ceil(bound) - 1 - 2
+    rho = Fraction(max_drift)
+    e = election_ticks_min
+    bound = (1 - rho) * (Fraction(e - 1) / (1 + rho) - lease_margin_ticks(e))
+    return math.floor(bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +114,8 @@ class RaftConfig:
             if self.lease_ticks > safe:
                 raise ConfigError(
                     f"lease_ticks={self.lease_ticks} is unsafe: it must be at most "
-                    f"{safe} = ceil(election_ticks_min*(1-max_drift)/(1+max_drift)) - 3 "
+                    f"{safe} = floor((1-max_drift)*((election_ticks_min-1)/(1+max_drift) - "
+                    f"{lease_margin_ticks(self.election_ticks_min)})) "
                     f"for election_ticks_min={self.election_ticks_min}, "
                     f"max_drift={self.max_drift}"
                 )

@@ -3,7 +3,8 @@
 One task (``run``) owns the core: every tick, step, proposal and transfer happens in it, so
 the core never sees concurrency. Each loop iteration:
 
-  1. catch ticks up with the clock (BEFORE stepping, so a message is dated correctly);
+  1. catch ticks up with the clock (BEFORE stepping, so a message is dated correctly; a
+     leader's answers of its own term may go first: ``RaftCore.steps_before_ticks``);
   2. step every queued peer message, then every queued proposal;
   3. if the core has a Ready: PERSIST it (one fsync for the whole batch: group commit, in an
      executor so the loop never blocks on disk), then SEND its messages, then APPLY its
@@ -95,6 +96,17 @@ class NodeConfig:
     inherited_wait_grace_s: float = INHERITED_WAIT_GRACE_S
     seed: int | None = None
     raft_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def safety_settings(self) -> str:
+        """The settings the safety argument compares across nodes (docs/safety.md, L1), as
+        one line. Peers exchange it when a link opens and refuse a mismatch: a rolling change
+        of the tick length, say, would otherwise break (L1) silently."""
+        rc = self.raft_config()
+        return (
+            f"tick={self.tick_s * 1000:g}ms election={rc.election_ticks_min}-"
+            f"{rc.election_ticks_max} heartbeat={rc.heartbeat_ticks} "
+            f"lease={rc.effective_lease_ticks} max_drift={rc.max_drift:g}"
+        )
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
@@ -268,14 +280,11 @@ class Node:
             while not self._stopping:
                 inbox = self._inbox
                 core = self.core
-                # A leader steps queued messages BEFORE catching up ticks: if this loop fell
-                # behind (load, GC), the followers' answers are already waiting here, and
-                # ticking first would make CheckQuorum step down for lack of answers it holds.
-                # Safe: the leader lease dates acks by the echoed send tick, not by arrival.
-                # Everyone else catches up ticks FIRST, so a leader's message is never dated
-                # late (which would shorten this node's vote stickiness; docs/safety.md L2).
-                while inbox and core.role is Role.LEADER:
-                    core.step(inbox.popleft())
+                # Catch the ticks up with the clock BEFORE stepping peer messages, so that no
+                # message is dated at a stale tick (docs/safety.md, L2); only a leader's own
+                # answers may go first (RaftCore.steps_before_ticks says which, and why).
+                if inbox and core.role is Role.LEADER:
+                    self._step_answers_first()
                 self._sync_ticks()
                 while inbox:
                     core.step(inbox.popleft())
@@ -321,6 +330,18 @@ class Node:
         finally:
             self._fail_all("node stopped", None)
             self._executor.shutdown(wait=True)
+
+    def _step_answers_first(self) -> None:
+        inbox = self._inbox
+        core = self.core
+        held: list[Message] = []
+        for _ in range(len(inbox)):
+            m = inbox.popleft()
+            if core.steps_before_ticks(m):
+                core.step(m)
+            else:
+                held.append(m)
+        inbox.extendleft(reversed(held))
 
     def _sync_ticks(self) -> None:
         due = int((self.clock.monotonic() - self._t0) / self.tick_s)

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from raftlease.config import RaftConfig
 
 MAX_COMMITTED_PER_READY = 4096
+# The send_tick of a reply that acknowledges nothing (an answer to an older term's message).
+NO_ACK_TICK = 0
+# What a stalled leader may step before catching up its ticks (steps_before_ticks).
+_OWN_TERM_ANSWERS = (AppendEntriesResponse, InstallSnapshotResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +309,26 @@ class RaftCore:
                 ),
             )
         return max(1, self.randomized_election_ticks - self.election_elapsed)
+
+    def steps_before_ticks(self, m: Message) -> bool:
+        """May a driver whose tick counter fell behind the clock step ``m`` BEFORE it catches
+        the missed ticks up? Only a leader's answers of its own current term.
+
+        A leader whose loop stalled holds its followers' answers; ticking first would make
+        CheckQuorum step down for lack of answers it already holds. Such an answer is dated by
+        the send tick it echoes, so a stale counter does not matter for it. Every other message
+        must be stepped after the catch-up: a newer-term AppendEntries stepped at a stale tick
+        would make this node record "heard from the leader" too early, and the replayed ticks
+        would end its vote stickiness while its ack already counts toward the new leader's
+        lease (two valid leader leases; docs/safety.md, L2). The node and the simulator both
+        ask this method, so the rule exists once.
+        """
+        return (
+            self.role is Role.LEADER
+            and type(m) in _OWN_TERM_ANSWERS
+            and m.term == self.term
+            and m.dst == self.id
+        )
 
     def lease_start_tick(self) -> int:
         """The newest own send_tick that a quorum (self included) has acknowledged."""
@@ -597,7 +621,10 @@ class RaftCore:
     def _heard_from_peer(self, p: Progress, send_tick: int) -> None:
         p.recent_active = True
         p.last_heard_tick = self.tick_count
-        if send_tick > p.ack_tick:
+        # send_tick 0 is no acknowledgement: a reply to a message of an older term (see
+        # _reply_stale) carries 0, and must not count toward this term's leader lease. A
+        # heartbeat really sent at tick 0 is then not counted either: the safe direction.
+        if send_tick > p.ack_tick and send_tick > NO_ACK_TICK:
             p.ack_tick = send_tick
 
     def _handle_append_response(self, m: AppendEntriesResponse) -> None:
@@ -794,11 +821,19 @@ class RaftCore:
             case AppendEntries():
                 self._send(
                     AppendEntriesResponse(
-                        self.term, self.id, m.src, False, m.prev_log_index, self.log.last_index
+                        self.term,
+                        self.id,
+                        m.src,
+                        False,
+                        m.prev_log_index,
+                        self.log.last_index,
+                        send_tick=NO_ACK_TICK,
                     )
                 )
             case InstallSnapshot():
-                self._send(InstallSnapshotResponse(self.term, self.id, m.src, 0))
+                self._send(
+                    InstallSnapshotResponse(self.term, self.id, m.src, 0, send_tick=NO_ACK_TICK)
+                )
             case RequestVote():
                 self._send(RequestVoteResponse(self.term, self.id, m.src, False, m.pre_vote))
             case _:

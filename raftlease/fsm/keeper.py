@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # request id registers it again) this long after the leader took office is cancelled, so the
 # name is not later handed to nobody and blocked for a TTL. Clients retry within about 1 s.
 INHERITED_WAIT_GRACE_S = 2.0
+# Ended leases the deadline heap may keep beyond twice the live ones before it is rebuilt.
+HEAP_SLACK = 64
 
 
 class LeaseKeeper:
@@ -44,6 +46,12 @@ class LeaseKeeper:
             self.deadlines.pop(lease.lease_id, None)
             self._expiring.discard(lease.lease_id)
             self.health.pop(lease.lease_id, None)
+            if len(self._heap) > 2 * len(self.deadlines) + HEAP_SLACK:
+                # Entries of ended leases leave the heap only when ``due`` pops them, and a
+                # follower never calls ``due``: rebuild, so the heap stays within twice the
+                # live leases (amortized O(1) per event).
+                self._heap = [(d, lid) for lid, d in self.deadlines.items()]
+                heapq.heapify(self._heap)
 
     def restart_all(self, table: LeaseTable, now: float) -> None:
         """Treat every lease as renewed ``now`` (a new leader taking office, or a snapshot)."""

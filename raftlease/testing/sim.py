@@ -606,10 +606,10 @@ class SimCluster:
         While paused its clock keeps running but nothing happens: ticks are missed and
         arriving messages wait. Its lease belief still ends on its own clock (the checker
         counts it as a holder until then). On resume it does what node.py's loop does: a
-        leader first steps the peer messages that queued up, then every node catches up its
-        missed ticks (all as ONE input), then takes the remaining peer messages in arrival
-        order, then the client calls. A paused node takes no client calls (``leader()`` skips
-        it; requests wait in its inbox) and no compaction.
+        leader first steps its own-term answers that queued up, then every node catches up
+        its missed ticks (all as ONE input), then takes the remaining peer messages in
+        arrival order, then the client calls. A paused node takes no client calls
+        (``leader()`` skips it; requests wait in its inbox) and no compaction.
         """
         node = self.node(nid)
         if not node.up or node.paused or node.core is None:
@@ -640,21 +640,22 @@ class SimCluster:
         assert core is not None
         requests = [m for m in inbox if isinstance(m, AcquireReq | RenewReq | ReleaseReq)]
         peer = [m for m in inbox if not isinstance(m, AcquireReq | RenewReq | ReleaseReq)]
-        first = 0
+        later: list[Message] = []
         try:
-            # node.py's loop: a LEADER steps the peer messages that queued up BEFORE it
-            # catches up its ticks (acks are dated by the send tick they echo, and CheckQuorum
-            # must see the answers it holds); everyone else catches up ticks first, so a
-            # leader's message is never dated late. ONE input: nothing can observe the core
-            # in between (node.py computes its lease deadline after both).
-            while first < len(peer) and core.role is Role.LEADER:
-                m = peer[first]
-                first += 1
-                if (m.src, m.dst) in self.net.blocked:
-                    continue
-                if self.trace is not None:
-                    self._log(f"deliver {describe(m)} (queued, before the missed ticks)")
-                core.step(m)
+            # node.py's loop: the missed ticks are caught up BEFORE any peer message is
+            # stepped, except a leader's own-term answers, which may go first
+            # (RaftCore.steps_before_ticks, the one rule both drivers ask). ONE input:
+            # nothing can observe the core in between (node.py computes its lease deadline
+            # after both).
+            for m in peer:
+                if core.role is Role.LEADER and core.steps_before_ticks(m):
+                    if (m.src, m.dst) in self.net.blocked:
+                        continue
+                    if self.trace is not None:
+                        self._log(f"deliver {describe(m)} (queued, before the missed ticks)")
+                    core.step(m)
+                else:
+                    later.append(m)
             for _ in range(missed):
                 core.tick()
         except SafetyViolation:
@@ -662,7 +663,7 @@ class SimCluster:
         except Exception as exc:
             raise self._core_error(node, "resume (queued answers, missed ticks)", exc) from exc
         self._after_input(node)
-        for pm in peer[first:]:
+        for pm in later:
             if _gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted
                 return
             self._deliver(pm)

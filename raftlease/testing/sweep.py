@@ -73,7 +73,7 @@ SWEEP_SHAPES = (*PARTITION_SHAPES, "isolate-leader-clients")
 # but the leader, reaches nobody, or misses a random subset of the nodes.
 CLIENT_CUTS = ("leader-only", "not-leader", "all", "some")
 _TIMINGS: tuple[dict[str, Any], ...] = (
-    {"election_ticks_min": 6, "election_ticks_max": 9, "heartbeat_ticks": 2},  # tightest
+    {"election_ticks_min": 7, "election_ticks_max": 10, "heartbeat_ticks": 2},  # tightest
     {"election_ticks_min": 15, "election_ticks_max": 30, "heartbeat_ticks": 3},
     {"election_ticks_min": 10, "election_ticks_max": 12, "heartbeat_ticks": 1},  # split votes
     {"max_drift": 0.05},

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from raftlease.config import RaftConfig, max_safe_lease_ticks
+from raftlease.config import RaftConfig, lease_margin_ticks, max_safe_lease_ticks
 from raftlease.errors import ConfigError, RaftLeaseError
 from raftlease.types import NodeId
 
@@ -34,7 +34,7 @@ def config(**kw: Any) -> RaftConfig:
 def test_defaults_are_valid() -> None:
     c = config()
     c.validate()
-    assert c.effective_lease_ticks == 7  # ceil(10 * 0.99 / 1.01) - 3
+    assert c.effective_lease_ticks == 6  # floor(0.99 * (9 / 1.01 - 2))
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_defaults_are_valid() -> None:
         (
             # 2x is allowed, but the lease must outlast one heartbeat interval.
             {"election_ticks_min": 6, "election_ticks_max": 12, "heartbeat_ticks": 3},
-            "the leader lease (3 ticks) must outlast one heartbeat interval (3"
+            "the leader lease (2 ticks) must outlast one heartbeat interval (3"
             " ticks), or it lapses between heartbeats even on an idle network; "
             "raise election_ticks_min or lower heartbeat_ticks",
         ),
@@ -83,9 +83,9 @@ def test_defaults_are_valid() -> None:
         ),
         ({"lease_ticks": 0}, "lease_ticks must be >= 1, got 0"),
         (
-            {"lease_ticks": 8},
-            "lease_ticks=8 is unsafe: it must be at most 7 = "
-            "ceil(election_ticks_min*(1-max_drift)/(1+max_drift)) - 3 "
+            {"lease_ticks": 7},
+            "lease_ticks=7 is unsafe: it must be at most 6 = "
+            "floor((1-max_drift)*((election_ticks_min-1)/(1+max_drift) - 2)) "
             "for election_ticks_min=10, max_drift=0.01",
         ),
         (
@@ -119,14 +119,14 @@ def test_explicit_lease_ticks_is_used() -> None:
 @pytest.mark.parametrize(
     ("election_ticks_min", "max_drift", "expected"),
     [
-        (10, 0.01, 7),  # the default: ceil(9.80) - 3
-        (10, 0.0, 7),  # an exact integer: ceil(10) - 3
-        (20, 0.01, 17),  # ceil(19.60) - 3
-        (6, 0.01, 3),
-        (100, 0.1, 79),  # ceil(81.8) - 3
-        (5, 0.19, 1),  # ceil(3.40) - 3
-        (4, 0.01, 1),
-        (3, 0.0, 0),  # no safe window at all
+        (10, 0.01, 6),  # the bare core's default: floor(0.99 * (8.91 - 2))
+        (10, 0.0, 7),  # an exact integer: 9 - 2
+        (20, 0.01, 14),  # the server: floor(0.99 * (18.81 - 4)) = floor(14.66)
+        (6, 0.01, 2),
+        (100, 0.1, 62),  # 0.9 * (90 - 20) = 63 in reals; Fraction(0.1) is a hair above 1/10
+        (5, 0.19, 1),
+        (4, 0.01, 0),  # no safe window: the margin takes it all
+        (3, 0.0, 0),
     ],
 )
 def test_max_safe_lease_ticks_values(
@@ -142,16 +142,17 @@ def test_max_safe_lease_ticks_values(
 def test_max_safe_lease_ticks_inequality(election_ticks_min: int, max_drift: float) -> None:
     lease = max_safe_lease_ticks(election_ticks_min, max_drift)
     rho, e = Fraction(max_drift), election_ticks_min  # exact arithmetic for the check
-    # The safety inequality, and the docstring's stronger form with one tick off each side.
+    margin = lease_margin_ticks(e)
+    # (L1) with one tick off the follower's side for granularity, and the margin on top.
+    assert Fraction(lease) / (1 - rho) + margin <= Fraction(e - 1) / (1 + rho)
     assert Fraction(lease) / (1 - rho) < Fraction(e - 1) / (1 + rho)
-    assert Fraction(lease + 1) / (1 - rho) < Fraction(e - 1) / (1 + rho)
-    # Not needlessly small: ceil(bound) - 3 is within 3 ticks of the real-valued bound, and
-    # float rounding can cost one more tick when the bound is within 1 ulp above an integer
-    # (e.g. election_ticks_min=213, max_drift=0.19999999999999998): conservative, so safe.
-    assert lease >= e * (1 - rho) / (1 + rho) - 4
+    # Not needlessly small: one more tick would break the margin.
+    assert Fraction(lease + 1) / (1 - rho) + margin > Fraction(e - 1) / (1 + rho)
+    assert margin >= 2
+    assert margin * 5 >= e
 
 
-@given(election_ticks_min=st.integers(6, 1000), max_drift=st.floats(0.0, 0.19))
+@given(election_ticks_min=st.integers(7, 1000), max_drift=st.floats(0.0, 0.19))
 @example(election_ticks_min=6, max_drift=0.125)  # bound 2 ticks: not above the default heartbeat
 def test_validate_accepts_the_bound_and_refuses_one_more(
     election_ticks_min: int, max_drift: float
@@ -161,7 +162,7 @@ def test_validate_accepts_the_bound_and_refuses_one_more(
         "election_ticks_min": election_ticks_min,
         "election_ticks_max": election_ticks_min + 1,
         "max_drift": max_drift,
-        # The smallest bound here is 2 ticks (6 ticks at 19 %); a 1-tick heartbeat keeps the
+        # The smallest bound here is 2 ticks (7 ticks at 19 %); a 1-tick heartbeat keeps the
         # lease-outlasts-a-heartbeat rule out of this test's way.
         "heartbeat_ticks": 1,
     }

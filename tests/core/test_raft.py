@@ -177,16 +177,16 @@ def test_lease_valid_only_after_noop_commit_and_quorum_ack() -> None:
     c.run("deliver 1")  # 2's ack: the no-op commits and {1, 2} acked the tick it was sent
     assert leader.committed_in_term()
     assert leader.lease_valid()
-    assert leader.lease_remaining_ticks() == 7
-    for remaining in range(6, 0, -1):  # no more acks delivered: the lease runs down
+    assert leader.lease_remaining_ticks() == 6
+    for remaining in range(5, 0, -1):  # no more acks delivered: the lease runs down
         c.run("tick 1")
         assert leader.lease_valid()
         assert leader.lease_remaining_ticks() == remaining
-    c.run("tick 1")  # 7 ticks after the acknowledged send
+    c.run("tick 1")  # 6 ticks after the acknowledged send
     assert not leader.lease_valid()
     assert leader.lease_remaining_ticks() == 0
     assert leader.role is Role.LEADER  # still the leader: only the lease lapsed
-    c.run("stabilize")  # acks of the heartbeats sent at ticks 2, 4 and 6 arrive
+    c.run("stabilize")  # acks of the heartbeats sent meanwhile arrive, the last one just sent
     assert leader.lease_valid()
     assert leader.lease_remaining_ticks() == 6
 
@@ -195,16 +195,16 @@ def test_lease_needs_a_quorum_not_one_follower() -> None:
     c = cluster("add-nodes 5", "tick all 10", "campaign 1", "stabilize")
     leader = node(c, "1")
     assert leader.lease_valid()
-    for _ in range(3):  # every 2 ticks only 2 answers: 2 of 5 is not a quorum
+    for _ in range(2):  # every 2 ticks only 2 answers: 2 of 5 is not a quorum
         c.run("tick 1 2")
         c.run("deliver 2")
         c.run("deliver 1")
         for dst in "345":
             c.run(f"drop from=1 to={dst}")
-    assert leader.lease_valid()  # 6 ticks since the quorum ack of the no-op
+    c.run("tick 1")
+    assert leader.lease_valid()  # 5 ticks since the quorum ack of the no-op (lease: 6)
     c.run("tick 1")
     assert not leader.lease_valid()
-    c.run("tick 1")
     for nid in ("2", "3", "1"):  # the heartbeat of this tick reaches 2 and 3: a quorum again
         c.run(f"deliver {nid}")
     assert leader.lease_valid()
@@ -356,3 +356,41 @@ def test_only_a_leader_ready_without_a_new_vote_may_be_sent_before_the_fsync() -
     candidate.campaign()
     rd = candidate.ready()
     assert not rd.may_send_before_persist(candidate.term, candidate.voted_for)
+
+
+def test_a_reply_to_an_older_terms_message_acknowledges_nothing() -> None:
+    """A stale reply (to a message of an older term) carries send_tick 0; it must not count
+    toward the leader lease, which in a process's first L ticks it would have."""
+    ids = (NodeId("a"), NodeId("b"), NodeId("c"))
+    cores = {
+        i: RaftCore(
+            RaftConfig(i, ids, election_ticks_min=20, election_ticks_max=40, heartbeat_ticks=10),
+            random.Random(i),
+        )
+        for i in ids
+    }
+
+    def ready(i: NodeId) -> list[Any]:
+        rd = cores[i].ready()
+        cores[i].advance(rd)
+        return list(rd.messages)
+
+    a = cores[NodeId("a")]
+    a.step(TimeoutNow(0, NodeId("b"), NodeId("a")))  # a transfer at tick 0 skips stickiness
+    for m in ready(NodeId("a")):
+        cores[m.dst].step(m)
+    for i in (NodeId("b"), NodeId("c")):
+        for m in ready(i):
+            a.step(m)
+    noop = [m for m in ready(NodeId("a")) if m.dst == "b"]
+    assert a.role is Role.LEADER
+    assert a.tick_count == 0
+    for m in noop:
+        cores[NodeId("b")].step(m)
+    for m in ready(NodeId("b")):
+        a.step(m)  # b's answer to the no-op sent at tick 0: commits it
+    ready(NodeId("a"))
+    assert a.committed_in_term()
+    # c answers an AppendEntries of an older term: a stale reply at a's current term.
+    a.step(AppendEntriesResponse(a.term, NodeId("c"), NodeId("a"), False, 0, 0, send_tick=0))
+    assert not a.lease_valid(), "send_tick 0 counted as an acknowledgement"

@@ -76,3 +76,19 @@ def test_renewals_do_not_grow_the_heap() -> None:
     assert keeper.due(table, 29.0) == []  # the early filed entry is re-filed, not expired
     assert len(keeper._heap) == 1
     assert [r.lease_id for r in keeper.due(table, 99 * 0.3 + 1.0)] == [lid]
+
+
+def test_heap_stays_bounded_on_a_follower_that_never_expires() -> None:
+    """A follower applies grants and releases but never calls ``due``: ended leases must not
+    pile up in the deadline heap (10,000 grant/release pairs left 10,000 entries)."""
+    table, keeper = LeaseTable(), LeaseKeeper()
+    index = 0
+    for i in range(10_000):
+        index += 1
+        lid = grant(table, keeper, f"n{i % 7}", index, now=float(i))
+        index += 1
+        _, events = table.apply(Release(lid), index)
+        for ev in events:
+            keeper.on_event(ev, float(i))
+    assert keeper.deadlines == {}
+    assert len(keeper._heap) <= 64 + 1

@@ -74,7 +74,7 @@ class NodeConfig:
         100 ms), and a longer heartbeat does not slow failover: a follower's election timer
         runs from the last heartbeat it heard, so on average it fires sooner after the leader
         dies (W4 median 0.31 s at 60 ms, 0.28 s at 100 ms; docs/benchmarks.md). The fine tick
-        (10 ms rather than 20 ms) keeps the leader lease 17 ticks = 170 ms long, 70 ms more
+        (10 ms rather than 20 ms) keeps the leader lease 14 ticks = 140 ms long, 40 ms more
         than a heartbeat interval, so it does not lapse between heartbeats.
     snapshot_entries: take a snapshot and compact the log after this many applied entries.
     inherited_wait_grace_s: a new leader cancels every queued acquire whose client has not

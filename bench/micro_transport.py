@@ -64,7 +64,7 @@ async def grpc_side(role: str, my: str, other: str, n: int) -> dict[str, float]:
     server.add_insecure_port(my)
     await server.start()
     me, peer = ("a", "b") if role == "a" else ("b", "a")
-    tr = GrpcTransport(me, CID, {me: my, peer: other})
+    tr = GrpcTransport(me, CID, {me: my, peer: other}, "bench")
     res = await _pingpong(role, lambda m: tr.send([m]), inbox, n)
     await tr.close()
     await server.stop(None)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.metadata
 import logging
+import math
 import os
 import signal
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -26,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from raftlease import failpoints
 from raftlease.clock import clock_from_env
 from raftlease.codec import message_from_pb
-from raftlease.errors import NotLeader, ProposalDropped, StorageError
+from raftlease.errors import ConfigError, NotLeader, ProposalDropped, StorageError
 from raftlease.fsm import limits
 from raftlease.fsm.commands import Acquire, Release
 from raftlease.fsm.leases import (
@@ -40,8 +43,14 @@ from raftlease.fsm.leases import (
     Released,
 )
 from raftlease.node import Node, NodeConfig, NoLeaderLease
+from raftlease.storage.base import DataDirMismatch
 from raftlease.storage.sqlite import SqliteStorage
-from raftlease.transport.grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, GrpcTransport
+from raftlease.transport.grpc import (
+    CHANNEL_OPTIONS,
+    MAX_MESSAGE_BYTES,
+    SETTINGS_METADATA_KEY,
+    GrpcTransport,
+)
 from raftlease.types import NodeId
 from raftlease.v1 import (
     cluster_pb2,
@@ -83,6 +92,14 @@ async def _abort(
 class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.settings = node.cfg.safety_settings()
+        self._refusals_logged: set[str] = set()
+
+    def _log_refusal(self, text: str) -> None:
+        # A refused peer reconnects every few hundred ms: log each distinct refusal once.
+        if text not in self._refusals_logged:
+            self._refusals_logged.add(text)
+            log.error("refusing a peer link: %s", text)
 
     async def Send(
         self,
@@ -94,6 +111,18 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         peers = node.cfg.peers
         me = node.id
         received = 0
+        theirs = dict(context.invocation_metadata() or ()).get(SETTINGS_METADATA_KEY)
+        if theirs != self.settings:
+            # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
+            # so a peer with another tick or election timeout changes no term here.
+            said = repr(theirs) if theirs is not None else "none"
+            text = (
+                f"safety settings differ: the peer sent {said}, node {me} runs with "
+                f"{self.settings!r}; every node of a cluster needs the same tick, election "
+                "timeout, heartbeat, lease and max drift"
+            )
+            self._log_refusal(text)
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, text)
         try:
             async for batch in request_iterator:
                 for pm in batch.messages:
@@ -467,6 +496,151 @@ def _shutdown_cancel_filter(record: logging.LogRecord) -> bool:
     return "CancelledError" not in (record.exc_text or "") + record.getMessage()
 
 
+# -- start-up checks: refuse a misconfiguration before anything touches the data dir ------------
+
+TICK_MIN_S = 0.001
+TICK_MAX_S = 0.1
+
+
+class ServeRefused(Exception):
+    """The node refuses to start: bad settings or a busy port. Nothing was written to the data
+    dir. ``main_serve`` prints it as ONE line ``raftlease serve: error: ...`` and exits 2."""
+
+
+def _fmt_tick(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return str(seconds)
+    return f"{seconds:g}s" if seconds >= 1.0 else f"{seconds * 1000:g}ms"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    try:
+        if not sep:
+            raise ValueError(address)
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ServeRefused(f"{address!r} is not HOST:PORT") from None
+
+
+def check_serve_settings(
+    node_id: str,
+    listen: str,
+    peers: dict[str, str],
+    cluster_id: str,
+    client_addresses: dict[str, str] | None = None,
+    tick_s: float | None = None,
+) -> None:
+    """Raise ServeRefused for settings that could split a cluster's brain or cannot work.
+
+    Refused: an id that is not one of the peers (the members would disagree on who votes),
+    a listen port other than the one this node's own peers entry (and client address) names
+    (the others would dial a port nobody answers on), an empty cluster id (a message from any
+    other cluster would be accepted), and a tick outside 1 ms..100 ms (0 cannot run; with
+    elections 20-40 ticks long a coarse tick makes failover take minutes).
+    """
+    if node_id not in peers:
+        raise ServeRefused(
+            f"--id {node_id!r} is not one of --peers ({', '.join(sorted(peers))}): list every "
+            "member in --peers, this node included, identically on every node"
+        )
+    _, port = _host_port(listen)
+    for flag, addresses in (("--peers", peers), ("--client-addresses", client_addresses or {})):
+        own = addresses.get(node_id)
+        if own is not None and _host_port(own)[1] != port:
+            raise ServeRefused(
+                f"--listen {listen} does not match this node's own {flag} entry "
+                f"{node_id}={own}: the port must be the one the others reach this node on"
+            )
+    if not cluster_id.strip():
+        raise ServeRefused(
+            "--cluster-id must not be empty: give every member the same non-empty id"
+        )
+    if tick_s is not None and not (TICK_MIN_S <= tick_s <= TICK_MAX_S):
+        raise ServeRefused(
+            f"--tick {_fmt_tick(tick_s)} is outside the allowed range "
+            f"{_fmt_tick(TICK_MIN_S)}..{_fmt_tick(TICK_MAX_S)} (default 10ms; elections take "
+            "20-40 ticks, heartbeats every 10)"
+        )
+
+
+def check_port_free(listen: str) -> None:
+    """Raise ServeRefused unless ``listen`` can be bound right now (SO_REUSEADDR, like grpc,
+    so connections of a previous run in TIME_WAIT do not count)."""
+    host, port = _host_port(listen)
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise ServeRefused(f"cannot listen on {listen}: {e.strerror}") from None
+    for family, socktype, proto, _, sockaddr in infos:
+        with socket.socket(family, socktype, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    reason = "address already in use"
+                else:
+                    reason = (e.strerror or str(e)).lower()
+                raise ServeRefused(f"cannot listen on {listen}: {reason}") from None
+
+
+# -- health: liveness ("") and readiness (READY_SERVICE, LEASE_SERVICE) ------------------------
+
+LIVENESS_SERVICE = ""  # SERVING while the process runs
+READY_SERVICE = "raftlease.v1.Ready"  # SERVING while this node is part of a working cluster
+LEASE_SERVICE = "raftlease.v1.Lease"  # follows READY_SERVICE
+READINESS_POLL_S = 0.1
+
+
+def readiness(node: Node) -> tuple[bool, str]:
+    """Is this node ready (and why): it is the leader and holds a valid leader lease, or it
+    follows a leader it heard from within the minimum election timeout, counted in its core's
+    ticks exactly as vote stickiness counts them. A follower's core catches its ticks up when
+    its randomized election timer fires, so a follower of a dead leader turns unready at the
+    latest one election timeout after the leader's last message (it then starts a pre-vote
+    and forgets the leader)."""
+    if node.is_leader:
+        if node.lease_ok():
+            return True, "leader with a valid leader lease"
+        return False, "leader without a valid leader lease (no quorum heard recently)"
+    leader = node.leader_id
+    if leader is None or leader == node.id:
+        return False, "no leader known"
+    core = node.core
+    since, limit = core.ticks_since_leader, core.config.election_ticks_min
+    if since < limit:
+        return True, f"following leader {leader}"
+    return False, f"leader {leader} not heard from for {since} ticks (limit {limit})"
+
+
+async def _track_readiness(
+    node: Node, servicer: health.aio.HealthServicer, poll_s: float = READINESS_POLL_S
+) -> None:
+    """Every ``poll_s``: set READY_SERVICE and LEASE_SERVICE from :func:`readiness`, only on
+    change (both start NOT_SERVING)."""
+    ready = False
+    while True:
+        try:
+            now, why = readiness(node)
+        except Exception:  # a bug here must not take the node down: report unready
+            log.exception("readiness check failed")
+            now, why = False, "readiness check failed"
+        if now != ready:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if now
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in (READY_SERVICE, LEASE_SERVICE):
+                await servicer.set(name, status)
+            log.info("readiness: %s (%s)", "SERVING" if now else "NOT_SERVING", why)
+            ready = now
+        await asyncio.sleep(poll_s)
+
+
 async def serve(
     cfg: NodeConfig,
     listen: str,
@@ -475,29 +649,56 @@ async def serve(
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run one node until ``stop`` is set. Raises StorageError if the data dir is unusable."""
-    # Start-up only: a blocking mkdir and SQLite open before the loop serves anything.
-    Path(data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-    storage = SqliteStorage(
-        Path(data_dir) / "raft.db", cluster_id=cfg.cluster_id, node_id=cfg.node_id
-    )
+    """Run one node until ``stop`` is set.
+
+    Start-up order: bind ``listen`` (ServeRefused if it cannot), then create the data dir and
+    open its storage (DataDirMismatch if it belongs to another cluster id, node id or member
+    set; StorageError if it is unusable), so a refusal never leaves anything written.
+    Health: service "" is SERVING while this runs (liveness); READY_SERVICE and LEASE_SERVICE
+    follow :func:`readiness`.
+    """
+    check_port_free(listen)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    transport = GrpcTransport(
-        cfg.node_id, cfg.cluster_id, {str(k): v for k, v in cfg.peers.items()}
-    )
-    node = Node(cfg, storage, transport, clock_from_env())
+    try:
+        port = server.add_insecure_port(listen)  # binds now, before start()
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        # Lost a race for the port since the check above: say why, as the check would.
+        await server.stop(None)
+        check_port_free(listen)
+        raise ServeRefused(f"cannot listen on {listen}: address not available")
+    storage: SqliteStorage | None = None
+    try:
+        # Start-up only: a blocking mkdir and SQLite open before the loop serves anything.
+        Path(data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        storage = SqliteStorage(
+            Path(data_dir) / "raft.db",
+            cluster_id=cfg.cluster_id,
+            node_id=cfg.node_id,
+            members=[str(p) for p in cfg.peers],
+        )
+        transport = GrpcTransport(
+            cfg.node_id,
+            cfg.cluster_id,
+            {str(k): v for k, v in cfg.peers.items()},
+            cfg.safety_settings(),
+        )
+        node = Node(cfg, storage, transport, clock_from_env())
+    except BaseException:
+        if storage is not None:
+            storage.close()
+        await server.stop(None)
+        raise
     raft_pb2_grpc.add_RaftPeerServicer_to_server(PeerServicer(node), server)
     lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        storage.close()
-        raise OSError(f"cannot listen on {listen} (address in use?)")
+    for name in (READY_SERVICE, LEASE_SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set("raftlease.v1.Lease", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "node %s of cluster %s listening on %s (data %s)",
         cfg.node_id,
@@ -505,11 +706,13 @@ async def serve(
         listen,
         data_dir,
     )
-    run_task = asyncio.get_running_loop().create_task(node.run())
+    loop = asyncio.get_running_loop()
+    run_task = loop.create_task(node.run())
+    ready_task = loop.create_task(_track_readiness(node, health_servicer))
     if started is not None:
         started.set()
     stop = stop or asyncio.Event()
-    stop_task = asyncio.get_running_loop().create_task(stop.wait())
+    stop_task = loop.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if run_task in done:
@@ -519,6 +722,9 @@ async def serve(
         # ends and logs each cancellation as an unhandled error. Expected at shutdown: drop
         # exactly those records (and nothing else).
         logging.getLogger("grpc._cython.cygrpc").addFilter(_shutdown_cancel_filter)
+        ready_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready_task
         await health_servicer.enter_graceful_shutdown()
         node.stop()
         stop_task.cancel()
@@ -578,26 +784,53 @@ def main_serve(
     ``peers`` maps every node id (this one included) to the address this node uses to reach
     it; ``client_addresses`` (optional) maps ids to the addresses clients should use, when
     peer traffic goes through proxies. ``overrides`` are NodeConfig fields (tick_s, ...).
+
+    A refusal (:func:`check_serve_settings`, a busy port, a data dir of another cluster id,
+    node id or member set, a NodeConfig rule) prints ONE line ``raftlease serve: error: ...``
+    on stderr and exits 2, with nothing written to the data dir. A storage failure exits 1.
     """
+    try:
+        tick_s = overrides.get("tick_s")
+        check_serve_settings(
+            node_id,
+            listen,
+            peers,
+            cluster_id,
+            client_addresses,
+            None if tick_s is None else float(tick_s),
+        )
+        cfg = NodeConfig(
+            node_id=NodeId(node_id),
+            cluster_id=cluster_id,
+            peers={NodeId(k): v for k, v in peers.items()},
+            client_addresses={NodeId(k): v for k, v in (client_addresses or {}).items()},
+            **overrides,  # type: ignore[arg-type]
+        )
+        cfg.raft_config().validate()
+    except (ServeRefused, ConfigError) as e:
+        _refuse(e)
     logging.basicConfig(
         level=os.environ.get("RAFTLEASE_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
     )
-    cfg = NodeConfig(
-        node_id=NodeId(node_id),
-        cluster_id=cluster_id,
-        peers={NodeId(k): v for k, v in peers.items()},
-        client_addresses={NodeId(k): v for k, v in (client_addresses or {}).items()},
-        **overrides,  # type: ignore[arg-type]
-    )
-    cfg.raft_config().validate()
+    factory, loop_name = event_loop_factory()
 
     async def main() -> None:
         stop = asyncio.Event()
+        started = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(cfg, listen, data_dir, stop=stop)
+
+        async def announce() -> None:  # after start-up: a refusal stays ONE line on stderr
+            await started.wait()
+            log.info("event loop: %s", loop_name)
+
+        announcer = loop.create_task(announce())
+        try:
+            await serve(cfg, listen, data_dir, started=started, stop=stop)
+        finally:
+            announcer.cancel()
         # Everything is durable and closed. Leave now: asyncio.run's teardown would cancel
         # grpc's leftover per-RPC coroutines (peers' streams), and grpc prints each of those
         # cancellations as a traceback, which reads like a crash in the logs.
@@ -606,14 +839,30 @@ def main_serve(
         sys.stderr.flush()
         os._exit(0)
 
-    factory, loop_name = event_loop_factory()
-    log.info("event loop: %s", loop_name)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main())
+    except (ServeRefused, DataDirMismatch) as e:
+        _refuse(e)
     except StorageError as e:
         log.critical("storage failure, stopping: %s", e)
         raise SystemExit(f"raftlease: error: {e}") from None
 
 
-__all__ = ["CHANNEL_OPTIONS", "main_serve", "serve"]
+def _refuse(err: Exception) -> NoReturn:
+    print(f"raftlease serve: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "LEASE_SERVICE",
+    "LIVENESS_SERVICE",
+    "READY_SERVICE",
+    "ServeRefused",
+    "check_port_free",
+    "check_serve_settings",
+    "main_serve",
+    "readiness",
+    "serve",
+]

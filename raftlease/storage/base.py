@@ -9,13 +9,34 @@ stop; it never retries a failed ``save`` and never acknowledges what it tried to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from raftlease.core.messages import Entry, Snapshot
 from raftlease.core.ready import HardState
+from raftlease.errors import StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+
+#: What to tell an operator whose node's data is damaged or gone (every storage error that
+#: refuses to start says this). Wiping the data dir is NOT a fix: a node restarted empty under
+#: its old id has forgotten its vote (it may vote twice in one term, electing two leaders) and
+#: its log (a grant that was committed with its acknowledgement can be lost).
+NOT_REJOIN_ADVICE: Final = (
+    "refusing to start. Do not restart this node with an empty data dir under the same id: it "
+    "would have forgotten its vote and log, could vote twice in one term, and a committed "
+    "grant could be lost. Replacing a member needs membership changes, which raftlease does "
+    "not support yet; the cluster keeps running on the remaining quorum meanwhile"
+)
+
+
+class DataDirMismatch(StorageError):
+    """The data dir belongs to another configuration (cluster id, node id or member set).
+
+    A misconfiguration, not damage: nothing was read or written beyond the ownership record;
+    start the node with the settings the data dir was created with.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +52,18 @@ class Storage(Protocol):
     def load(self) -> LoadedState:
         """Read back what earlier ``save``/``compact`` calls made durable.
 
-        Raises StorageError on corruption that cannot be safely repaired (e.g. a bad record in
-        the middle of the log). A torn or corrupt *tail* (an unacknowledged write cut by a
-        crash) is dropped and the rest returned.
+        Raises StorageError if anything stored fails its check: a bad record anywhere in
+        the log, the last one included, or a bad hard state or snapshot. Nothing is ever
+        dropped or repaired: a save that returned may have been acknowledged to the leader
+        (an entry counted towards a commit, a vote granted), so dropping even the last entry
+        could lose a committed entry or let this node vote twice in a term. A write cut by a
+        crash never reaches ``load()``: ``save`` is one atomic transaction (SqliteStorage:
+        an SQLite COMMIT, which a crash either completes or rolls back whole), so what was
+        not committed is simply absent, not damaged. MemoryStorage never holds damaged data
+        and its ``load()`` never raises.
+
+        A node whose storage is refused must not rejoin with an empty data dir under its old
+        id: it would have forgotten its vote and its log. See :data:`NOT_REJOIN_ADVICE`.
         """
         ...
 

@@ -2,8 +2,11 @@
 
 Everything a call stores is "durable" the moment the call returns: a simulated crash keeps this
 object and rebuilds the core from :meth:`MemoryStorage.load`, exactly as a real restart reads
-the SQLite file. The semantics (including which calls raise :class:`StorageError`) match
-:class:`raftlease.storage.sqlite.SqliteStorage` exactly; a property test holds the two together.
+the SQLite file. The semantics of ``save``/``compact``/``load`` (including which calls raise
+:class:`StorageError`) match :class:`raftlease.storage.sqlite.SqliteStorage` exactly; a property
+test holds the two together. What only a file needs (ownership by a cluster id, node id and
+member set; format version; checksums) is SqliteStorage's alone: this object is never reopened
+under another configuration and never holds damaged data.
 
 The log is a list of entries plus an offset (the snapshot's index, or 0), so appends and
 truncations are list operations and lookups are O(1). Entries and snapshots are frozen
@@ -75,7 +78,9 @@ class MemoryStorage:
     # -- the Storage protocol -----------------------------------------------------------------
 
     def load(self) -> LoadedState:
-        """Return what was saved. Never raises: memory is never corrupt."""
+        """Return everything saved, nothing dropped. Never raises: memory holds nothing
+        damaged (SqliteStorage refuses damaged data at ``load()`` rather than dropping any;
+        see :meth:`raftlease.storage.base.Storage.load`)."""
         return LoadedState(self._hard_state, self._snapshot, tuple(self._entries))
 
     def save(

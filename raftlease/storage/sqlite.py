@@ -6,7 +6,7 @@ a well-tested engine; in WAL mode with ``synchronous=FULL`` every COMMIT fsyncs 
 
 Layout (format version 1)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)        format_version, cluster_id, node_id
+    meta(key TEXT PRIMARY KEY, value TEXT)        format_version, cluster_id, node_id, members
     hard_state(id=0, term, voted_for, commit_index, crc)
     entries(idx INTEGER PRIMARY KEY, term, kind, data BLOB, crc)
     snapshot(id=0, idx, term, voters JSON, data BLOB, crc)
@@ -15,6 +15,14 @@ Every row carries a CRC-32 (zlib) over a fixed little-endian encoding of its fie
 below SQLite's page level is caught at ``load()``. The file is opened with
 ``locking_mode=EXCLUSIVE``: a second process (or a second SqliteStorage) on the same file is
 refused with StorageError instead of corrupting the log.
+
+Ownership: ``meta`` records the cluster id, the node id and the member set (the sorted voter
+ids, a JSON list) the file was created for. Until raftlease supports membership changes the
+member set is fixed for the life of the data dir: a node restarted with other members could
+count a different quorum than its peers (a 1-node cluster restarted as one of 5 already holds
+a log committed by a quorum of one). Opening with another cluster id, node id or member set
+raises :class:`~raftlease.storage.base.DataDirMismatch` before anything is written. A file
+created before the member set was recorded adopts the first member set it is opened with.
 
 Threading: ``check_same_thread=False``; the asyncio driver calls this from one executor thread
 at a time. An internal lock also makes a concurrent ``close()`` safe.
@@ -34,12 +42,12 @@ from typing import TYPE_CHECKING, Final
 from raftlease.core.messages import Entry, EntryKind, Snapshot
 from raftlease.core.ready import HardState
 from raftlease.errors import StorageError
-from raftlease.storage.base import LoadedState
+from raftlease.storage.base import NOT_REJOIN_ADVICE, DataDirMismatch, LoadedState
 from raftlease.storage.memory import check_entries
 from raftlease.types import NodeId
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["FORMAT_VERSION", "SqliteStorage"]
 
@@ -83,10 +91,7 @@ _ENTRY_HEAD = struct.Struct("<qqI")  # idx, term, kind; then data
 _HARD_STATE_HEAD = struct.Struct("<qqB")  # term, commit, has_vote; then voted_for utf-8
 _SNAPSHOT_HEAD = struct.Struct("<qqI")  # idx, term, len(voters json); then voters, data
 
-_RESTORE_HINT: Final = (
-    "refusing to start. Restore this node's data dir from a peer or wipe it to rejoin as an "
-    "empty member"
-)
+_RESTORE_HINT: Final = NOT_REJOIN_ADVICE
 
 
 def _entry_crc(idx: int, term: int, kind: int, data: bytes) -> int:
@@ -125,17 +130,32 @@ class SqliteStorage:
     checks a disk needs (ownership, format version, checksums).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, cluster_id: str, node_id: str) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cluster_id: str,
+        node_id: str,
+        members: Iterable[str] | None = None,
+    ) -> None:
         """Open (creating if new) the storage file at ``path`` for this cluster and node.
 
-        Raises StorageError if the file cannot be opened, is not a raftlease SQLite file
-        (e.g. "file is not a database"), has an unknown format version, belongs to another
-        cluster_id or node_id, or is in use by another process; or if WAL mode or
-        synchronous=FULL did not take effect.
+        ``members``: every voter id, this node's included. Recorded in a new file (and in a
+        file that has none recorded yet) and compared with the recorded set otherwise;
+        ``None`` skips the check (and records nothing).
+
+        Raises DataDirMismatch (a StorageError) if the file belongs to another cluster_id,
+        node_id or member set, with nothing written. Raises StorageError if the file cannot
+        be opened, is not a raftlease SQLite file (e.g. "file is not a database"), has an
+        unknown format version, or is in use by another process; or if WAL mode or
+        synchronous=FULL did not take effect; ValueError if ``members`` lacks ``node_id``.
         """
         self.path: Final = os.fspath(path)
         self.cluster_id: Final = cluster_id
         self.node_id: Final = node_id
+        self.members: Final = None if members is None else tuple(sorted(set(members)))
+        if self.members is not None and node_id not in self.members:
+            raise ValueError(f"node_id {node_id!r} is not one of members {list(self.members)}")
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         # Caches of the stored log's shape, updated only after a successful COMMIT.
@@ -207,14 +227,14 @@ class SqliteStorage:
         if tables == 0:
             for ddl in _SCHEMA:
                 cur.execute(ddl)
-            cur.executemany(
-                _SQL_PUT_META,
-                [
-                    ("format_version", FORMAT_VERSION),
-                    ("cluster_id", self.cluster_id),
-                    ("node_id", self.node_id),
-                ],
-            )
+            meta_rows = [
+                ("format_version", FORMAT_VERSION),
+                ("cluster_id", self.cluster_id),
+                ("node_id", self.node_id),
+            ]
+            if self.members is not None:
+                meta_rows.append(("members", json.dumps(list(self.members))))
+            cur.executemany(_SQL_PUT_META, meta_rows)
             return True
         try:
             meta = dict(cur.execute(_SQL_GET_META).fetchall())
@@ -230,9 +250,31 @@ class SqliteStorage:
             )
         cluster, node = meta.get("cluster_id"), meta.get("node_id")
         if cluster != self.cluster_id or node != self.node_id:
-            raise StorageError(
+            raise DataDirMismatch(
                 f"data dir {self.path} belongs to cluster {cluster!r} node {node!r}, refusing "
                 f"to start as cluster {self.cluster_id!r} node {self.node_id!r}"
+            )
+        if self.members is None:
+            return False
+        stored = meta.get("members")
+        if stored is None:
+            # Created before the member set was recorded: adopt this one from now on.
+            cur.execute(_SQL_PUT_META, ("members", json.dumps(list(self.members))))
+            return False
+        try:
+            recorded = json.loads(stored)
+            if not isinstance(recorded, list) or not all(isinstance(m, str) for m in recorded):
+                raise TypeError(type(recorded).__name__)
+        except (ValueError, TypeError) as exc:
+            raise StorageError(
+                f"{self.path}: recorded member set {stored!r} is unreadable; {_RESTORE_HINT}"
+            ) from exc
+        if sorted(recorded) != list(self.members):
+            raise DataDirMismatch(
+                f"data dir {self.path} was created for members {_fmt_ids(recorded)}, refusing "
+                f"to start with members {_fmt_ids(self.members)}: the member set is fixed "
+                "until raftlease supports membership changes; start this node with exactly "
+                "the members it was created with"
             )
         return False
 
@@ -494,6 +536,10 @@ class SqliteStorage:
             append(Entry(idx, term, entry_kind, data))
             expected += 1
         return entries
+
+
+def _fmt_ids(ids: Iterable[str]) -> str:
+    return "{" + ", ".join(sorted(ids)) + "}"
 
 
 def _fsync_dir(directory: str) -> None:

@@ -48,11 +48,17 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
+# gRPC metadata key of the peer handshake: the sender's NodeConfig.safety_settings().
+SETTINGS_METADATA_KEY = "raftlease-safety-settings"
+
+
 class _Link:
-    def __init__(self, peer_id: str, address: str, cluster_id: str) -> None:
+    def __init__(self, peer_id: str, address: str, cluster_id: str, settings: str) -> None:
         self.peer_id = peer_id
         self.address = address
         self.cluster_id = cluster_id
+        self.metadata = ((SETTINGS_METADATA_KEY, settings),)
+        self.refusal: str | None = None  # the peer's last reason for refusing this link
         self.queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
         self.dropped = 0
         self.sent = 0
@@ -84,6 +90,16 @@ class _Link:
             batch = await self._next_batch()
             await call.write(batch)
 
+    def _broke(self, code: grpc.StatusCode, details: str | None) -> None:
+        if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED):
+            # The peer refused this link (another cluster, a stranger, other safety settings).
+            # It will refuse every reconnect too: log each distinct refusal once.
+            if details != self.refusal:
+                self.refusal = details
+                log.error("peer %s at %s refused us: %s", self.peer_id, self.address, details)
+        else:
+            log.debug("link to %s at %s broke: %s", self.peer_id, self.address, code)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = MIN_BACKOFF_S
@@ -93,23 +109,19 @@ class _Link:
             call = None
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
-                call = stub.Send()
+                call = stub.Send(metadata=self.metadata)
                 self.connected = True
                 await self._pump(call)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as e:
-                if e.code() in (
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                ):
-                    log.error(
-                        "peer %s at %s refused us: %s", self.peer_id, self.address, e.details()
-                    )
-                else:
-                    log.debug("link to %s at %s broke: %s", self.peer_id, self.address, e.code())
+                self._broke(e.code(), e.details())
             except Exception as e:  # a write on a call the peer already ended, and the like
-                log.debug("link to %s at %s broke: %r", self.peer_id, self.address, e)
+                if call is not None and call.done():
+                    # The peer ended the call (e.g. refused the link): say why it did.
+                    self._broke(await call.code(), await call.details())
+                else:
+                    log.debug("link to %s at %s broke: %r", self.peer_id, self.address, e)
             finally:
                 self.connected = False
                 if call is not None:
@@ -150,9 +162,13 @@ class GrpcTransport:
     real-process tests can exercise what a TCP proxy cannot produce.
     """
 
-    def __init__(self, node_id: str, cluster_id: str, peers: dict[str, str]) -> None:
+    def __init__(self, node_id: str, cluster_id: str, peers: dict[str, str], settings: str) -> None:
+        """``settings``: this node's ``NodeConfig.safety_settings()``, sent when a link opens;
+        a peer whose own settings differ refuses the link."""
         self.links = {
-            pid: _Link(pid, addr, cluster_id) for pid, addr in peers.items() if pid != node_id
+            pid: _Link(pid, addr, cluster_id, settings)
+            for pid, addr in peers.items()
+            if pid != node_id
         }
         self.faults = parse_faults(os.environ.get("RAFTLEASE_TRANSPORT_FAULTS", ""))
         self._held: list[Message] = []

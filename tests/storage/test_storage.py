@@ -368,7 +368,8 @@ def test_sqlite_corrupt_middle_entry_is_refused_naming_its_index(db: Path) -> No
         s.load()
     message = str(info.value)
     assert "log corrupt at index 3: checksum mismatch; refusing to start" in message
-    assert "Restore this node's data dir from a peer or wipe it" in message
+    assert "Do not restart this node with an empty data dir under the same id" in message
+    assert "wipe" not in message
 
 
 def test_sqlite_mistyped_field_counts_as_corruption(db: Path) -> None:

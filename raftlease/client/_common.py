@@ -184,7 +184,10 @@ def check_str_map(field_name: str, value: object) -> dict[str, str]:
 
 
 def effective_ttl(ttl: float, max_drift: float) -> float:
-    """How long, on this process's monotonic clock, a lease of ``ttl`` seconds may be trusted.
+    """How long, on this process's clock, a lease of ``ttl`` seconds may be trusted.
+
+    (The clients read ``raftlease.clock.boot_monotonic``: CLOCK_BOOTTIME on Linux, which keeps
+    counting while the machine is suspended, so a suspend eats into the lease as it should.)
 
     The leader measures ``ttl`` on its own clock from a moment after we sent the request. With
     every clock's rate within ``max_drift`` of real time, the leader's ``ttl`` lasts at least
@@ -204,9 +207,10 @@ class LeaseTimer:
     """The validity state of one held lease. Pure: every method takes the current time.
 
     - ``on_success(t_send, ttl)`` after an Acquire/Renew succeeded, where ``t_send`` is the
-      monotonic time read BEFORE the request was sent: ``valid_until`` becomes
-      ``max(valid_until, t_send + effective_ttl(ttl))``. It never moves backwards, and never
-      moves at all once the lease is lost (a late success cannot revive it).
+      clock time (``raftlease.clock.boot_monotonic``) read BEFORE the request was sent:
+      ``valid_until`` becomes ``max(valid_until, t_send + effective_ttl(ttl))``. It never
+      moves backwards, and never moves at all once the lease is lost (a late success cannot
+      revive it).
     - ``lost_at()`` is ``valid_until - lost_margin(ttl)``: the keepalive declares the lease lost
       at that time if no renewal has succeeded, so the lost signal always precedes the moment
       ``is_valid()`` would turn false by itself.
@@ -566,17 +570,45 @@ class WatchEvent:
 
 
 class WatchDedup:
-    """Skips events already delivered before a watch stream was re-opened."""
+    """Skips watch events already delivered before the stream was re-opened.
+
+    A broken Watch stream is re-opened (maybe on a new leader), and the new stream may send
+    again changes the old one already delivered; each change is delivered once. A change is
+    identified by ``(index, kind, name, lease_id)``, not by its index alone: one log entry
+    can make several changes. Releasing (or expiring) a lease that has waiters hands it to the
+    first waiter in the same entry, so the server sends ``released`` (or ``expired``) and then
+    ``acquired`` with the same index; deduplicating by index dropped the ``acquired``.
+
+    The server sends the changes of a stream in log order, so only the keys at the highest
+    index delivered so far are kept: an event below that index was delivered (or superseded
+    by a later one) before, one at it is new unless its key was seen, one above it is new.
+    ``current`` events (the state when a stream starts) always pass and change nothing, and
+    so do events without an index (0).
+    """
 
     def __init__(self) -> None:
         self.last_index = 0
+        self._seen_at_last: set[tuple[str, str, int]] = set()
+
+    @staticmethod
+    def _key(event: WatchEvent) -> tuple[str, str, int]:
+        lease_id = event.lease.lease_id if event.lease is not None else 0
+        return (event.kind, event.name, lease_id)
 
     def admit(self, event: WatchEvent) -> bool:
-        if event.kind == "current":
+        """True if ``event`` is to be delivered (and remember it), False if it is a repeat."""
+        if event.kind == "current" or not event.index:
             return True
-        if event.index and event.index <= self.last_index:
+        key = self._key(event)
+        if event.index < self.last_index:
             return False
-        self.last_index = max(self.last_index, event.index)
+        if event.index == self.last_index:
+            if key in self._seen_at_last:
+                return False
+            self._seen_at_last.add(key)
+            return True
+        self.last_index = event.index
+        self._seen_at_last = {key}
         return True
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import grpc.aio
 
+from raftlease import clock as _clock
 from raftlease.client._common import (
     CHANNEL_OPTIONS,
     Attempts,
@@ -84,7 +84,9 @@ class AsyncLease:
     extends validity. If no renewal succeeded by ``valid_until - lost_margin`` (``lost_margin
     = min(0.05 * ttl, 0.25 s)``), or the server says NOT_FOUND, ``is_valid()`` turns false,
     then ``lost`` is set and ``on_lost(lease)`` is called (awaited if it returns an
-    awaitable). ``is_valid()`` is also false whenever ``time.monotonic() >= valid_until``.
+    awaitable). ``is_valid()`` is also false whenever ``raftlease.clock.boot_monotonic() >=
+    valid_until`` (CLOCK_BOOTTIME on Linux: it counts time spent suspended, unlike the event
+    loop's clock, which only times the keepalive's sleeps).
     :meth:`release` sets ``lost`` too, without calling ``on_lost``.
     """
 
@@ -122,7 +124,8 @@ class AsyncLease:
 
     @property
     def valid_until(self) -> float:
-        """A ``time.monotonic()`` deadline before which no one else can hold this lease."""
+        """A ``raftlease.clock.boot_monotonic()`` deadline before which no one else can hold
+        this lease."""
         return self._timer.valid_until
 
     @property
@@ -132,13 +135,13 @@ class AsyncLease:
 
     def is_valid(self) -> bool:
         """True while this client may act as the holder (see the class docstring)."""
-        return not self.lost.is_set() and self._timer.is_valid(time.monotonic())
+        return not self.lost.is_set() and self._timer.is_valid(_clock.boot_monotonic())
 
     def time_left(self) -> float:
         """Seconds until ``valid_until`` (0 when lost, released or expired)."""
         if self.lost.is_set():
             return 0.0
-        return self._timer.time_left(time.monotonic())
+        return self._timer.time_left(_clock.boot_monotonic())
 
     def set_health(self, health: Mapping[str, str]) -> None:
         """Replace the health payload sent with every following keepalive."""
@@ -234,7 +237,7 @@ class AsyncLease:
         target = router.pick()
         streak: Attempts | None = None
         while not self._released:
-            now = time.monotonic()
+            now = _clock.boot_monotonic()
             lost_at = self._timer.lost_at()
             if now >= lost_at:
                 why = (
@@ -252,7 +255,7 @@ class AsyncLease:
                 if wake > now:
                     await self._sleep(wake - now)
                     continue
-            t_send = time.monotonic()  # BEFORE the request: validity counts from here
+            t_send = _clock.boot_monotonic()  # BEFORE the request: validity counts from here
             budget = min(renew_attempt_cap(self._timer.ttl), lost_at - t_send)
             if budget <= 0:
                 continue
@@ -282,7 +285,7 @@ class AsyncLease:
                     log.warning("raftlease: renewing %r: %s", self.name, describe_rpc_error(err))
                     streak.last_error = describe_rpc_error(err)
                     delay = streak.backoff.next_delay()
-                await self._sleep(min(delay, lost_at - time.monotonic()))
+                await self._sleep(min(delay, lost_at - _clock.boot_monotonic()))
                 continue
             except ClusterUnavailable:  # the client was closed under us
                 return
@@ -371,11 +374,11 @@ class AsyncLeaseClient:
         cap: float | None = None,
     ) -> _T:
         total = self.timeout if total is None else total
-        deadline = time.monotonic() + total
+        deadline = _clock.boot_monotonic() + total
         attempts = Attempts(what, deadline, round_size=len(self.endpoints))
         target = self._router.pick()
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _clock.boot_monotonic()
             if remaining <= 0:
                 raise attempts.unavailable(total)
             attempts.note(target)
@@ -387,7 +390,7 @@ class AsyncLeaseClient:
                 if not is_retriable(err):
                     raise map_rpc_error(err) from None
                 target, delay = attempts.failed(self._router, target, err)
-                delay = min(delay, deadline - time.monotonic())
+                delay = min(delay, deadline - _clock.boot_monotonic())
                 if delay > 0:
                     await asyncio.sleep(delay)
                 continue
@@ -459,7 +462,7 @@ class AsyncLeaseClient:
         health_map = check_str_map("health", health)
         if health_map:
             validate_health(health_map)
-        wait_end = time.monotonic() + wait_ms / 1000.0
+        wait_end = _clock.boot_monotonic() + wait_ms / 1000.0
         while True:
             lease = await self._acquire_once(
                 name, ttl_ms, wait_end, holder_id, meta, health_map, on_lost
@@ -479,12 +482,12 @@ class AsyncLeaseClient:
     ) -> AsyncLease | None:
         """One acquire with one request_id; None if the grant expired before it was ours."""
         request_id = uuid.uuid4().hex
-        t_first_send = time.monotonic()  # BEFORE the first attempt
+        t_first_send = _clock.boot_monotonic()  # BEFORE the first attempt
         wait_s = max(0.0, wait_end - t_first_send)
         cap = attempt_cap(self.timeout)
 
         async def attempt(conn: _Conn, remaining: float) -> lease_pb2.AcquireResponse:
-            wait_left = max(0.0, t_first_send + wait_s - time.monotonic())
+            wait_left = max(0.0, t_first_send + wait_s - _clock.boot_monotonic())
             request = lease_pb2.AcquireRequest(
                 name=name,
                 holder=holder_id,
@@ -513,9 +516,9 @@ class AsyncLeaseClient:
             health=health_map,
             on_lost=on_lost,
         )
-        if timer.time_left(time.monotonic()) < timer.ttl / 2.0:
+        if timer.time_left(_clock.boot_monotonic()) < timer.ttl / 2.0:
             request = lease_pb2.RenewRequest(lease_id=lease.lease_id, health=health_map)
-            t_send = time.monotonic()
+            t_send = _clock.boot_monotonic()
             try:
                 renewed = await self._call(
                     f"renew {name!r}",
@@ -523,7 +526,7 @@ class AsyncLeaseClient:
                     cap=renew_attempt_cap(timer.ttl),
                 )
             except LeaseNotFound:
-                if time.monotonic() < wait_end:
+                if _clock.boot_monotonic() < wait_end:
                     return None  # expired before we learned of it: queue again
                 raise LeaseLost(
                     f"lease {name!r} was granted after waiting in the queue but expired "
@@ -572,7 +575,7 @@ class AsyncLeaseClient:
         dedup = WatchDedup()
         attempts: Attempts | None = None
         while True:
-            if attempts is not None and time.monotonic() >= attempts.deadline:
+            if attempts is not None and _clock.boot_monotonic() >= attempts.deadline:
                 raise attempts.unavailable(self.timeout)
             if self._router.leader is None:
                 await self._discover_leader()
@@ -594,7 +597,7 @@ class AsyncLeaseClient:
                 if attempts is None:
                     attempts = Attempts(
                         f"watch {name!r}",
-                        time.monotonic() + self.timeout,
+                        _clock.boot_monotonic() + self.timeout,
                         round_size=len(self.endpoints),
                     )
                 attempts.note(target)

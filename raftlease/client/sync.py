@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from raftlease import clock as _clock
 from raftlease.client._common import (
     CHANNEL_OPTIONS,
     Attempts,
@@ -79,7 +80,8 @@ class Lease:
 
     Attributes: ``name``, ``lease_id``, ``fencing_token`` (pass it to every protected
     resource), ``holder``, ``ttl`` (seconds, as granted), ``valid_until`` (a
-    ``time.monotonic()`` deadline) and ``lost`` (a :class:`threading.Event`).
+    ``raftlease.clock.boot_monotonic()`` deadline: CLOCK_BOOTTIME on Linux, which keeps
+    counting while the machine is suspended) and ``lost`` (a :class:`threading.Event`).
 
     Safety. ``valid_until`` is computed from the moment the client *sent* the Acquire or the
     latest successful Renew, shortened by the clock-drift bound:
@@ -136,7 +138,8 @@ class Lease:
 
     @property
     def valid_until(self) -> float:
-        """A ``time.monotonic()`` deadline before which no one else can hold this lease."""
+        """A ``raftlease.clock.boot_monotonic()`` deadline before which no one else can hold
+        this lease (that clock counts time spent suspended; ``time.monotonic`` does not)."""
         return self._timer.valid_until
 
     @property
@@ -147,16 +150,18 @@ class Lease:
     def is_valid(self) -> bool:
         """True while this client may act as the holder.
 
-        False once ``lost`` is set (lost or released), and whenever ``time.monotonic() >=
-        valid_until``: from then on the lease may have passed to someone else.
+        False once ``lost`` is set (lost or released), and whenever
+        ``raftlease.clock.boot_monotonic() >= valid_until``: from then on the lease may have
+        passed to someone else. After a suspend that outlasted the lease this is false at
+        once, even before the keepalive thread wakes to set ``lost``.
         """
-        return not self.lost.is_set() and self._timer.is_valid(time.monotonic())
+        return not self.lost.is_set() and self._timer.is_valid(_clock.boot_monotonic())
 
     def time_left(self) -> float:
         """Seconds until ``valid_until`` (0 when lost, released or expired)."""
         if self.lost.is_set():
             return 0.0
-        return self._timer.time_left(time.monotonic())
+        return self._timer.time_left(_clock.boot_monotonic())
 
     def set_health(self, health: Mapping[str, str]) -> None:
         """Replace the health payload sent with every following keepalive.
@@ -235,7 +240,7 @@ class Lease:
         target = router.pick()
         streak: Attempts | None = None  # set while renewals are failing
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = _clock.boot_monotonic()
             lost_at = self._timer.lost_at()
             if now >= lost_at:
                 why = (
@@ -253,7 +258,7 @@ class Lease:
                 if wake > now:
                     self._stop.wait(wake - now)
                     continue
-            t_send = time.monotonic()  # BEFORE the request: validity counts from here
+            t_send = _clock.boot_monotonic()  # BEFORE the request: validity counts from here
             budget = min(renew_attempt_cap(self._timer.ttl), lost_at - t_send)
             if budget <= 0:
                 continue
@@ -284,7 +289,7 @@ class Lease:
                     log.warning("raftlease: renewing %r: %s", self.name, describe_rpc_error(err))
                     streak.last_error = describe_rpc_error(err)
                     delay = streak.backoff.next_delay()
-                self._stop.wait(max(0.0, min(delay, lost_at - time.monotonic())))
+                self._stop.wait(max(0.0, min(delay, lost_at - _clock.boot_monotonic())))
                 continue
             if not self._timer.on_success(t_send, resp.ttl_ms / 1000.0):
                 return  # already lost: final
@@ -351,11 +356,11 @@ class LeaseClient:
     ) -> _T:
         """Run ``fn(conn, attempt_timeout)`` against the leader, retrying as documented."""
         total = self.timeout if total is None else total
-        deadline = time.monotonic() + total
+        deadline = _clock.boot_monotonic() + total
         attempts = Attempts(what, deadline, round_size=len(self.endpoints))
         target = self._router.pick()
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _clock.boot_monotonic()
             if remaining <= 0:
                 raise attempts.unavailable(total)
             attempts.note(target)
@@ -365,7 +370,7 @@ class LeaseClient:
                 if not is_retriable(err):
                     raise map_rpc_error(err) from None
                 target, delay = attempts.failed(self._router, target, err)
-                delay = min(delay, deadline - time.monotonic())
+                delay = min(delay, deadline - _clock.boot_monotonic())
                 if delay > 0:
                     time.sleep(delay)
                 continue
@@ -424,7 +429,7 @@ class LeaseClient:
         health_map = check_str_map("health", health)
         if health_map:
             validate_health(health_map)
-        wait_end = time.monotonic() + wait_ms / 1000.0
+        wait_end = _clock.boot_monotonic() + wait_ms / 1000.0
         while True:
             lease = self._acquire_once(name, ttl_ms, wait_end, holder, meta, health_map, on_lost)
             if lease is not None:
@@ -444,12 +449,12 @@ class LeaseClient:
     ) -> Lease | None:
         """One acquire with one request_id; None if the grant expired before it was ours."""
         request_id = uuid.uuid4().hex
-        t_first_send = time.monotonic()  # BEFORE the first attempt: see acquire()
+        t_first_send = _clock.boot_monotonic()  # BEFORE the first attempt: see acquire()
         wait_s = max(0.0, wait_end - t_first_send)
         cap = attempt_cap(self.timeout)
 
         def attempt(conn: _Conn, remaining: float) -> lease_pb2.AcquireResponse:
-            wait_left = max(0.0, t_first_send + wait_s - time.monotonic())
+            wait_left = max(0.0, t_first_send + wait_s - _clock.boot_monotonic())
             request = lease_pb2.AcquireRequest(
                 name=name,
                 holder=holder,
@@ -478,11 +483,11 @@ class LeaseClient:
             health=health_map,
             on_lost=on_lost,
         )
-        if timer.time_left(time.monotonic()) < timer.ttl / 2.0:
+        if timer.time_left(_clock.boot_monotonic()) < timer.ttl / 2.0:
             try:
                 self._renew_now(lease, timer)
             except LeaseLost:
-                if time.monotonic() < wait_end:
+                if _clock.boot_monotonic() < wait_end:
                     return None
                 raise
         with self._lock:
@@ -493,7 +498,7 @@ class LeaseClient:
     def _renew_now(self, lease: Lease, timer: LeaseTimer) -> None:
         """Renew a grant that waited long in the queue, before handing it out."""
         request = lease_pb2.RenewRequest(lease_id=lease.lease_id, health=lease._health)
-        t_send = time.monotonic()
+        t_send = _clock.boot_monotonic()
         try:
             resp = self._call(
                 f"renew {lease.name!r}",
@@ -554,7 +559,7 @@ class LeaseClient:
         dedup = WatchDedup()
         attempts: Attempts | None = None
         while True:
-            if attempts is not None and time.monotonic() >= attempts.deadline:
+            if attempts is not None and _clock.boot_monotonic() >= attempts.deadline:
                 raise attempts.unavailable(self.timeout)
             if self._router.leader is None:
                 self._discover_leader()
@@ -576,7 +581,7 @@ class LeaseClient:
                 if attempts is None:
                     attempts = Attempts(
                         f"watch {name!r}",
-                        time.monotonic() + self.timeout,
+                        _clock.boot_monotonic() + self.timeout,
                         round_size=len(self.endpoints),
                     )
                 attempts.note(target)

@@ -84,7 +84,7 @@ def install_skewed_clock(rate: float) -> tuple[float, float]:
     def skewed() -> float:
         return base + (REF() - base) * rate
 
-    time.monotonic = skewed  # the client library reads time.monotonic() at call time
+    time.monotonic = skewed  # main() points raftlease.clock.boot_monotonic at it
     return base, rate
 
 
@@ -101,6 +101,12 @@ def main() -> None:
         return base + (local - base) / rate if rate != 1.0 else local
 
     sys.path.insert(0, cfg["repo"])
+    import raftlease.clock
+
+    # The library measures validity on raftlease.clock.boot_monotonic (CLOCK_BOOTTIME); point
+    # it at this process's (maybe skewed) reference clock, so the skew reaches the library and
+    # valid_until is on the clock to_ref converts from.
+    raftlease.clock.boot_monotonic = time.monotonic
     from raftlease import LeaseClient
     from raftlease.client import ClusterUnavailable, LeaseHeld
     from raftlease.errors import RaftLeaseError

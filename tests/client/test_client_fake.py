@@ -24,6 +24,7 @@ from raftlease.client import (
     LeaseHeld,
     LeaseLost,
 )
+from raftlease.clock import boot_monotonic
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
 if TYPE_CHECKING:
@@ -172,11 +173,11 @@ def test_lost_fires_before_validity_ends_and_is_final(fakes: Fakes) -> None:
     fired: list[tuple[float, float, bool]] = []
 
     def on_lost(lease: Lease) -> None:
-        fired.append((time.monotonic(), lease.valid_until, lease.is_valid()))
+        fired.append((boot_monotonic(), lease.valid_until, lease.is_valid()))
 
     with LeaseClient([fakes.leader_address, fakes.follower_address], timeout=2.0) as client:
         fakes.leader.renew_mode = "unavailable"
-        t0 = time.monotonic()
+        t0 = boot_monotonic()
         lease = client.acquire("job", ttl=1.0, on_lost=on_lost)
         assert lease.lost.wait(2.0)
         (fired_at, valid_until, valid_in_callback) = fired[0]
@@ -197,9 +198,9 @@ def test_not_found_loses_at_once(fakes: Fakes) -> None:
     with LeaseClient([fakes.leader_address]) as client:
         lease = client.acquire("job", ttl=3.0)
         fakes.leader.renew_mode = "not_found"
-        t0 = time.monotonic()
+        t0 = boot_monotonic()
         assert lease.lost.wait(3.0)
-        assert time.monotonic() - t0 < 1.5  # at the next keepalive (ttl/3), not at expiry
+        assert boot_monotonic() - t0 < 1.5  # at the next keepalive (ttl/3), not at expiry
         assert not lease.is_valid()
         assert "no longer knows" in lease.lost_reason
 
@@ -210,7 +211,7 @@ def test_stopped_keepalive_still_signals_lost(fakes: Fakes) -> None:
         lease.stop_keepalive()
         renews = fakes.leader.renews
         assert lease.lost.wait(2.0)
-        assert time.monotonic() < lease.valid_until
+        assert boot_monotonic() < lease.valid_until
         assert fakes.leader.renews - renews <= 1
 
 
@@ -254,10 +255,10 @@ def test_error_mapping(fakes: Fakes) -> None:
 def test_cluster_unavailable_names_endpoints(fakes: Fakes) -> None:
     fakes.leader.acquire_failures = 10_000
     with LeaseClient([fakes.leader_address], timeout=0.4) as client:
-        t0 = time.monotonic()
+        t0 = boot_monotonic()
         with pytest.raises(ClusterUnavailable) as info:
             client.acquire("x", ttl=1.0)
-        assert time.monotonic() - t0 < 1.5
+        assert boot_monotonic() - t0 < 1.5
     message = str(info.value)
     assert "\n" not in message
     assert fakes.leader_address in message

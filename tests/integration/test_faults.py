@@ -14,6 +14,7 @@ import pytest
 
 from integration.conftest import node_status
 from raftlease.client import ClusterUnavailable, Lease, LeaseClient, LeaseHeld
+from raftlease.clock import boot_monotonic
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
 if TYPE_CHECKING:
@@ -25,13 +26,13 @@ pytestmark = pytest.mark.integration
 def _time_to_new_leader(cluster: Cluster, old: str, t_kill: float) -> float:
     """Seconds from t_kill until a surviving node reports itself leader (polled every 5 ms)."""
     deadline = t_kill + 10.0
-    while time.monotonic() < deadline:
+    while boot_monotonic() < deadline:
         for node in cluster.nodes.values():
             if node.id == old or not node.alive():
                 continue
             st = node_status(node.address, timeout=0.2)
             if st is not None and st.leader_id == st.node_id:
-                return time.monotonic() - t_kill
+                return boot_monotonic() - t_kill
         time.sleep(0.005)
     raise AssertionError("no new leader within 10 s")
 
@@ -46,11 +47,11 @@ def test_leader_sigkill_failover(cluster: Cluster) -> None:
             leader = cluster.leader()
             client.acquire("probe", ttl=2.0).release()  # the client now talks to the leader
             cluster.kill(leader)
-            t_kill = time.monotonic()
+            t_kill = boot_monotonic()
             with ThreadPoolExecutor(1) as pool:
                 election = pool.submit(_time_to_new_leader, cluster, leader, t_kill)
                 fresh = client.acquire(f"after-failover-{round_no}", ttl=2.0)
-                acquired_s = time.monotonic() - t_kill
+                acquired_s = boot_monotonic() - t_kill
                 samples.append((election.result(), acquired_s))
             fresh.release()
             assert held.is_valid(), held.lost_reason  # its keepalives moved to the new leader
@@ -82,7 +83,7 @@ def test_leader_sigstop_old_holder_stops_believing_first(cluster: Cluster) -> No
     lost_at: list[float] = []
 
     def on_lost(lease: Lease) -> None:
-        lost_at.append(time.monotonic())
+        lost_at.append(boot_monotonic())
 
     with (
         LeaseClient([cluster.nodes[leader].address], timeout=3.0) as old_client,
@@ -92,20 +93,20 @@ def test_leader_sigstop_old_holder_stops_believing_first(cluster: Cluster) -> No
         old = old_client.acquire("paused", ttl=ttl, holder="old", on_lost=on_lost)
         time.sleep(0.3)
         cluster.signal(leader, signal.SIGSTOP)
-        t_stop = time.monotonic()
+        t_stop = boot_monotonic()
         try:
             new: Lease | None = None
             refusals: list[tuple[float, str]] = []
             unavailable = 0
             t_send_ok = 0.0
             deadline = t_stop + 20.0
-            while new is None and time.monotonic() < deadline:
-                t_send = time.monotonic()
+            while new is None and boot_monotonic() < deadline:
+                t_send = boot_monotonic()
                 try:
                     new = new_client.acquire("paused", ttl=ttl, holder="new")
                     t_send_ok = t_send
                 except LeaseHeld as err:
-                    refusals.append((round(time.monotonic() - t_stop, 3), err.holder))
+                    refusals.append((round(boot_monotonic() - t_stop, 3), err.holder))
                     time.sleep(0.02)
                 except ClusterUnavailable:
                     unavailable += 1
@@ -144,9 +145,9 @@ def test_full_cluster_restart_keeps_acknowledged_grant(cluster: Cluster) -> None
         for node_id in cluster.nodes:  # crash every node at once
             cluster.kill(node_id)
         cluster.start_all()
-        t0 = time.monotonic()
+        t0 = boot_monotonic()
         cluster.leader()
-        print(f"\nfull-cluster crash-restart: leader again after {time.monotonic() - t0:.3f}s")
+        print(f"\nfull-cluster crash-restart: leader again after {boot_monotonic() - t0:.3f}s")
         after = client.holder("durable")
         assert after is not None
         assert (after.holder, after.lease_id, after.fencing_token, after.metadata) == (
@@ -184,20 +185,20 @@ def test_waiter_survives_paused_leader(cluster: Cluster) -> None:
 
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(wait_for_it)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
+            deadline = boot_monotonic() + 5
+            while boot_monotonic() < deadline:
                 info = a.holder("queue-failover")
                 if info is not None and info.waiters == 1:
                     break
                 time.sleep(0.02)
             cluster.signal(leader, signal.SIGSTOP)
-            t_stop = time.monotonic()
+            t_stop = boot_monotonic()
             try:
                 time.sleep(1.0)  # a new leader is elected; a's keepalives move there
                 assert holding.is_valid(), holding.lost_reason
                 holding.release()
                 waiting.result(timeout=20)
-                t_granted = time.monotonic() - t_stop
+                t_granted = boot_monotonic() - t_stop
             finally:
                 cluster.signal(leader, signal.SIGCONT)
     (lease,) = got

@@ -20,6 +20,7 @@ from raftlease.client import (
     LeaseHeld,
     WatchEvent,
 )
+from raftlease.clock import boot_monotonic
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
 if TYPE_CHECKING:
@@ -66,10 +67,10 @@ def test_second_acquire_gets_lease_held(cluster: Cluster) -> None:
             assert info.value.holder == "alice"
             assert info.value.fencing_token == lease.fencing_token
             assert "alice" in str(info.value)
-            t0 = time.monotonic()
+            t0 = boot_monotonic()
             with pytest.raises(LeaseHeld):
                 b.acquire("busy", ttl=5.0, wait=0.5, holder="bob")
-            assert time.monotonic() - t0 >= 0.45  # it did wait in the queue
+            assert boot_monotonic() - t0 >= 0.45  # it did wait in the queue
         granted = b.acquire("busy", ttl=5.0, holder="bob")
         assert granted.fencing_token > lease.fencing_token
         granted.release()
@@ -90,8 +91,8 @@ def _acquire_in_thread(
 
 
 def _wait_waiters(client: LeaseClient, name: str, count: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    deadline = boot_monotonic() + timeout
+    while boot_monotonic() < deadline:
         info = client.holder(name)
         if info is not None and info.waiters >= count:
             return
@@ -107,10 +108,10 @@ def test_fifo_handover_to_waiters(cluster: Cluster) -> None:
         _wait_waiters(a, "fifo", 1)
         tc = _acquire_in_thread(c, "fifo", "c", got)
         _wait_waiters(a, "fifo", 2)
-        t0 = time.monotonic()
+        t0 = boot_monotonic()
         first.release()
         who, lease_b = got.get(timeout=10)
-        handover_s = time.monotonic() - t0
+        handover_s = boot_monotonic() - t0
         assert who == "b", lease_b
         assert isinstance(lease_b, Lease)
         assert lease_b.is_valid()
@@ -140,8 +141,8 @@ def test_fencing_tokens_strictly_increase(cluster: Cluster) -> None:
                 lease.release()
             else:  # let it expire instead of releasing, the other way a grant ends
                 lease.stop_keepalive()
-                deadline = time.monotonic() + 10
-                while client.holder("tok") is not None and time.monotonic() < deadline:
+                deadline = boot_monotonic() + 10
+                while client.holder("tok") is not None and boot_monotonic() < deadline:
                     time.sleep(0.05)
         other = client.acquire("tok-other", ttl=2.0)
         other.release()
@@ -153,12 +154,12 @@ def test_expiry_after_keepalives_stop(cluster: Cluster) -> None:
         lease = a.acquire("exp", ttl=1.0, holder="stopper")
         time.sleep(0.4)  # let a renewal or two happen
         lease.stop_keepalive()
-        t_stop = time.monotonic()
+        t_stop = boot_monotonic()
         taken = b.acquire("exp", ttl=5.0, wait=10.0, holder="taker")
-        elapsed = time.monotonic() - t_stop
+        elapsed = boot_monotonic() - t_stop
         assert lease.lost.is_set()  # the old holder was told before the new grant
         assert not lease.is_valid()
-        assert lease.valid_until <= time.monotonic()
+        assert lease.valid_until <= boot_monotonic()
         assert taken.fencing_token > lease.fencing_token
         taken.release()
     print(f"\nexpiry: lease free {elapsed:.3f}s after its holder stopped keepalives (ttl 1s)")
@@ -243,7 +244,7 @@ def test_watch_events(cluster: Cluster) -> None:
 async def test_async_client(cluster: Cluster) -> None:
     async with AsyncLeaseClient(cluster.endpoints, timeout=10.0) as a:
         async with a.acquire("async", ttl=1.0, holder="aio") as lease:
-            await_time = time.monotonic()
+            await_time = boot_monotonic()
             info = await a.holder("async")
             assert info is not None
             assert info.holder == "aio"

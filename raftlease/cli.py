@@ -184,9 +184,10 @@ class _Stop:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    peers: dict[str, str] = dict(args.peers)
-    if args.id not in peers:
-        peers[args.id] = args.listen
+    # main_serve refuses (one line "raftlease serve: error: ...", exit 2, nothing written) an
+    # --id missing from --peers, a --listen port other than the node's own --peers entry, an
+    # empty --cluster-id, a --tick outside 1ms..100ms, a busy port, and a data dir created
+    # for another cluster id, node id or member set. Nothing is filled in silently here.
     from raftlease.server import main_serve
 
     overrides: dict[str, float | int] = {}
@@ -195,9 +196,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     main_serve(
         args.id,
         args.listen,
-        peers,
+        dict(args.peers),
         args.data_dir,
-        args.cluster_id or DEFAULT_CLUSTER_ID,
+        DEFAULT_CLUSTER_ID if args.cluster_id is None else args.cluster_id,
         client_addresses=dict(args.client_addresses) if args.client_addresses else None,
         **overrides,
     )
@@ -296,9 +297,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                         return 0
                     for nid, proc in children.items():
                         if proc.poll() is not None:
+                            # Exit 2: serve refused its settings or data dir in its last line.
+                            lines = 1 if proc.returncode == 2 else 3
                             return _fail(
                                 f"node {nid} exited with code {proc.returncode} during start-up: "
-                                f"{_tail(logs[nid])} (log: {logs[nid]})"
+                                f"{_tail(logs[nid], lines)} (log: {logs[nid]})"
                             )
                     if time.monotonic() > deadline:
                         return _fail(
@@ -397,7 +400,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         endpoints=args.endpoints,
         timeout=args.timeout,
     )
-    return run_singleton(config)
+    return run_singleton(config)  # --wait passing raises WaitExpired: one error line, exit 1
 
 
 def _info_lines(info: LeaseInfo) -> list[tuple[str, str]]:
@@ -593,13 +596,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
 
     p = add("serve", cmd_serve, "run one node in the foreground until SIGTERM/SIGINT")
-    p.add_argument("--id", required=True, help="this node's id (e.g. n1)")
-    p.add_argument("--listen", required=True, type=_address, metavar="HOST:PORT")
+    p.add_argument("--id", required=True, help="this node's id (e.g. n1); one of --peers")
     p.add_argument(
-        "--peers", required=True, type=parse_peers, metavar="ID=HOST:PORT,...", help="every node"
+        "--listen",
+        required=True,
+        type=_address,
+        metavar="HOST:PORT",
+        help="address to listen on; its port must be the one --peers gives for --id",
+    )
+    p.add_argument(
+        "--peers",
+        required=True,
+        type=parse_peers,
+        metavar="ID=HOST:PORT,...",
+        help="every member, this node included, the same on every node (the member set is "
+        "recorded in the data dir and cannot change yet)",
     )
     p.add_argument("--data-dir", required=True, help="this node's data directory")
-    p.add_argument("--cluster-id", default=None, help=f"cluster id (default {DEFAULT_CLUSTER_ID})")
+    p.add_argument(
+        "--cluster-id",
+        default=None,
+        help=f"cluster id, non-empty, the same on every node (default {DEFAULT_CLUSTER_ID})",
+    )
     p.add_argument(
         "--client-addresses",
         type=parse_peers,
@@ -612,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration_arg,
         default=None,
         metavar="DURATION",
-        help="core tick (default 10ms; elections after 20-40 ticks, heartbeats every 10)",
+        help="core tick, 1ms..100ms (default 10ms; elections after 20-40 ticks, heartbeats "
+        "every 10)",
     )
 
     p = add("acquire", cmd_acquire, "take a lease and keep it alive until Ctrl-C")
@@ -632,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_wait_arg,
         default=None,
         metavar="DURATION",
-        help="how long to wait for the lease (default forever)",
+        help="how long to wait for the lease (default forever); then exit 1",
     )
     p.add_argument("--max-restarts", type=_positive_int, default=5, metavar="N")
     p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")

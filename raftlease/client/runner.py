@@ -1,24 +1,50 @@
 """``raftlease run NAME -- CMD``: run CMD as a cluster-wide singleton.
 
 The supervisor loops: wait in the lease's FIFO queue, start CMD only while holding the lease,
-and stop CMD *before* the lease could pass to anyone else.
+and stop CMD *before* the lease could pass to anyone else. User documentation:
+docs/singleton.md.
 
 - CMD gets ``RAFTLEASE_FENCING_TOKEN``, ``RAFTLEASE_LEASE_ID`` and ``RAFTLEASE_LEASE_NAME`` in
   its environment; it should pass the token to every resource it writes to.
 - If renewals fail so that ``time_left() <= ttl / 3``, CMD gets SIGTERM; at the latest when
-  ``time_left() <= lost_margin + 0.1 * ttl`` (or the lease is lost) it gets SIGKILL, and the
-  supervisor waits for it to be dead, then goes back to waiting for the lease. Since
-  ``time_left()`` is the client's conservative validity (see :class:`~raftlease.client.Lease`),
-  CMD is dead before any other holder can be granted the lease.
+  ``time_left() <= lost_margin + 0.1 * ttl`` (or the lease is lost) its whole tree gets
+  SIGKILL, and the supervisor waits until the watchdog confirmed it dead, then goes back to
+  waiting for the lease.
 - A CMD that exits non-zero is restarted while the lease is held, after 1 s, 2 s, 4 s ...
   (capped at 30 s), at most ``max_restarts`` times in total; then the lease is released and
   the supervisor exits with CMD's code. When CMD exits 0 the lease is released and the
   supervisor exits 0.
-- SIGTERM/SIGINT are forwarded to CMD (a second one kills it); once it exited the lease is
-  released and the supervisor exits with CMD's code (128 + N if CMD died of signal N).
-- CMD runs in its own process group (signals go to the whole group) and, on Linux, with
-  ``PR_SET_PDEATHSIG = SIGKILL``, so it dies with the supervisor even if the supervisor is
-  SIGKILLed (its lease then simply expires).
+- SIGTERM/SIGINT are forwarded to CMD's process group (a second one kills it); once it exited
+  the lease is released and the supervisor exits with CMD's code (128 + N if CMD died of
+  signal N).
+- While it waits for the lease or for the cluster it says so on stderr at once and every
+  few seconds. ``wait`` (``--wait``) bounds the wait: then :class:`WaitExpired` (the CLI
+  prints it as its one error line and exits 1, as for every other error).
+
+**The watchdog** (:mod:`raftlease.client._watchdog`). Every kill and keepalive of the
+supervisor lives in its event loop, so a supervisor that is stopped (Ctrl-Z, SIGSTOP, a
+debugger) could otherwise leave CMD running past the lease. So CMD is not the supervisor's
+child: a small stdlib-only watchdog process, in its own session, forks CMD, is its child
+subreaper, and kills the whole tree (CMD's process group and every descendant, including
+ones that called ``setsid()``) and reaps it when the supervisor stops answering its pings in
+time, when the supervisor dies (its pipe closes), or on the supervisor's SIGKILL. The
+watchdog pings (``P seq``) and notes its own monotonic time ``t`` BEFORE sending; the
+supervisor answers with the lease's remaining conservative validity minus the watchdog margin
+``min(0.1 * ttl, 0.5 s)``, computed when it read the ping; the watchdog's deadline is ``t +
+answer``. No clock reading crosses the pipe, and every delay (pipe, scheduling, a supervisor
+stopped between reading the ping and answering) only moves the watchdog's deadline earlier.
+
+Why no two CMDs overlap: the supervisor's ``valid_until`` is conservative (the validity is
+counted from before the request was sent, shortened by the drift bound; docs/safety.md), so
+no other holder is granted the lease before it. The old tree is dead and reaped by
+``valid_until - margin`` whatever the supervisor does (answers, hangs or dies), because the
+watchdog measures that deadline on its own clock from an earlier instant. The server hands the
+lease to the next holder only after it expired, and the next supervisor starts its CMD (via
+its own watchdog) only after that grant. So the next CMD starts after the old tree is dead.
+What is not covered: the watchdog itself being SIGSTOPped or SIGKILLed (CMD still dies with it
+on SIGKILL through ``PR_SET_PDEATHSIG``, but descendants that left CMD's process group may
+not), the whole machine being suspended, and outside Linux the subreaper and ``/proc`` walk
+(there only CMD's process group is killed).
 
 Status messages go to stderr, one line each, prefixed ``raftlease run:``.
 """
@@ -29,6 +55,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -36,37 +63,42 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from raftlease.client._common import format_duration
+from raftlease.client import _watchdog
+from raftlease.client._common import format_duration, one_line
 from raftlease.client.aio import AsyncLease, AsyncLeaseClient
 from raftlease.client.errors import ClusterUnavailable, LeaseHeld, LeaseLost
 from raftlease.errors import RaftLeaseError
 
-__all__ = ["RunnerConfig", "RunnerError", "SingletonRunner", "restart_delay"]
+if TYPE_CHECKING:
+    from raftlease.client._common import LeaseInfo
+
+__all__ = [
+    "RunnerConfig",
+    "RunnerError",
+    "SingletonRunner",
+    "WaitExpired",
+    "WaitReport",
+    "restart_delay",
+    "short_error",
+]
 
 MAX_SERVER_WAIT_S = 3600.0  # the server's MAX_WAIT_MS
 SIGNAL_GRACE_S = 10.0  # after forwarding a signal, SIGKILL CMD if it has not exited by then
-
-# Run in the child before exec: die with the parent (Linux), and exec CMD.
-_PRELUDE = """\
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-except Exception:
-    pass
-if os.getppid() != int(sys.argv[1]):
-    os._exit(137)  # the supervisor already died
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as exc:
-    sys.stderr.write(f"raftlease run: cannot run {sys.argv[2]!r}: {exc}\\n")
-    os._exit(127)
-"""
+POLL_S = 0.1  # how often the waiting loop looks at signals, the --wait deadline and reports
+PROBE_WAIT_S = 1.0  # how long a report waits for its probe (holder / status) before speaking
+REPORT_FIRST_S = 0.5  # the first "waiting" line, unless the first answer says more sooner
+REPORT_EVERY_S = 5.0  # then one line every this many seconds while waiting
+WATCHDOG_PATH = os.path.abspath(_watchdog.__file__)
 
 
 class RunnerError(RaftLeaseError):
     """The supervisor cannot do its job (command not found, wait expired, ...)."""
+
+
+class WaitExpired(RunnerError):
+    """``--wait`` passed without the lease (the CLI prints one error line and exits 1)."""
 
 
 def restart_delay(crashes: int) -> float:
@@ -95,6 +127,239 @@ class RunnerConfig:
     endpoints: Sequence[str] | str | None = None
     timeout: float = 5.0
     env: dict[str, str] = field(default_factory=dict)
+
+
+_GRPC_PREFIX = re.compile(r"^(?:[A-Z_]+: )?(?:ipv[46]:\S+: )?")
+
+
+def short_error(text: str) -> str:
+    """The useful end of a gRPC error text, one line: ``UNAVAILABLE: failed to connect to all
+    addresses; last error: UNKNOWN: ipv4:127.0.0.1:7001: Failed to connect to remote host:
+    Connection refused`` becomes ``Failed to connect to remote host: Connection refused``."""
+    text = one_line(text)
+    tail = text.rsplit("last error: ", 1)[-1]
+    return _GRPC_PREFIX.sub("", tail, count=1) or text
+
+
+class WaitReport:
+    """What ``raftlease run`` says while it waits for the lease, and when. Pure: the clock is
+    passed in.
+
+    ``state`` is ``"unknown"`` (no answer yet), ``"held"`` (someone else holds the lease),
+    ``"free"`` (it is free and our queued request should be granted) or ``"unavailable"`` (the
+    cluster does not answer, or has no leader); ``detail`` says more. A change learned from an
+    answer (:meth:`held`, :meth:`unavailable`) is said at once; otherwise :meth:`due` turns true
+    ``first_after`` seconds after the start and then every ``every`` seconds, and the caller
+    says :meth:`message` (after a :meth:`refine` from a probe, if it has one).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        endpoints: Sequence[str],
+        started: float,
+        *,
+        first_after: float = REPORT_FIRST_S,
+        every: float = REPORT_EVERY_S,
+    ) -> None:
+        self.name = name
+        self.endpoints = ",".join(endpoints)
+        self.started = started
+        self.first_after = first_after
+        self.every = every
+        self.state = "unknown"
+        self.detail = ""
+        self.last_said: float | None = None
+
+    @staticmethod
+    def holder_detail(holder: str, token: int) -> str:
+        return f"held by {holder or '?'}" + (f", token {token}" if token else "")
+
+    @staticmethod
+    def from_status(status: dict[str, Any]) -> tuple[str, str]:
+        """``(state, detail)`` from :meth:`AsyncLeaseClient.status`'s merged view."""
+        nodes = list(status.get("nodes", []))
+        answering = [n for n in nodes if n.get("role") != "unreachable"]
+        if not answering:
+            errors = [f"{n.get('address')}: {short_error(n.get('error', '?'))}" for n in nodes]
+            first = errors[0] if errors else "no endpoints"
+            more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
+            return "unavailable", f"no node answers ({first}{more})"
+        leader = status.get("leader")
+        if leader and any(n.get("id") == leader and n.get("role") == "leader" for n in nodes):
+            return "unknown", f"leader {leader} is up; no answer to our request yet"
+        return "unavailable", (
+            f"no leader ({len(answering)} of {len(nodes)} nodes answer; "
+            "an election may be under way)"
+        )
+
+    def due(self, now: float) -> bool:
+        if self.last_said is None:
+            return now - self.started >= self.first_after
+        return now - self.last_said >= self.every
+
+    def held(self, holder: str, token: int, now: float) -> str | None:
+        """The lease is held: a line to say now if that is news, else None."""
+        return self._set("held", self.holder_detail(holder, token), now)
+
+    def unavailable(self, reason: str, now: float) -> str | None:
+        """The cluster did not answer: a line to say now if that is news, else None."""
+        return self._set("unavailable", short_error(reason), now)
+
+    def refine(self, state: str, detail: str) -> None:
+        """What a probe found (said with the next :meth:`message`)."""
+        self.state, self.detail = state, detail
+
+    def _set(self, state: str, detail: str, now: float) -> str | None:
+        if (state, detail) == (self.state, self.detail):
+            return None
+        self.refine(state, detail)
+        return self.message(now)
+
+    def so_far(self, now: float) -> str:
+        elapsed = max(0.0, now - self.started)
+        return f"{elapsed:.1f} s" if elapsed < 10 else f"{elapsed:.0f} s"
+
+    def message(self, now: float) -> str:
+        """The line to say now (and remember that it was said now)."""
+        first = self.last_said is None
+        self.last_said = now
+        so_far = self.so_far(now)
+        if self.state == "unavailable":
+            return (
+                f"cluster unavailable at {self.endpoints}: {self.detail}; "
+                f"retrying ({so_far} so far)"
+            )
+        if self.state == "held":
+            if first:
+                return f"waiting for lease {self.name} ({self.detail})"
+            return f"still waiting for lease {self.name} ({self.detail}; {so_far} so far)"
+        if self.state == "free":
+            return (
+                f"still waiting for lease {self.name} (it is free; the queue should hand it "
+                f"to us shortly; {so_far} so far)"
+            )
+        detail = self.detail or f"no answer yet from the cluster at {self.endpoints}"
+        return f"waiting for lease {self.name}: {detail} ({so_far} so far)"
+
+    def summary(self) -> str:
+        """The last known state, for the give-up message."""
+        if self.state == "unavailable":
+            return f"cluster unavailable at {self.endpoints}: {self.detail}"
+        if self.state == "held":
+            return self.detail
+        if self.state == "free":
+            return "it was being handed over"
+        return self.detail or f"no answer from the cluster at {self.endpoints}"
+
+
+class _Watched:
+    """The supervisor's end of one watchdog (and so of one run of CMD).
+
+    Answers the watchdog's pings from the event loop (``loop.add_reader``) with the lease's
+    remaining validity minus the watchdog margin, forwards signals, and collects the
+    watchdog's final report: ``result = (CMD's returncode or None, reason)``.
+    """
+
+    def __init__(
+        self,
+        runner: SingletonRunner,
+        lease: AsyncLease,
+        proc: asyncio.subprocess.Process,
+        feed_w: int,
+        report_r: int,
+    ) -> None:
+        self.runner = runner
+        self.lease = lease
+        self.proc = proc
+        self.feed_w = feed_w
+        self.report_r = report_r
+        self.margin = _watchdog.watchdog_margin(lease.ttl)
+        self.cmd_pid: int | None = None
+        self.result: tuple[int | None, str] | None = None
+        self._buf = b""
+        self._loop = asyncio.get_running_loop()
+        self._reading = True
+        self._loop.add_reader(report_r, self._on_readable)
+
+    def remaining(self) -> float:
+        """The answer to a ping read now: seconds the watchdog may let CMD run."""
+        if self.lease.lost.is_set():
+            return 0.0
+        return self.lease.time_left() - self.margin
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.report_r, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._stop_reading()
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for raw in lines:
+            msg = _watchdog.parse_message(raw.decode("ascii", "replace"))
+            if msg is None:
+                continue
+            kind, fields = msg
+            if kind == "P":
+                self._send(_watchdog.format_reply(int(fields[0]), self.remaining()))
+            elif kind == "R":
+                self.cmd_pid = int(fields[0])
+                self.runner.say(
+                    f"started {self.runner._cmd_text} (pid {self.cmd_pid}, fencing token "
+                    f"{self.lease.fencing_token}, watchdog pid {self.proc.pid})"
+                )
+            elif kind == "X":
+                code = None if fields[0] in ("-", "None") else int(fields[0])
+                self.result = (code, fields[1])
+
+    def _send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # the watchdog is gone: its report says why
+            os.write(self.feed_w, data)
+
+    def send_signal(self, signum: int) -> None:
+        """Forward ``signum`` to CMD's process group; SIGKILL kills and reaps the whole tree."""
+        if self.proc.returncode is None:
+            self._send(f"S {int(signum)}\n".encode("ascii"))
+
+    async def wait(self) -> int:
+        """Wait until the watchdog exited (the tree is dead and reaped); its own exit code."""
+        returncode = await self.proc.wait()
+        give_up = time.monotonic() + 1.0
+        while self._reading:  # the rest of its report (the write end is closed now)
+            try:
+                data = os.read(self.report_r, 4096)
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    break
+                await asyncio.sleep(0.001)
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self._take(data)
+        self._stop_reading()
+        return returncode
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self.report_r)
+
+    def close(self) -> None:
+        """Close both pipes; a watchdog still running sees EOF and kills the tree."""
+        self._stop_reading()
+        for fd in (self.feed_w, self.report_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class SingletonRunner:
@@ -171,60 +436,114 @@ class SingletonRunner:
             if wait_deadline is not None:
                 wait_deadline = time.monotonic() + (cfg.wait or 0.0)
 
+    # -- waiting for the lease --------------------------------------------------------------
+
     async def _acquire(
         self, client: AsyncLeaseClient, wait_deadline: float | None
     ) -> AsyncLease | None:
-        """Wait for the lease; None if a signal arrived first."""
+        """Wait for the lease, saying what we wait for; None if a signal arrived first.
+
+        Raises :class:`WaitExpired` when ``wait_deadline`` passes without the lease.
+        """
         cfg = self.config
-        assert self._signal_event is not None
-        last_holder: str | None = None
-        last_problem = ""
+        report = WaitReport(cfg.name, list(client.endpoints), time.monotonic())
+        probe: asyncio.Task[tuple[str, str] | None] | None = None
+        probe_started = 0.0
         wait_s = 0.0  # the first try does not queue, so we can say who holds it
-        while self._signal is None:
-            task = asyncio.ensure_future(
-                client.acquire(cfg.name, cfg.ttl, wait_s, holder=cfg.holder)
-            )
-            sig = asyncio.ensure_future(self._signal_event.wait())
-            try:
-                await asyncio.wait({task, sig}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sig.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RaftLeaseError):
-                    lease = await task
-                    await lease.release()  # granted just as we gave up
-                return None
-            try:
-                lease = task.result()
-            except LeaseHeld as err:
-                if err.holder != last_holder:
-                    self.say(f"waiting for lease {cfg.name} (held by {err.holder or '?'})")
-                    last_holder = err.holder
-                last_problem = f"held by {err.holder or '?'}"
-            except (ClusterUnavailable, LeaseLost) as err:
-                if not last_problem.startswith("cluster"):
-                    self.say(f"cannot reach the cluster ({err}); retrying")
-                last_problem = f"cluster unavailable: {err}"
-                if await self._sleep_or_signal(1.0):
-                    return None
-            else:
-                self.say(
-                    f"acquired lease {cfg.name} (fencing token {lease.fencing_token}, "
-                    f"ttl {format_duration(lease.ttl)})"
+        try:
+            while self._signal is None:
+                task = asyncio.ensure_future(
+                    client.acquire(cfg.name, cfg.ttl, wait_s, holder=cfg.holder)
                 )
-                return lease
-            if wait_deadline is None:
-                wait_s = MAX_SERVER_WAIT_S
-            else:
-                left = wait_deadline - time.monotonic()
-                if left <= 0:
-                    raise RunnerError(
-                        f"gave up waiting for lease {cfg.name!r} after "
-                        f"{format_duration(cfg.wait or 0.0)} ({last_problem})"
+                try:
+                    while not task.done():
+                        now = time.monotonic()
+                        if self._signalled():
+                            return None
+                        if wait_deadline is not None and now >= wait_deadline:
+                            raise self._gave_up(report)
+                        if probe is None and report.due(now):
+                            probe = asyncio.ensure_future(self._probe(client, report.state))
+                            probe_started = now
+                        if probe is not None and (
+                            probe.done() or now - probe_started >= PROBE_WAIT_S
+                        ):
+                            found = _probe_result(probe)
+                            probe = None
+                            if found is not None:
+                                report.refine(*found)
+                            self.say(report.message(now))
+                        await asyncio.wait({task}, timeout=POLL_S)
+                finally:
+                    if not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, RaftLeaseError):
+                            granted = await task
+                            await granted.release()  # granted just as we gave up
+                now = time.monotonic()
+                try:
+                    lease = task.result()
+                except LeaseHeld as err:
+                    line = report.held(err.holder, err.fencing_token, now)
+                    if line is not None:
+                        self.say(line)
+                except (ClusterUnavailable, LeaseLost) as err:
+                    reason = getattr(err, "last_error", "") or str(err)
+                    line = report.unavailable(reason, now)
+                    if line is not None:
+                        self.say(line)
+                    if await self._sleep_or_signal(self._until(wait_deadline, 1.0)):
+                        return None
+                else:
+                    if self._signalled():  # granted as the signal came: do not start CMD
+                        await self._release(lease)
+                        return None
+                    self.say(
+                        f"acquired lease {cfg.name} (fencing token {lease.fencing_token}, "
+                        f"ttl {format_duration(lease.ttl)})"
                     )
-                wait_s = min(left, MAX_SERVER_WAIT_S)
-        return None
+                    return lease
+                if wait_deadline is None:
+                    wait_s = MAX_SERVER_WAIT_S
+                else:
+                    left = wait_deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._gave_up(report)
+                    wait_s = min(left, MAX_SERVER_WAIT_S)
+            return None
+        finally:
+            if probe is not None:
+                probe.cancel()
+
+    def _signalled(self) -> bool:
+        return self._signal is not None
+
+    @staticmethod
+    def _until(deadline: float | None, seconds: float) -> float:
+        if deadline is None:
+            return seconds
+        return max(0.0, min(seconds, deadline - time.monotonic()))
+
+    def _gave_up(self, report: WaitReport) -> WaitExpired:
+        cfg = self.config
+        return WaitExpired(
+            f"gave up waiting for lease {cfg.name} after "
+            f"{format_duration(cfg.wait or 0.0)} ({report.summary()})"
+        )
+
+    async def _probe(self, client: AsyncLeaseClient, state: str) -> tuple[str, str] | None:
+        """Find out more for the next report: who holds the lease, or why the cluster does
+        not answer. ``(state, detail)`` for :meth:`WaitReport.refine`, or None."""
+        try:
+            if state == "held":
+                info: LeaseInfo | None = await client.holder(self.config.name)
+                if info is None:
+                    return ("free", "")
+                return ("held", WaitReport.holder_detail(info.holder, info.fencing_token))
+            status = await client.status()
+        except RaftLeaseError:
+            return None
+        return WaitReport.from_status(status)
 
     async def _sleep_or_signal(self, seconds: float) -> bool:
         """Sleep; True if a signal arrived meanwhile."""
@@ -239,12 +558,14 @@ class SingletonRunner:
         except RaftLeaseError as err:
             self.say(f"could not release lease {self.config.name}: {err} (it will expire)")
 
+    # -- holding it -------------------------------------------------------------------------
+
     async def _hold(self, lease: AsyncLease) -> int | None:
         """Run CMD while holding ``lease``. The exit code when done; None to wait again."""
         cfg = self.config
         while True:
-            proc = await self._start(lease)
-            outcome, code = await self._supervise(proc, lease)
+            child = await self._start(lease)
+            outcome, code = await self._supervise(child, lease)
             self._last_code = code
             if outcome == "signal":
                 self.say(f"command exited with code {code}; releasing lease {cfg.name}")
@@ -299,7 +620,8 @@ class SingletonRunner:
             await self._sleep_or_signal(min(tick, max(0.0, end - time.monotonic())))
         return "ok"
 
-    async def _start(self, lease: AsyncLease) -> asyncio.subprocess.Process:
+    async def _start(self, lease: AsyncLease) -> _Watched:
+        """Start the watchdog, which starts CMD once it heard from us that the lease holds."""
         cfg = self.config
         env = dict(os.environ)
         env.update(cfg.env)
@@ -308,51 +630,63 @@ class SingletonRunner:
             RAFTLEASE_LEASE_ID=str(lease.lease_id),
             RAFTLEASE_LEASE_NAME=cfg.name,
         )
-        if sys.platform.startswith("linux"):
-            argv = [sys.executable, "-c", _PRELUDE, str(os.getpid()), *cfg.command]
-        else:
-            argv = list(cfg.command)
-        proc = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True)
-        self.say(f"started {self._cmd_text} (pid {proc.pid}, fencing token {lease.fencing_token})")
-        return proc
-
-    def _kill(self, proc: asyncio.subprocess.Process, signum: int) -> None:
-        if proc.returncode is not None:
-            return
+        feed_r, feed_w = os.pipe()
+        report_r, report_w = os.pipe()
+        interval = _watchdog.watchdog_interval(lease.ttl)
+        argv = [
+            sys.executable,
+            "-I",  # isolated: no PYTHON* variables, no user site, no script dir on sys.path
+            WATCHDOG_PATH,
+            str(feed_r),
+            str(report_w),
+            f"{interval:.6f}",
+            "--",
+            *cfg.command,
+        ]
         try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, start_new_session=True, pass_fds=(feed_r, report_w)
+            )
+        except BaseException:
+            for fd in (feed_w, report_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (feed_r, report_w):
+                os.close(fd)
+        os.set_blocking(feed_w, False)
+        os.set_blocking(report_r, False)
+        return _Watched(self, lease, proc, feed_w, report_r)
 
-    async def _supervise(
-        self, proc: asyncio.subprocess.Process, lease: AsyncLease
-    ) -> tuple[str, int]:
-        """Watch CMD and the lease until CMD exits: ("exited"|"lease"|"signal", exit code)."""
+    async def _supervise(self, child: _Watched, lease: AsyncLease) -> tuple[str, int]:
+        """Watch CMD and the lease until the watchdog reported CMD's tree dead and exited:
+        ("exited"|"lease"|"signal", exit code)."""
         term_at, kill_at, tick = self._thresholds(lease)
-        waiter = asyncio.ensure_future(proc.wait())
+        waiter = asyncio.ensure_future(child.wait())
         reason = "exited"
         term_sent = killed = False
         forwarded: int | None = None
         forwarded_at = math.inf
         try:
             while not waiter.done():
+                if child.result is not None:  # the tree is dead; the watchdog is exiting
+                    await asyncio.wait({waiter}, timeout=tick)
+                    continue
                 now = time.monotonic()
                 if self._signal is not None and forwarded is None:
                     forwarded, forwarded_at = self._signal, now
                     reason = "signal"
                     name = signal.Signals(forwarded).name
-                    self.say(f"received {name}; forwarding it to the command (pid {proc.pid})")
-                    self._kill(proc, forwarded)
+                    pid = child.cmd_pid if child.cmd_pid is not None else child.proc.pid
+                    self.say(f"received {name}; forwarding it to the command (pid {pid})")
+                    child.send_signal(forwarded)
                 left = lease.time_left()
                 if not killed and (lease.lost.is_set() or left <= kill_at):
                     self.say(
                         f"lease {self.config.name} about to expire "
                         f"({format_duration(left)} left); sending SIGKILL to the command"
                     )
-                    self._kill(proc, signal.SIGKILL)
+                    child.send_signal(signal.SIGKILL)
                     killed = True
                     if reason == "exited":
                         reason = "lease"
@@ -361,7 +695,7 @@ class SingletonRunner:
                         f"lease {self.config.name} renewals failing "
                         f"({format_duration(left)} left); sending SIGTERM to the command"
                     )
-                    self._kill(proc, signal.SIGTERM)
+                    child.send_signal(signal.SIGTERM)
                     term_sent = True
                     if reason == "exited":
                         reason = "lease"
@@ -371,15 +705,39 @@ class SingletonRunner:
                     and (self._second_signal or now - forwarded_at > SIGNAL_GRACE_S)
                 ):
                     self.say("the command did not stop; sending SIGKILL")
-                    self._kill(proc, signal.SIGKILL)
+                    child.send_signal(signal.SIGKILL)
                     killed = True
                 await asyncio.wait({waiter}, timeout=tick)
-            returncode = waiter.result()
+            watchdog_code = waiter.result()
         finally:
             if not waiter.done():  # cancelled: never leave CMD running without a lease
-                self._kill(proc, signal.SIGKILL)
+                child.send_signal(signal.SIGKILL)
                 waiter.cancel()
+            child.close()  # EOF: a watchdog still running kills the tree at once
+        if child.result is None:
+            self.say(f"the watchdog exited unexpectedly (code {watchdog_code})")
+            return ("lease" if reason == "exited" else reason), exit_code(watchdog_code)
+        returncode, why = child.result
+        if why == "deadline":
+            self.say(
+                f"the watchdog killed the command: lease {self.config.name} was about to "
+                "expire with no word from this supervisor"
+            )
+        if why in ("deadline", "refused", "orphaned", "cancelled") and reason == "exited":
+            reason = "lease"
+        if returncode is None:  # CMD never started: stopped by a signal, or no time was left
+            returncode = -(forwarded if forwarded is not None else int(signal.SIGKILL))
         return reason, exit_code(returncode)
+
+
+def _probe_result(probe: asyncio.Task[tuple[str, str] | None]) -> tuple[str, str] | None:
+    """A finished probe's finding; None if it is still running (then cancelled) or failed."""
+    if not probe.done():
+        probe.cancel()
+        return None
+    if probe.cancelled() or probe.exception() is not None:
+        return None
+    return probe.result()
 
 
 def run_singleton(config: RunnerConfig, *, out: TextIO | None = None) -> int:

@@ -59,14 +59,16 @@ __all__ = [
 
 PR_SET_PDEATHSIG = 1
 
+
 # The watchdog's clock: CLOCK_BOOTTIME where it exists, like raftlease.clock.boot_monotonic
 # (this script runs by path and imports nothing of raftlease). CLOCK_MONOTONIC stops while the
 # machine is suspended, which would let CMD outlive the lease after a resume.
-_now = (
-    (lambda: time.clock_gettime(time.CLOCK_BOOTTIME))
-    if hasattr(time, "CLOCK_BOOTTIME")
-    else time.monotonic
-)
+def _now() -> float:
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
+
+
 PR_SET_CHILD_SUBREAPER = 36
 _REAP_POLL_S = 0.002
 

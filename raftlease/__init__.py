@@ -12,24 +12,39 @@ from typing import TYPE_CHECKING
 from raftlease.errors import ConfigError, LeaseHeld, NotLeader, RaftLeaseError, StorageError
 
 if TYPE_CHECKING:
-    from raftlease.client import AsyncLeaseClient, LeaseClient
+    from raftlease.client import (
+        AsyncLeaseClient,
+        Leader,
+        LeadershipLost,
+        LeaseClient,
+        current_async_lease,
+        current_lease,
+    )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLeaseClient",
     "ConfigError",
+    "Leader",
+    "LeadershipLost",
     "LeaseClient",
     "LeaseHeld",
     "NotLeader",
     "RaftLeaseError",
     "StorageError",
+    "current_async_lease",
+    "current_lease",
 ]
 
 # Public name -> the module that defines it, imported on first access.
 _LAZY = {
     "AsyncLeaseClient": "raftlease.client",
+    "Leader": "raftlease.client",
+    "LeadershipLost": "raftlease.client",
     "LeaseClient": "raftlease.client",
+    "current_async_lease": "raftlease.client",
+    "current_lease": "raftlease.client",
 }
 
 if not TYPE_CHECKING:  # mypy reads the imports above; a module __getattr__ would hide typos.

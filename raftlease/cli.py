@@ -5,6 +5,7 @@
     raftlease acquire NAME --ttl 10s [--wait 30s] [--holder H]
     raftlease run NAME [--ttl 10s] [--wait forever] [--max-restarts 5] -- CMD [ARGS...]
     raftlease holder NAME | leases | watch [NAME] | status [--json] | transfer [--to ID]
+    raftlease probe [--name canary] [--ttl 2s] [--json]
 
 Every command takes ``--endpoints`` (default: ``RAFTLEASE_ENDPOINTS``, else the three local
 ports) and, on failure, exits non-zero after printing ONE line ``raftlease: error: ...``.
@@ -545,6 +546,78 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """A synthetic transaction: acquire, renew, check the token, release (docs/election.md).
+
+    Prints each step's latency and the total; on failure ONE error line naming the step, and
+    exit 1 (with --json, also a JSON object with ``"ok": false`` on stdout).
+    """
+    from raftlease.client import LeaseHeld
+
+    steps: list[tuple[str, float]] = []
+    state: dict[str, Any] = {"step": "connect", "token": None}
+    started = time.perf_counter()
+
+    def timed(step: str, fn: Callable[[], Any]) -> Any:
+        state["step"] = step
+        t0 = time.perf_counter()
+        result = fn()
+        steps.append((step, (time.perf_counter() - t0) * 1000.0))
+        return result
+
+    def acquire(client: LeaseClient) -> Lease:
+        try:  # not queueing first: a dead cluster then fails after --timeout, not --wait too
+            return client.acquire(args.name, ttl=args.ttl, holder=args.holder)
+        except LeaseHeld:
+            if args.wait <= 0:
+                raise
+            return client.acquire(args.name, ttl=args.ttl, wait=args.wait, holder=args.holder)
+
+    try:
+        with _client(args) as client:
+            lease = timed("acquire", lambda: acquire(client))
+            state["token"] = lease.fencing_token
+            timed("renew", lease.renew)
+            if not timed("check_token", lambda: client.check_token(args.name, lease.fencing_token)):
+                raise RaftLeaseError(
+                    f"the cluster says fencing token {lease.fencing_token} is not the current "
+                    f"grant of {args.name}"
+                )
+            timed("release", lease.release)
+    except RaftLeaseError as err:
+        total = (time.perf_counter() - started) * 1000.0
+        message = f"probe {args.name} failed at {state['step']} after {total:.0f}ms: {err}"
+        if args.json:
+            _print_json(
+                {
+                    "ok": False,
+                    "name": args.name,
+                    "failed_step": state["step"],
+                    "error": " ".join(str(err).split()),
+                    "steps": [{"step": k, "ms": round(v, 3)} for k, v in steps],
+                    "total_ms": round(total, 3),
+                }
+            )
+        return _fail(message)
+    total = (time.perf_counter() - started) * 1000.0
+    if args.json:
+        _print_json(
+            {
+                "ok": True,
+                "name": args.name,
+                "fencing_token": state["token"],
+                "steps": [{"step": k, "ms": round(v, 3)} for k, v in steps],
+                "total_ms": round(total, 3),
+            }
+        )
+        return 0
+    for step, ms in steps:
+        extra = f"  fencing_token={state['token']}" if step == "acquire" else ""
+        print(f"{step:<12} {ms:8.2f} ms{extra}")
+    print(f"{'total':<12} {total:8.2f} ms  ok")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -670,6 +743,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("transfer", cmd_transfer, "move leadership to another node")
     p.add_argument("--to", default=None, metavar="ID", help="target node (default: best follower)")
+
+    p = add(
+        "probe",
+        cmd_probe,
+        "acquire, renew, check the token and release a canary lease; print each step's "
+        "latency; exit 1 with one error line on failure",
+        json_flag,
+    )
+    p.add_argument("--name", default="canary", help="lease name to use (default canary)")
+    p.add_argument("--ttl", type=parse_duration_arg, default=2.0, metavar="DURATION")
+    p.add_argument(
+        "--wait",
+        type=parse_duration_arg,
+        default=5.0,
+        metavar="DURATION",
+        help="if another probe holds the name, wait this long for it (default 5s)",
+    )
+    p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")
     return parser
 
 

@@ -12,6 +12,12 @@
 
 Also here: :class:`FencingGuard` for protected resources, the result dataclasses
 :class:`LeaseInfo` and :class:`WatchEvent`, and every exception the clients raise.
+
+Leader election (docs/election.md): ``client.election(NAME)`` (:class:`Election`,
+:class:`AsyncElection`: campaign / resign / leader / observe), ``client.leadership(NAME)``
+(a block that runs only while leading), ``client.run_for_leadership(NAME, ...)`` and
+``client.singleton(NAME, fn)`` (:class:`LeadershipRunner`, :class:`AsyncLeadershipRunner`),
+:class:`Leader`, :class:`LeadershipLost`, :func:`current_lease`, :func:`current_async_lease`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ from raftlease.client._common import (
     parse_duration,
     parse_endpoints,
 )
+from raftlease.client._election_base import ElectionClosed, Leader, LeadershipLost
+from raftlease.client.aelection import (
+    AsyncElection,
+    AsyncLeadership,
+    AsyncLeadershipRunner,
+    current_async_lease,
+)
 from raftlease.client.aio import AsyncLease, AsyncLeaseClient
+from raftlease.client.election import Election, Leadership, LeadershipRunner, current_lease
 from raftlease.client.errors import (
     ClusterUnavailable,
     InvalidArgument,
@@ -42,11 +56,20 @@ from raftlease.client.sync import Lease, LeaseClient
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
+    "AsyncElection",
+    "AsyncLeadership",
+    "AsyncLeadershipRunner",
     "AsyncLease",
     "AsyncLeaseClient",
     "ClusterUnavailable",
+    "Election",
+    "ElectionClosed",
     "FencingGuard",
     "InvalidArgument",
+    "Leader",
+    "Leadership",
+    "LeadershipLost",
+    "LeadershipRunner",
     "Lease",
     "LeaseClient",
     "LeaseHeld",
@@ -56,6 +79,8 @@ __all__ = [
     "RpcFailed",
     "StaleToken",
     "WatchEvent",
+    "current_async_lease",
+    "current_lease",
     "effective_ttl",
     "lost_margin",
     "parse_duration",

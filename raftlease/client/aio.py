@@ -43,6 +43,7 @@ from raftlease.client._common import (
     rpc_code,
     seconds_to_ms,
 )
+from raftlease.client._election_base import LeadershipLost
 from raftlease.client.errors import (
     ClusterUnavailable,
     LeaseLost,
@@ -55,6 +56,12 @@ from raftlease.v1 import cluster_pb2, cluster_pb2_grpc, lease_pb2, lease_pb2_grp
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from raftlease.client.aelection import (
+        AsyncElection,
+        AsyncLeadership,
+        AsyncLeadershipRunner,
+    )
 
 __all__ = ["AsyncLease", "AsyncLeaseClient"]
 
@@ -70,6 +77,16 @@ class _Conn:
     channel: grpc.aio.Channel
     lease: lease_pb2_grpc.LeaseAsyncStub
     cluster: cluster_pb2_grpc.ClusterAsyncStub
+
+
+# Releases in flight, referenced until done (a cancelled caller no longer awaits them).
+_RELEASES: set[asyncio.Task[None]] = set()
+
+
+def _release_done(task: asyncio.Task[None]) -> None:
+    _RELEASES.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: the caller may have been cancelled and gone
 
 
 class AsyncLease:
@@ -156,9 +173,51 @@ class AsyncLease:
         self._released = True
         self._timer.mark_lost()
         self.lost.set()
+        # In a task of its own, shielded: a release called while the caller's task is being
+        # cancelled (leaving ``async with`` on cancellation) must still reach the server, or
+        # the name stays held by nobody for a TTL.
+        done = asyncio.get_running_loop().create_task(self._finish_release())
+        _RELEASES.add(done)
+        done.add_done_callback(_release_done)
+        await asyncio.shield(done)
+
+    async def _finish_release(self) -> None:
         await self._stop_task()
         self._client._forget(self)
         await self._client._release(self.lease_id)
+
+    def check(self, margin: float = 0.0) -> None:
+        """Raise :class:`LeadershipLost` unless the lease is valid with more than ``margin``
+        seconds left (see :meth:`raftlease.client.Lease.check`)."""
+        if self.is_valid() and self.time_left() > margin:
+            return
+        why = self.lost_reason or ("released" if self._released else "expired")
+        if self.is_valid():
+            why = f"less than {format_duration(margin)} of validity left"
+        raise LeadershipLost(
+            f"lease {self.name!r} (token {self.fencing_token}) is no longer valid: {why}"
+        )
+
+    async def renew(self) -> None:
+        """Renew now, besides the background keepalives (see
+        :meth:`raftlease.client.Lease.renew`)."""
+        if self.lost.is_set():
+            raise LeaseLost(
+                f"lease {self.name!r} is no longer held: {self.lost_reason or 'released'}"
+            )
+        request = lease_pb2.RenewRequest(lease_id=self.lease_id, health=self._health)
+        t_send = _clock.boot_monotonic()  # BEFORE the request: validity counts from here
+        try:
+            resp = await self._client._call(
+                f"renew {self.name!r}",
+                lambda c, t: c.lease.Renew(request, timeout=t),
+                cap=renew_attempt_cap(self._timer.ttl),
+            )
+        except LeaseNotFound as err:
+            await self._declare_lost(f"the server no longer knows lease id {self.lease_id}: {err}")
+            raise LeaseLost(f"lease {self.name!r} expired or was released: {err}") from None
+        if not self._timer.on_success(t_send, resp.ttl_ms / 1000.0):
+            raise LeaseLost(f"lease {self.name!r} was lost: {self.lost_reason or 'released'}")
 
     def stop_keepalive(self) -> None:
         """Stop renewing without releasing; the lost signal still fires on time."""
@@ -618,6 +677,92 @@ class AsyncLeaseClient:
             if st.leader_address:
                 self._router.succeeded(st.leader_address)
                 return
+
+    # -- leader election (raftlease/client/aelection.py, docs/election.md) -------------------
+
+    def election(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        max_wait: float | None = None,
+    ) -> AsyncElection:
+        """A contender in the election ``name`` (asyncio); see
+        :class:`raftlease.client.aelection.AsyncElection`."""
+        from raftlease.client.aelection import AsyncElection
+
+        self._check_open()
+        return AsyncElection(
+            self, name, ttl=ttl, holder=holder, metadata=metadata, max_wait=max_wait
+        )
+
+    def leadership(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        wait: float | None = None,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        margin: float = 0.0,
+        max_wait: float | None = None,
+    ) -> AsyncLeadership:
+        """``async with client.leadership(name, ttl=...) as lease:`` runs the block while
+        leading; the block's task is cancelled when the lease is lost and the block raises
+        :class:`LeadershipLost`. See :class:`raftlease.client.aelection.AsyncLeadership`."""
+        from raftlease.client.aelection import AsyncLeadership
+
+        return AsyncLeadership(
+            self,
+            name,
+            ttl=ttl,
+            wait=wait,
+            holder=holder,
+            metadata=metadata,
+            margin=margin,
+            max_wait=max_wait,
+        )
+
+    def run_for_leadership(
+        self,
+        name: str,
+        on_started_leading: Callable[[AsyncLease], object],
+        on_stopped_leading: Callable[[], object] | None = None,
+        on_new_leader: Callable[[str], object] | None = None,
+        *,
+        requeue: bool = True,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AsyncLeadershipRunner:
+        """Campaign, run ``on_started_leading(lease)`` as a task while leading (cancelled when
+        the lease is lost), campaign again when the term ends; the running
+        :class:`AsyncLeadershipRunner` (``await stop()`` it, or ``async with`` it). Call it
+        inside a running event loop."""
+        from raftlease.client.aelection import AsyncLeadershipRunner
+
+        election = self.election(name, ttl=ttl, holder=holder, metadata=metadata)
+        return AsyncLeadershipRunner(
+            election, on_started_leading, on_stopped_leading, on_new_leader, requeue=requeue
+        ).start()
+
+    def singleton(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[object]],
+        *args: object,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> AsyncLeadershipRunner:
+        """Run the coroutine ``fn(*args)`` as a task only while leading ``name`` (cancelled
+        when the lease is lost), again after every new win; ``fn`` reaches its lease through
+        ``current_async_lease()``."""
+        return self.run_for_leadership(
+            name, lambda _lease: fn(*args), ttl=ttl, holder=holder, metadata=metadata
+        )
 
     # -- cluster ----------------------------------------------------------------------------
 

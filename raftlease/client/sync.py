@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import grpc
 
@@ -41,6 +42,7 @@ from raftlease.client._common import (
     safe_callback,
     seconds_to_ms,
 )
+from raftlease.client._election_base import LeadershipLost
 from raftlease.client.errors import (
     ClusterUnavailable,
     LeaseLost,
@@ -53,6 +55,8 @@ from raftlease.v1 import cluster_pb2, cluster_pb2_grpc, lease_pb2, lease_pb2_grp
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from types import TracebackType
+
+    from raftlease.client.election import Election, Leadership, LeadershipRunner
 
 __all__ = ["Lease", "LeaseClient"]
 
@@ -190,6 +194,43 @@ class Lease:
             self._thread.join(timeout=0.05)
         self._client._release(self.lease_id)
 
+    def check(self, margin: float = 0.0) -> None:
+        """Raise :class:`LeadershipLost` unless the lease is valid with more than ``margin``
+        seconds left. Call it between the steps of work that needs the lease."""
+        if self.is_valid() and self.time_left() > margin:
+            return
+        why = self.lost_reason or ("released" if self._released else "expired")
+        if not why or self.is_valid():
+            why = f"less than {format_duration(margin)} of validity left"
+        raise LeadershipLost(
+            f"lease {self.name!r} (token {self.fencing_token}) is no longer valid: {why}"
+        )
+
+    def renew(self) -> None:
+        """Renew now, besides the background keepalives; extends validity like them.
+
+        Raises :class:`LeaseLost` if the lease is lost or released, or the server no longer
+        knows it (the lease is then declared lost), :class:`ClusterUnavailable` if no leader
+        answered within the client's timeout (validity is unchanged; keepalives go on).
+        """
+        if self.lost.is_set():
+            raise LeaseLost(
+                f"lease {self.name!r} is no longer held: {self.lost_reason or 'released'}"
+            )
+        request = lease_pb2.RenewRequest(lease_id=self.lease_id, health=self._health)
+        t_send = _clock.boot_monotonic()  # BEFORE the request: validity counts from here
+        try:
+            resp = self._client._call(
+                f"renew {self.name!r}",
+                lambda c, t: c.lease.Renew(request, timeout=t),
+                cap=renew_attempt_cap(self._timer.ttl),
+            )
+        except LeaseNotFound as err:
+            self._declare_lost(f"the server no longer knows lease id {self.lease_id}: {err}")
+            raise LeaseLost(f"lease {self.name!r} expired or was released: {err}") from None
+        if not self._timer.on_success(t_send, resp.ttl_ms / 1000.0):
+            raise LeaseLost(f"lease {self.name!r} was lost: {self.lost_reason or 'released'}")
+
     def stop_keepalive(self) -> None:
         """Stop renewing without releasing: the lease runs out on its own.
 
@@ -326,6 +367,7 @@ class LeaseClient:
         self._router = Router(self.endpoints)
         self._conns: dict[str, _Conn] = {}
         self._leases: set[Lease] = set()
+        self._elections: weakref.WeakSet[Election] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -604,6 +646,99 @@ class LeaseClient:
                 self._router.succeeded(st.leader_address)
                 return
 
+    # -- leader election (raftlease/client/election.py, docs/election.md) --------------------
+
+    def election(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        max_wait: float | None = None,
+    ) -> Election:
+        """A contender in the election ``name``: ``campaign()``, ``resign()``, ``leader()``,
+        ``observe()``. See :class:`raftlease.client.election.Election`."""
+        from raftlease.client.election import Election
+
+        self._check_open()
+        election = Election(
+            self, name, ttl=ttl, holder=holder, metadata=metadata, max_wait=max_wait
+        )
+        with self._lock:
+            self._elections.add(election)
+        return election
+
+    def leadership(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        wait: float | None = None,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        interrupt: Literal["signal"] | None = None,
+        margin: float = 0.0,
+        signum: int | None = None,
+        max_wait: float | None = None,
+    ) -> Leadership:
+        """``with client.leadership(name, ttl=...) as lease:`` campaigns (``wait``: None =
+        forever), runs the block while leading and resigns on exit; :class:`LeadershipLost`
+        if the lease was lost meanwhile. ``interrupt="signal"`` raises it in the main thread
+        at once. See :class:`raftlease.client.election.Leadership`."""
+        from raftlease.client.election import Leadership
+
+        return Leadership(
+            self,
+            name,
+            ttl=ttl,
+            wait=wait,
+            holder=holder,
+            metadata=metadata,
+            interrupt=interrupt,
+            margin=margin,
+            signum=signum,
+            max_wait=max_wait,
+        )
+
+    def run_for_leadership(
+        self,
+        name: str,
+        on_started_leading: Callable[[Lease], object],
+        on_stopped_leading: Callable[[], object] | None = None,
+        on_new_leader: Callable[[str], object] | None = None,
+        *,
+        requeue: bool = True,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> LeadershipRunner:
+        """Campaign, call ``on_started_leading(lease)`` in a worker thread while leading, and
+        campaign again when the term ends; the running :class:`LeadershipRunner` (``stop()``
+        it, or use it as a context manager)."""
+        from raftlease.client.election import LeadershipRunner
+
+        election = self.election(name, ttl=ttl, holder=holder, metadata=metadata)
+        return LeadershipRunner(
+            election, on_started_leading, on_stopped_leading, on_new_leader, requeue=requeue
+        ).start()
+
+    def singleton(
+        self,
+        name: str,
+        fn: Callable[..., object],
+        *args: object,
+        ttl: float = 10.0,
+        holder: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> LeadershipRunner:
+        """Run ``fn(*args)`` in a worker thread only while leading ``name``, again after every
+        new win; ``fn`` reaches its lease through ``current_lease()``. A running
+        :class:`LeadershipRunner`."""
+        return self.run_for_leadership(
+            name, lambda _lease: fn(*args), ttl=ttl, holder=holder, metadata=metadata
+        )
+
     # -- cluster ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -645,7 +780,12 @@ class LeaseClient:
             raise ClusterUnavailable("the client is closed")
 
     def close(self) -> None:
-        """Release every lease still held (best effort) and close the channels."""
+        """Release every lease still held (best effort) and close the channels; close every
+        election made by :meth:`election` (stopping runners and campaigns)."""
+        with self._lock:
+            elections = list(self._elections)
+        for election in elections:
+            election.close()
         with self._lock:
             leases = list(self._leases)
         for lease in leases:

@@ -259,3 +259,27 @@ async def test_async_client(cluster: Cluster) -> None:
         assert await a.holder("async") is None
         status = await a.status()
         assert status["leader"] in cluster.nodes
+
+
+async def test_cancelled_async_with_still_releases(cluster: Cluster) -> None:
+    """Leaving ``async with acquire(...)`` because the task was cancelled must still send the
+    Release: otherwise the name stays held by nobody for a whole TTL."""
+    import asyncio
+
+    async with AsyncLeaseClient(cluster.endpoints, timeout=10.0) as a:
+        holding = asyncio.Event()
+
+        async def body() -> None:
+            async with a.acquire("cancelled", ttl=30.0, holder="aio"):
+                holding.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.get_running_loop().create_task(body())
+        await asyncio.wait_for(holding.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = boot_monotonic() + 5.0
+        while await a.holder("cancelled") is not None:
+            assert boot_monotonic() < deadline, "the lease was not released on cancellation"
+            await asyncio.sleep(0.05)

@@ -1,4 +1,4 @@
-"""The ``raftlease`` command (DESIGN.md §6).
+"""The ``raftlease`` command (docs/guarantees.md, "Command line").
 
     raftlease cluster [--nodes 3] [--data-dir DIR] [--base-port 7001]
     raftlease serve --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data-dir DIR

@@ -71,7 +71,7 @@ class MonotonicClock:
 
 
 class SkewedClock:
-    """:func:`boot_monotonic` running at ``rate`` times real time (TESTING.md rows 15-16).
+    """:func:`boot_monotonic` running at ``rate`` times real time (docs/fault-matrix.md rows 15-16).
 
     ``RAFTLEASE_CLOCK_RATE=1.01`` makes a server's clock 1 % fast. Rates within the configured
     ``max_drift`` must be harmless; rates beyond it may break mutual exclusion by design.

@@ -1,4 +1,4 @@
-"""Layering (STYLE.md §2): the core stays pure, and ``import raftlease`` stays light.
+"""Layering: the core stays pure, and ``import raftlease`` stays light.
 
 - Importing ``raftlease.core`` and ``raftlease.config`` in a fresh interpreter adds none of
   the forbidden modules (asyncio, grpc, protobuf, socket, sqlite3, threading, time) beyond what

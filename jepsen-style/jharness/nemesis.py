@@ -1,4 +1,4 @@
-"""Seeded nemeses, one schedule per fault-matrix row (TESTING.md rows 1-4, 8-15, 21).
+"""Seeded nemeses, one schedule per fault-matrix row (docs/fault-matrix.md rows 1-4, 8-15, 21).
 
 Each ``row_N(W)`` injects faults for about W seconds, targeting nodes by role (leader,
 followers, majority, all) or at random, and records every fault as a start/stop pair in the

@@ -1,4 +1,4 @@
-"""The client's validity arithmetic (DESIGN.md §2, guarantee 1), with a fake clock.
+"""The client's validity arithmetic (docs/guarantees.md, guarantee 1), with a fake clock.
 
 valid_until = max(valid_until, t_send + ttl * (1 - rho) / (1 + rho)), measured from the moment
 the request was SENT; lost fires at valid_until - min(0.05 * ttl, 0.25 s); losing is final.

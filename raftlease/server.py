@@ -62,7 +62,7 @@ from raftlease.v1 import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Mapping
 
 log = logging.getLogger("raftlease.server")
 
@@ -181,6 +181,28 @@ def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
     return info
 
 
+_OUTCOME = lease_pb2.KeepAliveResponse
+
+
+class _Refusal:
+    """Why one renewal failed: its in-band outcome, and the status that ends the call when
+    the request did not ask for in-band outcomes."""
+
+    __slots__ = ("code", "leader_hint", "message", "outcome")
+
+    def __init__(
+        self,
+        outcome: lease_pb2.KeepAliveResponse.Outcome.ValueType,
+        code: grpc.StatusCode,
+        message: str,
+        leader_hint: str = "",
+    ) -> None:
+        self.outcome = outcome
+        self.code = code
+        self.message = message
+        self.leader_hint = leader_hint
+
+
 class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -277,27 +299,51 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_ignore_task_result)
 
-    async def _renew(self, lease_id: int, health: dict[str, str], context: Ctx) -> LeaseRecord:
-        """One renewal (Renew and each KeepAlive request): the record, or abort the call."""
+    def _try_renew(self, lease_id: int, health: Mapping[str, str]) -> LeaseRecord | _Refusal:
+        """One renewal (Renew and each KeepAlive request): the record, or why it failed."""
+        node = self.node
         try:
-            h = dict(limits.validate_health(health)) if health else None
-            rec = self.node.renew(lease_id, h)
+            h = dict(limits.validate_health(dict(health))) if health else None
+            rec = node.renew(lease_id, h)
         except limits.InvalidArgument as e:
-            await self._invalid(context, str(e))
+            return _Refusal(_OUTCOME.OUTCOME_INVALID, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except NoLeaderLease as e:
-            await self._unavailable(context, e)
+            # The leader without a valid leader lease (it lapses briefly when followers are
+            # slow to acknowledge, e.g. under load): retry here shortly. Any other node:
+            # renew on the leader.
+            outcome = _OUTCOME.OUTCOME_RETRY if node.is_leader else _OUTCOME.OUTCOME_NOT_LEADER
+            return _Refusal(outcome, grpc.StatusCode.UNAVAILABLE, str(e), e.leader_hint or "")
         if rec is None:
-            await _abort(
-                context,
+            return _Refusal(
+                _OUTCOME.OUTCOME_NOT_FOUND,
                 grpc.StatusCode.NOT_FOUND,
                 f"lease {lease_id} is not held (it was released, expired, or never existed); "
                 "acquire it again",
             )
         return rec
 
+    async def _renew(self, lease_id: int, health: Mapping[str, str], context: Ctx) -> LeaseRecord:
+        """One renewal without in-band outcomes: the record, or abort the call."""
+        result = self._try_renew(lease_id, health)
+        if isinstance(result, _Refusal):
+            await _abort(context, result.code, result.message, result.leader_hint or None)
+        return result
+
     async def Renew(self, request: lease_pb2.RenewRequest, context: Ctx) -> lease_pb2.RenewResponse:
-        rec = await self._renew(request.lease_id, dict(request.health), context)
-        return lease_pb2.RenewResponse(ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token)
+        if not request.inband_outcomes:
+            rec = await self._renew(request.lease_id, request.health, context)
+        else:
+            result = self._try_renew(request.lease_id, request.health)
+            if isinstance(result, _Refusal):
+                return lease_pb2.RenewResponse(
+                    outcome=result.outcome,
+                    message=result.message,
+                    leader_hint=result.leader_hint,
+                )
+            rec = result
+        return lease_pb2.RenewResponse(
+            ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token, outcome=_OUTCOME.OUTCOME_RENEWED
+        )
 
     async def KeepAlive(
         self,
@@ -305,9 +351,27 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         context: Ctx,
     ) -> AsyncIterator[lease_pb2.KeepAliveResponse]:
         async for req in request_iterator:
-            rec = await self._renew(req.lease_id, dict(req.health), context)
+            if not req.inband_outcomes:
+                # What a client from before in-band outcomes expects: any failure ends the
+                # stream with its status code (for every lease renewed on it).
+                rec = await self._renew(req.lease_id, req.health, context)
+            else:
+                # One lease's failure answers that request; the stream stays open.
+                result = self._try_renew(req.lease_id, req.health)
+                if isinstance(result, _Refusal):
+                    yield lease_pb2.KeepAliveResponse(
+                        lease_id=req.lease_id,
+                        outcome=result.outcome,
+                        message=result.message,
+                        leader_hint=result.leader_hint,
+                    )
+                    continue
+                rec = result
             yield lease_pb2.KeepAliveResponse(
-                lease_id=rec.lease_id, ttl_ms=rec.ttl_ms, fencing_token=rec.fencing_token
+                lease_id=rec.lease_id,
+                ttl_ms=rec.ttl_ms,
+                fencing_token=rec.fencing_token,
+                outcome=_OUTCOME.OUTCOME_RENEWED,
             )
 
     async def Release(

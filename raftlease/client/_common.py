@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
@@ -454,8 +454,14 @@ class Attempts:
 
     def failed(self, router: Router, target: str, err: grpc.RpcError) -> tuple[str, float]:
         """After a retriable failure: the next target and how long to sleep first."""
-        self.last_error = describe_rpc_error(err)
-        hint = rpc_leader_hint(err)
+        return self.refused(router, target, describe_rpc_error(err), rpc_leader_hint(err))
+
+    def refused(
+        self, router: Router, target: str, error: str, hint: str | None
+    ) -> tuple[str, float]:
+        """After a retriable failure described by ``error``, with the leader ``hint`` the
+        node gave (if any): the next target and how long to sleep first."""
+        self.last_error = error
         nxt = router.failed(target, hint)
         if hint is not None and hint != target and self._hint_follows < 2:
             self._hint_follows += 1  # follow a fresh hint at once, but not in a loop
@@ -485,6 +491,175 @@ def attempt_cap(timeout: float) -> float:
 def renew_attempt_cap(ttl: float) -> float:
     """The longest single renewal attempt: short, so a paused node is skipped quickly."""
     return max(0.2, min(1.0, ttl / 6.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keepalive: what one lease's renewal loop does after each answer
+
+_OUTCOME = lease_pb2.KeepAliveResponse
+
+# A RETRY answer (the leader, briefly without a valid leader lease) is retried on the same
+# node after 10-20 ms, doubling to at most 100-200 ms: its leader lease comes back with the
+# next heartbeat round a majority acknowledges (100 ms heartbeats at the server's defaults).
+RETRY_START_S = 0.020
+RETRY_CAP_S = 0.200
+# ... but after this many RETRY answers in a row the next one counts as a failure without a
+# leader hint (the loop tries another node). A leader cut off from its majority steps down
+# within an election timeout (CheckQuorum) and then answers NOT_LEADER, so this only matters
+# against a node that keeps answering RETRY for longer than that.
+RETRY_LIMIT = 12
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveStep:
+    """What a keepalive loop does after one renewal attempt.
+
+    ``kind`` is ``"renewed"`` (validity was extended: wait until the next renewal is due),
+    ``"retry"`` (nothing was renewed: sleep ``delay`` seconds, at most until the lease's lost
+    time, then renew again on ``KeepaliveState.target``), ``"lost"`` (declare the lease lost
+    with ``reason`` and stop) or ``"done"`` (the lease was already lost or released: stop).
+    """
+
+    kind: Literal["renewed", "retry", "lost", "done"]
+    delay: float = 0.0
+    reason: str = ""
+
+
+def outcome_name(outcome: lease_pb2.KeepAliveResponse.Outcome.ValueType) -> str:
+    """``RETRY``, ``NOT_FOUND``, ... for a ``KeepAliveResponse.Outcome`` value."""
+    try:
+        return _OUTCOME.Outcome.Name(outcome).removeprefix("OUTCOME_")
+    except ValueError:
+        return f"outcome {outcome}"
+
+
+class KeepaliveState:
+    """The decisions of one lease's keepalive loop, shared by the sync and async clients.
+
+    Pure apart from a log line: no I/O, no sleeping, no clock reading. The loop sends
+    :meth:`request` (a Renew asking for in-band outcomes) to :attr:`target`, reading
+    ``t_send`` BEFORE it sends, and hands the answer to :meth:`on_response`, or the call's
+    error to :meth:`on_error`; each returns the :class:`KeepaliveStep` to take.
+
+    - RENEWED (or 0, what a server from before in-band outcomes sends on success): validity
+      is extended from ``t_send`` (``LeaseTimer.on_success``), the target is the leader.
+    - RETRY (the leader without a valid leader lease right now): nothing is extended; renew
+      again on the same node soon (RETRY_START_S doubling to RETRY_CAP_S). The router keeps
+      the leader, so the lease's other calls are not sent elsewhere.
+    - NOT_LEADER: follow ``leader_hint`` at once (at most twice in a row), else try the next
+      endpoint after a backoff, as for an UNAVAILABLE status.
+    - NOT_FOUND (in-band or as a status): the lease is lost; only this lease.
+    - INVALID (the health payload is refused) and outcomes this client does not know: logged,
+      retried after a backoff.
+    - Any other gRPC error: retriable ones move on like :meth:`Attempts.failed`, others are
+      logged and retried after a backoff.
+
+    Only a RENEWED answer ever extends validity; the loop declares the lease lost at
+    ``timer.lost_at()`` if none came, with :meth:`lost_reason`.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        lease_id: int,
+        timer: LeaseTimer,
+        router: Router,
+        *,
+        round_size: int = 1,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.what = what
+        self.lease_id = lease_id
+        self.timer = timer
+        self.router = router
+        self.round_size = round_size
+        self.target = router.pick()
+        self.streak: Attempts | None = None  # set while renewals are failing
+        self.retries = 0  # RETRY answers in a row
+        self._rng = rng
+        self._retry_backoff = Backoff(RETRY_START_S, RETRY_CAP_S, rng)
+
+    @property
+    def failing(self) -> bool:
+        """True while renewals fail: the loop renews again after the step's delay instead
+        of waiting until the next renewal is due."""
+        return self.streak is not None
+
+    def request(self, health: Mapping[str, str]) -> lease_pb2.RenewRequest:
+        return lease_pb2.RenewRequest(
+            lease_id=self.lease_id, health=dict(health), inband_outcomes=True
+        )
+
+    def lost_reason(self) -> str:
+        """Why the lease is lost when ``timer.lost_at()`` came without a renewal."""
+        if self.streak is not None:
+            return f"no renewal succeeded ({self.streak.last_error})"
+        return "keepalives stopped"
+
+    def _failure(self, lost_at: float) -> Attempts:
+        if self.streak is None:
+            self.streak = Attempts(self.what, lost_at, self._rng, round_size=self.round_size)
+        self.streak.note(self.target)
+        return self.streak
+
+    def _not_found(self, detail: str) -> KeepaliveStep:
+        return KeepaliveStep(
+            "lost",
+            reason=f"the server no longer knows lease id {self.lease_id} "
+            f"(expired or released): {detail}",
+        )
+
+    def on_response(
+        self,
+        resp: lease_pb2.RenewResponse | lease_pb2.KeepAliveResponse,
+        t_send: float,
+        lost_at: float,
+    ) -> KeepaliveStep:
+        """The answer to a renewal sent at ``t_send`` to :attr:`target`."""
+        outcome = resp.outcome
+        if outcome in (_OUTCOME.OUTCOME_UNSPECIFIED, _OUTCOME.OUTCOME_RENEWED):
+            if not self.timer.on_success(t_send, resp.ttl_ms / 1000.0):
+                return KeepaliveStep("done")  # already lost: final
+            self.router.succeeded(self.target)
+            self.streak = None
+            self.retries = 0
+            self._retry_backoff.reset()
+            return KeepaliveStep("renewed")
+        error = f"{outcome_name(outcome)}: {one_line(resp.message)}".rstrip(": ")
+        if outcome == _OUTCOME.OUTCOME_NOT_FOUND:
+            return self._not_found(error)
+        streak = self._failure(lost_at)
+        if outcome == _OUTCOME.OUTCOME_RETRY and self.retries < RETRY_LIMIT:
+            # The leader, its leader lease lapsed for a moment: stay, and retry soon.
+            self.retries += 1
+            streak.last_error = error
+            return KeepaliveStep("retry", self._retry_backoff.next_delay())
+        self.retries = 0
+        self._retry_backoff.reset()
+        if outcome == _OUTCOME.OUTCOME_INVALID:
+            log.warning("raftlease: %s: %s", self.what, error)
+            streak.last_error = error
+            return KeepaliveStep("retry", streak.backoff.next_delay())
+        # NOT_LEADER, a RETRY beyond the limit, or an outcome this client does not know:
+        # move on as after UNAVAILABLE (following the hint, if any).
+        hint = resp.leader_hint.strip() if outcome == _OUTCOME.OUTCOME_NOT_LEADER else ""
+        self.target, delay = streak.refused(self.router, self.target, error, hint or None)
+        return KeepaliveStep("retry", delay)
+
+    def on_error(self, err: grpc.RpcError, lost_at: float) -> KeepaliveStep:
+        """The renewal sent to :attr:`target` failed with a gRPC status."""
+        if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
+            return self._not_found(describe_rpc_error(err))
+        streak = self._failure(lost_at)
+        self.retries = 0
+        self._retry_backoff.reset()
+        if is_retriable(err):
+            self.target, delay = streak.failed(self.router, self.target, err)
+            return KeepaliveStep("retry", delay)
+        # e.g. a health payload an older server refuses; keep trying, log it
+        streak.last_error = describe_rpc_error(err)
+        log.warning("raftlease: %s: %s", self.what, streak.last_error)
+        return KeepaliveStep("retry", streak.backoff.next_delay())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from raftlease import clock as _clock
 from raftlease.client._common import (
     CHANNEL_OPTIONS,
     Attempts,
+    KeepaliveState,
     LeaseInfo,
     LeaseTimer,
     Router,
@@ -40,7 +41,6 @@ from raftlease.client._common import (
     merge_status,
     parse_endpoints,
     renew_attempt_cap,
-    rpc_code,
     seconds_to_ms,
 )
 from raftlease.client._election_base import LeadershipLost
@@ -95,15 +95,15 @@ class AsyncLease:
     The same attributes and the same safety rules as :class:`raftlease.client.Lease`, with
     ``lost`` an :class:`asyncio.Event` and the keepalive an asyncio task:
 
-    ``valid_until = max(valid_until, t_send + ttl * (1 - max_drift) / (1 + max_drift))``
-    where ``t_send`` is read BEFORE each Acquire/Renew is sent. Keepalives every ``ttl / 3``;
-    failures are retried quickly on the leader hint and other endpoints, and only a success
-    extends validity. If no renewal succeeded by ``valid_until - lost_margin`` (``lost_margin
-    = min(0.05 * ttl, 0.25 s)``), or the server says NOT_FOUND, ``is_valid()`` turns false,
-    then ``lost`` is set and ``on_lost(lease)`` is called (awaited if it returns an
-    awaitable). ``is_valid()`` is also false whenever ``raftlease.clock.boot_monotonic() >=
-    valid_until`` (CLOCK_BOOTTIME on Linux: it counts time spent suspended, unlike the event
-    loop's clock, which only times the keepalive's sleeps).
+    ``valid_until = max(valid_until, t_send + ttl * (1 - max_drift) / (1 + max_drift))`` where
+    ``t_send`` is read BEFORE each Acquire/Renew is sent. Keepalives every ``ttl / 3``; failures
+    are retried quickly on the leader hint and other endpoints (a leader answering RETRY on the
+    leader itself), and only a success extends validity. If no renewal succeeded by
+    ``valid_until - lost_margin`` (``lost_margin = min(0.05 * ttl, 0.25 s)``), or the server
+    says NOT_FOUND, ``is_valid()`` turns false, then ``lost`` is set and ``on_lost(lease)`` is
+    called (awaited if it returns an awaitable). ``is_valid()`` is also false whenever
+    ``raftlease.clock.boot_monotonic() >= valid_until`` (CLOCK_BOOTTIME on Linux: it counts time
+    spent suspended, unlike the event loop's clock, which only times the keepalive's sleeps).
     :meth:`release` sets ``lost`` too, without calling ``on_lost``.
     """
 
@@ -292,24 +292,23 @@ class AsyncLease:
 
     async def _keepalive_loop(self) -> None:
         client = self._client
-        router = client._router
-        target = router.pick()
-        streak: Attempts | None = None
+        state = KeepaliveState(
+            f"renew lease {self.name!r}",
+            self.lease_id,
+            self._timer,
+            client._router,
+            round_size=len(client.endpoints),
+        )
         while not self._released:
             now = _clock.boot_monotonic()
             lost_at = self._timer.lost_at()
             if now >= lost_at:
-                why = (
-                    f"no renewal succeeded ({streak.last_error})"
-                    if streak is not None
-                    else "keepalives stopped"
-                )
-                await self._declare_lost(why)
+                await self._declare_lost(state.lost_reason())
                 return
             if not self._renewing:
                 await self._sleep(lost_at - now)
                 continue
-            if streak is None:
+            if not state.failing:
                 wake = min(self._timer.renew_due(), lost_at)
                 if wake > now:
                     await self._sleep(wake - now)
@@ -319,39 +318,21 @@ class AsyncLease:
             if budget <= 0:
                 continue
             try:
-                conn = client._conn(target)
-                resp = await conn.lease.Renew(
-                    lease_pb2.RenewRequest(lease_id=self.lease_id, health=self._health),
-                    timeout=budget,
-                )
+                conn = client._conn(state.target)
+                resp = await conn.lease.Renew(state.request(self._health), timeout=budget)
             except grpc.RpcError as err:
-                if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
-                    await self._declare_lost(
-                        f"the server no longer knows lease id {self.lease_id} "
-                        f"(expired or released): {describe_rpc_error(err)}"
-                    )
-                    return
-                if streak is None:
-                    streak = Attempts(
-                        f"renew lease {self.name!r}",
-                        deadline=lost_at,
-                        round_size=len(client.endpoints),
-                    )
-                streak.note(target)
-                if is_retriable(err):
-                    target, delay = streak.failed(router, target, err)
-                else:
-                    log.warning("raftlease: renewing %r: %s", self.name, describe_rpc_error(err))
-                    streak.last_error = describe_rpc_error(err)
-                    delay = streak.backoff.next_delay()
-                await self._sleep(min(delay, lost_at - _clock.boot_monotonic()))
-                continue
+                step = state.on_error(err, lost_at)
             except ClusterUnavailable:  # the client was closed under us
                 return
-            if not self._timer.on_success(t_send, resp.ttl_ms / 1000.0):
+            else:
+                step = state.on_response(resp, t_send, lost_at)
+            if step.kind == "lost":
+                await self._declare_lost(step.reason)
                 return
-            router.succeeded(target)
-            streak = None
+            if step.kind == "done":
+                return
+            if step.kind == "retry":
+                await self._sleep(min(step.delay, lost_at - _clock.boot_monotonic()))
 
 
 class _AcquireCall:

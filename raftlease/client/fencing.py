@@ -1,8 +1,8 @@
 """Fencing for protected resources: reject writes that carry a stale fencing token.
 
 A paused or partitioned holder may act after its lease has passed to someone else
-(docs/guarantees.md, guarantee 2). A resource that remembers the highest token it has seen per lease name and
-refuses older ones is safe even then::
+(docs/guarantees.md, guarantee 2). A resource that remembers the highest token it has seen
+per lease name and refuses older ones is safe even then::
 
     guard = FencingGuard()
 

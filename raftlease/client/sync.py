@@ -21,6 +21,7 @@ from raftlease import clock as _clock
 from raftlease.client._common import (
     CHANNEL_OPTIONS,
     Attempts,
+    KeepaliveState,
     LeaseInfo,
     LeaseTimer,
     Router,
@@ -38,7 +39,6 @@ from raftlease.client._common import (
     merge_status,
     parse_endpoints,
     renew_attempt_cap,
-    rpc_code,
     safe_callback,
     seconds_to_ms,
 )
@@ -93,12 +93,13 @@ class Lease:
     No other grant of this name can exist before ``valid_until`` (DESIGN.md §2).
 
     Keepalives run on a daemon thread every ``ttl / 3``; a failed renewal is retried quickly
-    against the leader hint and the other endpoints, and validity is only ever extended by a
-    success. If no renewal has succeeded by ``valid_until - lost_margin`` (``lost_margin =
-    min(0.05 * ttl, 0.25 s)``), or the server answers NOT_FOUND, the lease is *lost*: first
-    ``is_valid()`` turns false, then ``lost`` is set and ``on_lost(lease)`` is called (on the
-    keepalive thread). So the signal always fires before ``is_valid()`` would turn false on
-    its own. Losing is final: a late renewal cannot revive the lease.
+    against the leader hint and the other endpoints (a leader answering RETRY, its own leader
+    lease lapsed for a moment, is retried itself; see ``KeepaliveState``), and validity is only
+    ever extended by a success. If no renewal has succeeded by ``valid_until - lost_margin``
+    (``lost_margin = min(0.05 * ttl, 0.25 s)``), or the server answers NOT_FOUND, the lease is
+    *lost*: first ``is_valid()`` turns false, then ``lost`` is set and ``on_lost(lease)`` is
+    called (on the keepalive thread). So the signal always fires before ``is_valid()`` would
+    turn false on its own. Losing is final: a late renewal cannot revive the lease.
 
     ``lost`` is also set by :meth:`release` (``on_lost`` is not called then), so a worker
     waiting on ``lease.lost`` stops whenever the lease ends.
@@ -277,24 +278,23 @@ class Lease:
 
     def _keepalive_loop(self) -> None:
         client = self._client
-        router = client._router
-        target = router.pick()
-        streak: Attempts | None = None  # set while renewals are failing
+        state = KeepaliveState(
+            f"renew lease {self.name!r}",
+            self.lease_id,
+            self._timer,
+            client._router,
+            round_size=len(client.endpoints),
+        )
         while not self._stop.is_set():
             now = _clock.boot_monotonic()
             lost_at = self._timer.lost_at()
             if now >= lost_at:
-                why = (
-                    f"no renewal succeeded ({streak.last_error})"
-                    if streak is not None
-                    else "keepalives stopped"
-                )
-                self._declare_lost(why)
+                self._declare_lost(state.lost_reason())
                 return
             if not self._renewing:
                 self._stop.wait(lost_at - now)
                 continue
-            if streak is None:
+            if not state.failing:
                 wake = min(self._timer.renew_due(), lost_at)
                 if wake > now:
                     self._stop.wait(wake - now)
@@ -304,38 +304,22 @@ class Lease:
             if budget <= 0:
                 continue
             try:
-                resp = client._conn(target).lease.Renew(
-                    lease_pb2.RenewRequest(lease_id=self.lease_id, health=self._health),
-                    timeout=budget,
+                resp = client._conn(state.target).lease.Renew(
+                    state.request(self._health), timeout=budget
                 )
             except grpc.RpcError as err:
                 if self._stop.is_set():
                     return
-                if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
-                    self._declare_lost(
-                        f"the server no longer knows lease id {self.lease_id} "
-                        f"(expired or released): {describe_rpc_error(err)}"
-                    )
-                    return
-                if streak is None:
-                    streak = Attempts(
-                        f"renew lease {self.name!r}",
-                        deadline=lost_at,
-                        round_size=len(client.endpoints),
-                    )
-                streak.note(target)
-                if is_retriable(err):
-                    target, delay = streak.failed(router, target, err)
-                else:  # e.g. a health payload the server refuses; keep trying, log it
-                    log.warning("raftlease: renewing %r: %s", self.name, describe_rpc_error(err))
-                    streak.last_error = describe_rpc_error(err)
-                    delay = streak.backoff.next_delay()
-                self._stop.wait(max(0.0, min(delay, lost_at - _clock.boot_monotonic())))
-                continue
-            if not self._timer.on_success(t_send, resp.ttl_ms / 1000.0):
-                return  # already lost: final
-            router.succeeded(target)
-            streak = None
+                step = state.on_error(err, lost_at)
+            else:
+                step = state.on_response(resp, t_send, lost_at)
+            if step.kind == "lost":
+                self._declare_lost(step.reason)
+                return
+            if step.kind == "done":
+                return
+            if step.kind == "retry":
+                self._stop.wait(max(0.0, min(step.delay, lost_at - _clock.boot_monotonic())))
 
 
 class LeaseClient:

@@ -13,6 +13,8 @@ Errors are gRPC status codes with messages that say what to do:
   UNAVAILABLE       "not the leader": retry on the leader. When this node knows the leader,
                     the trailing metadata key `raftlease-leader` holds its address
                     (HOST:PORT). UNAVAILABLE is also used while no leader is elected.
+A KeepAlive or Renew request that sets `inband_outcomes` gets its failures as an `outcome`
+in the response instead (see KeepAliveResponse.Outcome).
 
 Durations are milliseconds. Remaining times are the serving leader's view; a client computes
 its own conservative validity from when it sent the request.
@@ -264,8 +266,16 @@ class KeepAliveRequest(_message.Message):
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    INBAND_OUTCOMES_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.int
     """The grant to renew."""
+    inband_outcomes: _builtins.bool
+    """True: answer a renewal that fails (unknown lease, no valid leader lease, not the leader,
+    bad health payload) in-band, with a KeepAliveResponse whose `outcome` says why, and keep
+    the stream open for the requests that follow. False (the default, what a client written
+    before this field sends): a failed renewal ends the whole stream with its status code.
+    Decided per request.
+    """
     @_builtins.property
     def health(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Health payload to record (replaces the previous one)."""
@@ -275,10 +285,11 @@ class KeepAliveRequest(_message.Message):
         *,
         lease_id: _builtins.int = ...,
         health: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        inband_outcomes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "lease_id", b"lease_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "inband_outcomes", b"inband_outcomes", "lease_id", b"lease_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,25 +301,88 @@ class KeepAliveResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Outcome:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[KeepAliveResponse._Outcome.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        OUTCOME_UNSPECIFIED: KeepAliveResponse._Outcome.ValueType  # 0
+        """Never sent by a server that knows this field. A server from before it sends 0 on every
+        response, and only on success (it ends the call on any failure): read it as RENEWED.
+        """
+        OUTCOME_RENEWED: KeepAliveResponse._Outcome.ValueType  # 1
+        """The lease was renewed: `ttl_ms` and `fencing_token` are set."""
+        OUTCOME_NOT_FOUND: KeepAliveResponse._Outcome.ValueType  # 2
+        """The lease is not held (released, expired, or never granted): it is lost for good."""
+        OUTCOME_RETRY: KeepAliveResponse._Outcome.ValueType  # 3
+        """This node is the leader but its leader lease is not valid right now (it lapses briefly
+        under load or while followers are slow): nothing was renewed; retry on the same
+        stream shortly. Validity still counts from the last RENEWED answer.
+        """
+        OUTCOME_NOT_LEADER: KeepAliveResponse._Outcome.ValueType  # 4
+        """This node is not the leader: nothing was renewed; renew on `leader_hint` (empty when no
+        leader is known: try the other nodes).
+        """
+        OUTCOME_INVALID: KeepAliveResponse._Outcome.ValueType  # 5
+        """The request broke a bound (the health payload); `message` names it. Nothing changed."""
+
+    class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
+        """What became of one renewal request."""
+
+    OUTCOME_UNSPECIFIED: KeepAliveResponse.Outcome.ValueType  # 0
+    """Never sent by a server that knows this field. A server from before it sends 0 on every
+    response, and only on success (it ends the call on any failure): read it as RENEWED.
+    """
+    OUTCOME_RENEWED: KeepAliveResponse.Outcome.ValueType  # 1
+    """The lease was renewed: `ttl_ms` and `fencing_token` are set."""
+    OUTCOME_NOT_FOUND: KeepAliveResponse.Outcome.ValueType  # 2
+    """The lease is not held (released, expired, or never granted): it is lost for good."""
+    OUTCOME_RETRY: KeepAliveResponse.Outcome.ValueType  # 3
+    """This node is the leader but its leader lease is not valid right now (it lapses briefly
+    under load or while followers are slow): nothing was renewed; retry on the same
+    stream shortly. Validity still counts from the last RENEWED answer.
+    """
+    OUTCOME_NOT_LEADER: KeepAliveResponse.Outcome.ValueType  # 4
+    """This node is not the leader: nothing was renewed; renew on `leader_hint` (empty when no
+    leader is known: try the other nodes).
+    """
+    OUTCOME_INVALID: KeepAliveResponse.Outcome.ValueType  # 5
+    """The request broke a bound (the health payload); `message` names it. Nothing changed."""
+
     LEASE_ID_FIELD_NUMBER: _builtins.int
     TTL_MS_FIELD_NUMBER: _builtins.int
     FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LEADER_HINT_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.int
-    """The renewed grant."""
+    """The grant the request named (also when it was not renewed)."""
     ttl_ms: _builtins.int
-    """The TTL in milliseconds, counted from the renewal."""
+    """The TTL in milliseconds, counted from the renewal (only when RENEWED)."""
     fencing_token: _builtins.int
-    """The grant's fencing token (unchanged by renewals)."""
+    """The grant's fencing token, unchanged by renewals (only when RENEWED)."""
+    outcome: Global___KeepAliveResponse.Outcome.ValueType
+    """What became of the request. Always set by this server (RENEWED on success); the other
+    outcomes only when the request asked for `inband_outcomes`.
+    """
+    message: _builtins.str
+    """Why a renewal failed, in words (empty when RENEWED)."""
+    leader_hint: _builtins.str
+    """With NOT_LEADER: the leader's client address (HOST:PORT) when this node knows it."""
     def __init__(
         self,
         *,
         lease_id: _builtins.int = ...,
         ttl_ms: _builtins.int = ...,
         fencing_token: _builtins.int = ...,
+        outcome: Global___KeepAliveResponse.Outcome.ValueType = ...,
+        message: _builtins.str = ...,
+        leader_hint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fencing_token", b"fencing_token", "lease_id", b"lease_id", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fencing_token", b"fencing_token", "leader_hint", b"leader_hint", "lease_id", b"lease_id", "message", b"message", "outcome", b"outcome", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,8 +416,13 @@ class RenewRequest(_message.Message):
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
+    INBAND_OUTCOMES_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.int
     """The grant to renew."""
+    inband_outcomes: _builtins.bool
+    """True: answer a failed renewal with a RenewResponse whose `outcome` says why instead of
+    an error status (as KeepAliveRequest.inband_outcomes).
+    """
     @_builtins.property
     def health(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Health payload to record (replaces the previous one)."""
@@ -353,10 +432,11 @@ class RenewRequest(_message.Message):
         *,
         lease_id: _builtins.int = ...,
         health: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        inband_outcomes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "lease_id", b"lease_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "inband_outcomes", b"inband_outcomes", "lease_id", b"lease_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -370,19 +450,31 @@ class RenewResponse(_message.Message):
 
     TTL_MS_FIELD_NUMBER: _builtins.int
     FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LEADER_HINT_FIELD_NUMBER: _builtins.int
     ttl_ms: _builtins.int
-    """The TTL in milliseconds, counted from the renewal."""
+    """The TTL in milliseconds, counted from the renewal (only when RENEWED)."""
     fencing_token: _builtins.int
-    """The grant's fencing token (unchanged by renewals)."""
+    """The grant's fencing token, unchanged by renewals (only when RENEWED)."""
+    outcome: Global___KeepAliveResponse.Outcome.ValueType
+    """What became of the request (as in KeepAliveResponse)."""
+    message: _builtins.str
+    """Why a renewal failed, in words (empty when RENEWED)."""
+    leader_hint: _builtins.str
+    """With NOT_LEADER: the leader's client address (HOST:PORT) when this node knows it."""
     def __init__(
         self,
         *,
         ttl_ms: _builtins.int = ...,
         fencing_token: _builtins.int = ...,
+        outcome: Global___KeepAliveResponse.Outcome.ValueType = ...,
+        message: _builtins.str = ...,
+        leader_hint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fencing_token", b"fencing_token", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fencing_token", b"fencing_token", "leader_hint", b"leader_hint", "message", b"message", "outcome", b"outcome", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -90,15 +90,17 @@ class LeaseServicer:
         raise NotImplementedError('Method not implemented!')
 
     def KeepAlive(self, request_iterator, context):
-        """Keep a lease alive: each request renews it (and updates its health payload); each
-        response reports the renewed TTL. Answered only under a valid leader lease.
+        """Keep leases alive: each request renews one lease (and updates its health payload); each
+        response answers one request, in order. Answered only under a valid leader lease. With
+        `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
+        stream stays open; without it, any failure ends the stream with its status code.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Renew(self, request, context):
-        """One renewal, as a single KeepAlive request.
+        """One renewal, as a single KeepAlive request (the same `inband_outcomes` choice).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

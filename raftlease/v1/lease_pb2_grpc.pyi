@@ -13,6 +13,8 @@ Errors are gRPC status codes with messages that say what to do:
   UNAVAILABLE       "not the leader": retry on the leader. When this node knows the leader,
                     the trailing metadata key `raftlease-leader` holds its address
                     (HOST:PORT). UNAVAILABLE is also used while no leader is elected.
+A KeepAlive or Renew request that sets `inband_outcomes` gets its failures as an `outcome`
+in the response instead (see KeepAliveResponse.Outcome).
 
 Durations are milliseconds. Remaining times are the serving leader's view; a client computes
 its own conservative validity from when it sent the request.
@@ -55,11 +57,13 @@ class LeaseStub:
     release hands the lease to the next waiter. Answers after the grant commits.
     """
     KeepAlive: _grpc.StreamStreamMultiCallable[_lease_pb2.KeepAliveRequest, _lease_pb2.KeepAliveResponse]
-    """Keep a lease alive: each request renews it (and updates its health payload); each
-    response reports the renewed TTL. Answered only under a valid leader lease.
+    """Keep leases alive: each request renews one lease (and updates its health payload); each
+    response answers one request, in order. Answered only under a valid leader lease. With
+    `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
+    stream stays open; without it, any failure ends the stream with its status code.
     """
     Renew: _grpc.UnaryUnaryMultiCallable[_lease_pb2.RenewRequest, _lease_pb2.RenewResponse]
-    """One renewal, as a single KeepAlive request."""
+    """One renewal, as a single KeepAlive request (the same `inband_outcomes` choice)."""
     Release: _grpc.UnaryUnaryMultiCallable[_lease_pb2.ReleaseRequest, _lease_pb2.ReleaseResponse]
     """Give a lease up. Releasing a lease that already ended (released, expired) changes
     nothing and answers NOT_FOUND; clients treat that as success (the Python client does).
@@ -86,11 +90,13 @@ class LeaseAsyncStub(LeaseStub):
     release hands the lease to the next waiter. Answers after the grant commits.
     """
     KeepAlive: _aio.StreamStreamMultiCallable[_lease_pb2.KeepAliveRequest, _lease_pb2.KeepAliveResponse]  # type: ignore[assignment]
-    """Keep a lease alive: each request renews it (and updates its health payload); each
-    response reports the renewed TTL. Answered only under a valid leader lease.
+    """Keep leases alive: each request renews one lease (and updates its health payload); each
+    response answers one request, in order. Answered only under a valid leader lease. With
+    `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
+    stream stays open; without it, any failure ends the stream with its status code.
     """
     Renew: _aio.UnaryUnaryMultiCallable[_lease_pb2.RenewRequest, _lease_pb2.RenewResponse]  # type: ignore[assignment]
-    """One renewal, as a single KeepAlive request."""
+    """One renewal, as a single KeepAlive request (the same `inband_outcomes` choice)."""
     Release: _aio.UnaryUnaryMultiCallable[_lease_pb2.ReleaseRequest, _lease_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Give a lease up. Releasing a lease that already ended (released, expired) changes
     nothing and answers NOT_FOUND; clients treat that as success (the Python client does).
@@ -126,8 +132,10 @@ class LeaseServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_lease_pb2.KeepAliveRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_lease_pb2.KeepAliveResponse], _abc.AsyncIterator[_lease_pb2.KeepAliveResponse]]:
-        """Keep a lease alive: each request renews it (and updates its health payload); each
-        response reports the renewed TTL. Answered only under a valid leader lease.
+        """Keep leases alive: each request renews one lease (and updates its health payload); each
+        response answers one request, in order. Answered only under a valid leader lease. With
+        `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
+        stream stays open; without it, any failure ends the stream with its status code.
         """
 
     @_abc_1.abstractmethod
@@ -136,7 +144,7 @@ class LeaseServicer(metaclass=_abc_1.ABCMeta):
         request: _lease_pb2.RenewRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lease_pb2.RenewResponse, _abc.Awaitable[_lease_pb2.RenewResponse]]:
-        """One renewal, as a single KeepAlive request."""
+        """One renewal, as a single KeepAlive request (the same `inband_outcomes` choice)."""
 
     @_abc_1.abstractmethod
     def Release(

@@ -72,10 +72,13 @@ test: install
 # (NodeConfig: 10 ms ticks, 100 ms heartbeats, 200-400 ms election timeout); the bare core's
 # defaults are heartbeat 2, election 10-20.
 SERVER_TIMING = heartbeat_ticks=10,election_ticks_min=20,election_ticks_max=40
+# Each seed draws its own swarm fault mix (docs/simulator.md). SIM_FLAGS: more sweep options,
+# e.g. SIM_FLAGS=--coverage (branch coverage of the core) or SIM_FLAGS="--mix random".
 SIM_START ?= 0
 SIM_SET ?=
+SIM_FLAGS ?=
 sim: install
-	$(BIN)/python -m raftlease.testing.sweep --seeds $(SEEDS) --start $(SIM_START)$(if $(SIM_SET), --set $(SIM_SET))
+	$(BIN)/python -m raftlease.testing.sweep --seeds $(SEEDS) --start $(SIM_START)$(if $(SIM_SET), --set $(SIM_SET))$(if $(SIM_FLAGS), $(SIM_FLAGS))
 
 run: install
 	$(BIN)/raftlease cluster --nodes 3 --data-dir ./data

@@ -503,7 +503,12 @@ class RaftCore:
                 RequestVoteResponse(m.term if grant else self.term, self.id, m.src, grant, True)
             )
             return
-        can_vote = self.voted_for is None or self.voted_for == m.src
+        # Stickiness applies to every new vote, not only to one that raises our term: a node
+        # that just acknowledged a leader may have adopted this term from another message
+        # first (a rejected pre-vote answer), and its vote would then elect a rival while the
+        # leader's lease, which counted its ack, still runs (docs/safety.md, step 1).
+        sticky = self._in_lease() and not m.transfer
+        can_vote = self.voted_for == m.src or (self.voted_for is None and not sticky)
         if can_vote and up_to_date and self.role in (Role.FOLLOWER, Role.PRE_CANDIDATE):
             # Raft §5.2: the vote is part of HardState; the Ready contract persists it
             # BEFORE this response is sent (thesis §3.8).

@@ -9,7 +9,9 @@ The rules, and where each is checked:
 
 1. ``election-safety``: at most one leader per term (``on_become_leader``).
 2. ``vote-safety``: a node grants its (non-pre) vote to at most one candidate per term, across
-   restarts (``on_vote_granted``, fed every granted RequestVoteResponse as it is SENT).
+   restarts (``on_vote_granted``, fed every granted RequestVoteResponse and every
+   candidate's own vote as it is SENT); and a node that restarts remembers its newest vote
+   (``check_vote_durable``: a forgotten vote is a double vote waiting for a second asker).
 3. ``term-monotonic``: a node's term never decreases, across restarts (``on_term``).
 4. ``log-matching``: two entries with the same (index, term) are identical and have the same
    predecessor term (``on_save``, fed every batch of entries as it is persisted). By induction
@@ -25,6 +27,21 @@ The rules, and where each is checked:
 8. ``lease-exclusion``: at every event time at most one node's ``lease_valid()`` is true
    (``on_lease``; a core's answer changes only on its own inputs, so a per-node cache updated
    after each input is exact).
+13. ``applied-uncommitted``: a node applies an entry only once a majority holds it durably
+   (in its persisted log or under its persisted snapshot) (``check_committed``, fed every
+   applied entry; ``on_save`` / ``on_snapshot_durable`` record who persisted what). Catches a
+   node that applies beyond its commit index at once, before any other node disagrees.
+14. ``committed-changed``: a node that restarts finds, up to its persisted commit index, only
+   entries that agree with what was applied anywhere, and a commit index its own durable log
+   or snapshot reaches (``check_boot_log``).
+15. ``commit-unsafe``: once an entry is applied, no node that lacks it has a durable log at
+   least as up to date as a majority's (it could win an election and overwrite the entry:
+   Leader Completeness, checked before the election instead of after it; ``check_committed``).
+
+Liveness oracles live in the simulator (``SimCluster.check_quorum_contact``: a leader cut off
+from a quorum steps down within 2·E_min + 2 of its ticks; ``SimCluster.quiet_window``: a
+cluster that can talk has a valid leader lease within 3·E_max ticks plus catch-up) and raise
+:class:`LivenessViolation`.
 
 The lease state machine and its clients have their own checker, :class:`LeaseCheckers`
 (TESTING.md columns ME and FT; rules 9-12 below).
@@ -96,6 +113,13 @@ class Checkers:
     command_index: dict[bytes, int] = field(default_factory=dict)
     lease_holders: set[NodeId] = field(default_factory=set)
     events_checked: int = 0
+    # (index, term) -> the nodes that persisted that entry (never shrinks: a truncation of a
+    # durable entry is caught by the other rules; over-counting only makes rule 13 lenient)
+    durable: dict[tuple[int, int], set[NodeId]] = field(default_factory=dict)
+    last_vote: dict[NodeId, tuple[int, NodeId]] = field(default_factory=dict)  # newest vote
+    snapshot_index: dict[NodeId, int] = field(default_factory=dict)  # persisted snapshots
+    durable_last: dict[NodeId, tuple[int, int]] = field(default_factory=dict)  # (index, term)
+    electable_checked: int = 0  # rule 15 ran for every applied index up to this one
 
     def _fail(self, name: str, detail: str) -> SafetyViolation:
         return SafetyViolation(name, f"{detail} (at t={self.now_us}us)")
@@ -114,18 +138,45 @@ class Checkers:
         prev = self.votes.get(key)
         if prev is None:
             self.votes[key] = candidate
+            last = self.last_vote.get(voter)
+            if last is None or term > last[0]:
+                self.last_vote[voter] = (term, candidate)
         elif prev != candidate:
             raise self._fail(
                 "vote-safety",
                 f"{voter} granted its vote in term {term} to {prev} and then to {candidate}",
             )
 
+    def check_vote_durable(self, node: NodeId, term: int, voted_for: NodeId | None) -> None:
+        """``node`` restarts with durable (term, voted_for): it must remember its newest vote
+        (or have moved to a later term). A vote it forgot lets it vote twice in that term:
+        whether or not a second candidate happens to ask, the restart already broke rule 2's
+        precondition (votes are persisted before they are sent, ready.py)."""
+        last = self.last_vote.get(node)
+        if last is None:
+            return
+        t, cand = last
+        if term > t or (term == t and voted_for == cand):
+            return
+        raise self._fail(
+            "vote-safety",
+            f"{node} voted for {cand} in term {t} but restarts with term {term}, vote "
+            f"{voted_for}: the vote was not durable",
+        )
+
     # -------------------------------------------------------------- 4. log matching
     def on_save(self, node: NodeId, entries: Iterable[Entry], prev_term: int) -> None:
         """``entries`` (contiguous) were persisted after an entry of term ``prev_term``."""
         table = self.entries
+        durable = self.durable
+        last: Entry | None = None
         for e in entries:
             key = (e.index, e.term)
+            holders = durable.get(key)
+            if holders is None:
+                durable[key] = {node}
+            else:
+                holders.add(node)
             rec = (int(e.kind), e.data, prev_term)
             old = table.get(key)
             if old is None:
@@ -138,6 +189,86 @@ class Checkers:
                     f"data {old[1]!r}, after term {old[2]})",
                 )
             prev_term = e.term
+            last = e
+        if last is not None:  # entries replace the stored suffix: this is the new last one
+            self.durable_last[node] = (last.index, last.term)
+
+    # -------------------------------------------------------------- 13 + 14. commitment
+    def on_snapshot_durable(self, node: NodeId, index: int, term: int = 0) -> None:
+        """``node`` persisted a snapshot at ``index`` (``term``: an installed one, which may
+        become its durable log's last entry; 0 for a compaction, which never does)."""
+        if index > self.snapshot_index.get(node, 0):
+            self.snapshot_index[node] = index
+        if term and index >= self.durable_last.get(node, (0, 0))[0]:
+            self.durable_last[node] = (index, term)
+
+    def check_committed(self, node: NodeId, entry: Entry) -> None:
+        """``node`` applies ``entry``: a majority must hold it durably."""
+        holders = self.durable.get((entry.index, entry.term), ())
+        count = len(holders)
+        q = len(self.voters) // 2 + 1
+        if count < q:
+            for nid, snap in self.snapshot_index.items():
+                if snap >= entry.index and nid not in holders:
+                    count += 1
+        if count < q:
+            raise self._fail(
+                "applied-uncommitted",
+                f"{node} applied {entry.index}/{entry.term}, which only {sorted(holders)} "
+                f"hold durably (a majority is {q})",
+            )
+        if entry.index > self.electable_checked:
+            self.electable_checked = entry.index
+            self._check_electable(entry, holders)
+
+    def _check_electable(self, entry: Entry, holders: set[NodeId] | tuple[()]) -> None:
+        """Rule 15: no node that lacks a committed entry can ever be elected. A candidate
+        wins with a majority of votes, and a voter grants only to a log at least as up to date
+        as its own (§5.4.1), so it is enough that no node lacking ``entry`` has a log (durable:
+        what survives crashes) at least as up to date as a majority's. Checked once per
+        newly applied index (the newest committed entry: log matching covers the older)."""
+        lasts = self.durable_last
+        snaps = self.snapshot_index
+        q = len(self.voters) // 2 + 1
+        for c in self.voters:
+            if c in holders or snaps.get(c, 0) >= entry.index:
+                continue
+            ci, ct = lasts.get(c, (0, 0))
+            willing = 0
+            for v in self.voters:
+                vi, vt = lasts.get(v, (0, 0))
+                if ct > vt or (ct == vt and ci >= vi):
+                    willing += 1
+            if willing >= q:
+                raise self._fail(
+                    "commit-unsafe",
+                    f"{entry.index}/{entry.term} was applied, but {c} lacks it and its durable "
+                    f"log (last {ci}/{ct}) is at least as up to date as {willing} nodes': it "
+                    f"could be elected and overwrite the entry (durable lasts: "
+                    f"{dict(sorted(lasts.items()))})",
+                )
+
+    def check_boot_log(self, node: NodeId, st: LoadedState) -> None:
+        """``node`` boots from ``st``: its committed prefix must agree with what was applied."""
+        commit = st.hard_state.commit
+        snap = st.snapshot.index if st.snapshot is not None else 0
+        last = snap + len(st.entries)
+        if commit > last:
+            raise self._fail(
+                "committed-changed",
+                f"{node} restarts with commit index {commit} but its durable log ends at {last}",
+            )
+        applied = self.applied
+        for e in st.entries:
+            if e.index > commit:
+                break
+            rec = applied.get(e.index)
+            if rec is not None and rec.term != e.term:
+                raise self._fail(
+                    "committed-changed",
+                    f"{node} restarts with {e.index}/{e.term} under its commit index {commit}, "
+                    f"but {rec.node} applied {e.index}/{rec.term}",
+                )
 
     # -------------------------------------------------------------- 5. state machine safety
     def on_apply(self, node: NodeId, prev_applied: int, entry: Entry, state_hash: bytes) -> None:

@@ -31,10 +31,19 @@ the node.py rule (``lease_ok``: leader, no-op applied, leader lease valid).
 :class:`LeaseCheckers` checks mutual exclusion and fencing as it happens.
 
 A crash drops the core and everything volatile; messages that reach a down node are lost.
-A restart rebuilds the core from ``storage.load()``. Failpoints crash a node inside its Ready
-loop (before send, after send, after apply). A pause (SIGSTOP) freezes a node while its clock
-runs on. The network (network.py) drops, duplicates and delays per directed link, and
-partitions by named shapes.
+A restart rebuilds the core from ``storage.load()``. Failpoints crash any node inside its
+Ready loop (before its fsync, before send, after send, after apply), optionally only at the
+moments that matter (a vote just persisted, entries acknowledged but not committed, a
+snapshot install, a new leader, a commit). A pause (SIGSTOP) freezes a node while its clock
+runs on. The network (network.py) drops (optionally one message kind only), duplicates and
+delays per directed link, and partitions by named shapes.
+
+Besides the checkers, the simulator runs rules that need its view of real time and of every
+node: ``vote-stickiness`` and ``lease-quorum`` (docs/safety.md step 1 and L1, in real time),
+``renew-outside-lease`` and ``transfer-lease`` (S2, T1), and two liveness oracles: a leader
+that no quorum reached for 2·E_min + 2 of its ticks must have stepped down (CheckQuorum), and
+a fault-free window (:meth:`SimCluster.quiet_window`) must see a valid leader lease within
+:meth:`SimCluster.election_bound_us`.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from raftlease.core.messages import (
     Snapshot,
     TimeoutNow,
 )
+from raftlease.core.quorum import quorum_value
 from raftlease.core.raft import RaftCore
 from raftlease.core.ready import HardState, Ready
 from raftlease.errors import NotLeader, ProposalDropped
@@ -125,7 +135,11 @@ ZERO_HASH = bytes(16)
 HASH_LEN = len(ZERO_HASH)  # a snapshot's data: the state hash, then the lease table
 
 FAILPOINTS = ("before-send", "before-save", "after-send", "after-apply")
-FAILPOINT_SCOPES = ("", "leader", "new-leader", "commit")
+# Where a failpoint applies: every Ready (""), a leader's, a new leader's first, one with
+# committed entries, a follower's, one that persists a vote (a granted vote or a candidate's
+# own), a leader's while entries some follower acknowledged are not committed yet, and one
+# that installs a snapshot.
+FAILPOINT_SCOPES = ("", "leader", "new-leader", "commit", "follower", "vote", "acked", "snapshot")
 
 
 class _Crashed(Exception):
@@ -249,6 +263,23 @@ class SimNode:
     # The node's monotonic clock: local_s = clock_local_s + rate * (now - clock_real_us) / 1e6.
     clock_real_us: int = 0
     clock_local_s: float = 0.0
+    # The CheckQuorum oracle: per peer index, this node's tick count when a message from that
+    # peer was last delivered to it (-1: never, in this incarnation); the tick it took office.
+    heard_tick: list[int] = field(default_factory=list)
+    leader_since_tick: int = 0
+    # The stickiness rule: when it last sent an ack that counts toward a leader's lease
+    # (real us, -1: never; survives crashes: the window is real time), the shortest real
+    # interval between its ticks so far, and the transfer vote requests it was sent.
+    acked_at_us: int = -1
+    booted_at_us: int = 0  # boot counts as contact with a leader (docs/safety.md R1)
+    timeout_now_term: int = 0  # the last term in which it sent TimeoutNow (a transfer)
+    # As leader: the highest send tick each peer's delivered answers of its term echoed.
+    echoed: dict[NodeId, int] = field(default_factory=dict)
+    acked_term: int = 0
+    acked_leader: NodeId | None = None
+    term_before_vote: int = 0  # its term when it was handed the latest RequestVote
+    min_tick_interval_us: float = 0.0
+    transfer_asks: set[tuple[NodeId, int]] = field(default_factory=set)
 
     @property
     def is_leader(self) -> bool:
@@ -258,6 +289,28 @@ class SimNode:
 def _gone(node: SimNode, inc: int) -> bool:
     """Has ``node`` crashed (or crashed and restarted) since incarnation ``inc``?"""
     return not node.up or node.incarnation != inc
+
+
+def _persists_vote(rd: Ready) -> bool:
+    """Does this Ready persist a vote (a granted RequestVote answer, or a candidate's own,
+    which goes with its RequestVotes)?"""
+    if rd.hard_state is None:
+        return False
+    for m in rd.messages:
+        t = type(m)
+        if t is RequestVoteResponse and m.granted and not m.pre_vote:  # type: ignore[union-attr]
+            return True
+        if t is RequestVote and not m.pre_vote:  # type: ignore[union-attr]
+            return True
+    return False
+
+
+def _acked_uncommitted(core: RaftCore | None) -> bool:
+    """Has some follower acknowledged entries this leader has not committed yet?"""
+    if core is None:
+        return False
+    committed = core.log.committed
+    return any(p.match_index > committed for p in core.progress.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,14 +359,24 @@ class SimCluster:
     for a leader replicating before its fsync: nothing persisted or sent), ``before-save``
     (a leader sent its AppendEntries early, nothing persisted), ``after-send`` (sent, nothing
     applied) or ``after-apply`` (applied, not advanced), and
-    scope ``leader`` (the node is leader), ``new-leader`` (its first Ready as leader) or
-    ``commit`` (the Ready carries committed entries); no scope means every Ready. A crashed
-    node restarts after a delay drawn from ``failpoint_down_us``.
+    scope ``leader`` (the node is leader), ``new-leader`` (its first Ready as leader),
+    ``commit`` (the Ready carries committed entries), ``follower`` (the node is not leader),
+    ``vote`` (the Ready persists a vote: a granted RequestVote answer or a candidate's own),
+    ``acked`` (a leader some follower acknowledged entries to that are not committed yet;
+    these also fire right after the leader steps such an acknowledgement) or
+    ``snapshot`` (the Ready installs a snapshot); no scope means every Ready. ``before-save``
+    applies to every Ready: nothing of it persisted (and nothing sent, unless the driver
+    sends before its fsync). A crashed node restarts after a delay drawn from
+    ``failpoint_down_us``.
 
     ``clients`` starts the simulated lease clients (clients.py); their links to the nodes use
     ``client_link`` (default: ``link``). The lease table and keeper run on every node either
     way. Planted server bugs override :meth:`lease_ok` or :meth:`make_keeper` in a subclass.
     """
+
+    # Rule ``renew-outside-lease``: a renewal is answered OK only by a node that holds a valid
+    # leader lease at that instant (False: leave such bugs to the end-to-end ME checks).
+    check_renewals = True
 
     def __init__(
         self,
@@ -368,7 +431,9 @@ class SimCluster:
             rate = rates[i] if rates is not None else 1.0 + clock_rng.uniform(-drift, drift)
             if rate <= 0:
                 raise ValueError(f"clock rate must be positive, got {rate}")
-            self.nodes.append(SimNode(nid, i, rate, tick_us / rate))
+            self.nodes.append(
+                SimNode(nid, i, rate, tick_us / rate, min_tick_interval_us=tick_us / rate)
+            )
         for node in self.nodes:  # clocks do not agree on the epoch
             node.clock_local_s = lease_rng.uniform(0.0, 1_000.0)
         self._by_id = {node.id: node for node in self.nodes}
@@ -421,6 +486,19 @@ class SimCluster:
             self.failpoints[name] = prob
         self.failpoint_down_us = failpoint_down_us
         self.failpoint_crashes = 0
+        # Liveness oracles (see check_quorum_contact and quiet_window).
+        self.check_quorum_oracle = True
+        # The vote-stickiness rule, strictly: also a vote in a term the voter had already
+        # adopted from some other message (a rejected pre-vote answer, a reply to a stale
+        # leader) before the RequestVote came. This rule found the core granting such votes
+        # (tests/sim/test_oracles.py::test_sticky_voter_adopting_a_term_first); fixed, so the
+        # sweep checks it. False checks only votes that raise the voter's term.
+        self.strict_stickiness = True
+        self.quiet_until = -1  # a fault-free window lasts until then (faults are held back)
+        self.quiet_windows = 0
+        self.injected: dict[str, int] = {}  # fault kind -> times the schedule injected it
+        self._lease_due: tuple[int, int] | None = None  # (window start, deadline) us
+        self._held_failpoints: dict[str, float] | None = None
 
         for node in self.nodes:
             self._boot(node, first=True)
@@ -520,6 +598,10 @@ class SimCluster:
                 except Exception as exc:
                     raise self._core_error(node, "tick", exc) from exc
                 self._after_input(node)
+                if node.core is not None and node.core.role is Role.LEADER:
+                    self.check_quorum_contact(node, node.core)
+                    if node.lease:
+                        self.check_lease_quorum(node)
                 node.next_tick_us += node.tick_interval_us
                 self._push(int(node.next_tick_us), _TICK, idx, payload)
         elif kind == _MSG:
@@ -573,7 +655,14 @@ class SimCluster:
         node.soft_role = core.role
         node.soft_leader = core.leader_id
         node.soft_term = core.term
+        node.heard_tick = [-1] * len(self.nodes)
+        node.booted_at_us = self.now
+        node.leader_since_tick = 0
         self.checkers.on_term(node.id, core.term)
+        self.checkers.check_boot_log(node.id, st)
+        if not first:
+            hs = st.hard_state
+            self.checkers.check_vote_durable(node.id, hs.term, hs.voted_for)
         self.lease_checks.on_node_boot(node.id, node.applied_index)
         if st.snapshot is not None:
             self.checkers.on_snapshot_applied(node.id, st.snapshot, st.snapshot.data[:HASH_LEN])
@@ -598,6 +687,7 @@ class SimCluster:
         node.clock_real_us = self.now
         node.rate = rate
         node.tick_interval_us = self.tick_us / rate
+        node.min_tick_interval_us = min(node.min_tick_interval_us, node.tick_interval_us)
         self._log(f"{node.id} clock rate -> {rate}")
 
     def pause(self, nid: str, pause_us: int) -> None:
@@ -653,6 +743,12 @@ class SimCluster:
                         continue
                     if self.trace is not None:
                         self._log(f"deliver {describe(m)} (queued, before the missed ticks)")
+                    if (
+                        isinstance(m, AppendEntriesResponse | InstallSnapshotResponse)
+                        and m.term == core.term
+                        and m.send_tick > node.echoed.get(m.src, 0)
+                    ):
+                        node.echoed[m.src] = m.send_tick
                     core.step(m)
                 else:
                     later.append(m)
@@ -662,7 +758,11 @@ class SimCluster:
             raise
         except Exception as exc:
             raise self._core_error(node, "resume (queued answers, missed ticks)", exc) from exc
+        for m in peer:  # received during the pause: heard "now", after the catch-up
+            node.heard_tick[self._by_id[m.src].index] = core.tick_count
         self._after_input(node)
+        if node.core is not None and node.core.role is Role.LEADER:
+            self.check_quorum_contact(node, node.core)
         for pm in later:
             if _gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted
                 return
@@ -730,6 +830,18 @@ class SimCluster:
             return
         core = node.core
         assert core is not None
+        node.heard_tick[self._by_id[m.src].index] = core.tick_count
+        if (
+            (type(m) is AppendEntriesResponse or type(m) is InstallSnapshotResponse)
+            and m.term == core.term
+            and core.role is Role.LEADER
+            and m.send_tick > node.echoed.get(m.src, 0)
+        ):
+            node.echoed[m.src] = m.send_tick
+        if type(m) is RequestVote:
+            node.term_before_vote = core.term
+            if m.transfer:
+                node.transfer_asks.add((m.src, m.term))
         if self.trace is not None:
             self._log(f"deliver {describe(m)}")
         try:
@@ -742,7 +854,7 @@ class SimCluster:
 
     def _send(self, m: Message) -> None:
         idx = self._by_id[m.dst].index
-        for delay in self.net.plan(m.src, m.dst):
+        for delay in self.net.plan(m.src, m.dst, type(m).__name__, self.now):
             self._push(self.now + delay, _MSG, idx, m)
 
     def _after_input(self, node: SimNode) -> None:
@@ -751,6 +863,8 @@ class SimCluster:
         chk = self.checkers
         if core.role is Role.LEADER:
             self._leader_duties(node, core)  # node.py: every loop iteration, before the Ready
+            if self.failpoints and self._acked_crash(node, core):
+                return
         if core.has_ready():
             try:
                 self._ready_loop(node, core)
@@ -775,11 +889,21 @@ class SimCluster:
                     core.log.term_at(c) if c > 0 else None,
                 )
                 self.leader_history.append((self.now, node.id, term))
+                node.leader_since_tick = core.tick_count
+                node.echoed = {}
             if self.trace is not None:
                 self._log(f"{node.id} {node.seen_role.value}->{role.value} term={term}")
             node.seen_role = role
             node.seen_term = term
         valid = role is Role.LEADER and core.lease_valid()
+        if valid and node.timeout_now_term == term:
+            # Rule ``transfer-lease`` (docs/safety.md, T1): a leader that sent TimeoutNow
+            # (whose target may now campaign past stickiness) has no lease for the rest of
+            # its term.
+            raise self.checkers._fail(
+                "transfer-lease",
+                f"{node.id} holds a valid leader lease in term {term} after it sent TimeoutNow",
+            )
         if valid != node.lease:
             self._set_lease(node, valid, term)
 
@@ -800,21 +924,65 @@ class SimCluster:
                     f"{first - 1} (at t={self.now}us)",
                 )
             chk.on_save(nid, rd.entries, prev_term)
+        if rd.snapshot is not None:
+            chk.on_snapshot_durable(nid, rd.snapshot.index, rd.snapshot.term)
         node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
 
-    def _send_all(self, rd: Ready) -> None:
+    def _send_all(self, node: SimNode, rd: Ready) -> None:
         chk = self.checkers
         for m in rd.messages:
-            if type(m) is RequestVoteResponse and m.granted and not m.pre_vote:
-                chk.on_vote_granted(m.src, m.term, m.dst)
+            t = type(m)
+            if t is RequestVoteResponse:
+                if m.granted:  # type: ignore[union-attr]
+                    if not m.pre_vote:  # type: ignore[union-attr]
+                        chk.on_vote_granted(m.src, m.term, m.dst)
+                    self._check_sticky(node, m)
+            elif t is RequestVote:
+                if not m.pre_vote:  # type: ignore[union-attr]
+                    chk.on_vote_granted(m.src, m.term, m.src)  # a candidate's vote for itself
+                if not m.transfer:  # type: ignore[union-attr]
+                    self._check_sticky(node, m)
+            elif t is TimeoutNow:
+                node.timeout_now_term = m.term
+            elif (t is AppendEntriesResponse or t is InstallSnapshotResponse) and m.send_tick:  # type: ignore[union-attr]
+                node.acked_at_us = self.now  # it counts toward the leader's lease
+                node.acked_term = m.term
+                node.acked_leader = m.dst
             self._send(m)
+
+    def _check_sticky(self, node: SimNode, m: Message) -> None:
+        """Rule ``vote-stickiness`` (docs/safety.md, step 1): a node that acknowledged a
+        leader's AppendEntries or InstallSnapshot (an ack that counts toward that leader's
+        lease) neither grants a (pre-)vote to a rival nor starts a campaign of its own for a
+        later term, transfers excepted, until ``election_ticks_min`` of its ticks passed:
+        (E_min - 1) ticks at its fastest tick rate so far, in real time."""
+        at = node.acked_at_us
+        if at < 0 or m.term <= node.acked_term:
+            return  # a vote in the acknowledged leader's own term cannot elect a rival
+        window = (self.election_ticks_min - 1) * node.min_tick_interval_us - 2
+        if self.now >= at + window:
+            return
+        if type(m) is RequestVoteResponse:
+            if m.dst == node.acked_leader or (m.dst, m.term) in node.transfer_asks:
+                return  # for the acknowledged leader itself (its old lease ends as it runs),
+                # or for a transfer (its leader turned the lease off first)
+            if not self.strict_stickiness and not m.pre_vote and node.term_before_vote >= m.term:
+                return  # see strict_stickiness
+        raise self.checkers._fail(
+            "vote-stickiness",
+            f"{node.id} sent {describe(m)} {(self.now - at) / 1000:.1f}ms after it acknowledged "
+            f"a leader (at t={at}us); it must refuse for {window / 1000:.1f}ms "
+            f"({self.election_ticks_min - 1} of its ticks)",
+        )
 
     def _set_lease(self, node: SimNode, valid: bool, term: int) -> None:
         if valid == node.lease:
             return
         node.lease = valid
         if valid:
+            self._lease_due = None
             self._lease_since[node.id] = (self.now, term)
+            self.check_lease_quorum(node)
             self._log(f"{node.id} LEASE start term={term}")
         else:
             start, t = self._lease_since.pop(node.id)
@@ -829,25 +997,27 @@ class SimCluster:
         for _ in range(10_000):
             rd = core.ready()
             fps = self.failpoints
-            hs0 = storage.hard_state
-            if rd.may_send_before_persist(hs0.term, hs0.voted_for):
+            if self._sends_before_persist(storage, rd):
                 # A leader replicates BEFORE its own fsync (ready.py, rule 1's exception;
                 # node.py does it). ``before-send`` here: persisted, but every message was
                 # lost (a crash right after the fsync while the network dropped the sends).
                 if fps and self._fails(node, rd, "before-send"):
                     self._persist(node, core, rd)
                     self._crash_now(node)
-                self._send_all(rd)
+                self._send_all(node, rd)
                 if fps:  # sent, nothing persisted: followers may have what the leader lost
                     self._maybe_fail(node, rd, "before-save")
                 self._persist(node, core, rd)
             else:
-                # 1. PERSIST (hard state, snapshot, entries) BEFORE sending anything.
+                # 1. PERSIST (hard state, snapshot, entries) BEFORE sending anything. A crash
+                # before the fsync loses this whole Ready (nothing persisted, nothing sent).
+                if fps:
+                    self._maybe_fail(node, rd, "before-save")
                 self._persist(node, core, rd)
                 if fps:
                     self._maybe_fail(node, rd, "before-send")
                 # 2. SEND.
-                self._send_all(rd)
+                self._send_all(node, rd)
             if fps:
                 self._maybe_fail(node, rd, "after-send")
             # 3. APPLY the snapshot, then committed entries (node.py ``_apply``).
@@ -922,6 +1092,7 @@ class SimCluster:
         for e in entries:
             h = state_hash(h, e)
             chk.on_apply(nid, applied, e, h)
+            chk.check_committed(nid, e)
             applied = e.index
             log[applied] = (e.term, int(e.kind), e.data)
             result = None
@@ -1218,12 +1389,12 @@ class SimCluster:
 
     def client_send(self, req: ClientRequest) -> None:
         idx = self._by_id[req.dst].index
-        for delay in self.client_net.plan(req.src, req.dst):
+        for delay in self.client_net.plan(req.src, req.dst, "", self.now):
             self._push(self.now + delay, _CREQ, idx, req)
 
     def _reply(self, rep: ClientReply) -> None:
         idx = self._client_index[rep.dst]
-        for delay in self.client_net.plan(rep.src, rep.dst):
+        for delay in self.client_net.plan(rep.src, rep.dst, "", self.now):
             self._push(self.now + delay, _CREP, idx, rep)
 
     def client_log(self, text: str) -> None:
@@ -1269,6 +1440,19 @@ class SimCluster:
                 self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=hint))
                 return
             rec = node.keeper.renew(node.table, req.lease_id, self.local_clock(node), None)
+            if (
+                rec is not None
+                and self.check_renewals
+                and node.id not in self.checkers.lease_holders
+            ):
+                # Rule ``renew-outside-lease`` (docs/safety.md, S2: renewals happen only
+                # during the serving leader's lease, which no new leader can overlap).
+                raise SafetyViolation(
+                    "renew-outside-lease",
+                    f"{node.id} (term {core.term}, {core.role.value}) renewed lease "
+                    f"{req.lease_id} for {req.src} without a valid leader lease "
+                    f"(at t={self.now}us)",
+                )
             if rec is None:
                 self._reply(ClientReply(node.id, req.src, req.seq, NOT_FOUND))
             else:
@@ -1324,6 +1508,170 @@ class SimCluster:
     def reset_client_links(self) -> None:
         self.client_net.reset_links()
 
+    def _sends_before_persist(self, storage: MemoryStorage, rd: Ready) -> bool:
+        """Does the driver send this Ready's messages before its fsync? (ready.py rule 1's
+        exception, as node.py applies it; a planted driver bug overrides this.)"""
+        hs0 = storage.hard_state
+        return rd.may_send_before_persist(hs0.term, hs0.voted_for)
+
+    # ---------------------------------------------------------------- liveness oracles
+    def check_lease_quorum(self, leader: SimNode) -> None:
+        """Rule ``lease-quorum`` (docs/safety.md, L1 and L3), checked when a lease starts and
+        at each of the leader's ticks while it holds one:
+
+        * the lease is dated no later than the send ticks echoed by the answers the leader
+          was actually delivered (a quorum's, itself included);
+        * in real time, a majority (the leader included) cannot vote for a rival: each is
+          the leader, down, paused, or inside its stickiness window, which lasts
+          (E_min - 1) of its ticks after its last lease-counting ack or its boot.
+
+        A lease counted from the wrong tick outlives the acks and windows that justify it,
+        whether or not a rival happens to be elected meanwhile."""
+        core = leader.core
+        assert core is not None
+        acks = [core.tick_count] + [leader.echoed.get(p, 0) for p in core.peers]
+        justified = quorum_value(acks, len(core.voters))
+        if core.lease_start_tick() > justified:
+            raise self.checkers._fail(
+                "lease-quorum",
+                f"{leader.id} dates its leader lease from tick {core.lease_start_tick()}, but "
+                f"the answers it was delivered echo send ticks that justify {justified} at most "
+                f"({dict(leader.echoed)}; docs/safety.md L3: an ack is dated by the send tick "
+                "it echoes)",
+            )
+        q = len(self.ids) // 2 + 1
+        safe = 0
+        now = self.now
+        e1 = self.election_ticks_min - 1
+        for n in self.nodes:
+            if n is leader or not n.up or n.paused:
+                safe += 1
+                continue
+            window = e1 * n.min_tick_interval_us - 2
+            if now < max(n.acked_at_us, n.booted_at_us) + window:
+                safe += 1
+        if safe >= q:
+            return
+        raise self.checkers._fail(
+            "lease-quorum",
+            f"{leader.id} holds a valid leader lease but only {safe} node(s) (itself "
+            f"included) are sticky, down or paused; last acks at "
+            f"{[(n.id, n.acked_at_us) for n in self.nodes]} us",
+        )
+
+    def check_quorum_bound_ticks(self) -> int:
+        """CheckQuorum's bound, in the leader's own ticks: 2·E_min + 2.
+
+        The core checks its quorum every ``election_ticks_min`` ticks and needs an answer
+        from a quorum since the previous check, so any window of 2·E_min + 1 ticks holds a
+        complete check interval; one more tick for the message that lands on a boundary."""
+        return 2 * self.election_ticks_min + 2
+
+    def check_quorum_contact(self, node: SimNode, core: RaftCore) -> None:
+        """A leader that no quorum (itself included) has delivered ANY message to over its
+        last :meth:`check_quorum_bound_ticks` ticks must have stepped down (CheckQuorum).
+
+        The oracle is the simulator's own record of deliveries, not the core's: a leader
+        cut off by a partition, crashes or pauses of its peers, or a lossy link is caught
+        whatever the core believes. Lenient on purpose (any message counts, even ones the
+        core ignores), so it never blames a correct core."""
+        if not self.check_quorum_oracle or not core.config.check_quorum:
+            return
+        bound = self.check_quorum_bound_ticks()
+        now = core.tick_count
+        if now - node.leader_since_tick < bound:
+            return
+        floor = now - bound
+        heard = 1 + sum(1 for t in node.heard_tick if t >= floor)
+        if heard >= len(self.ids) // 2 + 1:
+            return
+        raise LivenessViolation(
+            "liveness-checkquorum",
+            f"{node.id} is still leader of term {core.term} although only {heard - 1} peer(s) "
+            f"reached it in its last {bound} ticks (bound 2*election_ticks_min+2; "
+            f"{self._roles()}) (at t={self.now}us)",
+        )
+
+    def delay_allowance_us(self) -> int:
+        """Message delays in the election bounds: each election attempt waits for two round
+        trips (pre-vote, vote) at the slowest link's maximum delay, three attempts; plus one
+        straggler at the longest delay any link ever had (sent before the heal)."""
+        rtt = 2 * max(p.delay_max_us for p in self.net.links.values())
+        return 3 * 2 * rtt + self.net.max_delay_us
+
+    def election_bound_us(self) -> int:
+        """How long a cluster whose every node can talk may go without a valid leader lease:
+        3·E_max ticks (a pre-vote, a vote and a split vote or two) plus the catch-up
+        allowance (a new leader's no-op must commit on a majority) plus the delay allowance,
+        as :meth:`check_liveness` allows after the final heal."""
+        return (
+            3 * self.election_ticks_max * self.tick_us
+            + self.catch_up_us()
+            + self.delay_allowance_us()
+        )
+
+    def quiet_window(self, length_us: int) -> None:
+        """A fault-free window: heal every partition and link, restart every crashed node,
+        resume every paused one, hold failpoints back; the fault schedule skips its faults
+        until ``quiet_until``. A valid leader lease must then exist within
+        :meth:`election_bound_us` (else ``liveness-election``), checked at the deadline."""
+        if self._held_failpoints is None:
+            self._held_failpoints = self.failpoints
+        self.failpoints = {}
+        self.net.heal()
+        self.net.reset_links(pinned=False)
+        self.client_net.heal()
+        self.client_net.reset_links()
+        self.quiet_windows += 1
+        for node in self.nodes:
+            if not node.up:
+                self.restart(node.id)
+            elif node.paused:
+                self.resume(node.id)
+        bound = self.election_bound_us()
+        length = max(length_us, bound + self.tick_us)
+        self.quiet_until = self.now + length
+        self._log(
+            f"QUIET window for {length / 1000:.0f}ms (leader lease due in {bound / 1000:.0f}ms)"
+        )
+        if any(n.lease for n in self.nodes):
+            self._lease_due = None
+        else:
+            self._lease_due = (self.now, self.now + bound)
+            due = self._lease_due
+
+            def check() -> None:
+                if self._lease_due is due:
+                    raise LivenessViolation(
+                        "liveness-election",
+                        f"no valid leader lease within {bound / 1000:.0f}ms of the fault-free "
+                        f"window that began at t={due[0]}us ({self._roles()}) "
+                        f"(at t={self.now}us)",
+                    )
+
+            self.at(due[1], check)
+        end = self.quiet_until
+
+        def over() -> None:
+            if self.quiet_until == end and self.workload_on:
+                held, self._held_failpoints = self._held_failpoints, None
+                self.failpoints = held or {}
+                self.net.reset_links()  # the chronic (pinned) link faults come back
+                self._log("QUIET window over")
+
+        self.at(end, over)
+
+    def _acked_crash(self, node: SimNode, core: RaftCore) -> bool:
+        """The ``acked`` failpoints also fire right after a leader stepped an input that left
+        entries acknowledged by some follower but not committed (often no Ready follows)."""
+        prob = max((p for k, p in self.failpoints.items() if k.startswith("acked:")), default=0.0)
+        if not prob or not _acked_uncommitted(core) or self.fault_rng.random() >= prob:
+            return False
+        self.failpoint_crashes += 1
+        self._log(f"{node.id} FAILPOINT acked (after stepping an acknowledgement)")
+        self.crash_for(node.id, self.fault_rng.randint(*self.failpoint_down_us))
+        return True
+
     def _maybe_fail(self, node: SimNode, rd: Ready, point: str) -> None:
         if self._fails(node, rd, point):
             self._crash_now(node)
@@ -1344,6 +1692,14 @@ class SimCluster:
             if scope == "new-leader" and (not leader or node.seen_role is Role.LEADER):
                 continue
             if scope == "commit" and not rd.committed_entries:
+                continue
+            if scope == "follower" and leader:
+                continue
+            if scope == "vote" and not _persists_vote(rd):
+                continue
+            if scope == "acked" and not (leader and _acked_uncommitted(node.core)):
+                continue
+            if scope == "snapshot" and rd.snapshot is None:
                 continue
             if self.fault_rng.random() < prob:
                 self.failpoint_crashes += 1
@@ -1417,6 +1773,7 @@ class SimCluster:
         except Exception as exc:
             raise self._core_error(node, "compact", exc) from exc
         self.lease_checks.on_snapshot_taken(node.id, snap.index, table)
+        self.checkers.on_snapshot_durable(node.id, snap.index)
         node.storage.compact(snap)
         self._log(f"{node.id} compact to {snap.index}/{snap.term}")
         return snap
@@ -1492,7 +1849,8 @@ class SimCluster:
         """Apply a named partition shape (see PARTITION_SHAPES); returns a description.
 
         Also ``isolate-leader-clients``: isolate the leader and put each client on its side
-        (cut from every other node) with probability 1/2.
+        (cut from every other node) with probability 1/2; ``mute-leader`` / ``deaf-leader``:
+        the leader's outgoing / incoming links all cut, the other direction open.
         """
         r = rng or self.fault_rng
         ids = list(self.ids)
@@ -1513,6 +1871,16 @@ class SimCluster:
             victim = r.choice(ids)
             self.isolate(victim)
             return f"isolate-one {victim}"
+        if shape in ("mute-leader", "deaf-leader"):
+            # One-way isolation: the leader (or a random node) can no longer send to anyone
+            # (mute) or hear anyone (deaf); the other direction still flows.
+            lead = self.leader()
+            victim = lead.id if lead is not None else r.choice(ids)
+            for x in ids:
+                if x != victim:
+                    self.net.cut(*((victim, x) if shape == "mute-leader" else (x, victim)))
+            self._log(f"PARTITION {shape} {victim}")
+            return f"{shape} {victim}"
         if shape == "one-way":
             lead = self.leader()
             src = lead.id if lead is not None and r.random() < 0.7 else r.choice(ids)
@@ -1544,8 +1912,10 @@ class SimCluster:
         """Stop workload and failpoints, heal partitions, clean links, restart and resume all."""
         self.workload_on = False
         self.failpoints = {}
+        self._held_failpoints = None
+        self._lease_due = None
         self.net.heal()
-        self.net.reset_links()
+        self.net.unpin_all()
         self.client_net.heal()
         self.client_net.reset_links()
         self._log("FINAL HEAL")
@@ -1563,13 +1933,16 @@ class SimCluster:
     ) -> LivenessResult:
         """After :meth:`final_heal`: a lease leader, then a stable one that commits everywhere.
 
-        Bounds, from the heal, with E = election_ticks_max ticks and C = the catch-up
+        Bounds, from the heal, with E = election_ticks_max ticks, C = the catch-up
         allowance (:meth:`catch_up_us`: one worst-case round trip per
         ``max_entries_per_append * max_inflight`` entries of backlog, since a new leader's
-        lease waits for its no-op to commit on a majority):
-          * some node holds a valid leader lease within ``election_bound_ticks`` (3·E) + C;
-          * a STABLE leader's lease starts within ``stable_bound_ticks`` (8·E) + C. Stable
-            means: a fresh proposal to it is applied on every node (within E + C), every node
+        lease waits for its no-op to commit on a majority) and D = the delay allowance
+        (:meth:`delay_allowance_us`: two round trips, pre-vote and vote, per election
+        attempt, for three attempts, plus one straggler):
+          * some node holds a valid leader lease within ``election_bound_ticks`` (3·E) + C + D;
+          * a STABLE leader's lease starts within ``stable_bound_ticks`` (8·E) + C + D. Stable
+            means: a fresh proposal to it is applied on every node (within E + C + the
+            longest delay any link had: a straggler may hold up a FIFO link), every node
             reaches the same state hash, and it then stays leader of the same term for
             ``stable_ticks`` (5·E). (Its lease may lapse and come back meanwhile when round
             trips approach ``lease_ticks``.) A leader deposed before that (e.g. by a higher
@@ -1578,7 +1951,7 @@ class SimCluster:
         """
         e = self.election_ticks_max
         t = self.tick_us
-        catch_up = self.catch_up_us()
+        catch_up = self.catch_up_us() + self.delay_allowance_us()
         eb = (3 * e if election_bound_ticks is None else election_bound_ticks) * t + catch_up
         stable_bound = 8 * e if stable_bound_ticks is None else stable_bound_ticks
         deadline = self.now + stable_bound * t + catch_up
@@ -1602,7 +1975,7 @@ class SimCluster:
                         "liveness-election",
                         f"the first leader lease after the heal at t={t0}us began only after "
                         f"{first_lease_us / t:.1f} ticks (bound {eb / t:.1f} ticks, of which "
-                        f"{catch_up / t:.1f} catch-up)",
+                        f"{catch_up / t:.1f} catch-up and message delays)",
                     )
             lead = next(n for n in self.nodes if n.lease)
             assert lead.core is not None
@@ -1619,7 +1992,8 @@ class SimCluster:
                     "liveness-commit", f"{lead.id} refused a proposal at t={self.now}us"
                 )
             index = where[0]
-            allowance = e * t + self.catch_up_us()
+            # A message sent before the heal on a slow link may still hold up a FIFO link.
+            allowance = e * t + self.catch_up_us() + self.net.max_delay_us
 
             def done_or_lost(index: int = index, lost: Callable[[], bool] = lost) -> bool:
                 return lost() or all(n.applied_index >= index for n in self.nodes)
@@ -1662,8 +2036,9 @@ class SimCluster:
         A lease in the stable leader's table whose holder does not keep it alive (it
         released, lost, crashed, stopped renewing, or never learned of the grant) must be
         gone from that table within ``max_ttl / (1 - max_drift)`` (its deadline on the
-        leader's clock, at most one TTL after now) plus two ticks, a commit round trip and
-        the catch-up allowance. Skipped if leadership changes meanwhile (a new leader
+        leader's clock, at most one TTL after now) plus two ticks, a commit round trip, the
+        longest client-link delay (a renewal still in flight) and the catch-up allowance.
+        Skipped if leadership changes meanwhile (a new leader
         restarts every deadline: docs/safety.md S2). Returns how many leases it waited for;
         raises :class:`LivenessViolation` ("liveness-expiry").
         """
@@ -1686,7 +2061,11 @@ class SimCluster:
         rho = lead.core.config.max_drift
         max_ttl_us = max(r.ttl_ms for r in orphans) * 1_000
         rtt = 2 * max(p.delay_max_us for p in self.net.links.values())
-        bound = int(max_ttl_us / (1 - rho)) + 2 * self.tick_us + rtt + self.catch_up_us()
+        # A renewal the holder sent before it stopped may still be on a (slow) client link.
+        straggler = self.client_net.max_delay_us
+        bound = (
+            int(max_ttl_us / (1 - rho)) + 2 * self.tick_us + rtt + straggler + self.catch_up_us()
+        )
         ids = {r.lease_id for r in orphans}
         t0 = self.now
 

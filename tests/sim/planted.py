@@ -11,18 +11,29 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from raftlease.core.messages import Entry, RequestVote, RequestVoteResponse, Snapshot
-from raftlease.core.raft import RaftCore
+from raftlease.core.messages import (
+    AppendEntries,
+    Entry,
+    RequestVote,
+    RequestVoteResponse,
+    Snapshot,
+)
+from raftlease.core.raft import NO_ACK_TICK, RaftCore
 from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.testing.clients import SimClient
 from raftlease.testing.sim import SimCluster
 from raftlease.types import Role
 
 if TYPE_CHECKING:
     import random
 
+    import pytest
+
     from raftlease.config import RaftConfig
+    from raftlease.core.progress import Progress
     from raftlease.core.ready import HardState, Ready
-    from raftlease.fsm.leases import LeaseTable
+    from raftlease.fsm.leases import LeaseEvent, LeaseRecord, LeaseTable
+    from raftlease.storage.memory import MemoryStorage
     from raftlease.testing.sim import SimNode
 
 
@@ -138,3 +149,112 @@ class RenewWithoutLeaderLeaseSim(SimCluster):
             and node.soft_role is Role.LEADER
             and node.applied_index >= core.term_start_index > 0
         )
+
+
+class RenewWithoutLeaderLeaseEndToEndSim(RenewWithoutLeaderLeaseSim):
+    """(e2) without the renewal rule (``renew-outside-lease``): only a client's belief
+    outliving its grant (mutual exclusion) can reveal it."""
+
+    check_renewals = False
+
+
+# --------------------------------------------------------------------------- swarm targets
+# The bugs below (with the ones above) are what tests/sim/test_swarm_planted.py plants, one at
+# a time, under the DEFAULT swarm sweep (no hand-tuned mix).
+
+
+class VoteBeforePersistSim(SimCluster):
+    """(f) The driver sends a granted vote before its fsync: a crash in between forgets the
+    vote, and the node may vote again in that term after it restarts."""
+
+    def _sends_before_persist(self, storage: MemoryStorage, rd: Ready) -> bool:
+        if any(
+            type(m) is RequestVoteResponse and m.granted and not m.pre_vote for m in rd.messages
+        ):
+            return True
+        return super()._sends_before_persist(storage, rd)
+
+
+class NoCheckQuorumCore(RaftCore):
+    """(g) CheckQuorum never fails: a leader cut off from its quorum never steps down (only
+    liveness suffers: clients talking to it wait forever)."""
+
+    def _quorum_active(self) -> bool:
+        super()._quorum_active()
+        return True
+
+
+class AckArrivalLeaseCore(RaftCore):
+    """(h) The leader lease counts from when an acknowledgement ARRIVES instead of from the
+    send tick it echoes: a late ack stretches the lease past the followers' stickiness."""
+
+    def _heard_from_peer(self, p: Progress, send_tick: int) -> None:
+        super()._heard_from_peer(p, send_tick)
+        if send_tick > NO_ACK_TICK:
+            p.ack_tick = self.tick_count
+
+
+class ApplyBeyondCommitCore(RaftCore):
+    """(i) A follower commits (and so applies) everything it appended, not only up to the
+    leader's commit index."""
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        super()._handle_append(m)
+        if self.role is Role.FOLLOWER and self.log.term_at(m.prev_log_index) == m.prev_log_term:
+            last_new = m.prev_log_index + len(m.entries)
+            if last_new > self.log.committed and self.log.term_at(last_new) is not None:
+                self.log.commit_to(last_new)
+
+
+class TransferKeepsLeaseCore(RaftCore):
+    """(j) A leader handing over leadership keeps its lease after sending TimeoutNow: the
+    target campaigns past stickiness and may lead with a lease of its own meanwhile."""
+
+    def _maybe_send_timeout_now(self) -> None:
+        super()._maybe_send_timeout_now()
+        self.lease_blocked = False
+
+    def lease_valid(self) -> bool:
+        if self.role is not Role.LEADER or self.lease_ticks <= 0 or not self.committed_in_term():
+            return False
+        start = self.lease_start_tick()
+        return start >= 0 and self.tick_count - start < self.lease_ticks
+
+
+class EarlyExpiryKeeper(LeaseKeeper):
+    """(k) Proposes expiry after HALF the TTL: the holder still believes it holds the lease."""
+
+    def on_event(self, ev: LeaseEvent, now: float) -> None:
+        super().on_event(ev, now)
+        lease = ev.lease
+        if ev.kind == "acquired" and lease.lease_id in self.deadlines:
+            self._set(lease.lease_id, now + lease.ttl_ms / 2000.0)
+
+    def renew(
+        self, table: LeaseTable, lease_id: int, now: float, health: dict[str, str] | None
+    ) -> LeaseRecord | None:
+        rec = super().renew(table, lease_id, now, health)
+        if rec is not None:
+            self.deadlines[lease_id] = now + rec.ttl_ms / 2000.0
+        return rec
+
+
+class EarlyExpiryKeeperSim(SimCluster):
+    def make_keeper(self) -> LeaseKeeper:
+        return EarlyExpiryKeeper()
+
+
+# Monkeypatches (applied with pytest's MonkeyPatch; undone after the test).
+def plant_stale_pre_step(mp: pytest.MonkeyPatch) -> None:
+    """(m) The stalled-leader bug (fixed 2026-12-03): a leader steps EVERY queued message
+    before catching up its missed ticks (docs/safety.md, L2)."""
+    mp.setattr(RaftCore, "steps_before_ticks", lambda self, m: self.role is Role.LEADER)
+
+
+def plant_client_ack_time(mp: pytest.MonkeyPatch) -> None:
+    """(n) The client counts validity from the answer's arrival instead of its send."""
+
+    def valid_until_after(self: SimClient, t_send: float, ttl_s: float) -> float:
+        return self.local() + self._effective_s(ttl_s)
+
+    mp.setattr(SimClient, "_valid_until_after", valid_until_after)

@@ -36,7 +36,7 @@ from raftlease.testing.checkers import LeaseStats
 from raftlease.testing.clients import ClientParams
 from raftlease.testing.sweep import FaultMix, SeedResult, run_seed
 
-from .planted import NoRestartKeeperSim, RenewWithoutLeaderLeaseSim
+from .planted import NoRestartKeeperSim, RenewWithoutLeaderLeaseEndToEndSim
 
 if TYPE_CHECKING:
     from raftlease.testing.clients import SimClient
@@ -322,7 +322,7 @@ def test_renewals_without_leader_lease_break_me(check_after_end: bool) -> None:
         MIX_ISOLATED_LEADER_WITH_CLIENTS,
         40,
         MIX_ISOLATED_LEADER_WITH_CLIENTS,
-        sim_class=RenewWithoutLeaderLeaseSim,
+        sim_class=RenewWithoutLeaderLeaseEndToEndSim,
         check_after_end=check_after_end,
     )
 

@@ -199,7 +199,9 @@ def test_clock_skew_beyond_bound_is_detected() -> None:
         except SafetyViolation as v:
             found.append(v.name)
     assert len(found) >= 7, found  # 8 of 10 today
-    assert set(found) == {"lease-exclusion"}
+    # lease-quorum (the lease outlives its followers' stickiness in real time) usually fires
+    # first; lease-exclusion (a second leader's lease) is the end-to-end symptom.
+    assert set(found) <= {"lease-exclusion", "lease-quorum"}, found
 
 
 # --------------------------------------------------------------------------- row 17

@@ -43,7 +43,9 @@ class FakeLease(lease_pb2_grpc.LeaseServicer):
         self.acquire_delay = 0.0
         self.held_by: str | None = None
         self.renew_mode = "ok"  # ok | unavailable | not_found | not_found_once
+        self.renew_delay = 0.0  # answer each renewal this long after it arrived
         self.renews = 0
+        self.received: list[float] = []  # boot clock when each acquire/renew ARRIVED, if answered
         self.releases: list[int] = []
         self.lock = threading.Lock()
 
@@ -87,6 +89,10 @@ class FakeLease(lease_pb2_grpc.LeaseServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"lease {request.lease_id} is not held")
         if self.renew_mode == "not_found":
             context.abort(grpc.StatusCode.NOT_FOUND, f"lease {request.lease_id} is not held")
+        arrived = boot_monotonic()
+        time.sleep(self.renew_delay)
+        with self.lock:
+            self.received.append(arrived)  # before the answer leaves: the client may use it
         return lease_pb2.RenewResponse(ttl_ms=1000, fencing_token=42)
 
     def Get(self, request: lease_pb2.GetRequest, context: Ctx) -> Any:
@@ -213,6 +219,70 @@ def test_stopped_keepalive_still_signals_lost(fakes: Fakes) -> None:
         assert lease.lost.wait(2.0)
         assert boot_monotonic() < lease.valid_until
         assert fakes.leader.renews - renews <= 1
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_renewal_validity_counts_from_the_send_not_the_answer(fakes: Fakes, flavour: str) -> None:
+    delayed_renewals_keep_validity_from_the_send(fakes, flavour)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_planted_validity_from_the_answer_is_caught(
+    fakes: Fakes, flavour: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teeth: plant the bug (the keepalive hands the answer's arrival time to the timer
+    instead of the send time) and the check above must fail."""
+    from raftlease.client import _common
+
+    honest = _common.KeepaliveState.on_response
+
+    def from_the_answer(self: Any, resp: Any, t_send: float, lost_at: float) -> Any:
+        return honest(self, resp, boot_monotonic(), lost_at)
+
+    monkeypatch.setattr(_common.KeepaliveState, "on_response", from_the_answer)
+    with pytest.raises(AssertionError, match="after the renewal arrived"):
+        delayed_renewals_keep_validity_from_the_send(fakes, flavour)
+
+
+def delayed_renewals_keep_validity_from_the_send(fakes: Fakes, flavour: str) -> None:
+    """A renewal answered late must not extend validity past (send time + TTL, shortened by
+    the drift bound): the request was sent no later than it ARRIVED at the server, so
+    valid_until <= arrival + ttl (1 - rho) / (1 + rho). A client that counted from the
+    answer would overshoot by the answer's delay (0.15 s here, under the 0.2 s cap on one
+    renewal attempt at this TTL)."""
+    fakes.leader.renew_delay = 0.15
+    eff = 1.0 * (1 - 0.01) / (1 + 0.01)
+
+    def check(valid_until: float) -> None:
+        with fakes.leader.lock:
+            latest = max(fakes.leader.received, default=None)
+        assert latest is not None, "no renewal was answered"
+        assert valid_until <= latest + eff + 1e-3, (
+            f"validity {valid_until - latest:.3f}s after the renewal arrived; at most {eff:.3f}"
+        )
+
+    if flavour == "sync":
+        with LeaseClient([fakes.leader_address]) as client:
+            lease = client.acquire("job", ttl=1.0)
+            time.sleep(1.2)
+            assert fakes.leader.renews >= 2
+            assert lease.is_valid(), "the delayed renewals should have kept the lease"
+            check(lease.valid_until)
+            lease.release()
+        return
+
+    import asyncio
+
+    async def main() -> None:
+        async with AsyncLeaseClient([fakes.leader_address]) as client:
+            lease = await client.acquire("job", ttl=1.0)
+            await asyncio.sleep(1.2)
+            assert fakes.leader.renews >= 2
+            assert lease.is_valid(), "the delayed renewals should have kept the lease"
+            check(lease.valid_until)
+            await lease.release()
+
+    asyncio.run(main())
 
 
 def test_long_queue_wait_renews_before_returning(fakes: Fakes) -> None:

@@ -203,3 +203,31 @@ async def test_new_leader_cancels_inherited_waits_nobody_waits_for(cluster: Clus
     await cluster.advance(1.0)
     assert [w.request_id for w in new.table.waiters("billing")] == ["back"]
     assert not back.done()
+
+
+async def renewal_refused_once_the_leader_lease_ran_out(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    granted = await acquire(leader, "billing", ttl_ms=5000)
+    assert leader.renew(granted.lease.lease_id, None) is not None
+    # The loop does not run again; the clock passes the leader lease's deadline (a stalled
+    # loop, or followers gone quiet): the renewal must be refused, not served.
+    cluster.clock.now = leader.lease_deadline
+    with pytest.raises(NoLeaderLease, match="leader lease is not valid"):
+        leader.renew(granted.lease.lease_id, None)
+
+
+async def test_renewal_needs_a_valid_leader_lease(cluster: Cluster) -> None:
+    await renewal_refused_once_the_leader_lease_ran_out(cluster)
+
+
+async def test_planted_renewal_without_the_lease_check_is_caught(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Teeth: plant Node.renew answering without checking the leader lease."""
+
+    def renew_unchecked(self: Node, lease_id: int, health: dict[str, str] | None) -> object:
+        return self.keeper.renew(self.table, lease_id, self.clock.monotonic(), health)
+
+    monkeypatch.setattr(Node, "renew", renew_unchecked)
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        await renewal_refused_once_the_leader_lease_ran_out(cluster)

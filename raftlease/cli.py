@@ -201,6 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.data_dir,
         DEFAULT_CLUSTER_ID if args.cluster_id is None else args.cluster_id,
         client_addresses=dict(args.client_addresses) if args.client_addresses else None,
+        metrics=args.metrics,
         **overrides,
     )
     return 0
@@ -705,6 +706,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="core tick, 1ms..100ms (default 10ms; elections after 20-40 ticks, heartbeats "
         "every 10)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off; see "
+        "docs/operations.md)",
     )
 
     p = add("acquire", cmd_acquire, "take a lease and keep it alive until Ctrl-C")

@@ -40,12 +40,14 @@ from raftlease.errors import NotLeader, ProposalDropped, RaftLeaseError
 from raftlease.fsm.commands import CancelWait, Command, Expire, encode_command
 from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S, LeaseKeeper
 from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord, LeaseTable
+from raftlease.observe import NOOP_OBSERVER
 from raftlease.types import NodeId, Role
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from raftlease.clock import Clock
+    from raftlease.observe import NodeObserver
     from raftlease.storage.base import Storage
     from raftlease.transport.base import Transport
 
@@ -158,6 +160,7 @@ class Node:
         self._applied_waiters: list[tuple[int, asyncio.Future[Any]]] = []
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
         self.leader_changes = 0
+        self.observer: NodeObserver = NOOP_OBSERVER  # metrics (raftlease/observe.py)
 
     # ------------------------------------------------------------------ inputs (any task)
     def receive(self, m: Message) -> None:
@@ -171,7 +174,10 @@ class Node:
         Raises NotLeader (with hint) if this node is not the leader, ProposalDropped if the
         entry was overwritten by a new leader (outcome: not applied).
         """
-        return await self._op("propose", encode_command(cmd))  # type: ignore[no-any-return]
+        start = self.clock.monotonic()
+        result: ApplyResult | None = await self._op("propose", encode_command(cmd))
+        self.observer.on_proposal_applied(self.clock.monotonic() - start)
+        return result
 
     async def transfer_leadership(self, target: NodeId) -> None:
         await self._op("transfer", target)
@@ -241,7 +247,12 @@ class Node:
     def renew(self, lease_id: int, health: dict[str, str] | None) -> LeaseRecord | None:
         """Extend a lease by its TTL from now (leader lease required; no log write)."""
         self.require_lease()
-        return self.keeper.renew(self.table, lease_id, self.clock.monotonic(), health)
+        now = self.clock.monotonic()
+        remaining = self.keeper.remaining(lease_id, now)  # before extending: the renew margin
+        rec = self.keeper.renew(self.table, lease_id, now, health)
+        if rec is not None:
+            self.observer.on_renewal(remaining, rec.ttl_ms / 1000.0)
+        return rec
 
     @property
     def deadlines(self) -> dict[int, float]:
@@ -389,6 +400,7 @@ class Node:
     def _send(self, rd: Ready) -> None:
         if failpoints.enabled:
             failpoints.hit("before-send")
+        self.observer.on_send(rd.messages)
         self.transport.send(rd.messages)
 
     def _needs_save(self, rd: Ready) -> bool:
@@ -408,7 +420,9 @@ class Node:
             failpoints.hit("before-save")
             if rd.snapshot is not None:
                 failpoints.hit("before-snapshot-save")
+        start = self.clock.monotonic()
         self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        self.observer.on_save(self.clock.monotonic() - start)
         if rd.hard_state is not None:
             vote = (rd.hard_state.term, rd.hard_state.voted_for)
             if vote != self._saved_vote and vote[1] is not None:
@@ -458,6 +472,7 @@ class Node:
 
     def _on_event(self, ev: LeaseEvent, now: float) -> None:
         self.keeper.on_event(ev, now)
+        self.observer.on_lease_event(ev.kind)
         if ev.kind == "acquired":
             fut = self._waiters.pop(ev.lease.request_id, None)
             if fut is not None and not fut.done():
@@ -470,6 +485,7 @@ class Node:
         self.soft = soft
         if old.role is soft.role and old.leader_id == soft.leader_id and old.term == soft.term:
             return
+        self.observer.on_state_change(old, soft)
         if soft.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and soft.role is not old.role:
             log.info("%s became %s at term %d", self.id, soft.role.value, soft.term)
         if soft.role is Role.LEADER and old.role is not Role.LEADER:

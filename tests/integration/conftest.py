@@ -97,7 +97,8 @@ class Cluster:
 
     # -- processes --------------------------------------------------------------------------
 
-    def start(self, node_id: str) -> None:
+    def start(self, node_id: str, *extra: str) -> None:
+        """Start ``node_id``'s `serve` process; ``extra`` are more `serve` arguments."""
         node = self.nodes[node_id]
         assert not node.alive(), f"{node_id} is already running"
         env = dict(os.environ)
@@ -119,6 +120,7 @@ class Cluster:
                     str(node.data_dir),
                     "--cluster-id",
                     self.cluster_id,
+                    *extra,
                 ],
                 cwd=REPO_ROOT,
                 env=env,

@@ -31,7 +31,7 @@ LEASE = "raftlease.v1.Lease"
 SERVING = "SERVING"
 NOT_SERVING = "NOT_SERVING"
 ELECTION_TIMEOUT_MAX_S = 0.4  # 40 ticks of 10 ms
-READINESS_POLL_S = 0.25  # how often the server re-evaluates readiness
+READINESS_POLL_S = 1.0  # how often the server re-evaluates readiness
 
 
 class Prober:

@@ -9,7 +9,6 @@ a busy --listen port: one line, exit 2, nothing written.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -46,38 +45,8 @@ class MetricsCluster(Cluster):
             node_id: f"127.0.0.1:{port}" for node_id, port in zip(self.nodes, free, strict=False)
         }
 
-    def start(self, node_id: str) -> None:
-        node = self.nodes[node_id]
-        assert not node.alive(), f"{node_id} is already running"
-        env = dict(os.environ)
-        env.setdefault("RAFTLEASE_LOG_LEVEL", "INFO")
-        with open(node.log_path, "ab") as log:
-            node.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "raftlease",
-                    "serve",
-                    "--id",
-                    node.id,
-                    "--listen",
-                    node.address,
-                    "--peers",
-                    self.peers,
-                    "--data-dir",
-                    str(node.data_dir),
-                    "--cluster-id",
-                    self.cluster_id,
-                    "--metrics",
-                    self.metrics[node_id],
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        node.stopped = False
+    def start(self, node_id: str, *extra: str) -> None:
+        super().start(node_id, "--metrics", self.metrics[node_id], *extra)
 
     def scrape(self, node_id: str) -> Samples:
         url = f"http://{self.metrics[node_id]}/metrics"
@@ -215,7 +184,12 @@ def test_a_killed_follower_shows_as_missed_heartbeats(mcluster: MetricsCluster) 
     assert value(after, "raftlease_heartbeat_responses_total", peer=dead) <= answered_dead + 2
     assert value(after, "raftlease_heartbeat_missed_total", peer=alive) <= missed_alive + 2
     assert value(after, "raftlease_peer_last_heard_seconds", peer=alive) < 1.0
-    assert value(after, "raftlease_leader_lease_valid") == 1
+    # With 2 of 3 the leader lease rides on one follower's acks: a late ack on a loaded
+    # machine can lapse it for a moment, so look for it valid within a second.
+    deadline = time.monotonic() + 1.0
+    while value(mcluster.scrape(leader), "raftlease_leader_lease_valid") != 1:
+        assert time.monotonic() < deadline, "the leader lease did not come back with 2 of 3"
+        time.sleep(0.05)
 
     time.sleep(0.5)
     later = mcluster.scrape(leader)

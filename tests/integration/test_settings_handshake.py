@@ -7,15 +7,12 @@ peer link refuses the other, logs why, and the odd node changes no term in the c
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import REPO_ROOT, Cluster, node_status
+from .conftest import Cluster, node_status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,44 +31,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.terminate_all()
 
 
-def start_with(cluster: Cluster, node_id: str, *extra: str) -> None:
-    node = cluster.nodes[node_id]
-    env = dict(os.environ)
-    env.setdefault("RAFTLEASE_LOG_LEVEL", "INFO")
-    with open(node.log_path, "ab") as log:
-        node.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "raftlease",
-                "serve",
-                "--id",
-                node.id,
-                "--listen",
-                node.address,
-                "--peers",
-                cluster.peers,
-                "--data-dir",
-                str(node.data_dir),
-                "--cluster-id",
-                cluster.cluster_id,
-                *extra,
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def test_a_node_with_another_tick_is_refused_by_its_peers(cluster: Cluster) -> None:
     cluster.start("n1")
     cluster.start("n2")
     leader = cluster.leader()
     term = node_status(cluster.nodes[leader].address)
     assert term is not None
-    start_with(cluster, "n3", "--tick", "20ms")
+    cluster.start("n3", "--tick", "20ms")
     deadline = time.monotonic() + 15.0
     want = "safety settings differ"
     logs: dict[str, str] = {}
@@ -103,7 +69,7 @@ def test_same_settings_join(cluster: Cluster) -> None:
     cluster.start("n1")
     cluster.start("n2")
     leader = cluster.leader()
-    start_with(cluster, "n3", "--tick", "10ms")
+    cluster.start("n3", "--tick", "10ms")
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
         st = node_status(cluster.nodes["n3"].address)

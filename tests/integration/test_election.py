@@ -320,6 +320,12 @@ def test_run_for_leadership_callbacks_in_order_and_requeue(cluster: Cluster) -> 
         ) as runner_b:
             assert started["B"].wait(STEP_TIMEOUT_S), events  # A's term ended: B leads
             assert runner_b.is_leader()
+            # on_new_leader comes from B's watch stream, which may deliver B's own grant a
+            # moment after on_started_leading ran: wait for it before stopping B.
+            deadline = time.monotonic() + STEP_TIMEOUT_S
+            while ("new_leader", "B") not in events["B"]:
+                assert time.monotonic() < deadline, events
+                time.sleep(0.01)
         # leaving `with` stopped B: A, queued again, leads a second term
         assert started["A"].wait(STEP_TIMEOUT_S), events
         assert runner_a.terms == 2

@@ -90,7 +90,7 @@ class Lease:
     Safety. ``valid_until`` is computed from the moment the client *sent* the Acquire or the
     latest successful Renew, shortened by the clock-drift bound:
     ``valid_until = max(valid_until, t_send + ttl * (1 - max_drift) / (1 + max_drift))``.
-    No other grant of this name can exist before ``valid_until`` (DESIGN.md §2).
+    No other grant of this name can exist before ``valid_until`` (docs/guarantees.md, guarantee 1).
 
     Keepalives run on a daemon thread every ``ttl / 3``; a failed renewal is retried quickly
     against the leader hint and the other endpoints (a leader answering RETRY, its own leader

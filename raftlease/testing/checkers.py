@@ -1,4 +1,4 @@
-"""Incremental safety checkers for the simulator (TESTING.md, columns RI and ME).
+"""Incremental safety checkers for the simulator (docs/fault-matrix.md, checks RI and ME).
 
 The simulator calls one hook per observation, as it happens; each hook costs O(1) or
 O(entries in the observation), never O(log) per event, so the checks can run after EVERY
@@ -44,7 +44,7 @@ cluster that can talk has a valid leader lease within 3·E_max ticks plus catch-
 :class:`LivenessViolation`.
 
 The lease state machine and its clients have their own checker, :class:`LeaseCheckers`
-(TESTING.md columns ME and FT; rules 9-12 below).
+(docs/fault-matrix.md, checks ME and FT; rules 9-12 below).
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ class Checkers:
 class Belief:
     """A client believed it held ``name`` (grant ``lease_id``) over [start_us, end_us) real time.
 
-    ``end_us`` is the client's ``valid_until`` converted to real time (TESTING.md: belief
+    ``end_us`` is the client's ``valid_until`` converted to real time (docs/fault-matrix.md: belief
     intervals are [ack received, local deadline)); a renewal moves it later. An end the
     client knows of (release, NOT_FOUND, crash) cuts it to that instant; the lost signal a
     keepalive raises shortly before ``valid_until`` does not (a late keepalive thread must
@@ -453,7 +453,7 @@ class LeaseStats:
 
 @dataclass(slots=True)
 class LeaseCheckers:
-    """The lease rules (TESTING.md ME and FT), fed by the simulator as things happen.
+    """The lease rules (docs/fault-matrix.md, ME and FT), fed by the simulator as things happen.
 
     9. ``mutual-exclusion`` (ME): no two clients believe they hold the same name at one
        instant. A belief can only start at an event (the grant's answer arrives), and one

@@ -1,4 +1,4 @@
-"""Simulated lease clients and the fenced resource they write to (TESTING.md, ME and FT).
+"""Simulated lease clients and the fenced resource they write to (docs/fault-matrix.md, ME and FT).
 
 A :class:`SimClient` is a deterministic re-statement of the real client's lease protocol
 (``raftlease/client/sync.py`` and ``_common.py``) over the simulator's network:
@@ -21,12 +21,13 @@ A :class:`SimClient` is a deterministic re-statement of the real client's lease 
   ``max(valid_until, t_send_renew + ttl (1 - rho) / (1 + rho))``. NOT_FOUND ends the belief
   at once; no success by ``lost_at = valid_until - min(0.05 ttl, 0.25 s)`` raises the lost
   signal (the client stops acting), but the checkers count the belief until
-  ``valid_until``, the interval TESTING.md defines, which a late keepalive thread reaches.
+  ``valid_until`` (the belief interval of docs/fault-matrix.md), which a late keepalive
+  thread reaches.
 * **Behaviour while holding** (drawn per grant): release after a while (the belief ends when
   the Release is sent), stop the keepalive (a hung renewer: the lease runs out), crash (the
   belief ends with the process), or keep renewing. Holders write to the fenced resource at
   random times while their belief is valid; some writes arrive late (a holder paused between
-  "check valid" and "write", TESTING.md row 10).
+  "check valid" and "write", fault matrix row 10).
 
 Planted client bugs (``ClientParams.bug``), for tests that show the checkers catch them:
 ``"ack-time"`` (``valid_until = ack time + ttl``: neither the send-time rule nor the drift
@@ -655,7 +656,7 @@ class SimClient:
         def check() -> None:
             if self.phase == _HOLDING and not self.lost and self.local() >= self._lost_at():
                 why = "no renewal succeeded" if self.keepalive else "keepalive stopped"
-                # The checkers keep the belief until valid_until (TESTING.md's interval).
+                # The checkers keep the belief until valid_until (docs/fault-matrix.md).
                 self._lose(why, cut=False)
 
         self._at_local(self._lost_at(), self._guard(check))

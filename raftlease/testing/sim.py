@@ -354,7 +354,7 @@ class SimCluster:
     defaults to the config's ``max_drift``. The workload intervals are (min, max) in us, or
     None to disable: proposals to the leader, compactions, leadership transfers.
 
-    ``failpoints`` crash a node inside its Ready loop (etcd gofail style, TESTING.md row 3):
+    ``failpoints`` crash a node inside its Ready loop (etcd gofail style, fault matrix row 3):
     ``{"[scope:]point": probability}`` with point ``before-send`` (persisted, nothing sent;
     for a leader replicating before its fsync: nothing persisted or sent), ``before-save``
     (a leader sent its AppendEntries early, nothing persisted), ``after-send`` (sent, nothing
@@ -691,7 +691,7 @@ class SimCluster:
         self._log(f"{node.id} clock rate -> {rate}")
 
     def pause(self, nid: str, pause_us: int) -> None:
-        """SIGSTOP a node for ``pause_us``, then SIGCONT it (TESTING.md row 9).
+        """SIGSTOP a node for ``pause_us``, then SIGCONT it (fault matrix row 9).
 
         While paused its clock keeps running but nothing happens: ticks are missed and
         arriving messages wait. Its lease belief still ends on its own clock (the checker

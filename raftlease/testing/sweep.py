@@ -201,7 +201,7 @@ def random_mix(rng: random.Random) -> FaultMix:
     if not any(weights[:3]):
         weights[rng.randrange(3)] = 1.0
     failpoints: dict[str, float] = {}
-    if rng.random() < 0.3:  # crashes inside the Ready loop (TESTING.md row 3)
+    if rng.random() < 0.3:  # crashes inside the Ready loop (fault matrix row 3)
         failpoints = {
             "leader:before-send": rng.choice((0.002, 0.01)),
             "new-leader:before-send": rng.choice((0.1, 0.3)),
@@ -212,7 +212,7 @@ def random_mix(rng: random.Random) -> FaultMix:
         # A leader that replicated before its own fsync dies before that fsync. Tied to an
         # earlier choice instead of a new draw, so every seed replays as in earlier versions.
         failpoints["leader:before-save"] = 5 * failpoints["leader:before-send"]
-    w_pause = rng.choice((0.0, 0.0, 0.5, 1.0))  # SIGSTOP / SIGCONT (TESTING.md row 9)
+    w_pause = rng.choice((0.0, 0.0, 0.5, 1.0))  # SIGSTOP / SIGCONT (fault matrix row 9)
     rates = None
     drift = float(config.get("max_drift", _DEFAULT_DRIFT))
     if rng.random() < 0.3:  # every clock at an edge of the drift bound

@@ -1,5 +1,5 @@
 """The lease state machine and simulated clients in the simulator (issue 3): mutual exclusion
-(ME) and fencing (FT) checked after every event, as TESTING.md defines them.
+(ME) and fencing (FT) checked after every event, as docs/fault-matrix.md defines them.
 
 * A scripted scenario: acquire, renew, a leader crash (the holder renews through the new
   leader), expiry after the holder stops renewing and the handover to a waiting client, an
@@ -18,9 +18,9 @@
 
   "overlap alone" is rule 9 (two clients believe at one instant) without rule 10 (a belief
   outlives the grant's end, the sharper signal); both are ME. The client bugs need the lost
-  signal to be ignored (TESTING.md's belief interval ends at valid_until, not at the lost
-  signal 5 % of the TTL earlier, which would hide them).
-* Beyond the drift bound, ME breaks but fencing still holds (TESTING.md row 16: X for ME,
+  signal to be ignored (the belief interval of docs/fault-matrix.md ends at valid_until, not
+  at the lost signal 5 % of the TTL earlier, which would hide them).
+* Beyond the drift bound, ME breaks but fencing still holds (fault matrix row 16: X for ME,
   M for FT): the resource turns the stale holder's writes away.
 """
 
@@ -328,7 +328,7 @@ def test_renewals_without_leader_lease_break_me(check_after_end: bool) -> None:
 
 
 def test_beyond_drift_me_breaks_but_fencing_holds() -> None:
-    """TESTING.md row 16: ME is reported (not raised), the run goes on, FT holds: every
+    """Fault matrix row 16: ME is reported (not raised), the run goes on, FT holds: every
     stale token that reached the resource after a newer one was turned away."""
     broken = 0
     fenced = 0

@@ -1,4 +1,5 @@
-"""Targeted simulator scenarios (TESTING.md rows 1, 2, 9, 11, 13, 15, 16, 17), each on a few seeds.
+"""Targeted simulator scenarios (docs/fault-matrix.md rows 1, 2, 9, 11, 13, 15, 16, 17), each
+on a few seeds.
 
 Every scenario runs with all checkers on (any SafetyViolation fails it), and ends with the
 final heal and the liveness check. Also: the simulator is deterministic per seed.
@@ -185,7 +186,7 @@ def test_slow_leader_clock_in_mid_run_is_safe() -> None:
 
 # --------------------------------------------------------------------------- row 16
 def test_clock_skew_beyond_bound_is_detected() -> None:
-    """A leader clock at 0.3x keeps its lease far too long (TESTING.md row 16: the test must
+    """A leader clock at 0.3x keeps its lease far too long (fault matrix row 16: the test must
     detect and report it). The lease checker fires unless a split vote delays the election."""
     found = []
     for seed in range(10):

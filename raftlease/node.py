@@ -294,9 +294,10 @@ class Node:
                 # Catch the ticks up with the clock BEFORE stepping peer messages, so that no
                 # message is dated at a stale tick (docs/safety.md, L2); only a leader's own
                 # answers may go first (RaftCore.steps_before_ticks says which, and why).
-                if inbox and core.role is Role.LEADER:
-                    self._step_answers_first()
-                self._sync_ticks()
+                due = self._ticks_due()
+                if inbox and due > self._ticks_done and core.role is Role.LEADER:
+                    self._step_answers_first()  # only when ticks are behind: else same order
+                self._sync_ticks(due)
                 while inbox:
                     core.step(inbox.popleft())
                 self._run_ops()
@@ -354,8 +355,10 @@ class Node:
                 held.append(m)
         inbox.extendleft(reversed(held))
 
-    def _sync_ticks(self) -> None:
-        due = int((self.clock.monotonic() - self._t0) / self.tick_s)
+    def _ticks_due(self) -> int:
+        return int((self.clock.monotonic() - self._t0) / self.tick_s)
+
+    def _sync_ticks(self, due: int) -> None:
         core = self.core
         while self._ticks_done < due:
             core.tick()

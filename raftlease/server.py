@@ -303,7 +303,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         """One renewal (Renew and each KeepAlive request): the record, or why it failed."""
         node = self.node
         try:
-            h = dict(limits.validate_health(dict(health))) if health else None
+            h = dict(limits.validate_health(health)) if health else None
             rec = node.renew(lease_id, h)
         except limits.InvalidArgument as e:
             return _Refusal(_OUTCOME.OUTCOME_INVALID, grpc.StatusCode.INVALID_ARGUMENT, str(e))

@@ -9,7 +9,6 @@ observer hook (raftlease/observe.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -18,65 +17,31 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from raftlease.clock import ManualClock
 from raftlease.fsm.commands import Acquire, Release
 from raftlease.fsm.leases import Granted, Queued, Released
 from raftlease.metrics import NodeMetrics, start_metrics_server
-from raftlease.node import Node, NodeConfig
 from raftlease.observe import NOOP_OBSERVER
-from raftlease.storage.memory import MemoryStorage
-from raftlease.transport.base import MemoryTransport
 from raftlease.types import NodeId
+
+from .test_node import IDS, TICK
+from .test_node import Cluster as NodeCluster
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-TICK = 0.01
-IDS = [NodeId("n1"), NodeId("n2"), NodeId("n3")]
-
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class Cluster:
+class Cluster(NodeCluster):
+    """test_node's three in-process nodes, each with a NodeMetrics of its own."""
+
     def __init__(self) -> None:
-        self.clock = ManualClock(100.0)
-        self.net = MemoryTransport()
-        self.nodes: dict[NodeId, Node] = {}
+        super().__init__()
         self.metrics: dict[NodeId, NodeMetrics] = {}
-        self.tasks: dict[NodeId, asyncio.Task[None]] = {}
-        peers = {i: f"127.0.0.1:{7000 + k}" for k, i in enumerate(IDS)}
-        for k, i in enumerate(IDS):
-            cfg = NodeConfig(node_id=i, cluster_id="t", peers=peers, tick_s=TICK, seed=k)
-            node = Node(cfg, MemoryStorage(), self.net, self.clock)
+        for i, node in self.nodes.items():
             assert node.observer is NOOP_OBSERVER
             self.metrics[i] = NodeMetrics(node)
             assert node.observer is self.metrics[i]
-            self.nodes[i] = node
-            self.net.routes[i] = node.receive
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for i, node in self.nodes.items():
-            self.tasks[i] = loop.create_task(node.run())
-
-    async def advance(self, seconds: float, step: float = TICK) -> None:
-        end = self.clock.now + seconds
-        while self.clock.now < end:
-            self.clock.advance(step)
-            for node in self.nodes.values():
-                node._wake.set()
-            for _ in range(5):
-                await asyncio.sleep(0)
-            await asyncio.sleep(0.0005)
-
-    async def leader(self, within: float = 2.0) -> Node:
-        end = self.clock.now + within
-        while self.clock.now < end:
-            for node in self.nodes.values():
-                if node.lease_ok():
-                    return node
-            await self.advance(TICK)
-        raise AssertionError("no leader with a valid lease")
 
     def scrape(self, node_id: NodeId) -> Samples:
         body, ctype = self.metrics[node_id].render()
@@ -86,12 +51,6 @@ class Cluster:
             for s in family.samples:
                 out[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return out
-
-    async def close(self) -> None:
-        for i, task in self.tasks.items():
-            self.nodes[i].stop()
-            with contextlib.suppress(Exception):
-                await task
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

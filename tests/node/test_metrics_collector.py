@@ -21,13 +21,14 @@ from raftlease.fsm.commands import Acquire, Release
 from raftlease.fsm.leases import Granted, Queued, Released
 from raftlease.metrics import NodeMetrics, start_metrics_server
 from raftlease.observe import NOOP_OBSERVER
-from raftlease.types import NodeId
 
 from .test_node import IDS, TICK
 from .test_node import Cluster as NodeCluster
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from raftlease.types import NodeId
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -10,8 +10,6 @@ a busy --listen port: one line, exit 2, nothing written.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from typing import TYPE_CHECKING
@@ -22,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
-from .conftest import _FAILED, REPO_ROOT, Cluster, free_ports, node_status
+from .conftest import _FAILED, Cluster, free_ports, node_status
+from .test_serve_validation import serve
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -205,28 +204,17 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", metrics_port))
         busy.listen()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "raftlease",
-                "serve",
-                "--id",
-                "n1",
-                "--listen",
-                f"127.0.0.1:{listen_port}",
-                "--peers",
-                f"n1=127.0.0.1:{listen_port}",
-                "--data-dir",
-                str(data_dir),
-                "--metrics",
-                f"127.0.0.1:{metrics_port}",
-            ],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        proc = serve(
+            "--id",
+            "n1",
+            "--listen",
+            f"127.0.0.1:{listen_port}",
+            "--peers",
+            f"n1=127.0.0.1:{listen_port}",
+            "--data-dir",
+            str(data_dir),
+            "--metrics",
+            f"127.0.0.1:{metrics_port}",
         )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
@@ -238,28 +226,17 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
 
 def test_metrics_on_the_listen_port_is_refused(tmp_path: Path) -> None:
     (port,) = free_ports(1)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "raftlease",
-            "serve",
-            "--id",
-            "n1",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--peers",
-            f"n1=127.0.0.1:{port}",
-            "--data-dir",
-            str(tmp_path / "n1"),
-            "--metrics",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = serve(
+        "--id",
+        "n1",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--peers",
+        f"n1=127.0.0.1:{port}",
+        "--data-dir",
+        str(tmp_path / "n1"),
+        "--metrics",
+        f"127.0.0.1:{port}",
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [

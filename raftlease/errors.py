@@ -12,11 +12,23 @@ class ConfigError(RaftLeaseError, ValueError):
 
 
 class NotLeader(RaftLeaseError):
-    """This node is not the leader; ``leader_hint`` is the leader it knows of, if any."""
+    """This node is not the leader. ``leader_hint``: the address clients reach the leader it
+    knows of on; ``leader_id``: that leader's node id (either None when unknown)."""
 
-    def __init__(self, message: str = "not the leader", leader_hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "not the leader",
+        leader_hint: str | None = None,
+        leader_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.leader_hint = leader_hint
+        self.leader_id = leader_id
+
+
+class NoLeaderLease(NotLeader):
+    """This node cannot serve renewals or linearizable reads right now: it is not the leader
+    (hint: the leader), or it leads without a valid leader lease (no hint: retry here)."""
 
 
 class ProposalDropped(RaftLeaseError):

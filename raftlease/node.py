@@ -1,23 +1,22 @@
 """The asyncio driver: turns time into ticks and runs the Ready loop of one node. Layer L3.
 
-One task (``run``) owns the core: every tick, step, proposal and transfer happens in it, so
-the core never sees concurrency. Each loop iteration:
+One task (``run``) owns the core and the lease service: every tick, step, proposal and
+transfer happens in it, so neither ever sees concurrency. Each loop iteration:
 
   1. catch ticks up with the clock (BEFORE stepping, so a message is dated correctly; a
      leader's answers of its own term may go first: ``RaftCore.steps_before_ticks``);
-  2. step every queued peer message, then every queued proposal;
+  2. step every queued peer message, then run every queued client operation through the
+     lease service, then the service's time-driven duties (expiry, waits that ran out);
   3. if the core has a Ready: PERSIST it (one fsync for the whole batch: group commit, in an
      executor so the loop never blocks on disk), then SEND its messages, then APPLY its
-     committed entries to the lease table, then ``advance``.
+     committed entries through the lease service, then ``advance``.
 
-While the fsync runs, new messages and proposals queue up and form the next batch.
+While the fsync runs, new messages and operations queue up and form the next batch.
 
-Leases are served here too (``LeaseService`` in server.py is only the gRPC face):
-  * ``lease_ok()``: this node is the leader, has applied its no-op, and its leader lease has
-    not run out on the local clock. The lease deadline is derived from the core's tick
-    arithmetic (tick k is reached at ``t0 + k * tick_s``) so a stalled loop cannot stretch it.
-  * renewals need ``lease_ok()`` and no log write; expiry is proposed once a lease's deadline
-    passes on this clock; a new leader restarts every lease's deadline when it takes office.
+Every lease rule (the leader lease check, renewals, read barriers, the acquire procedure,
+expiry, taking and losing office) lives in ``raftlease/service`` and runs here as it runs in
+the simulator; this module only feeds it time and events and hands its outcomes to the
+awaiting callers (server.py's gRPC handlers).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,35 +31,31 @@ from typing import TYPE_CHECKING, Any
 
 from raftlease import failpoints
 from raftlease.config import RaftConfig
-from raftlease.core.messages import EntryKind, Message
 from raftlease.core.raft import RaftCore
 from raftlease.core.ready import Ready, SoftState
-from raftlease.errors import NotLeader, ProposalDropped, RaftLeaseError
-from raftlease.fsm.commands import CancelWait, Command, Expire, encode_command
-from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S, LeaseKeeper
-from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord, LeaseTable
+from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
+from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S
+from raftlease.fsm.leases import LeaseTable
 from raftlease.observe import NOOP_OBSERVER
+from raftlease.service import Call, LeaseService
 from raftlease.types import NodeId, Role
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from raftlease.clock import Clock
+    from raftlease.core.messages import Message
+    from raftlease.fsm.commands import Acquire, Command
+    from raftlease.fsm.keeper import LeaseKeeper
+    from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord
     from raftlease.observe import NodeObserver
+    from raftlease.service import Outcome
     from raftlease.storage.base import Storage
     from raftlease.transport.base import Transport
 
 TIMER_SLACK_S = 0.001
 
 log = logging.getLogger("raftlease.node")
-
-
-class NoLeaderLease(RaftLeaseError):
-    """This node cannot serve lease operations right now (not leader, or lease not valid)."""
-
-    def __init__(self, message: str, leader_hint: str | None) -> None:
-        super().__init__(message)
-        self.leader_hint = leader_hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,31 +130,33 @@ class Node:
         self.core = RaftCore(
             cfg.raft_config(), rng, loaded.hard_state, loaded.snapshot, loaded.entries
         )
-        self.table = LeaseTable.restore(loaded.snapshot.data) if loaded.snapshot else LeaseTable()
-        self.applied_index = self.core.applied_index
         self._saved_vote = (loaded.hard_state.term, loaded.hard_state.voted_for)
         self._last_snapshot_index = self.core.applied_index
         self.tick_s = cfg.tick_s
         self._t0 = clock.monotonic()
         self._ticks_done = 0
         self.sleeps = 0  # times the loop went to sleep (an idle node must not spin)
-        # When this leader looks for inherited waits nobody waits for (None: not pending).
-        self._inherited_check_at: float | None = None
+        addresses = {nid: self.client_address(nid) for nid in cfg.peers}
+        self.service = LeaseService(
+            self.id,
+            self.core,
+            self._tick_time,
+            addresses,
+            table=LeaseTable.restore(loaded.snapshot.data) if loaded.snapshot else None,
+            inherited_wait_grace_s=cfg.inherited_wait_grace_s,
+        )
         self._inbox: deque[Message] = deque()
-        self._ops: deque[tuple[str, Any, asyncio.Future[Any]]] = deque()
+        self._ops: deque[_Op] = deque()
         self._wake = asyncio.Event()
-        self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._stopping = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
         self.soft = SoftState(self.core.role, self.core.leader_id, self.core.term)
-        self.lease_deadline = -math.inf  # clock time at which the leader lease runs out
-        # Lease deadlines on this node's clock (meaningful on the leader only).
-        self.keeper = LeaseKeeper()
-        self._waiters: dict[str, asyncio.Future[LeaseRecord]] = {}
-        self._applied_waiters: list[tuple[int, asyncio.Future[Any]]] = []
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
         self.leader_changes = 0
         self.observer: NodeObserver = NOOP_OBSERVER  # metrics (raftlease/observe.py)
+
+    def _tick_time(self, k: int) -> float:
+        return self._t0 + k * self.tick_s
 
     # ------------------------------------------------------------------ inputs (any task)
     def receive(self, m: Message) -> None:
@@ -168,27 +164,46 @@ class Node:
         self._inbox.append(m)
         self._wake.set()
 
+    async def acquire(self, cmd: Acquire, wait_s: float) -> Outcome:
+        """Run the acquire procedure (LeaseService.acquire): Acquired, NotAcquired or
+        Rejected; raises NotLeader (with hint) or ProposalDropped (outcome unknown: retry
+        with the same request id). Cancelling the caller leaves the wait queue."""
+        outcome: Outcome = await self._call(_Op("acquire", (cmd, wait_s)))
+        return outcome
+
+    async def release(self, lease_id: int) -> Outcome:
+        """Released, NotFound or Rejected; raises NotLeader or ProposalDropped."""
+        outcome: Outcome = await self._call(_Op("release", lease_id))
+        return outcome
+
     async def propose(self, cmd: Command) -> ApplyResult | None:
         """Replicate ``cmd``; returns the lease table's result once it is applied here.
 
         Raises NotLeader (with hint) if this node is not the leader, ProposalDropped if the
         entry was overwritten by a new leader (outcome: not applied).
         """
-        start = self.clock.monotonic()
-        result: ApplyResult | None = await self._op("propose", encode_command(cmd))
-        self.observer.on_proposal_applied(self.clock.monotonic() - start)
+        result: ApplyResult | None = await self._call(_Op("propose", cmd))
         return result
 
     async def transfer_leadership(self, target: NodeId) -> None:
-        await self._op("transfer", target)
+        await self._call(_Op("transfer", target))
 
-    async def _op(self, kind: str, arg: Any) -> Any:
+    async def _call(self, op: _Op) -> Any:
         if self._stopping:
             raise NotLeader("node is shutting down", None)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append((kind, arg, fut))
+        start = self.clock.monotonic()
+        self._ops.append(op)
         self._wake.set()
-        return await fut
+        try:
+            result = await op.fut
+        except asyncio.CancelledError:
+            if op.call is not None and not op.call.done:
+                self._ops.append(_Op("cancel", op.call))  # the loop cancels it
+                self._wake.set()
+            raise
+        if op.kind != "transfer":
+            self.observer.on_proposal_applied(self.clock.monotonic() - start)
+        return result
 
     def stop(self) -> None:
         self._stopping = True
@@ -201,92 +216,77 @@ class Node:
     # ------------------------------------------------------------------ queries
     @property
     def is_leader(self) -> bool:
-        return self.soft.role is Role.LEADER
+        return self.service.is_leader
 
     @property
     def leader_id(self) -> NodeId | None:
-        return self.soft.leader_id
+        return self.service.leader_id
+
+    @property
+    def table(self) -> LeaseTable:
+        return self.service.table
+
+    @property
+    def applied_index(self) -> int:
+        return self.service.applied_index
+
+    @property
+    def lease_deadline(self) -> float:
+        """Clock time at which the leader lease runs out (-inf: no valid leader lease)."""
+        return self.service.lease_deadline
 
     def leader_address(self) -> str | None:
-        lid = self.soft.leader_id
-        return self.client_address(lid) if lid is not None else None
+        return self.service.leader_address()
 
     def client_address(self, node_id: NodeId) -> str:
         return self.cfg.client_addresses.get(node_id) or self.cfg.peers.get(node_id, "")
 
     def lease_ok(self) -> bool:
         """May this node serve renewals and linearizable reads at this instant?"""
-        return (
-            self.soft.role is Role.LEADER
-            and self.applied_index >= self.core.term_start_index > 0
-            and self.clock.monotonic() < self.lease_deadline
-        )
+        return self.service.lease_ok(self.clock.monotonic())
 
     def require_lease(self) -> None:
-        if not self.lease_ok():
-            lid = self.soft.leader_id
-            if self.soft.role is Role.LEADER:
-                raise NoLeaderLease(
-                    f"node {self.id} is the leader but its leader lease is not valid yet; "
-                    "retry shortly",
-                    None,
-                )
-            where = f"leader is {lid} at {self.leader_address()}" if lid else "no leader known"
-            raise NoLeaderLease(f"not the leader; {where}", self.leader_address())
+        self.service.require_lease(self.clock.monotonic())
 
     async def read_barrier(self) -> None:
-        """Linearizable read point: leader lease valid, and everything committed is applied."""
-        self.require_lease()
-        target = self.core.commit_index
-        if self.applied_index < target:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._applied_waiters.append((target, fut))
-            await fut
-            self.require_lease()
+        """Linearizable read point: leader lease valid, and everything committed is applied.
+        Raises NoLeaderLease."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.service.read(fut, self.clock.monotonic())
+        self._deliver_replies()
+        if not fut.done():
+            self._wake.set()  # the loop releases it once applied (LeaseService.tick)
+        await fut
 
     def renew(self, lease_id: int, health: dict[str, str] | None) -> LeaseRecord | None:
         """Extend a lease by its TTL from now (leader lease required; no log write)."""
-        self.require_lease()
-        now = self.clock.monotonic()
-        remaining = self.keeper.remaining(lease_id, now)  # before extending: the renew margin
-        rec = self.keeper.renew(self.table, lease_id, now, health)
-        if rec is not None:
-            self.observer.on_renewal(remaining, rec.ttl_ms / 1000.0)
-        return rec
+        r = self.service.renew(lease_id, health, self.clock.monotonic())
+        if r is None:
+            return None
+        self.observer.on_renewal(r.margin_s, r.lease.ttl_ms / 1000.0)
+        return r.lease
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        return self.service.keeper
 
     @property
     def deadlines(self) -> dict[int, float]:
-        return self.keeper.deadlines
+        return self.service.keeper.deadlines
 
     @property
     def health(self) -> dict[int, dict[str, str]]:
-        return self.keeper.health
+        return self.service.keeper.health
 
     def remaining_s(self, lease_id: int) -> float:
-        return self.keeper.remaining(lease_id, self.clock.monotonic())
-
-    def register_waiter(self, request_id: str) -> asyncio.Future[LeaseRecord]:
-        fut: asyncio.Future[LeaseRecord] = asyncio.get_running_loop().create_future()
-        # The handler may stop listening (timeout, leadership lost) before a result or an
-        # exception arrives; retrieve it so asyncio never logs it as unhandled.
-        fut.add_done_callback(_ignore_result)
-        self._waiters[request_id] = fut
-        return fut
-
-    def drop_waiter(self, request_id: str, fut: asyncio.Future[LeaseRecord]) -> None:
-        """Forget ``fut`` (only if it is still the one registered: a retry may have replaced
-        it with its own)."""
-        if self._waiters.get(request_id) is fut:
-            del self._waiters[request_id]
-
-    async def cancel_wait(self, name: str, request_id: str) -> None:
-        await self.propose(CancelWait(name, request_id))
+        return self.service.remaining_s(lease_id, self.clock.monotonic())
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
         """Drive the core until ``stop()``. Raises StorageError (the node must exit)."""
         loop = asyncio.get_running_loop()
         self._t0 = self.clock.monotonic()
+        svc = self.service
         try:
             while not self._stopping:
                 inbox = self._inbox
@@ -301,9 +301,9 @@ class Node:
                 while inbox:
                     core.step(inbox.popleft())
                 self._run_ops()
-                self._update_lease_deadline()
-                self._maybe_expire()
-                self._maybe_cancel_inherited()
+                svc.after_step()
+                svc.tick(self.clock.monotonic())
+                self._deliver_replies()
                 if core.has_ready():
                     rd = core.ready()
                     await self._handle_ready(rd, loop)
@@ -313,16 +313,11 @@ class Node:
                 if self._inbox or self._ops:
                     continue
                 # Sleep until the core's next timer (heartbeat, election, CheckQuorum) or the
-                # next lease deadline, not every tick: an idle follower then wakes only for
-                # heartbeats (W5, idle CPU). Skipped ticks are caught up from the clock.
+                # service's next duty (a lease deadline, a wait running out), not every tick:
+                # an idle follower then wakes only for heartbeats (W5, idle CPU). Skipped
+                # ticks are caught up from the clock.
                 next_tick = self._t0 + (self._ticks_done + core.ticks_until_timer()) * self.tick_s
-                wake_at = next_tick
-                if core.role is Role.LEADER and core.committed_in_term():
-                    # Only a leader that can expire leases acts on deadlines; anywhere else a
-                    # passed (or stale) deadline would make this loop spin.
-                    wake_at = min(wake_at, self.keeper.next_deadline())
-                    if self._inherited_check_at is not None:
-                        wake_at = min(wake_at, self._inherited_check_at)
+                wake_at = min(next_tick, svc.next_wake())
                 if core.lead_transferee is not None:
                     wake_at = min(wake_at, self._t0 + (self._ticks_done + 1) * self.tick_s)
                 delay = max(0.0, (wake_at - self.clock.monotonic()) / self.clock.rate)
@@ -340,7 +335,12 @@ class Node:
                 await self._wake.wait()
                 timer.cancel()
         finally:
-            self._fail_all("node stopped", None)
+            svc.fail_all("node stopped")
+            self._deliver_replies()
+            while self._ops:
+                op = self._ops.popleft()
+                if not op.fut.done():
+                    op.fut.set_exception(NotLeader("node stopped", None))
             self._executor.shutdown(wait=True)
 
     def _step_answers_first(self) -> None:
@@ -365,23 +365,44 @@ class Node:
             self._ticks_done += 1
 
     def _run_ops(self) -> None:
-        core = self.core
+        svc = self.service
         ops = self._ops
+        now = self.clock.monotonic()
         while ops:
-            kind, arg, fut = ops.popleft()
+            op = ops.popleft()
+            kind = op.kind
+            if kind == "cancel":
+                svc.cancel(op.arg)
+                continue
+            fut = op.fut
+            if fut.done():
+                continue  # its caller went away before the loop got to it
+            if kind == "acquire":
+                cmd, wait_s = op.arg
+                op.call = svc.acquire(fut, cmd, wait_s, now)
+            elif kind == "release":
+                op.call = svc.release(fut, op.arg)
+            elif kind == "propose":
+                op.call = svc.propose(fut, op.arg)
+            elif kind == "transfer":
+                try:
+                    self.core.transfer_leadership(op.arg)
+                    fut.set_result(None)
+                except (NotLeader, ProposalDropped, ValueError) as e:
+                    if isinstance(e, NotLeader):
+                        e = svc.not_leader()
+                    fut.set_exception(e)
+
+    def _deliver_replies(self) -> None:
+        """Hand the service's outcomes to the awaiting callers."""
+        for call, outcome in self.service.take_replies():
+            fut: asyncio.Future[Any] = call.token
             if fut.done():
                 continue
-            try:
-                if kind == "propose":
-                    index, term = core.propose(arg)
-                    self._pending[index] = (term, fut)
-                elif kind == "transfer":
-                    core.transfer_leadership(arg)
-                    fut.set_result(None)
-            except (NotLeader, ProposalDropped, ValueError) as e:
-                if isinstance(e, NotLeader):
-                    e.leader_hint = self.leader_address()
-                fut.set_exception(e)
+            if isinstance(outcome, Exception):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
 
     async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
         # A leader replicates WHILE it fsyncs its own entries (Ready contract, rule 1's
@@ -399,6 +420,7 @@ class Node:
         self._apply(rd)
         self.core.advance(rd)
         self._on_soft_state(rd.soft_state)
+        self._deliver_replies()
 
     def _send(self, rd: Ready) -> None:
         if failpoints.enabled:
@@ -441,52 +463,23 @@ class Node:
 
     def _apply(self, rd: Ready) -> None:
         now = self.clock.monotonic()
+        svc = self.service
         if rd.snapshot is not None:
-            self.table = LeaseTable.restore(rd.snapshot.data)
-            self.applied_index = rd.snapshot.index
+            svc.apply_snapshot(rd.snapshot.data, rd.snapshot.index, now)
             self._last_snapshot_index = rd.snapshot.index
-            self.keeper.restart_all(self.table, now)
-        table = self.table
-        pending = self._pending
-        for e in rd.committed_entries:
-            result: ApplyResult | None = None
-            if e.kind is EntryKind.NORMAL:
-                result, events = table.apply_entry(e.data, e.index)
-                for ev in events:
-                    self._on_event(ev, now)
-            self.applied_index = e.index
-            waiter = pending.pop(e.index, None)
-            if waiter is not None:
-                term, fut = waiter
-                if not fut.done():
-                    if term == e.term:
-                        fut.set_result(result)
-                    else:
-                        fut.set_exception(ProposalDropped("a new leader overwrote the entry"))
-        if self._applied_waiters:
-            keep = []
-            for target, fut in self._applied_waiters:
-                if self.applied_index >= target:
-                    if not fut.done():
-                        fut.set_result(None)
-                else:
-                    keep.append((target, fut))
-            self._applied_waiters = keep
-
-    def _on_event(self, ev: LeaseEvent, now: float) -> None:
-        self.keeper.on_event(ev, now)
-        self.observer.on_lease_event(ev.kind)
-        if ev.kind == "acquired":
-            fut = self._waiters.pop(ev.lease.request_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(ev.lease)
-        for w in list(self.watchers):
-            w(ev)
+        if rd.committed_entries:
+            events = svc.apply(rd.committed_entries, now)
+            for ev in events:
+                self.observer.on_lease_event(ev.kind)
+                for w in list(self.watchers):
+                    w(ev)
 
     def _on_soft_state(self, soft: SoftState) -> None:
         old = self.soft
         self.soft = soft
-        if old.role is soft.role and old.leader_id == soft.leader_id and old.term == soft.term:
+        if not self.service.on_soft_state(
+            soft.role, soft.leader_id, soft.term, self.clock.monotonic()
+        ):
             return
         self.observer.on_state_change(old, soft)
         if soft.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and soft.role is not old.role:
@@ -494,163 +487,182 @@ class Node:
         if soft.role is Role.LEADER and old.role is not Role.LEADER:
             log.info("%s became leader at term %d", self.id, soft.term)
             self.leader_changes += 1
-            now = self.clock.monotonic()
-            self.keeper.restart_all(self.table, now)
-            self._inherited_check_at = now + self.cfg.inherited_wait_grace_s
         elif old.role is Role.LEADER and soft.role is not Role.LEADER:
             log.info(
                 "%s lost leadership at term %d (leader now %s)", self.id, soft.term, soft.leader_id
             )
-            self.lease_deadline = -math.inf
-            self._inherited_check_at = None
-            self._fail_all("leadership lost; outcome unknown, retry", self.leader_address())
         elif soft.leader_id != old.leader_id and soft.leader_id is not None:
             log.info("%s follows leader %s at term %d", self.id, soft.leader_id, soft.term)
 
-    def _fail_all(self, message: str, hint: str | None) -> None:
-        """Fail every waiting request with its own NotLeader (one instance per future, so
-        tracebacks never mix requests)."""
-        futures = [fut for _, fut in self._pending.values()]
-        futures += [fut for _, fut in self._applied_waiters]
-        futures += self._waiters.values()
-        self._pending.clear()
-        self._waiters.clear()
-        self._applied_waiters.clear()
-        for fut in futures:
-            if not fut.done():
-                fut.set_exception(NotLeader(message, hint))
-
-    def _update_lease_deadline(self) -> None:
-        core = self.core
-        if core.lease_valid():
-            self.lease_deadline = (
-                self._t0 + (core.lease_start_tick() + core.lease_ticks) * self.tick_s
-            )
-        else:
-            self.lease_deadline = -math.inf
-
-    def _maybe_expire(self) -> None:
-        core = self.core
-        if core.role is not Role.LEADER or not core.committed_in_term():
-            return
-        now = self.clock.monotonic()
-        if self.keeper.next_deadline() > now:
-            return
-        for rec in self.keeper.due(self.table, now):
-            log.info(
-                "%s: lease %r (id %d, holder %r) passed its deadline; expiring",
-                self.id,
-                rec.name,
-                rec.lease_id,
-                rec.holder,
-            )
-            if not self._propose_unwatched(Expire(rec.name, rec.lease_id)):
-                self.keeper.unmark(rec.lease_id)
-
-    def _maybe_cancel_inherited(self) -> None:
-        """Once, ``inherited_wait_grace_s`` after taking office: cancel every queued acquire
-        that no client of this leader waits for. Its client waited on an earlier leader (that
-        wait's timer died with it) and has not retried here; without this, the name would
-        later be handed to nobody and stay blocked for the grant's TTL (a "ghost" handover).
-        A client that retries later simply queues again, at the back."""
-        at = self._inherited_check_at
-        core = self.core
-        if at is None or core.role is not Role.LEADER or not core.committed_in_term():
-            return
-        if self.clock.monotonic() < at:
-            return
-        self._inherited_check_at = None
-        for name, request_id in self.table.queued():
-            if request_id in self._waiters:
-                continue
-            log.info(
-                "%s: queued acquire %s of %r has no waiting client since this node took "
-                "office; cancelling its wait",
-                self.id,
-                request_id,
-                name,
-            )
-            if not self._propose_unwatched(CancelWait(name, request_id)):
-                return
-
-    def _propose_unwatched(self, cmd: Command) -> bool:
-        """Propose a command the leader issues itself (an expiry, a cancel) and nobody
-        awaits; False if the core refused it (no longer leader, transfer under way)."""
-        try:
-            index, term = self.core.propose(encode_command(cmd))
-        except (NotLeader, ProposalDropped):
-            return False
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_ignore_result)
-        self._pending[index] = (term, fut)
-        return True
-
     def _maybe_snapshot(self) -> None:
-        if self.applied_index - self._last_snapshot_index < self.cfg.snapshot_entries:
+        svc = self.service
+        if svc.applied_index - self._last_snapshot_index < self.cfg.snapshot_entries:
             return
-        index = self.applied_index
-        snap = self.core.compact(index, self.table.snapshot())
+        index = svc.applied_index
+        snap = self.core.compact(index, svc.table.snapshot())
         self._last_snapshot_index = index
         if failpoints.enabled:
             failpoints.hit("before-snapshot-save")
         self.storage.compact(snap)  # rare; a short synchronous write is acceptable here
         if failpoints.enabled:
             failpoints.hit("after-snapshot-save")
-        log.info("%s: snapshot at index %d (%d leases)", self.id, index, len(self.table))
+        log.info("%s: snapshot at index %d (%d leases)", self.id, index, len(svc.table))
 
-    # ------------------------------------------------------------------ status
-    def status(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------ what servers read
+    def lookup(self, name: str) -> LeaseRecord | None:
+        return self.service.table.get(name)
+
+    def leases(self, prefix: str = "") -> list[LeaseRecord]:
+        return self.service.table.leases(prefix)
+
+    def waiter_count(self, name: str) -> int:
+        return len(self.service.table.waiters(name))
+
+    def lease_health(self, lease_id: int) -> dict[str, str] | None:
+        """The latest keepalive payload of a lease (on the leader), if any."""
+        return self.service.keeper.health.get(lease_id)
+
+    def watch(self, callback: Callable[[LeaseEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` with every lease event applied here; returns the unsubscribe."""
+        self.watchers.add(callback)
+        return lambda: self.watchers.discard(callback)
+
+    @property
+    def members(self) -> tuple[NodeId, ...]:
+        return tuple(sorted(self.cfg.peers))
+
+    def transfer_target(self) -> NodeId | None:
+        """The most caught-up peer (on the leader), the default target of a transfer."""
+        status = {p.id: p.match_index for p in self.core.peer_status()}
+        return max(status, key=lambda k: status[k]) if status else None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Is this node ready (and why): it is the leader and holds a valid leader lease, or
+        it follows a leader it heard from within the minimum election timeout, counted in its
+        core's ticks exactly as vote stickiness counts them. A follower's core catches its
+        ticks up when its randomized election timer fires, so a follower of a dead leader
+        turns unready at the latest one election timeout after the leader's last message (it
+        then starts a pre-vote and forgets the leader)."""
+        if self.is_leader:
+            if self.lease_ok():
+                return True, "leader with a valid leader lease"
+            return False, "leader without a valid leader lease (no quorum heard recently)"
+        leader = self.leader_id
+        if leader is None or leader == self.id:
+            return False, "no leader known"
         core = self.core
-        me = {
-            "id": self.id,
-            "address": self.client_address(self.id),
-            "role": core.role.value,
-            "term": core.term,
-            "commit_index": core.commit_index,
-            "applied_index": self.applied_index,
-            "last_index": core.last_index,
-            "last_heard_ms": 0,
-            "reachable": True,
-            "lease_valid": self.lease_ok(),
-            "lease_remaining_ms": max(0, int((self.lease_deadline - self.clock.monotonic()) * 1000))
-            if self.lease_ok()
-            else 0,
-        }
-        nodes = [me]
+        since, limit = core.ticks_since_leader, core.config.election_ticks_min
+        if since < limit:
+            return True, f"following leader {leader}"
+        return False, f"leader {leader} not heard from for {since} ticks (limit {limit})"
+
+    def status(self) -> ClusterStatus:
+        """This node's view of the cluster: itself, and (on the leader) every peer."""
+        core = self.core
+        ok = self.lease_ok()
+        nodes = [
+            MemberStatus(
+                id=self.id,
+                address=self.client_address(self.id),
+                role=core.role.value,
+                term=core.term,
+                commit_index=core.commit_index,
+                applied_index=self.applied_index,
+                match_index=core.commit_index,
+                last_index=core.last_index,
+                reachable=True,
+                lease_valid=ok,
+                lease_remaining_ms=max(
+                    0, int((self.lease_deadline - self.clock.monotonic()) * 1000)
+                )
+                if ok
+                else 0,
+            )
+        ]
         if core.role is Role.LEADER:
             hb = self.cfg.heartbeat_ticks
             for p in core.peer_status():
-                heard_ms = (
-                    -1 if p.ticks_since_heard < 0 else int(p.ticks_since_heard * self.tick_s * 1000)
-                )
+                since = p.ticks_since_heard
                 nodes.append(
-                    {
-                        "id": p.id,
-                        "address": self.client_address(p.id),
-                        "role": "follower",
-                        "term": core.term,
-                        "commit_index": min(p.match_index, core.commit_index),
-                        "applied_index": p.applied_index,
-                        "match_index": p.match_index,
-                        "lag": max(0, core.last_index - p.match_index),
-                        "last_heard_ms": heard_ms,
-                        "missed_heartbeats": max(0, p.ticks_since_heard // hb - 1)
-                        if p.ticks_since_heard >= 0
-                        else -1,
-                        "reachable": 0 <= p.ticks_since_heard < self.cfg.election_ticks_min,
-                        "lost_entries": p.lost_entries,
-                    }
+                    MemberStatus(
+                        id=p.id,
+                        address=self.client_address(p.id),
+                        role="follower",
+                        term=core.term,
+                        commit_index=min(p.match_index, core.commit_index),
+                        applied_index=p.applied_index,
+                        match_index=p.match_index,
+                        lag=max(0, core.last_index - p.match_index),
+                        last_heard_ms=-1 if since < 0 else int(since * self.tick_s * 1000),
+                        missed_heartbeats=max(0, since // hb - 1) if since >= 0 else -1,
+                        reachable=0 <= since < self.cfg.election_ticks_min,
+                        lost_entries=p.lost_entries,
+                    )
                 )
-        return {
-            "node_id": self.id,
-            "cluster_id": self.cfg.cluster_id,
-            "leader": self.soft.leader_id,
-            "leader_address": self.leader_address(),
-            "term": core.term,
-            "nodes": nodes,
-        }
+        return ClusterStatus(
+            node_id=self.id,
+            cluster_id=self.cfg.cluster_id,
+            leader=self.soft.leader_id,
+            leader_address=self.leader_address(),
+            term=core.term,
+            nodes=tuple(nodes),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member as a node sees it (a leader sees its peers; others only themselves).
+    ``last_heard_ms`` and ``missed_heartbeats`` are -1 when never heard (0 for itself)."""
+
+    id: NodeId
+    address: str
+    role: str
+    term: int
+    commit_index: int
+    applied_index: int
+    match_index: int
+    last_index: int = 0
+    lag: int = 0
+    last_heard_ms: int = 0
+    missed_heartbeats: int = 0
+    reachable: bool = True
+    lease_valid: bool = False
+    lease_remaining_ms: int = 0
+    lost_entries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    node_id: NodeId
+    cluster_id: str
+    leader: NodeId | None
+    leader_address: str | None
+    term: int
+    nodes: tuple[MemberStatus, ...]
+
+
+@dataclass(slots=True, eq=False)
+class _Op:
+    """A caller's request to the loop (kind, argument), its future, and the service's call
+    for it once the loop started it (so that a caller that goes away can cancel it)."""
+
+    kind: str
+    arg: Any
+    fut: asyncio.Future[Any] = field(default_factory=lambda: _new_future())
+    call: Call | None = None
+
+
+def _new_future() -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    # The caller may stop listening (timeout, leadership lost) before a result or an
+    # exception arrives; retrieve it so asyncio never logs it as unhandled.
+    fut.add_done_callback(_ignore_result)
+    return fut
 
 
 def _ignore_result(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+__all__ = ["ClusterStatus", "MemberStatus", "NoLeaderLease", "Node", "NodeConfig"]

@@ -15,19 +15,15 @@ driver runs the Ready loop exactly as the READY CONTRACT (core/ready.py) says: s
 state + snapshot + entries, then send the messages, then apply the snapshot and committed
 entries, then ``advance``. The checkers (checkers.py) observe each step as it happens.
 
-Each node also runs the lease state machine exactly as ``raftlease/node.py`` does: a
-:class:`LeaseTable` (every committed NORMAL entry, in order; snapshots carry the state hash
-followed by ``table.snapshot()``) and a :class:`LeaseKeeper` on the node's own clock
-(``local = offset + rate * real``): grants start their deadline at apply time, a node that
-becomes leader restarts every deadline, a snapshot install restarts them too, and a leader
-that committed in its term proposes ``Expire`` for every lease past its deadline. Simulated
-clients (clients.py) talk to the nodes over their own lossy, partitionable links, and each
-request runs as server.py's handler would: Acquire and Release are proposed and answered when
-applied (a leadership loss fails them "not leader"); a waiting Acquire that is queued
-registers a waiter, is answered on its handover, or when its wait runs out proposes
-CancelWait and answers from the table; the call's deadline, a client's death and a node's
-crash cancel handlers (and reset connections) as gRPC would; renewals are served only under
-the node.py rule (``lease_ok``: leader, no-op applied, leader lease valid).
+Each node also runs the lease service that ships, :class:`raftlease.service.LeaseService`,
+exactly as ``raftlease/node.py`` drives it: it applies every committed entry to its lease
+table (snapshots carry the state hash followed by ``table.snapshot()``), keeps lease deadlines
+on the node's own clock (``local = offset + rate * real``), serves renewals under its leader
+lease check, runs each client call's acquire procedure, expires leases, and acts on taking
+and losing office. Nothing here restates those rules: the simulator only delivers simulated
+clients' requests (clients.py) over their own lossy, partitionable links, translates the
+service's outcomes into replies, and models what gRPC does around a handler (a call's
+deadline and a client's death cancel it; a node's crash resets its connections).
 :class:`LeaseCheckers` checks mutual exclusion and fencing as it happens.
 
 A crash drops the core and everything volatile; messages that reach a down node are lost.
@@ -52,6 +48,7 @@ import functools
 import hashlib
 import heapq
 import itertools
+import math
 import random
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -63,7 +60,6 @@ from raftlease.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
-    EntryKind,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
@@ -75,18 +71,10 @@ from raftlease.core.messages import (
 from raftlease.core.quorum import quorum_value
 from raftlease.core.raft import RaftCore
 from raftlease.core.ready import HardState, Ready
-from raftlease.errors import NotLeader, ProposalDropped
-from raftlease.fsm.commands import CancelWait, Expire, Release, encode_command
-from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S, LeaseKeeper
-from raftlease.fsm.leases import (
-    Granted,
-    Held,
-    LeaseRecord,
-    LeaseTable,
-    Queued,
-    Rejected,
-    Released,
-)
+from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
+from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.fsm.leases import LeaseRecord, LeaseTable, Rejected, Released
+from raftlease.service import Acquired, Call, Internal, LeaseService, NotAcquired, Outcome
 from raftlease.storage.memory import MemoryStorage
 from raftlease.testing.checkers import Checkers, LeaseCheckers, LivenessViolation, SafetyViolation
 from raftlease.testing.clients import (
@@ -203,21 +191,6 @@ def describe(m: Message) -> str:
             assert_never(m)
 
 
-_PROPOSED = 0  # the handler awaits its proposal's result
-_WAITING = 1  # queued: it awaits the handover (its waiter future) or its wait timeout
-_CANCELLING = 2  # the wait ran out: it awaits its CancelWait
-_DONE = 3
-
-
-@dataclass(slots=True, eq=False)
-class _Call:
-    """One client call being handled on a node: a server.py handler coroutine."""
-
-    req: ClientRequest
-    stage: int = _PROPOSED
-    granted: LeaseRecord | None = None  # its waiter future's result, set before it looked
-
-
 @dataclass(slots=True)
 class SimNode:
     """One simulated server: durable storage, a clock, and (while up) a core."""
@@ -245,21 +218,11 @@ class SimNode:
     missed_ticks: int = 0
     inbox: list[Message | ClientRequest] = field(default_factory=list)
     pause_lease_left: int = 0
-    # The lease state machine (volatile: rebuilt from snapshot + log on boot), as in node.py.
-    table: LeaseTable = field(default_factory=LeaseTable)
-    keeper: LeaseKeeper = field(default_factory=LeaseKeeper)
-    # index -> (term, the call to answer when applied; None for an Expire): node._pending
-    pending: dict[int, tuple[int, _Call | None]] = field(default_factory=dict)
-    # request_id -> the call registered to hear of its handover: node._waiters
-    waiters: dict[str, _Call] = field(default_factory=dict)
-    # node._inherited_check_at: local time to cancel inherited waits nobody waits for
-    inherited_check_at: float | None = None
-    calls: list[_Call] = field(default_factory=list)  # calls in progress (for cancellation)
+    # The lease service that ships (volatile: rebuilt from snapshot + log on boot, as in
+    # node.py), and when this node's driver next wakes for it (local seconds; inf: no wake).
+    service: LeaseService | None = None
+    wake_at: float = math.inf
     deferred: list[Callable[[], None]] = field(default_factory=list)  # timers due while paused
-    # The driver's soft state (node.py ``self.soft``): updated after each handled Ready.
-    soft_role: Role = Role.FOLLOWER
-    soft_leader: NodeId | None = None
-    soft_term: int = 0
     # The node's monotonic clock: local_s = clock_local_s + rate * (now - clock_real_us) / 1e6.
     clock_real_us: int = 0
     clock_local_s: float = 0.0
@@ -284,6 +247,11 @@ class SimNode:
     @property
     def is_leader(self) -> bool:
         return self.core is not None and self.core.role is Role.LEADER
+
+    @property
+    def table(self) -> LeaseTable:
+        """The lease table of the running service (an empty one while down)."""
+        return self.service.table if self.service is not None else LeaseTable()
 
 
 def _gone(node: SimNode, inc: int) -> bool:
@@ -371,7 +339,7 @@ class SimCluster:
 
     ``clients`` starts the simulated lease clients (clients.py); their links to the nodes use
     ``client_link`` (default: ``link``). The lease table and keeper run on every node either
-    way. Planted server bugs override :meth:`lease_ok` or :meth:`make_keeper` in a subclass.
+    way. Planted server bugs override :meth:`make_service` or :meth:`make_keeper` in a subclass.
     """
 
     # Rule ``renew-outside-lease``: a renewal is answered OK only by a node that holds a valid
@@ -641,20 +609,10 @@ class SimCluster:
         node.lease = False
         # node.py: the table comes from the snapshot; the keeper starts empty (a new leader
         # restarts every deadline when it takes office).
-        node.table = (
-            LeaseTable.restore(st.snapshot.data[HASH_LEN:])
-            if st.snapshot is not None
-            else LeaseTable()
-        )
-        node.keeper = self.make_keeper()
-        node.pending = {}
-        node.waiters = {}
-        node.inherited_check_at = None
-        node.calls = []
+        table = LeaseTable.restore(st.snapshot.data[HASH_LEN:]) if st.snapshot is not None else None
+        node.service = self.make_service(node, core, table)
+        node.wake_at = math.inf
         node.deferred = []
-        node.soft_role = core.role
-        node.soft_leader = core.leader_id
-        node.soft_term = core.term
         node.heard_tick = [-1] * len(self.nodes)
         node.booted_at_us = self.now
         node.leader_since_tick = 0
@@ -789,10 +747,11 @@ class SimCluster:
         node.seen_role = Role.FOLLOWER
         self._log(f"{node.id} CRASH")
         # Its client connections reset: every call in progress fails UNAVAILABLE at once.
-        for call in node.calls:
-            if call.stage != _DONE:
-                self._reply(ClientReply(node.id, call.req.src, call.req.seq, UNAVAILABLE))
-        node.calls = []
+        if node.service is not None:
+            for call in node.service.calls():
+                req: ClientRequest = call.token
+                self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE))
+        node.service = None
         self.check_durable(f"crash of {node.id}")
 
     def restart(self, nid: str) -> None:
@@ -861,10 +820,9 @@ class SimCluster:
         core = node.core
         assert core is not None
         chk = self.checkers
-        if core.role is Role.LEADER:
-            self._leader_duties(node, core)  # node.py: every loop iteration, before the Ready
-            if self.failpoints and self._acked_crash(node, core):
-                return
+        self._duties(node)  # node.py: every loop iteration, before the Ready
+        if core.role is Role.LEADER and self.failpoints and self._acked_crash(node, core):
+            return
         if core.has_ready():
             try:
                 self._ready_loop(node, core)
@@ -906,6 +864,8 @@ class SimCluster:
             )
         if valid != node.lease:
             self._set_lease(node, valid, term)
+        if node.service is not None:
+            self._schedule_wake(node, node.service)
 
     def _persist(self, node: SimNode, core: RaftCore, rd: Ready) -> None:
         if rd.hard_state is None and rd.snapshot is None and not rd.entries:
@@ -1021,33 +981,27 @@ class SimCluster:
             if fps:
                 self._maybe_fail(node, rd, "after-send")
             # 3. APPLY the snapshot, then committed entries (node.py ``_apply``).
-            replies: list[ClientReply] = []
+            svc = node.service
+            assert svc is not None
             if rd.snapshot is not None:
                 snap = rd.snapshot
                 chk.on_snapshot_applied(nid, snap, snap.data[:HASH_LEN])
                 node.applied_index = snap.index
                 node.state_hash = snap.data[:HASH_LEN]
-                node.table = LeaseTable.restore(snap.data[HASH_LEN:])
-                node.keeper.restart_all(node.table, self.local_clock(node))
+                svc.apply_snapshot(snap.data[HASH_LEN:], snap.index, self.local_clock(node))
                 self.lease_checks.on_table_restored(nid, snap.index, snap.data[HASH_LEN:])
                 self._log(f"{nid} installed snapshot {snap.index}/{snap.term}")
             if rd.committed_entries:
-                self._apply_entries(node, rd.committed_entries, replies)
+                self._apply_entries(node, svc, rd.committed_entries)
             if fps:
                 self._maybe_fail(node, rd, "after-apply")
             # 4. ADVANCE, then the soft state (node.py ``_on_soft_state``).
             core.advance(rd)
             soft = rd.soft_state
-            if (
-                soft.role is not node.soft_role
-                or soft.leader_id != node.soft_leader
-                or soft.term != node.soft_term
-            ):
-                self._on_soft_state(node, soft.role, soft.leader_id, soft.term, replies)
-            for rep in replies:
-                self._reply(rep)
-            if core.role is Role.LEADER:
-                self._leader_duties(node, core)  # node.py: the next loop iteration
+            if svc.on_soft_state(soft.role, soft.leader_id, soft.term, self.local_clock(node)):
+                self._log(f"{nid} soft state: {soft.role.value} leader={soft.leader_id}")
+            self._send_replies(node, svc)
+            self._duties(node)  # node.py: the next loop iteration
             if not core.has_ready():
                 return
         raise SafetyViolation("driver", f"{nid}: Ready loop did not settle (at t={self.now}us)")
@@ -1061,31 +1015,68 @@ class SimCluster:
         """A fresh LeaseKeeper for a booting node (planted bugs override this)."""
         return LeaseKeeper()
 
-    def lease_ok(self, node: SimNode) -> bool:
-        """node.py ``lease_ok``: may ``node`` serve renewals at this instant?
+    def make_service(self, node: SimNode, core: RaftCore, table: LeaseTable | None) -> LeaseService:
+        """The lease service of a booting node: the shipped class (planted bugs override
+        this). Its leader-lease deadline comes from the core's tick arithmetic, as in
+        node.py; the simulator ticks exactly at each tick boundary and re-reads the lease
+        after every tick, so a tick still ahead maps to "not yet" (inf) and a tick already
+        reached to "passed" (-inf). Leader hints are node ids."""
 
-        Leader (in the driver's soft state), its no-op applied, and a valid leader lease. The
-        simulator ticks exactly when the clock passes each tick boundary, so the core's
-        ``lease_valid()`` now is node.py's ``clock.monotonic() < lease_deadline``.
-        """
-        core = node.core
-        return (
-            core is not None
-            and node.soft_role is Role.LEADER
-            and node.applied_index >= core.term_start_index > 0
-            and core.lease_valid()
+        def tick_time(k: int) -> float:
+            return math.inf if k > core.tick_count else -math.inf
+
+        return LeaseService(
+            node.id,
+            core,
+            tick_time,
+            {nid: nid for nid in self.ids},
+            table=table,
+            keeper=self.make_keeper(),
         )
 
-    def _apply_entries(
-        self, node: SimNode, entries: Sequence[Entry], replies: list[ClientReply]
-    ) -> None:
+    def lease_ok(self, node: SimNode) -> bool:
+        """May ``node`` serve renewals at this instant? (LeaseService.lease_ok)"""
+        svc = node.service
+        return svc is not None and svc.lease_ok(self.local_clock(node))
+
+    def _duties(self, node: SimNode) -> None:
+        """What node.py's loop does on every turn: the leader-lease deadline from the core,
+        the service's time-driven duties (expiry, waits that ran out, queues to leave, the
+        cancel of inherited waits), and the outcomes those produced."""
+        svc = node.service
+        if svc is None:
+            return
+        svc.after_step()
+        svc.tick(self.local_clock(node))
+        self._send_replies(node, svc)
+
+    def _schedule_wake(self, node: SimNode, svc: LeaseService) -> None:
+        """node.py sleeps until the service's next duty: wake the node then (a duty already
+        due runs at its next tick, so that a refused proposal cannot spin the scheduler)."""
+        at = svc.next_wake()
+        local = self.local_clock(node)
+        if not (local < at < node.wake_at):
+            return
+        node.wake_at = at
+
+        inc = node.incarnation
+
+        def wake() -> None:
+            if _gone(node, inc) or node.wake_at != at:
+                return
+            if node.paused:
+                node.deferred.append(wake)
+                return
+            node.wake_at = math.inf
+            self._after_input(node)
+
+        # Rounded up, so the node wakes at or after ``at`` (never in the same instant).
+        self.after(max(1, math.ceil((at - local) * 1e6 / node.rate)), wake)
+
+    def _apply_entries(self, node: SimNode, svc: LeaseService, entries: Sequence[Entry]) -> None:
         chk = self.checkers
         lchk = self.lease_checks
         nid = node.id
-        now = self.local_clock(node)
-        table = node.table
-        keeper = node.keeper
-        pending = node.pending
         h = node.state_hash
         applied = node.applied_index
         log = node.applied_log
@@ -1095,142 +1086,63 @@ class SimCluster:
             chk.check_committed(nid, e)
             applied = e.index
             log[applied] = (e.term, int(e.kind), e.data)
-            result = None
-            if e.kind is EntryKind.NORMAL:
-                result, events = table.apply_entry(e.data, e.index)
-                for ev in events:
-                    keeper.on_event(ev, now)
-                    lease = ev.lease
-                    if ev.kind == "acquired":
-                        if len(events) > 1 and lease.fencing_token not in lchk.grants:
-                            self._check_handover(lease)
-                        if node.waiters:
-                            self._wake_waiter(node, lease, replies)
-                    lchk.on_lease_event(nid, ev.kind, lease, ev.index)
-                    if self.trace is not None:
-                        self._log(
-                            f"{nid} applied {ev.kind} {lease.name} token={lease.fencing_token} "
-                            f"holder={lease.holder}"
-                        )
-            if pending:
-                waiter = pending.pop(e.index, None)
-                if waiter is not None:
-                    term, call = waiter
-                    if call is not None and call.stage != _DONE:
-                        self._resolve(node, call, result, term == e.term, replies)
         node.state_hash = h
         node.applied_index = applied
+        events = svc.apply(entries, self.local_clock(node))
+        per_entry: dict[int, int] = {}
+        for ev in events:
+            per_entry[ev.index] = per_entry.get(ev.index, 0) + 1
+        for ev in events:
+            lease = ev.lease
+            if (
+                ev.kind == "acquired"
+                and per_entry[ev.index] > 1
+                and lease.fencing_token not in lchk.grants
+            ):
+                self._check_handover(lease)
+            lchk.on_lease_event(nid, ev.kind, lease, ev.index)
+            if self.trace is not None:
+                self._log(
+                    f"{nid} applied {ev.kind} {lease.name} token={lease.fencing_token} "
+                    f"holder={lease.holder}"
+                )
         if self.trace is not None:
             self._log(f"{nid} applied {entries[0].index}..{entries[-1].index}/{entries[-1].term}")
 
-    def _reply_to(
-        self,
-        node: SimNode,
-        req: ClientRequest,
-        status: str,
-        lease: LeaseRecord | None = None,
-        hint: NodeId | None = None,
-    ) -> ClientReply:
-        return ClientReply(node.id, req.src, req.seq, status, lease, hint)
+    def _send_replies(self, node: SimNode, svc: LeaseService) -> None:
+        """Translate the service's outcomes into replies, as server.py translates them into
+        gRPC answers."""
+        for call, outcome in svc.take_replies():
+            self._reply(self._reply_for(node, call, outcome))
 
-    def _resolve(
-        self,
-        node: SimNode,
-        call: _Call,
-        result: object,
-        same_term: bool,
-        replies: list[ClientReply],
-    ) -> None:
-        """The entry a call proposed was applied: how server.py's handler goes on."""
-        req = call.req
-        if not same_term:  # ProposalDropped: a new leader overwrote the entry
-            replies.append(self._reply_to(node, req, UNAVAILABLE, hint=node.soft_leader))
-        elif isinstance(req, ReleaseReq):
-            if isinstance(result, Released):
-                replies.append(self._reply_to(node, req, OK))
-            else:
-                replies.append(self._reply_to(node, req, NOT_FOUND))
-        elif isinstance(req, AcquireReq) and call.stage == _CANCELLING:
-            # The CancelWait applied: "handed to us just before the cancel applied: ours".
-            cur = node.table.get(req.cmd.name)
-            if cur is not None and cur.request_id == req.cmd.request_id:
-                replies.append(self._reply_to(node, req, OK, cur))
-            else:
-                replies.append(self._reply_to(node, req, HELD, cur))
-        elif (
-            isinstance(req, AcquireReq)
-            and isinstance(result, Queued)
-            and not req.cmd.wait
-            and call.stage == _PROPOSED
-        ):
-            # server.py ``_leave_queue``: a retry (wait_ms=0) of a still-queued acquire is a
-            # wait that ran out at once: CancelWait, then answer from the table.
-            call.stage = _WAITING
-            self._node_timer(node, 0.0, lambda: self._wait_ran_out(node, call))
-            return
-        elif isinstance(req, AcquireReq) and isinstance(result, Queued) and req.cmd.wait:
-            if call.granted is not None:
-                replies.append(self._reply_to(node, req, OK, call.granted))
-            else:
-                call.stage = _WAITING  # asyncio.wait_for(waiter, wait_ms / 1000)
-                self._node_timer(node, req.wait_ms / 1000.0, lambda: self._wait_ran_out(node, call))
-                return
-        elif isinstance(result, Granted):
-            replies.append(self._reply_to(node, req, OK, result.lease))
-        elif isinstance(result, Held):
-            replies.append(self._reply_to(node, req, HELD, result.current))
-        elif isinstance(result, Rejected):
-            replies.append(self._reply_to(node, req, INVALID))
+    def _reply_for(self, node: SimNode, call: Call, outcome: Outcome) -> ClientReply:
+        req: ClientRequest = call.token
+        if isinstance(outcome, Exception):
+            return self._unavailable(node, req, outcome)
+        if isinstance(outcome, Acquired):
+            return ClientReply(node.id, req.src, req.seq, OK, outcome.lease)
+        if isinstance(outcome, NotAcquired):
+            return ClientReply(node.id, req.src, req.seq, HELD, outcome.current)
+        if isinstance(req, ReleaseReq):
+            status = OK if isinstance(outcome, Released) else NOT_FOUND
+            return ClientReply(node.id, req.src, req.seq, status)
+        if isinstance(outcome, Rejected):
+            return ClientReply(node.id, req.src, req.seq, INVALID)
+        # server.py: ``_abort(INTERNAL, f"unexpected result {result!r}")``: must not happen.
+        what = outcome.message if isinstance(outcome, Internal) else repr(outcome)
+        self.lease_checks.stats.server_errors += 1
+        self._log(f"{node.id} answers {req.src} INTERNAL: {what}")
+        return ClientReply(node.id, req.src, req.seq, INTERNAL)
+
+    def _unavailable(self, node: SimNode, req: ClientRequest, e: Exception) -> ClientReply:
+        """UNAVAILABLE, with the leader this node names (none when it is the leader itself
+        without a valid leader lease: retry there). ProposalDropped: the outcome is unknown."""
+        if isinstance(e, NotLeader):
+            lid = e.leader_id
         else:
-            # server.py: ``_abort(INTERNAL, f"unexpected result {result!r}")``: must not
-            # happen (a still-queued retry is handled above since the fix of bug 3).
-            self.lease_checks.stats.server_errors += 1
-            self._log(f"{node.id} answers {req.src} INTERNAL: unexpected result {result!r}")
-            replies.append(self._reply_to(node, req, INTERNAL))
-        self._finish(node, call)
-
-    def _finish(self, node: SimNode, call: _Call) -> None:
-        """The handler returns; server.py's ``finally: node.drop_waiter(request_id, fut)``
-        forgets its own waiter (modelled as: whatever is registered under the id)."""
-        if call.stage == _DONE:
-            return
-        call.stage = _DONE
-        req = call.req
-        if isinstance(req, AcquireReq) and req.cmd.wait:
-            node.waiters.pop(req.cmd.request_id, None)
-        if call in node.calls:
-            node.calls.remove(call)
-
-    def _wake_waiter(self, node: SimNode, lease: LeaseRecord, replies: list[ClientReply]) -> None:
-        """node.py ``_on_event``: a grant wakes the call registered under its request id."""
-        call = node.waiters.pop(lease.request_id, None)
-        if call is None or call.stage == _DONE:
-            return
-        if call.stage == _WAITING:
-            replies.append(self._reply_to(node, call.req, OK, lease))
-            self._finish(node, call)
-        else:  # its future is set; the handler sees it once its own entry is applied
-            call.granted = lease
-
-    def _wait_ran_out(self, node: SimNode, call: _Call) -> None:
-        """server.py on TimeoutError: drop the waiter, propose CancelWait, then decide."""
-        if call.stage != _WAITING:
-            return
-        req = call.req
-        assert isinstance(req, AcquireReq)
-        node.waiters.pop(req.cmd.request_id, None)
-        call.stage = _CANCELLING
-        core = node.core
-        assert core is not None
-        try:
-            index, term = core.propose(encode_command(CancelWait(req.cmd.name, req.cmd.request_id)))
-        except (NotLeader, ProposalDropped):
-            self._reply(self._reply_to(node, req, UNAVAILABLE, hint=node.soft_leader))
-            self._finish(node, call)
-            return
-        node.pending[index] = (term, call)
-        self._log(f"{node.id} wait of {req.cmd.request_id} ran out: CancelWait -> {index}/{term}")
-        self._after_input(node)
+            lid = node.service.leader_id if node.service is not None else None
+        hint = NodeId(lid) if lid is not None and lid != node.id else None
+        return ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=hint)
 
     def _node_timer(self, node: SimNode, delay_s: float, action: Callable[[], None]) -> None:
         """Run ``action`` after ``delay_s`` on ``node``'s clock, in this incarnation; a paused
@@ -1247,34 +1159,22 @@ class SimCluster:
 
         self.after(max(0, int(delay_s * 1e6 / node.rate)), fire)
 
-    def _cancel_call(self, node: SimNode, call: _Call) -> None:
-        """The client went away (deadline, disconnect): the handler gets CancelledError.
-
-        server.py's ``finally`` drops the waiter future and, for a waiting acquire, a
-        CancelWait is proposed in the background (``_cancel_in_background``); no answer is
-        sent. A proposal already made still applies.
-        """
-        if call.stage == _DONE:
+    def _cancel_call(self, node: SimNode, call: Call) -> None:
+        """The client went away (deadline, disconnect): gRPC cancels the handler, which
+        cancels its call (LeaseService.cancel); no answer is sent."""
+        svc = node.service
+        if svc is None or call.done:
             return
-        req = call.req
-        waiting = call.stage in (_PROPOSED, _WAITING) and isinstance(req, AcquireReq)
-        self._finish(node, call)
-        if waiting and isinstance(req, AcquireReq) and req.cmd.wait:
-            cmd = CancelWait(req.cmd.name, req.cmd.request_id)
-            self._node_timer(node, 0.0, lambda: self._propose_quietly(node, cmd))
-
-    def _propose_quietly(self, node: SimNode, cmd: CancelWait) -> None:
-        core = node.core
-        if core is None or core.role is not Role.LEADER:
-            return
-        if self._propose_unwatched(node, core, cmd) is not None:
-            self._after_input(node)
+        svc.cancel(call)
+        self._after_input(node)
 
     def client_gone(self, client: NodeId) -> None:
         """A client process died: its connections close and every node cancels its calls."""
         for node in self.nodes:
-            if node.up:
-                for call in [c for c in node.calls if c.req.src == client]:
+            if node.up and node.service is not None:
+                for call in node.service.calls():
+                    if call.token.src != client:
+                        continue
                     if node.paused:
                         node.deferred.append(functools.partial(self._cancel_call, node, call))
                     else:
@@ -1297,91 +1197,6 @@ class SimCluster:
                 f"GHOST handover: {lease.name} token={lease.fencing_token} to "
                 f"{lease.request_id}, which {c.id} no longer waits for ({why})"
             )
-
-    def _on_soft_state(
-        self,
-        node: SimNode,
-        role: Role,
-        leader: NodeId | None,
-        term: int,
-        replies: list[ClientReply],
-    ) -> None:
-        old = node.soft_role
-        node.soft_role = role
-        node.soft_leader = leader
-        node.soft_term = term
-        if role is Role.LEADER and old is not Role.LEADER:
-            node.keeper.restart_all(node.table, self.local_clock(node))
-            node.inherited_check_at = self.local_clock(node) + INHERITED_WAIT_GRACE_S
-            self._log(f"{node.id} restarts {len(node.keeper.deadlines)} lease deadlines")
-        elif old is Role.LEADER and role is not Role.LEADER:
-            # node.py _fail_all: every pending proposal and registered waiter fails "not
-            # leader", with a hint. (A call whose registration a retry replaced is not
-            # woken: it fails only when its wait runs out and CancelWait is refused.)
-            node.inherited_check_at = None
-            calls = [c for _, c in node.pending.values() if c is not None]
-            calls += node.waiters.values()
-            node.pending.clear()
-            node.waiters.clear()
-            for call in calls:
-                if call.stage != _DONE:
-                    replies.append(self._reply_to(node, call.req, UNAVAILABLE, hint=leader))
-                    self._finish(node, call)
-
-    def _leader_duties(self, node: SimNode, core: RaftCore) -> None:
-        """What node.py's loop does for a leader before each Ready: expiries, then the
-        one-time cancel of inherited waits."""
-        self._maybe_expire(node, core)
-        self._maybe_cancel_inherited(node, core)
-
-    def _maybe_expire(self, node: SimNode, core: RaftCore) -> None:
-        """node.py ``_maybe_expire``: propose Expire for every lease past its deadline."""
-        if core.role is not Role.LEADER or not core.committed_in_term():
-            return
-        now = self.local_clock(node)
-        keeper = node.keeper
-        if keeper.next_deadline() > now:
-            return
-        for rec in keeper.due(node.table, now):
-            placed = self._propose_unwatched(node, core, Expire(rec.name, rec.lease_id))
-            if placed is None:
-                keeper.unmark(rec.lease_id)
-                continue
-            index, term = placed
-            self._log(
-                f"{node.id} EXPIRE {rec.name} token={rec.fencing_token} holder={rec.holder} "
-                f"-> {index}/{term}"
-            )
-
-    def _maybe_cancel_inherited(self, node: SimNode, core: RaftCore) -> None:
-        """node.py ``_maybe_cancel_inherited``: once, the grace period after taking office,
-        cancel every queued acquire that no call on this leader waits for."""
-        at = node.inherited_check_at
-        if at is None or core.role is not Role.LEADER or not core.committed_in_term():
-            return
-        if self.local_clock(node) < at:
-            return
-        node.inherited_check_at = None
-        for name, request_id in node.table.queued():
-            if request_id in node.waiters:
-                continue
-            placed = self._propose_unwatched(node, core, CancelWait(name, request_id))
-            if placed is None:
-                return
-            index, term = placed
-            self._log(f"{node.id} cancels inherited wait {request_id} on {name} -> {index}/{term}")
-
-    def _propose_unwatched(
-        self, node: SimNode, core: RaftCore, cmd: Expire | CancelWait
-    ) -> tuple[int, int] | None:
-        """node.py ``_propose_unwatched``: a command the leader issues itself and nobody
-        awaits; its (index, term), or None if the core refused it."""
-        try:
-            index, term = core.propose(encode_command(cmd))
-        except (NotLeader, ProposalDropped):
-            return None
-        node.pending[index] = (term, None)
-        return index, term
 
     # ---------------------------------------------------------------- client traffic
     def client(self, cid: str) -> SimClient:
@@ -1431,17 +1246,20 @@ class SimCluster:
         self._serve(node, req)
 
     def _serve(self, node: SimNode, req: ClientRequest) -> None:
-        """server.py's LeaseServicer: Renew under lease_ok; Acquire / Release proposed."""
+        """server.py's LeaseServicer: the request goes to the node's LeaseService."""
         core = node.core
+        svc = node.service
         assert core is not None
+        assert svc is not None
+        now = self.local_clock(node)
         if isinstance(req, RenewReq):
-            if not self.lease_ok(node):
-                hint = None if node.soft_role is Role.LEADER else node.soft_leader
-                self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=hint))
+            try:
+                renewed = svc.renew(req.lease_id, None, now)
+            except NoLeaderLease as e:
+                self._reply(self._unavailable(node, req, e))
                 return
-            rec = node.keeper.renew(node.table, req.lease_id, self.local_clock(node), None)
             if (
-                rec is not None
+                renewed is not None
                 and self.check_renewals
                 and node.id not in self.checkers.lease_holders
             ):
@@ -1453,39 +1271,29 @@ class SimCluster:
                     f"{req.lease_id} for {req.src} without a valid leader lease "
                     f"(at t={self.now}us)",
                 )
-            if rec is None:
+            if renewed is None:
                 self._reply(ClientReply(node.id, req.src, req.seq, NOT_FOUND))
             else:
-                self._reply(ClientReply(node.id, req.src, req.seq, OK, ttl_ms=rec.ttl_ms))
+                ttl_ms = renewed.lease.ttl_ms
+                self._reply(ClientReply(node.id, req.src, req.seq, OK, ttl_ms=ttl_ms))
             return
-        if node.soft_role is not Role.LEADER:
-            self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=node.soft_leader))
-            return
-        call = _Call(req)
-        cmd = req.cmd if isinstance(req, AcquireReq) else Release(req.lease_id)
-        if isinstance(req, AcquireReq) and req.cmd.wait:
-            node.waiters[req.cmd.request_id] = call  # register_waiter (replaces an older one)
         try:
-            index, term = core.propose(encode_command(cmd))
-        except (NotLeader, ProposalDropped):
-            self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE, hint=node.soft_leader))
-            self._finish(node, call)
-            return
+            if isinstance(req, AcquireReq):
+                call = svc.acquire(req, req.cmd, req.wait_ms / 1000.0, now)
+            else:
+                call = svc.release(req, req.lease_id)
         except SafetyViolation:
             raise
         except Exception as exc:
             raise self._core_error(node, "propose", exc) from exc
-        node.pending[index] = (term, call)
-        node.calls.append(call)
-        if req.timeout_us > 0:  # gRPC cancels the handler at the call's deadline
+        if not call.done and req.timeout_us > 0:  # gRPC cancels the handler at its deadline
             self._node_timer(node, req.timeout_us / 1e6, lambda: self._cancel_call(node, call))
         if self.trace is not None:
-            what = type(cmd).__name__
             if isinstance(req, AcquireReq):
-                what += f" {req.cmd.name} {req.cmd.request_id} wait_ms={req.wait_ms}"
+                what = f"Acquire {req.cmd.name} {req.cmd.request_id} wait_ms={req.wait_ms}"
             else:
-                what += f" {req.lease_id}"
-            self._log(f"{node.id} propose {what} from {req.src} -> {index}/{term}")
+                what = f"Release {req.lease_id}"
+            self._log(f"{node.id} serves {what} from {req.src}")
         self._after_input(node)
 
     # ---------------------------------------------------------------- client network faults

@@ -889,7 +889,8 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
     ap.add_argument(
         "--coverage",
         action="store_true",
-        help="measure branch coverage of raftlease/core/raft.py and raftlease/fsm/*.py "
+        help="measure branch coverage of raftlease/core/raft.py, raftlease/fsm/*.py and "
+        "raftlease/service/*.py "
         "over the seeds run (needs coverage.py)",
     )
     args = ap.parse_args(argv)
@@ -997,7 +998,8 @@ def _load_mix(spec: str) -> tuple[FaultMix | None, Callable[[random.Random], Fau
 
 def _run_under_coverage(argv: list[str]) -> int:
     """``--coverage``: run this very sweep again under coverage.py (branch mode, measuring
-    raftlease/core/raft.py and raftlease/fsm/*.py from their import on), then print the
+    raftlease/core/raft.py, raftlease/fsm/*.py and raftlease/service/*.py from their import
+    on: the shipped Raft core, lease table and lease service), then print the
     report. The data file lives in a temporary directory."""
     import subprocess
     import tempfile
@@ -1005,7 +1007,7 @@ def _run_under_coverage(argv: list[str]) -> int:
     if importlib.util.find_spec("coverage") is None:
         raise SystemExit("--coverage needs coverage.py (pip install coverage; dev extras)")
     root = Path(__file__).resolve().parents[1]
-    include = f"{root / 'core' / 'raft.py'},{root / 'fsm' / '*.py'}"
+    include = f"{root / 'core' / 'raft.py'},{root / 'fsm' / '*.py'},{root / 'service' / '*.py'}"
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(tmp) / "sweep.coverage")
         run = [sys.executable, "-m", "coverage", "run", "--branch", "--data-file", data]

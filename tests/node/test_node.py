@@ -192,17 +192,20 @@ async def test_new_leader_cancels_inherited_waits_nobody_waits_for(cluster: Clus
     await cluster.kill(old.id)
     new = await cluster.leader(within=3.0)
     assert [w.request_id for w in new.table.waiters("billing")] == ["gone", "back"]
-    # "back" retries on the new leader (server.py registers the waiter, then proposes again).
-    back = new.register_waiter("back")
-    retried = await asyncio.wait_for(
-        new.propose(Acquire("billing", "holder-back", 1000, True, "back")), 5
+    # "back" retries on the new leader with the same request id and waits there.
+    back = asyncio.ensure_future(
+        new.acquire(Acquire("billing", "holder-back", 1000, True, "back"), 60.0)
     )
-    assert isinstance(retried, Queued)
     await cluster.advance(new.cfg.inherited_wait_grace_s - 0.5)
     assert [w.request_id for w in new.table.waiters("billing")] == ["gone", "back"]
     await cluster.advance(1.0)
     assert [w.request_id for w in new.table.waiters("billing")] == ["back"]
     assert not back.done()
+    back.cancel()  # the client goes away: its wait leaves the queue too
+    with pytest.raises(asyncio.CancelledError):
+        await back
+    await cluster.advance(0.5)
+    assert new.table.waiters("billing") == ()
 
 
 async def renewal_refused_once_the_leader_lease_ran_out(cluster: Cluster) -> None:

@@ -20,6 +20,7 @@ from raftlease.core.messages import (
 )
 from raftlease.core.raft import NO_ACK_TICK, RaftCore
 from raftlease.fsm.keeper import LeaseKeeper
+from raftlease.service import LeaseService
 from raftlease.testing.clients import SimClient
 from raftlease.testing.sim import SimCluster
 from raftlease.types import Role
@@ -138,16 +139,26 @@ class NoRestartKeeperSim(SimCluster):
         return NoRestartKeeper()
 
 
-class RenewWithoutLeaderLeaseSim(SimCluster):
+class NoLeaderLeaseCheckService(LeaseService):
     """(e2) Renewals are served by any node that believes it leads (no leader-lease check):
     a deposed leader that has not noticed yet keeps renewing."""
 
-    def lease_ok(self, node: SimNode) -> bool:
-        core = node.core
-        return (
-            core is not None
-            and node.soft_role is Role.LEADER
-            and node.applied_index >= core.term_start_index > 0
+    def lease_ok(self, now: float) -> bool:
+        return self.is_leader and self.applied_index >= self.core.term_start_index > 0
+
+
+class RenewWithoutLeaderLeaseSim(SimCluster):
+    """(e2) in the simulator: every node runs :class:`NoLeaderLeaseCheckService`."""
+
+    def make_service(self, node: SimNode, core: RaftCore, table: LeaseTable | None) -> LeaseService:
+        shipped = super().make_service(node, core, table)
+        return NoLeaderLeaseCheckService(
+            node.id,
+            core,
+            shipped.tick_time,
+            shipped.addresses,
+            table=table,
+            keeper=shipped.keeper,
         )
 
 

@@ -71,7 +71,6 @@ def message_to_pb(msg: Message, cluster_id: str) -> raft_pb2.PeerMessage:
             aer.conflict_index = msg.conflict_index
             aer.send_tick = msg.send_tick
             aer.applied_index = msg.applied_index
-            aer.load = msg.load
         case RequestVote():
             rv = pb.request_vote
             rv.SetInParent()
@@ -161,7 +160,6 @@ def message_from_pb(pb: raft_pb2.PeerMessage) -> Message:
                 aer.conflict_index,
                 aer.send_tick,
                 aer.applied_index,
-                aer.load,
             )
         case "request_vote":
             rv = pb.request_vote

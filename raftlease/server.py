@@ -28,28 +28,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from raftlease import failpoints
 from raftlease.clock import clock_from_env
-from raftlease.codec import message_from_pb
-from raftlease.errors import ConfigError, NotLeader, ProposalDropped, StorageError
+from raftlease.errors import ConfigError, NoLeaderLease, NotLeader, ProposalDropped, StorageError
 from raftlease.fsm import limits
-from raftlease.fsm.commands import Acquire, Release
+from raftlease.fsm.commands import Acquire
 from raftlease.fsm.leases import (
-    Granted,
-    Held,
     LeaseEvent,
     LeaseRecord,
     NotFound,
-    Queued,
     Rejected,
     Released,
 )
-from raftlease.node import Node, NodeConfig, NoLeaderLease
+from raftlease.node import Node, NodeConfig
+from raftlease.service import Acquired, NotAcquired
 from raftlease.storage.base import DataDirMismatch
 from raftlease.storage.sqlite import SqliteStorage
 from raftlease.transport.grpc import (
     CHANNEL_OPTIONS,
     MAX_MESSAGE_BYTES,
-    SETTINGS_METADATA_KEY,
     GrpcTransport,
+    PeerServicer,
 )
 from raftlease.types import NodeId
 from raftlease.v1 import (
@@ -57,7 +54,6 @@ from raftlease.v1 import (
     cluster_pb2_grpc,
     lease_pb2,
     lease_pb2_grpc,
-    raft_pb2,
     raft_pb2_grpc,
 )
 
@@ -89,80 +85,6 @@ async def _abort(
     raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
 
-class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.settings = node.cfg.safety_settings()
-        self._refusals_logged: set[str] = set()
-
-    def _log_refusal(self, text: str) -> None:
-        # A refused peer reconnects every few hundred ms: log each distinct refusal once.
-        if text not in self._refusals_logged:
-            self._refusals_logged.add(text)
-            log.error("refusing a peer link: %s", text)
-
-    async def Send(
-        self,
-        request_iterator: AsyncIterator[raft_pb2.PeerBatch],
-        context: Ctx,
-    ) -> raft_pb2.SendSummary:
-        node = self.node
-        cid = node.cfg.cluster_id
-        peers = node.cfg.peers
-        me = node.id
-        received = 0
-        theirs = dict(context.invocation_metadata() or ()).get(SETTINGS_METADATA_KEY)
-        if theirs != self.settings:
-            # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
-            # so a peer with another tick or election timeout changes no term here.
-            said = repr(theirs) if theirs is not None else "none"
-            text = (
-                f"safety settings differ: the peer sent {said}, node {me} runs with "
-                f"{self.settings!r}; every node of a cluster needs the same tick, election "
-                "timeout, heartbeat, lease and max drift"
-            )
-            self._log_refusal(text)
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, text)
-        try:
-            async for batch in request_iterator:
-                for pm in batch.messages:
-                    if pm.cluster_id != cid:
-                        await _abort(
-                            context,
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
-                        )
-                    if pm.src not in peers or pm.src == me:
-                        await _abort(
-                            context,
-                            grpc.StatusCode.PERMISSION_DENIED,
-                            f"unknown node {pm.src!r}; members are {sorted(peers)}",
-                        )
-                    if pm.dst != me:
-                        await _abort(
-                            context,
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            f"message for {pm.dst!r} reached node {me!r}",
-                        )
-                    try:
-                        msg = message_from_pb(pm)
-                    except ValueError as e:
-                        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
-                    node.receive(msg)
-                    received += 1
-        except asyncio.CancelledError:
-            if node.stopping:
-                # Graceful shutdown ends the long-lived peer streams: not an error.
-                return raft_pb2.SendSummary(received=received)
-            raise
-        return raft_pb2.SendSummary(received=received)
-
-
-def _ignore_task_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a failed background cancel is not worth a traceback
-
-
 def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
     info = lease_pb2.LeaseInfo(
         name=rec.name,
@@ -171,11 +93,11 @@ def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
         holder=rec.holder,
         ttl_ms=rec.ttl_ms,
         remaining_ms=int(node.remaining_s(rec.lease_id) * 1000),
-        waiters=len(node.table.waiters(rec.name)),
+        waiters=node.waiter_count(rec.name),
         granted_index=rec.granted_index,
     )
     info.metadata.update(dict(rec.metadata))
-    h = node.health.get(rec.lease_id)
+    h = node.lease_health(rec.lease_id)
     if h:
         info.health.update(h)
     return info
@@ -206,18 +128,10 @@ class _Refusal:
 class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._background: set[asyncio.Task[None]] = set()
 
     async def _unavailable(self, context: Ctx, e: Exception) -> NoReturn:
-        hint = getattr(e, "leader_hint", None)
-        if isinstance(e, NotLeader) and not hint:
-            hint = self.node.leader_address()
-        msg = str(e)
-        if isinstance(e, NotLeader) and "leader is" not in msg:
-            lid = self.node.leader_id
-            where = f"leader is {lid} at {hint}" if lid and hint else "no leader known"
-            msg = f"not the leader; {where}"
-        await _abort(context, grpc.StatusCode.UNAVAILABLE, msg, hint)
+        hint = e.leader_hint if isinstance(e, NotLeader) else None
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, str(e), hint)
 
     async def _invalid(self, context: Ctx, msg: str) -> NoReturn:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
@@ -245,59 +159,24 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         except limits.InvalidArgument as e:
             await self._invalid(context, str(e))
         if not node.is_leader:
-            await self._unavailable(context, NotLeader("not the leader", node.leader_address()))
+            await self._unavailable(context, node.service.not_leader())
         cmd = Acquire(name, holder, ttl_ms, wait_ms > 0, request_id, metadata)
-        waiter = node.register_waiter(request_id) if wait_ms > 0 else None
         try:
-            result = await node.propose(cmd)
-            if isinstance(result, Queued):
-                if waiter is not None:
-                    with contextlib.suppress(TimeoutError):
-                        rec = await asyncio.wait_for(asyncio.shield(waiter), wait_ms / 1000.0)
-                        return lease_pb2.AcquireResponse(
-                            acquired=True, lease=_lease_info(node, rec)
-                        )
-                # The wait ran out, or this is a retry (wait_ms=0) of an acquire that is
-                # still queued: leave the queue, then answer from the table.
-                return await self._leave_queue(name, request_id)
+            # The whole procedure (queue, wait, leave the queue) is LeaseService's; a
+            # cancelled call (deadline, disconnect) leaves the queue there too.
+            result = await node.acquire(cmd, wait_ms / 1000.0)
         except (NotLeader, ProposalDropped) as e:
             await self._unavailable(context, e)
-        except asyncio.CancelledError:
-            # The caller went away (deadline, disconnect): do not leave a ghost waiter in
-            # the replicated queue to be handed the lease later.
-            if waiter is not None and node.is_leader:
-                self._cancel_in_background(name, request_id)
-            raise
-        finally:
-            if waiter is not None:
-                node.drop_waiter(request_id, waiter)
-        if isinstance(result, Granted):
+        if isinstance(result, Acquired):
             return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, result.lease))
-        if isinstance(result, Held):
-            return lease_pb2.AcquireResponse(
-                acquired=False, current=_lease_info(node, result.current)
-            )
+        if isinstance(result, NotAcquired):
+            resp = lease_pb2.AcquireResponse(acquired=False)
+            if result.current is not None:
+                resp.current.CopyFrom(_lease_info(node, result.current))
+            return resp
         if isinstance(result, Rejected):
             await self._invalid(context, result.message)
         await _abort(context, grpc.StatusCode.INTERNAL, f"unexpected result {result!r}")
-
-    async def _leave_queue(self, name: str, request_id: str) -> lease_pb2.AcquireResponse:
-        node = self.node
-        await node.cancel_wait(name, request_id)
-        cur = node.table.get(name)
-        if cur is not None and cur.request_id == request_id:
-            # Handed to us just before the cancel applied: it is ours.
-            return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, cur))
-        resp = lease_pb2.AcquireResponse(acquired=False)
-        if cur is not None:
-            resp.current.CopyFrom(_lease_info(node, cur))
-        return resp
-
-    def _cancel_in_background(self, name: str, request_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.node.cancel_wait(name, request_id))
-        self._background.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(_ignore_task_result)
 
     def _try_renew(self, lease_id: int, health: Mapping[str, str]) -> LeaseRecord | _Refusal:
         """One renewal (Renew and each KeepAlive request): the record, or why it failed."""
@@ -311,7 +190,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
             # The leader without a valid leader lease (it lapses briefly when followers are
             # slow to acknowledge, e.g. under load): retry here shortly. Any other node:
             # renew on the leader.
-            outcome = _OUTCOME.OUTCOME_RETRY if node.is_leader else _OUTCOME.OUTCOME_NOT_LEADER
+            mine = e.leader_id == node.id
+            outcome = _OUTCOME.OUTCOME_RETRY if mine else _OUTCOME.OUTCOME_NOT_LEADER
             return _Refusal(outcome, grpc.StatusCode.UNAVAILABLE, str(e), e.leader_hint or "")
         if rec is None:
             return _Refusal(
@@ -379,9 +259,9 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     ) -> lease_pb2.ReleaseResponse:
         node = self.node
         if not node.is_leader:
-            await self._unavailable(context, NotLeader("not the leader", node.leader_address()))
+            await self._unavailable(context, node.service.not_leader())
         try:
-            result = await node.propose(Release(request.lease_id))
+            result = await node.release(request.lease_id)
         except (NotLeader, ProposalDropped) as e:
             await self._unavailable(context, e)
         if isinstance(result, Released):
@@ -397,7 +277,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     async def _barrier(self, context: Ctx) -> None:
         try:
             await self.node.read_barrier()
-        except (NoLeaderLease, NotLeader) as e:
+        except NotLeader as e:
             await self._unavailable(context, e)
 
     async def Get(self, request: lease_pb2.GetRequest, context: Ctx) -> lease_pb2.GetResponse:
@@ -406,7 +286,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         except limits.InvalidArgument as e:
             await self._invalid(context, str(e))
         await self._barrier(context)
-        rec = self.node.table.get(name)
+        rec = self.node.lookup(name)
         if rec is None:
             return lease_pb2.GetResponse(held=False)
         return lease_pb2.GetResponse(held=True, lease=_lease_info(self.node, rec))
@@ -415,7 +295,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         await self._barrier(context)
         node = self.node
         return lease_pb2.ListResponse(
-            leases=[_lease_info(node, r) for r in node.table.leases(request.prefix)]
+            leases=[_lease_info(node, r) for r in node.leases(request.prefix)]
         )
 
     async def CheckToken(
@@ -426,7 +306,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         except limits.InvalidArgument as e:
             await self._invalid(context, str(e))
         await self._barrier(context)
-        rec = self.node.table.get(name)
+        rec = self.node.lookup(name)
         if rec is None:
             return lease_pb2.CheckTokenResponse(current=False)
         return lease_pb2.CheckTokenResponse(
@@ -453,9 +333,9 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(ev)
 
-        node.watchers.add(push)
+        unwatch = node.watch(push)
         try:
-            current = [node.table.get(name)] if name else node.table.leases()
+            current = [node.lookup(name)] if name else node.leases()
             for rec in current:
                 if rec is not None:
                     yield lease_pb2.WatchEvent(
@@ -478,7 +358,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
                     name=ev.name,
                 )
         finally:
-            node.watchers.discard(push)
+            unwatch()
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
@@ -490,28 +370,28 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.StatusResponse:
         st = self.node.status()
         resp = cluster_pb2.StatusResponse(
-            cluster_id=st["cluster_id"],
-            leader_id=st["leader"] or "",
-            node_id=st["node_id"],
-            leader_address=st["leader_address"] or "",
-            term=st["term"],
+            cluster_id=st.cluster_id,
+            leader_id=st.leader or "",
+            node_id=st.node_id,
+            leader_address=st.leader_address or "",
+            term=st.term,
         )
-        for n in st["nodes"]:
+        for n in st.nodes:
             resp.nodes.append(
                 cluster_pb2.NodeStatus(
-                    id=n["id"],
-                    address=n["address"],
-                    role=n["role"],
-                    term=n["term"],
-                    commit_index=n["commit_index"],
-                    applied_index=n["applied_index"],
-                    last_heard_ms=n["last_heard_ms"],
-                    missed_heartbeats=max(0, n.get("missed_heartbeats", 0)),
-                    lag=n.get("lag", 0),
-                    match_index=n.get("match_index", n["commit_index"]),
-                    reachable=n["reachable"],
-                    lease_valid=n.get("lease_valid", False),
-                    lease_remaining_ms=n.get("lease_remaining_ms", 0),
+                    id=n.id,
+                    address=n.address,
+                    role=n.role,
+                    term=n.term,
+                    commit_index=n.commit_index,
+                    applied_index=n.applied_index,
+                    last_heard_ms=n.last_heard_ms,
+                    missed_heartbeats=max(0, n.missed_heartbeats),
+                    lag=n.lag,
+                    match_index=n.match_index,
+                    reachable=n.reachable,
+                    lease_valid=n.lease_valid,
+                    lease_remaining_ms=n.lease_remaining_ms,
                 )
             )
         return resp
@@ -527,18 +407,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 f"not the leader; leader is {node.leader_id} at {node.leader_address()}",
                 node.leader_address(),
             )
-        target = request.target_id
+        target = request.target_id or node.transfer_target()
         if not target:
-            status = {p.id: p.match_index for p in node.core.peer_status()}
-            if not status:
-                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "no peer to take over")
-            target = max(status, key=lambda k: status[k])
-        if target not in node.cfg.peers or target == node.id:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "no peer to take over")
+        if target not in node.members or target == node.id:
             await _abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"target_id {target!r} is not a peer; peers are "
-                f"{sorted(p for p in node.cfg.peers if p != node.id)}",
+                f"{[p for p in node.members if p != node.id]}",
             )
         try:
             await node.transfer_leadership(NodeId(target))
@@ -674,24 +551,8 @@ READINESS_POLL_S = 1.0  # one wake-up a second: at 0.25 s it cost W5 (idle CPU) 
 
 
 def readiness(node: Node) -> tuple[bool, str]:
-    """Is this node ready (and why): it is the leader and holds a valid leader lease, or it
-    follows a leader it heard from within the minimum election timeout, counted in its core's
-    ticks exactly as vote stickiness counts them. A follower's core catches its ticks up when
-    its randomized election timer fires, so a follower of a dead leader turns unready at the
-    latest one election timeout after the leader's last message (it then starts a pre-vote
-    and forgets the leader)."""
-    if node.is_leader:
-        if node.lease_ok():
-            return True, "leader with a valid leader lease"
-        return False, "leader without a valid leader lease (no quorum heard recently)"
-    leader = node.leader_id
-    if leader is None or leader == node.id:
-        return False, "no leader known"
-    core = node.core
-    since, limit = core.ticks_since_leader, core.config.election_ticks_min
-    if since < limit:
-        return True, f"following leader {leader}"
-    return False, f"leader {leader} not heard from for {since} ticks (limit {limit})"
+    """Is this node ready (and why)? See :meth:`Node.readiness`."""
+    return node.readiness()
 
 
 async def _track_readiness(
@@ -790,7 +651,15 @@ async def serve(
             metrics_server.close()
         await server.stop(None)
         raise
-    raft_pb2_grpc.add_RaftPeerServicer_to_server(PeerServicer(node), server)
+    peer_servicer = PeerServicer(
+        receive=node.receive,
+        cluster_id=cfg.cluster_id,
+        members=[str(p) for p in cfg.peers],
+        node_id=cfg.node_id,
+        settings=cfg.safety_settings(),
+        stopping=lambda: node.stopping,
+    )
+    raft_pb2_grpc.add_RaftPeerServicer_to_server(peer_servicer, server)
     lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
     health_servicer = health.aio.HealthServicer()

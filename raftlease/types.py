@@ -6,9 +6,6 @@ import enum
 from typing import NewType
 
 NodeId = NewType("NodeId", str)
-Term = NewType("Term", int)
-Index = NewType("Index", int)
-Tick = NewType("Tick", int)
 
 
 class Role(enum.Enum):

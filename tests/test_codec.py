@@ -89,7 +89,6 @@ STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
         conflict_index=u64,
         send_tick=u64,
         applied_index=u64,
-        load=u64,
     ),
     InstallSnapshot: st.builds(
         InstallSnapshot,

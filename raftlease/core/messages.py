@@ -85,9 +85,7 @@ class AppendEntriesResponse:
     conflict_term: int = 0
     conflict_index: int = 0
     send_tick: int = 0  # echo of AppendEntries.send_tick
-    # Follower health, shown by cluster status: applied index and a small load figure.
-    applied_index: int = 0
-    load: int = 0
+    applied_index: int = 0  # follower health, shown by cluster status
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ class Progress:
         "inflight",
         "last_heard_tick",
         "last_snapshot_tick",
-        "load",
         "lost_entries",
         "match_index",
         "match_tick",
@@ -41,7 +40,6 @@ class Progress:
         self.last_heard_tick = -1
         self.last_snapshot_tick = -(10**9)
         self.applied_index = 0
-        self.load = 0
         self.match_tick = -1  # own tick at which match_index last rose
         self.lost_entries = 0  # times this follower's log was found shorter than its match
         self.hb_match = -1  # match_index at the previous heartbeat (loss detection)

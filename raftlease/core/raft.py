@@ -63,7 +63,6 @@ class PeerStatus:
     state: str
     ticks_since_heard: int  # -1: never heard in this term
     applied_index: int
-    load: int
     lost_entries: int  # times its log was found shorter than what it had acknowledged
 
 
@@ -106,7 +105,6 @@ class RaftCore:
         self.transfer_elapsed = 0
         self.timeout_now_sent = False
         self.lease_blocked = False  # set once TimeoutNow is sent: no lease for this term
-        self.load = 0
 
         self._msgs: list[Message] = []
         self._prev_hard = hs
@@ -222,10 +220,6 @@ class RaftCore:
         snap = Snapshot(index, term, self.voters, data)
         self.log.compact(snap)
         return snap
-
-    def set_load(self, load: int) -> None:
-        """A small load figure reported to the leader in append responses (cluster status)."""
-        self.load = load
 
     # ------------------------------------------------------------------ outputs
     def ready(self) -> Ready:
@@ -371,7 +365,6 @@ class RaftCore:
                     p.state.value,
                     heard,
                     p.applied_index,
-                    p.load,
                     p.lost_entries,
                 )
             )
@@ -607,7 +600,6 @@ class RaftCore:
                 conflict_index,
                 m.send_tick,
                 self.log.applied,
-                self.load,
             )
         )
 
@@ -640,7 +632,6 @@ class RaftCore:
             return
         self._heard_from_peer(p, m.send_tick)
         p.applied_index = m.applied_index
-        p.load = m.load
         if m.success:
             if m.match_index > p.match_index:
                 p.match_index = m.match_index

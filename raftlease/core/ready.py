@@ -67,12 +67,3 @@ class Ready:
             return False
         hs = self.hard_state
         return hs is None or (hs.term == saved_term and hs.voted_for == saved_vote)
-
-    def is_empty(self) -> bool:
-        return not (
-            self.hard_state is not None
-            or self.entries
-            or self.snapshot is not None
-            or self.messages
-            or self.committed_entries
-        )

@@ -1,4 +1,5 @@
-"""The outbound peer-transport seam. Inbound messages reach ``Node.receive`` from the server.
+"""The outbound peer-transport seam. Inbound messages reach ``Node.receive`` through the
+transport's receiving side (``raftlease.transport.grpc.PeerServicer``), which the server wires.
 
 Who calls it: the node's Ready loop, after persisting (the Ready contract). ``send`` never
 blocks and may drop messages (a full queue, a dead link): Raft tolerates loss.

@@ -1,9 +1,15 @@
-"""grpc.aio peer transport: one long-lived client stream (``RaftPeer.Send``) per peer.
+"""grpc.aio peer transport, both directions of ``RaftPeer.Send``.
 
-Messages are one-way, as the core is asynchronous. Each link has a bounded queue; a full
-queue or a dead link drops messages (Raft retransmits). A broken stream reconnects with
-jittered exponential backoff. gRPC keepalive pings cut a silently dead TCP connection
-within about two seconds, so a healed partition does not replay a stale backlog for long.
+Sending (:class:`GrpcTransport`): one long-lived client stream per peer. Messages are one-way,
+as the core is asynchronous. Each link has a bounded queue; a full queue or a dead link drops
+messages (Raft retransmits). A broken stream reconnects with jittered exponential backoff.
+gRPC keepalive pings cut a silently dead TCP connection within about two seconds, so a healed
+partition does not replay a stale backlog for long.
+
+Receiving (:class:`PeerServicer`): the RaftPeer service. It refuses a link whose safety
+settings differ from this node's, drops nothing silently (a message from another cluster, a
+stranger or for another node ends the stream with a status that says so), decodes the rest
+and hands them to a ``receive`` callable. It knows nothing of the node: the server wires it.
 Layer L4 (imports grpc).
 """
 
@@ -14,15 +20,15 @@ import contextlib
 import logging
 import os
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from raftlease.codec import message_to_pb
+from raftlease.codec import message_from_pb, message_to_pb
 from raftlease.v1 import raft_pb2, raft_pb2_grpc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from raftlease.core.messages import Message
 
@@ -60,9 +66,6 @@ class _Link:
         self.metadata = ((SETTINGS_METADATA_KEY, settings),)
         self.refusal: str | None = None  # the peer's last reason for refusing this link
         self.queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
-        self.dropped = 0
-        self.sent = 0
-        self.connected = False
         self.task: asyncio.Task[None] | None = None
 
     async def _next_batch(self) -> raft_pb2.PeerBatch:
@@ -75,7 +78,6 @@ class _Link:
         while n < BATCH_LIMIT and not queue.empty():
             batch.messages.append(message_to_pb(queue.get_nowait(), cid))
             n += 1
-        self.sent += n
         return batch
 
     async def _pump(self, call: grpc.aio.StreamUnaryCall[raft_pb2.PeerBatch, Any]) -> None:
@@ -110,7 +112,6 @@ class _Link:
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
                 call = stub.Send(metadata=self.metadata)
-                self.connected = True
                 await self._pump(call)
             except asyncio.CancelledError:
                 raise
@@ -123,7 +124,6 @@ class _Link:
                 else:
                     log.debug("link to %s at %s broke: %r", self.peer_id, self.address, e)
             finally:
-                self.connected = False
                 if call is not None:
                     call.cancel()
                 with contextlib.suppress(Exception):
@@ -131,7 +131,6 @@ class _Link:
             # Drop what queued up while the link was down: Raft resends what still matters.
             while not self.queue.empty():
                 self.queue.get_nowait()
-                self.dropped += 1
             if loop.time() - started > 1.0:
                 backoff = MIN_BACKOFF_S  # the link worked: a fresh failure starts over
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -203,7 +202,7 @@ class GrpcTransport:
             try:
                 link.queue.put_nowait(m)
             except asyncio.QueueFull:
-                link.dropped += 1
+                continue  # dropped: Raft resends what still matters
 
     async def close(self) -> None:
         tasks = [link.task for link in self.links.values() if link.task is not None]
@@ -213,3 +212,99 @@ class GrpcTransport:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.links.clear()
+
+
+_Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _refuse(context: _Ctx, code: grpc.StatusCode, msg: str) -> NoReturn:
+    await context.abort(code, msg)
+    raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+
+class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
+    """The receiving side of peer links: ``RaftPeer.Send`` streams from the other members."""
+
+    def __init__(
+        self,
+        *,
+        receive: Callable[[Message], None],
+        cluster_id: str,
+        members: Iterable[str],
+        node_id: str,
+        settings: str,
+        stopping: Callable[[], bool],
+    ) -> None:
+        """``receive``: called with each decoded message, in order (never blocks).
+        ``members``: every voter's id (this node's included); ``settings``: this node's
+        ``NodeConfig.safety_settings()``, which a peer's handshake must equal.
+        ``stopping``: true once the node shuts down (a cancelled stream is then no error)."""
+        self._receive = receive
+        self.cluster_id = cluster_id
+        self.members = frozenset(members)
+        self.node_id = node_id
+        self.settings = settings
+        self._stopping = stopping
+        self._refusals_logged: set[str] = set()
+
+    def _log_refusal(self, text: str) -> None:
+        # A refused peer reconnects every few hundred ms: log each distinct refusal once.
+        if text not in self._refusals_logged:
+            self._refusals_logged.add(text)
+            log.error("refusing a peer link: %s", text)
+
+    async def Send(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.PeerBatch],
+        context: _Ctx,
+    ) -> raft_pb2.SendSummary:
+        receive = self._receive
+        cid = self.cluster_id
+        members = self.members
+        me = self.node_id
+        received = 0
+        theirs = dict(context.invocation_metadata() or ()).get(SETTINGS_METADATA_KEY)
+        if theirs != self.settings:
+            # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
+            # so a peer with another tick or election timeout changes no term here.
+            said = repr(theirs) if theirs is not None else "none"
+            text = (
+                f"safety settings differ: the peer sent {said}, node {me} runs with "
+                f"{self.settings!r}; every node of a cluster needs the same tick, election "
+                "timeout, heartbeat, lease and max drift"
+            )
+            self._log_refusal(text)
+            await _refuse(context, grpc.StatusCode.FAILED_PRECONDITION, text)
+        try:
+            async for batch in request_iterator:
+                for pm in batch.messages:
+                    if pm.cluster_id != cid:
+                        await _refuse(
+                            context,
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
+                        )
+                    if pm.src not in members or pm.src == me:
+                        await _refuse(
+                            context,
+                            grpc.StatusCode.PERMISSION_DENIED,
+                            f"unknown node {pm.src!r}; members are {sorted(members)}",
+                        )
+                    if pm.dst != me:
+                        await _refuse(
+                            context,
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"message for {pm.dst!r} reached node {me!r}",
+                        )
+                    try:
+                        msg = message_from_pb(pm)
+                    except ValueError as e:
+                        await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    receive(msg)
+                    received += 1
+        except asyncio.CancelledError:
+            if self._stopping():
+                # Graceful shutdown ends the long-lived peer streams: not an error.
+                return raft_pb2.SendSummary(received=received)
+            raise
+        return raft_pb2.SendSummary(received=received)

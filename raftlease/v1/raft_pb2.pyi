@@ -254,7 +254,6 @@ class AppendEntriesResponse(_message.Message):
     CONFLICT_INDEX_FIELD_NUMBER: _builtins.int
     SEND_TICK_FIELD_NUMBER: _builtins.int
     APPLIED_INDEX_FIELD_NUMBER: _builtins.int
-    LOAD_FIELD_NUMBER: _builtins.int
     term: _builtins.int
     """The follower's current term."""
     success: _builtins.bool
@@ -273,8 +272,6 @@ class AppendEntriesResponse(_message.Message):
     """Echo of AppendEntriesRequest.send_tick."""
     applied_index: _builtins.int
     """Follower health: its last applied index (shown by cluster status)."""
-    load: _builtins.int
-    """Follower health: a small load figure (shown by cluster status)."""
     def __init__(
         self,
         *,
@@ -286,11 +283,10 @@ class AppendEntriesResponse(_message.Message):
         conflict_index: _builtins.int = ...,
         send_tick: _builtins.int = ...,
         applied_index: _builtins.int = ...,
-        load: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "conflict_index", b"conflict_index", "conflict_term", b"conflict_term", "last_log_index", b"last_log_index", "load", b"load", "match_index", b"match_index", "send_tick", b"send_tick", "success", b"success", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "conflict_index", b"conflict_index", "conflict_term", b"conflict_term", "last_log_index", b"last_log_index", "match_index", b"match_index", "send_tick", b"send_tick", "success", b"success", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,35 +20,45 @@ import grpc
 import grpc.aio
 
 from raftlease import clock as _clock
-from raftlease.client._common import (
+from raftlease.client._election_base import LeadershipLost
+from raftlease.client._models import LeaseInfo, WatchDedup, WatchEvent
+from raftlease.client._protocol import (
+    Acquired,
+    AcquireMachine,
+    CallMachine,
+    Failed,
+    Held,
+    KeepaliveMachine,
+    Lost,
+    Send,
+    SendAcquire,
+    SendRenew,
+    Sleep,
+    Stopped,
+)
+from raftlease.client._retry import Attempts, Router, attempt_cap, renew_attempt_cap
+from raftlease.client._rpc import (
     CHANNEL_OPTIONS,
-    Attempts,
-    KeepaliveState,
-    LeaseInfo,
-    LeaseTimer,
-    Router,
-    WatchDedup,
-    WatchEvent,
-    attempt_cap,
-    check_str_map,
-    check_token_value,
-    default_holder,
+    acquire_request,
     describe_rpc_error,
-    format_duration,
+    feed_acquire_response,
     is_retriable,
     lease_held_error,
     map_rpc_error,
-    merge_status,
+    renew_answer,
+    renew_request,
+    rpc_failure,
+)
+from raftlease.client._status import merge_status
+from raftlease.client._values import (
+    check_str_map,
+    check_token_value,
+    default_holder,
+    format_duration,
     parse_endpoints,
-    renew_attempt_cap,
     seconds_to_ms,
 )
-from raftlease.client._election_base import LeadershipLost
-from raftlease.client.errors import (
-    ClusterUnavailable,
-    LeaseLost,
-    LeaseNotFound,
-)
+from raftlease.client.errors import ClusterUnavailable, LeaseLost, LeaseNotFound
 from raftlease.client.sync import _check_client_settings
 from raftlease.errors import RaftLeaseError
 from raftlease.fsm.limits import validate_health
@@ -57,6 +67,7 @@ from raftlease.v1 import cluster_pb2, cluster_pb2_grpc, lease_pb2, lease_pb2_grp
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from raftlease.client._validity import LeaseTimer
     from raftlease.client.aelection import (
         AsyncElection,
         AsyncLeadership,
@@ -129,7 +140,13 @@ class AsyncLease:
         self._timer = timer
         self._health = health
         self._on_lost = on_lost
-        self._renewing = True
+        self._keepalive = KeepaliveMachine(
+            f"renew lease {name!r}",
+            lease_id,
+            timer,
+            client._router,
+            round_size=len(client.endpoints),
+        )
         self._released = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -221,7 +238,7 @@ class AsyncLease:
 
     def stop_keepalive(self) -> None:
         """Stop renewing without releasing; the lost signal still fires on time."""
-        self._renewing = False
+        self._keepalive.stop_renewing()
         self._wake.set()
 
     async def __aenter__(self) -> AsyncLease:
@@ -291,48 +308,28 @@ class AsyncLease:
             log.exception("raftlease: on_lost callback raised")
 
     async def _keepalive_loop(self) -> None:
-        client = self._client
-        state = KeepaliveState(
-            f"renew lease {self.name!r}",
-            self.lease_id,
-            self._timer,
-            client._router,
-            round_size=len(client.endpoints),
-        )
+        """Drive the keepalive machine (``_protocol.KeepaliveMachine``) on the event loop."""
+        machine = self._keepalive
+        action: SendRenew | Sleep | Lost | Stopped = machine.poll(_clock.boot_monotonic())
         while not self._released:
-            now = _clock.boot_monotonic()
-            lost_at = self._timer.lost_at()
-            if now >= lost_at:
-                await self._declare_lost(state.lost_reason())
-                return
-            if not self._renewing:
-                await self._sleep(lost_at - now)
-                continue
-            if not state.failing:
-                wake = min(self._timer.renew_due(), lost_at)
-                if wake > now:
-                    await self._sleep(wake - now)
-                    continue
-            t_send = _clock.boot_monotonic()  # BEFORE the request: validity counts from here
-            budget = min(renew_attempt_cap(self._timer.ttl), lost_at - t_send)
-            if budget <= 0:
-                continue
-            try:
-                conn = client._conn(state.target)
-                resp = await conn.lease.Renew(state.request(self._health), timeout=budget)
-            except grpc.RpcError as err:
-                step = state.on_error(err, lost_at)
-            except ClusterUnavailable:  # the client was closed under us
-                return
+            if isinstance(action, Sleep):
+                await self._sleep(action.until - _clock.boot_monotonic())
+                action = machine.poll(_clock.boot_monotonic())
+            elif isinstance(action, SendRenew):
+                request = renew_request(self.lease_id, self._health)
+                try:
+                    conn = self._client._conn(action.target)
+                    resp = await conn.lease.Renew(request, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                except ClusterUnavailable:  # the client was closed under us
+                    return
+                else:
+                    action = machine.on_answer(_clock.boot_monotonic(), renew_answer(resp))
             else:
-                step = state.on_response(resp, t_send, lost_at)
-            if step.kind == "lost":
-                await self._declare_lost(step.reason)
+                if isinstance(action, Lost):
+                    await self._declare_lost(action.reason)
                 return
-            if step.kind == "done":
-                return
-            if step.kind == "retry":
-                await self._sleep(min(step.delay, lost_at - _clock.boot_monotonic()))
 
 
 class _AcquireCall:
@@ -413,28 +410,25 @@ class AsyncLeaseClient:
         total: float | None = None,
         cap: float | None = None,
     ) -> _T:
+        """Run ``fn(conn, attempt_timeout)`` against the leader, retrying as documented
+        (``_protocol.CallMachine``)."""
+        now = _clock.boot_monotonic()
         total = self.timeout if total is None else total
-        deadline = _clock.boot_monotonic() + total
-        attempts = Attempts(what, deadline, round_size=len(self.endpoints))
-        target = self._router.pick()
+        call = CallMachine(what, now, total, self._router, round_size=len(self.endpoints), cap=cap)
+        action: Send | Sleep | Failed = call.poll(now)
         while True:
-            remaining = deadline - _clock.boot_monotonic()
-            if remaining <= 0:
-                raise attempts.unavailable(total)
-            attempts.note(target)
-            try:
-                result = await fn(
-                    self._conn(target), remaining if cap is None else min(cap, remaining)
-                )
-            except grpc.RpcError as err:
-                if not is_retriable(err):
-                    raise map_rpc_error(err) from None
-                target, delay = attempts.failed(self._router, target, err)
-                delay = min(delay, deadline - _clock.boot_monotonic())
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            if isinstance(action, Failed):
+                raise action.error
+            if isinstance(action, Sleep):
+                await asyncio.sleep(max(0.0, action.until - _clock.boot_monotonic()))
+                action = call.poll(_clock.boot_monotonic())
                 continue
-            self._router.succeeded(target)
+            try:
+                result = await fn(self._conn(action.target), action.timeout)
+            except grpc.RpcError as err:
+                action = call.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                continue
+            call.answered()
             return result
 
     def _forget(self, lease: AsyncLease) -> None:
@@ -502,80 +496,62 @@ class AsyncLeaseClient:
         health_map = check_str_map("health", health)
         if health_map:
             validate_health(health_map)
-        wait_end = _clock.boot_monotonic() + wait_ms / 1000.0
-        while True:
-            lease = await self._acquire_once(
-                name, ttl_ms, wait_end, holder_id, meta, health_map, on_lost
-            )
-            if lease is not None:
-                return lease
-
-    async def _acquire_once(
-        self,
-        name: str,
-        ttl_ms: int,
-        wait_end: float,
-        holder_id: str,
-        meta: dict[str, str],
-        health_map: dict[str, str],
-        on_lost: OnLost | None,
-    ) -> AsyncLease | None:
-        """One acquire with one request_id; None if the grant expired before it was ours."""
-        request_id = uuid.uuid4().hex
-        t_first_send = _clock.boot_monotonic()  # BEFORE the first attempt
-        wait_s = max(0.0, wait_end - t_first_send)
-        cap = attempt_cap(self.timeout)
-
-        async def attempt(conn: _Conn, remaining: float) -> lease_pb2.AcquireResponse:
-            wait_left = max(0.0, t_first_send + wait_s - _clock.boot_monotonic())
-            request = lease_pb2.AcquireRequest(
-                name=name,
-                holder=holder_id,
-                ttl_ms=ttl_ms,
-                wait_ms=int(wait_left * 1000),
-                metadata=meta,
-                request_id=request_id,
-            )
-            return await conn.lease.Acquire(request, timeout=min(remaining, wait_left + cap))
-
-        resp = await self._call(f"acquire {name!r}", attempt, total=wait_s + self.timeout)
-        if not resp.acquired:
-            raise lease_held_error(name, resp.current if resp.HasField("current") else None)
-        grant = resp.lease
-        timer = LeaseTimer(
-            grant.ttl_ms / 1000.0 if grant.ttl_ms else ttl_ms / 1000.0, self.max_drift
+        now = _clock.boot_monotonic()
+        machine: AcquireMachine[lease_pb2.LeaseInfo] = AcquireMachine(
+            name,
+            ttl_ms=ttl_ms,
+            wait=wait_ms / 1000.0,
+            timeout=self.timeout,
+            now=now,
+            router=self._router,
+            max_drift=self.max_drift,
+            new_request_id=lambda: uuid.uuid4().hex,
+            round_size=len(self.endpoints),
         )
-        timer.on_success(t_first_send)
-        lease = AsyncLease(
-            self,
-            name=grant.name or name,
-            lease_id=grant.lease_id,
-            fencing_token=grant.fencing_token,
-            holder=grant.holder or holder_id,
-            timer=timer,
-            health=health_map,
-            on_lost=on_lost,
-        )
-        if timer.time_left(_clock.boot_monotonic()) < timer.ttl / 2.0:
-            request = lease_pb2.RenewRequest(lease_id=lease.lease_id, health=health_map)
-            t_send = _clock.boot_monotonic()
-            try:
-                renewed = await self._call(
-                    f"renew {name!r}",
-                    lambda c, t: c.lease.Renew(request, timeout=t),
-                    cap=renew_attempt_cap(timer.ttl),
+        action = machine.poll(now)
+        while True:  # drive the acquire machine (``_protocol.AcquireMachine``)
+            if isinstance(action, SendAcquire):
+                request = acquire_request(action, name, holder_id, ttl_ms, meta)
+                try:
+                    conn = self._conn(action.target)
+                    resp = await conn.lease.Acquire(request, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                else:
+                    action = feed_acquire_response(machine, _clock.boot_monotonic(), resp)
+            elif isinstance(action, SendRenew):  # a grant that waited long: renew it first
+                renew = lease_pb2.RenewRequest(lease_id=action.lease_id, health=health_map)
+                try:
+                    conn = self._conn(action.target)
+                    renewed = await conn.lease.Renew(renew, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                else:
+                    action = machine.on_renewed(_clock.boot_monotonic(), renewed.ttl_ms / 1000.0)
+            elif isinstance(action, Sleep):
+                await asyncio.sleep(max(0.0, action.until - _clock.boot_monotonic()))
+                action = machine.poll(_clock.boot_monotonic())
+            elif isinstance(action, Held):
+                raise lease_held_error(name, action.current)
+            elif isinstance(action, Failed):
+                raise action.error
+            elif isinstance(action, Acquired):
+                grant = action.grant
+                lease = AsyncLease(
+                    self,
+                    name=grant.name or name,
+                    lease_id=grant.lease_id,
+                    fencing_token=grant.fencing_token,
+                    holder=grant.holder or holder_id,
+                    timer=action.timer,
+                    health=health_map,
+                    on_lost=on_lost,
                 )
-            except LeaseNotFound:
-                if _clock.boot_monotonic() < wait_end:
-                    return None  # expired before we learned of it: queue again
-                raise LeaseLost(
-                    f"lease {name!r} was granted after waiting in the queue but expired "
-                    "before it could be renewed"
-                ) from None
-            timer.on_success(t_send, renewed.ttl_ms / 1000.0)
-        self._leases.add(lease)
-        lease._start()
-        return lease
+                self._leases.add(lease)
+                lease._start()
+                return lease
+            else:
+                raise AssertionError(f"unexpected acquire step {action!r}")
 
     async def holder(self, name: str) -> LeaseInfo | None:
         """Who holds ``name`` now (a linearizable read), or None if it is free."""
@@ -641,7 +617,7 @@ class AsyncLeaseClient:
                         round_size=len(self.endpoints),
                     )
                 attempts.note(target)
-                _, delay = attempts.failed(self._router, target, err)
+                _, delay = attempts.failed(self._router, target, rpc_failure(err))
             finally:
                 call.cancel()
             await asyncio.sleep(delay if delay > 0 else 0.01)

@@ -18,36 +18,46 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import grpc
 
 from raftlease import clock as _clock
-from raftlease.client._common import (
+from raftlease.client._election_base import LeadershipLost
+from raftlease.client._keepalive import safe_callback
+from raftlease.client._models import LeaseInfo, WatchDedup, WatchEvent
+from raftlease.client._protocol import (
+    Acquired,
+    AcquireMachine,
+    CallMachine,
+    Failed,
+    Held,
+    KeepaliveMachine,
+    Lost,
+    Send,
+    SendAcquire,
+    SendRenew,
+    Sleep,
+    Stopped,
+)
+from raftlease.client._retry import Attempts, Router, attempt_cap, renew_attempt_cap
+from raftlease.client._rpc import (
     CHANNEL_OPTIONS,
-    Attempts,
-    KeepaliveState,
-    LeaseInfo,
-    LeaseTimer,
-    Router,
-    WatchDedup,
-    WatchEvent,
-    attempt_cap,
-    check_str_map,
-    check_token_value,
-    default_holder,
+    acquire_request,
     describe_rpc_error,
-    format_duration,
+    feed_acquire_response,
     is_retriable,
     lease_held_error,
     map_rpc_error,
-    merge_status,
+    renew_answer,
+    renew_request,
+    rpc_failure,
+)
+from raftlease.client._status import merge_status
+from raftlease.client._values import (
+    check_str_map,
+    check_token_value,
+    default_holder,
+    format_duration,
     parse_endpoints,
-    renew_attempt_cap,
-    safe_callback,
     seconds_to_ms,
 )
-from raftlease.client._election_base import LeadershipLost
-from raftlease.client.errors import (
-    ClusterUnavailable,
-    LeaseLost,
-    LeaseNotFound,
-)
+from raftlease.client.errors import ClusterUnavailable, LeaseLost, LeaseNotFound
 from raftlease.errors import ConfigError, RaftLeaseError
 from raftlease.fsm.limits import validate_health
 from raftlease.v1 import cluster_pb2, cluster_pb2_grpc, lease_pb2, lease_pb2_grpc
@@ -56,6 +66,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from types import TracebackType
 
+    from raftlease.client._validity import LeaseTimer
     from raftlease.client.election import Election, Leadership, LeadershipRunner
 
 __all__ = ["Lease", "LeaseClient"]
@@ -128,7 +139,13 @@ class Lease:
         self._health = health
         self._on_lost = on_lost
         self._stop = threading.Event()
-        self._renewing = True
+        self._keepalive = KeepaliveMachine(
+            f"renew lease {name!r}",
+            lease_id,
+            timer,
+            client._router,
+            round_size=len(client.endpoints),
+        )
         self._released = False
         self._thread = threading.Thread(
             target=self._keepalive_loop, name=f"raftlease-keepalive-{name}", daemon=True
@@ -238,7 +255,7 @@ class Lease:
         The lost signal still fires at ``valid_until - lost_margin``. Useful in tests and to
         simulate a holder that hangs.
         """
-        self._renewing = False
+        self._keepalive.stop_renewing()
 
     def __enter__(self) -> Lease:
         return self
@@ -277,49 +294,28 @@ class Lease:
             safe_callback(lambda: on_lost(self))
 
     def _keepalive_loop(self) -> None:
-        client = self._client
-        state = KeepaliveState(
-            f"renew lease {self.name!r}",
-            self.lease_id,
-            self._timer,
-            client._router,
-            round_size=len(client.endpoints),
-        )
+        """Drive the keepalive machine (``_protocol.KeepaliveMachine``) with blocking calls."""
+        machine = self._keepalive
+        action: SendRenew | Sleep | Lost | Stopped = machine.poll(_clock.boot_monotonic())
         while not self._stop.is_set():
-            now = _clock.boot_monotonic()
-            lost_at = self._timer.lost_at()
-            if now >= lost_at:
-                self._declare_lost(state.lost_reason())
-                return
-            if not self._renewing:
-                self._stop.wait(lost_at - now)
-                continue
-            if not state.failing:
-                wake = min(self._timer.renew_due(), lost_at)
-                if wake > now:
-                    self._stop.wait(wake - now)
-                    continue
-            t_send = _clock.boot_monotonic()  # BEFORE the request: validity counts from here
-            budget = min(renew_attempt_cap(self._timer.ttl), lost_at - t_send)
-            if budget <= 0:
-                continue
-            try:
-                resp = client._conn(state.target).lease.Renew(
-                    state.request(self._health), timeout=budget
-                )
-            except grpc.RpcError as err:
-                if self._stop.is_set():
-                    return
-                step = state.on_error(err, lost_at)
+            if isinstance(action, Sleep):
+                self._stop.wait(max(0.0, action.until - _clock.boot_monotonic()))
+                action = machine.poll(_clock.boot_monotonic())
+            elif isinstance(action, SendRenew):
+                request = renew_request(self.lease_id, self._health)
+                try:
+                    conn = self._client._conn(action.target)
+                    resp = conn.lease.Renew(request, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    if self._stop.is_set():
+                        return
+                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                else:
+                    action = machine.on_answer(_clock.boot_monotonic(), renew_answer(resp))
             else:
-                step = state.on_response(resp, t_send, lost_at)
-            if step.kind == "lost":
-                self._declare_lost(step.reason)
+                if isinstance(action, Lost):
+                    self._declare_lost(action.reason)
                 return
-            if step.kind == "done":
-                return
-            if step.kind == "retry":
-                self._stop.wait(max(0.0, min(step.delay, lost_at - _clock.boot_monotonic())))
 
 
 class LeaseClient:
@@ -380,27 +376,25 @@ class LeaseClient:
         total: float | None = None,
         cap: float | None = None,
     ) -> _T:
-        """Run ``fn(conn, attempt_timeout)`` against the leader, retrying as documented."""
+        """Run ``fn(conn, attempt_timeout)`` against the leader, retrying as documented
+        (``_protocol.CallMachine``)."""
+        now = _clock.boot_monotonic()
         total = self.timeout if total is None else total
-        deadline = _clock.boot_monotonic() + total
-        attempts = Attempts(what, deadline, round_size=len(self.endpoints))
-        target = self._router.pick()
+        call = CallMachine(what, now, total, self._router, round_size=len(self.endpoints), cap=cap)
+        action: Send | Sleep | Failed = call.poll(now)
         while True:
-            remaining = deadline - _clock.boot_monotonic()
-            if remaining <= 0:
-                raise attempts.unavailable(total)
-            attempts.note(target)
-            try:
-                result = fn(self._conn(target), remaining if cap is None else min(cap, remaining))
-            except grpc.RpcError as err:
-                if not is_retriable(err):
-                    raise map_rpc_error(err) from None
-                target, delay = attempts.failed(self._router, target, err)
-                delay = min(delay, deadline - _clock.boot_monotonic())
-                if delay > 0:
-                    time.sleep(delay)
+            if isinstance(action, Failed):
+                raise action.error
+            if isinstance(action, Sleep):
+                time.sleep(max(0.0, action.until - _clock.boot_monotonic()))
+                action = call.poll(_clock.boot_monotonic())
                 continue
-            self._router.succeeded(target)
+            try:
+                result = fn(self._conn(action.target), action.timeout)
+            except grpc.RpcError as err:
+                action = call.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                continue
+            call.answered()
             return result
 
     def _forget(self, lease: Lease) -> None:
@@ -455,50 +449,57 @@ class LeaseClient:
         health_map = check_str_map("health", health)
         if health_map:
             validate_health(health_map)
-        wait_end = _clock.boot_monotonic() + wait_ms / 1000.0
-        while True:
-            lease = self._acquire_once(name, ttl_ms, wait_end, holder, meta, health_map, on_lost)
-            if lease is not None:
-                return lease
-            # Granted while our call was stuck on a node that hung, and expired before we
-            # learned of it: wait in the queue again with what is left of ``wait``.
+        now = _clock.boot_monotonic()
+        machine: AcquireMachine[lease_pb2.LeaseInfo] = AcquireMachine(
+            name,
+            ttl_ms=ttl_ms,
+            wait=wait_ms / 1000.0,
+            timeout=self.timeout,
+            now=now,
+            router=self._router,
+            max_drift=self.max_drift,
+            new_request_id=lambda: uuid.uuid4().hex,
+            round_size=len(self.endpoints),
+        )
+        action = machine.poll(now)
+        while True:  # drive the acquire machine (``_protocol.AcquireMachine``)
+            if isinstance(action, SendAcquire):
+                request = acquire_request(action, name, holder, ttl_ms, meta)
+                try:
+                    resp = self._conn(action.target).lease.Acquire(request, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                else:
+                    action = feed_acquire_response(machine, _clock.boot_monotonic(), resp)
+            elif isinstance(action, SendRenew):  # a grant that waited long: renew it first
+                renew = lease_pb2.RenewRequest(lease_id=action.lease_id, health=health_map)
+                try:
+                    renewed = self._conn(action.target).lease.Renew(renew, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                else:
+                    action = machine.on_renewed(_clock.boot_monotonic(), renewed.ttl_ms / 1000.0)
+            elif isinstance(action, Sleep):
+                time.sleep(max(0.0, action.until - _clock.boot_monotonic()))
+                action = machine.poll(_clock.boot_monotonic())
+            elif isinstance(action, Held):
+                raise lease_held_error(name, action.current)
+            elif isinstance(action, Failed):
+                raise action.error
+            elif isinstance(action, Acquired):
+                return self._hand_out(action.grant, action.timer, name, holder, health_map, on_lost)
+            else:
+                raise AssertionError(f"unexpected acquire step {action!r}")
 
-    def _acquire_once(
+    def _hand_out(
         self,
+        grant: lease_pb2.LeaseInfo,
+        timer: LeaseTimer,
         name: str,
-        ttl_ms: int,
-        wait_end: float,
         holder: str,
-        meta: dict[str, str],
         health_map: dict[str, str],
         on_lost: Callable[[Lease], object] | None,
-    ) -> Lease | None:
-        """One acquire with one request_id; None if the grant expired before it was ours."""
-        request_id = uuid.uuid4().hex
-        t_first_send = _clock.boot_monotonic()  # BEFORE the first attempt: see acquire()
-        wait_s = max(0.0, wait_end - t_first_send)
-        cap = attempt_cap(self.timeout)
-
-        def attempt(conn: _Conn, remaining: float) -> lease_pb2.AcquireResponse:
-            wait_left = max(0.0, t_first_send + wait_s - _clock.boot_monotonic())
-            request = lease_pb2.AcquireRequest(
-                name=name,
-                holder=holder,
-                ttl_ms=ttl_ms,
-                wait_ms=int(wait_left * 1000),
-                metadata=meta,
-                request_id=request_id,
-            )
-            return conn.lease.Acquire(request, timeout=min(remaining, wait_left + cap))
-
-        resp = self._call(f"acquire {name!r}", attempt, total=wait_s + self.timeout)
-        if not resp.acquired:
-            raise lease_held_error(name, resp.current if resp.HasField("current") else None)
-        grant = resp.lease
-        timer = LeaseTimer(
-            grant.ttl_ms / 1000.0 if grant.ttl_ms else ttl_ms / 1000.0, self.max_drift
-        )
-        timer.on_success(t_first_send)
+    ) -> Lease:
         lease = Lease(
             self,
             name=grant.name or name,
@@ -509,34 +510,10 @@ class LeaseClient:
             health=health_map,
             on_lost=on_lost,
         )
-        if timer.time_left(_clock.boot_monotonic()) < timer.ttl / 2.0:
-            try:
-                self._renew_now(lease, timer)
-            except LeaseLost:
-                if _clock.boot_monotonic() < wait_end:
-                    return None
-                raise
         with self._lock:
             self._leases.add(lease)
         lease._start()
         return lease
-
-    def _renew_now(self, lease: Lease, timer: LeaseTimer) -> None:
-        """Renew a grant that waited long in the queue, before handing it out."""
-        request = lease_pb2.RenewRequest(lease_id=lease.lease_id, health=lease._health)
-        t_send = _clock.boot_monotonic()
-        try:
-            resp = self._call(
-                f"renew {lease.name!r}",
-                lambda c, t: c.lease.Renew(request, timeout=t),
-                cap=renew_attempt_cap(timer.ttl),
-            )
-        except LeaseNotFound:
-            raise LeaseLost(
-                f"lease {lease.name!r} was granted after waiting in the queue but expired "
-                "before it could be renewed"
-            ) from None
-        timer.on_success(t_send, resp.ttl_ms / 1000.0)
 
     def holder(self, name: str) -> LeaseInfo | None:
         """Who holds ``name`` now (a linearizable read), or None if it is free."""
@@ -611,7 +588,7 @@ class LeaseClient:
                         round_size=len(self.endpoints),
                     )
                 attempts.note(target)
-                _, delay = attempts.failed(self._router, target, err)
+                _, delay = attempts.failed(self._router, target, rpc_failure(err))
             finally:
                 call.cancel()
             time.sleep(delay if delay > 0 else 0.01)

@@ -1,19 +1,25 @@
 """Simulated lease clients and the fenced resource they write to (docs/fault-matrix.md, ME and FT).
 
-A :class:`SimClient` is a deterministic re-statement of the real client's lease protocol
-(``raftlease/client/sync.py`` and ``_common.py``) over the simulator's network:
+A :class:`SimClient` runs the SHIPPED client procedure: the sans-I/O step machines of
+``raftlease/client/_protocol.py`` that ``LeaseClient`` and ``AsyncLeaseClient`` drive
+(``AcquireMachine``, ``KeepaliveMachine``, ``CallMachine`` for the release, with the real
+``Router``, ``Attempts``, ``KeepaliveState`` and ``LeaseTimer``). This module only carries
+their actions out over the simulator's network and scheduler (a ``Send*`` becomes a request
+plus a timer for its deadline, a ``Sleep`` a scheduled wake-up, on the client's own clock) and
+turns the simulator's replies into what the real clients make of gRPC answers:
 
 * **Acquire** ``(name, holder, ttl, wait, request_id)``: one ``request_id`` per logical
-  acquire, reused on every retry; sent to the node the client believes leads; on "not
-  leader" it follows a fresh hint at once (at most twice in a row), else backs off (10 ms
-  doubling to 500 ms once per round of endpoints, jittered) and tries the next endpoint; an
-  attempt that gets no answer by its deadline counts as a failure (a late answer to a
-  timed-out attempt is ignored: the real call was cancelled, and the server cancels its
-  handler at that deadline too). The answer comes when the leader APPLIES the entry. Some
-  acquires wait in the server's queue (``p_wait``): each attempt asks for what is left of
-  the wait and allows ``wait_left + attempt_us``; a grant whose validity is more than half
-  used up is renewed once before the client acts on it (sync.py ``_renew_now``; NOT_FOUND
-  then starts a new acquire while the wait lasts).
+  acquire, reused on every retry; sent to the node the router believes leads; UNAVAILABLE
+  with a hint is followed at once (at most twice in a row), else the next endpoint after a
+  backoff (10 ms doubling to 500 ms once per round of endpoints, jittered); an attempt that
+  gets no answer by its deadline is a DEADLINE_EXCEEDED (a late answer to a timed-out attempt
+  is ignored: the real call was cancelled, and the server cancels its handler at that
+  deadline too). The answer comes when the leader APPLIES the entry. Some acquires wait in
+  the server's queue (``p_wait``): each attempt asks for what is left of the wait and lasts
+  at most ``wait_left + attempt_us`` (``attempt_us`` is the real client's ``attempt_cap``,
+  scaled; ``acquire_timeout_us`` its ``timeout``); a grant whose validity is more than half
+  used up is renewed once before the client acts on it (NOT_FOUND then starts a new acquire
+  while the wait lasts).
 * **Belief.** On a grant the client believes it holds the lease from the moment the answer
   arrives until ``valid_until = t_send + ttl (1 - rho) / (1 + rho)`` on ITS OWN clock, where
   ``t_send`` is the send time of the FIRST attempt of that acquire (a retry may return a
@@ -24,10 +30,16 @@ A :class:`SimClient` is a deterministic re-statement of the real client's lease 
   ``valid_until`` (the belief interval of docs/fault-matrix.md), which a late keepalive
   thread reaches.
 * **Behaviour while holding** (drawn per grant): release after a while (the belief ends when
-  the Release is sent), stop the keepalive (a hung renewer: the lease runs out), crash (the
-  belief ends with the process), or keep renewing. Holders write to the fenced resource at
-  random times while their belief is valid; some writes arrive late (a holder paused between
-  "check valid" and "write", fault matrix row 10).
+  the Release is sent; the call gives up after the client timeout), stop the keepalive (a
+  hung renewer: the lease runs out), crash (the belief ends with the process), or keep
+  renewing. Holders write to the fenced resource at random times while their belief is
+  valid; some writes arrive late (a holder paused between "check valid" and "write", fault
+  matrix row 10).
+
+What the simulator's server does not model, so the client never sees it: in-band renewal
+outcomes (the real server answers a keepalive's Renew with RETRY while its leader lease
+lapses, NOT_LEADER with a hint from a follower; the simulator answers UNAVAILABLE, which the
+machines treat as the real client treats that status from an older server).
 
 Planted client bugs (``ClientParams.bug``), for tests that show the checkers catch them:
 ``"ack-time"`` (``valid_until = ack time + ttl``: neither the send-time rule nor the drift
@@ -43,6 +55,31 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
+from raftlease.client._keepalive import RenewAnswer
+from raftlease.client._protocol import (
+    Acquired,
+    AcquireMachine,
+    Action,
+    CallMachine,
+    Failed,
+    Held,
+    KeepaliveMachine,
+    Lost,
+    Send,
+    SendAcquire,
+    SendRenew,
+    Sleep,
+    Stopped,
+)
+from raftlease.client._retry import Failure, Router
+from raftlease.client._validity import LeaseTimer, effective_ttl
+from raftlease.client.errors import (
+    ClusterUnavailable,
+    InvalidArgument,
+    LeaseLost,
+    LeaseNotFound,
+    RpcFailed,
+)
 from raftlease.fsm.commands import Acquire
 from raftlease.fsm.leases import LeaseRecord
 from raftlease.types import NodeId
@@ -146,11 +183,10 @@ class ClientParams:
     late_write_us: tuple[int, int] = (0, 1_500_000)
     write_delay_us: tuple[int, int] = (0, 2_000)
     attempt_us: int = 500_000  # one Acquire / Release attempt (attempt_cap, scaled)
-    acquire_timeout_us: int = 2_000_000  # the client timeout (after the wait)
+    acquire_timeout_us: int = 2_000_000  # the client timeout (an acquire's: after the wait)
     p_wait: float = 0.3  # an acquire waits in the queue ...
     wait_us: tuple[int, int] = (100_000, 1_500_000)  # ... this long
     p_crash_waiting: float = 0.05  # ... and dies meanwhile
-    release_attempts: int = 6
     rates: tuple[float, ...] | None = None
     rate_drift: float | None = None
     max_drift: float | None = None
@@ -209,34 +245,6 @@ class ClientHost(Protocol):
     def client_log(self, text: str) -> None: ...
 
 
-class _Router:
-    """raftlease.client._common.Router, on node ids."""
-
-    __slots__ = ("ids", "leader", "next")
-
-    def __init__(self, ids: Sequence[NodeId], first: int) -> None:
-        self.ids = list(ids)
-        self.leader: NodeId | None = None
-        self.next = first
-
-    def pick(self) -> NodeId:
-        if self.leader is not None:
-            return self.leader
-        return self.ids[self.next % len(self.ids)]
-
-    def succeeded(self, target: NodeId) -> None:
-        self.leader = target
-
-    def failed(self, target: NodeId, hint: NodeId | None) -> NodeId:
-        if hint is not None and hint != target:
-            self.leader = hint
-            return hint
-        if self.leader == target or hint == target:
-            self.leader = None
-        self.next = self.ids.index(target) + 1
-        return self.ids[self.next % len(self.ids)]
-
-
 _IDLE = "idle"
 _ACQUIRING = "acquiring"
 _CONFIRMING = "confirming"  # renewing a grant that waited long, before acting on it
@@ -244,8 +252,20 @@ _HOLDING = "holding"
 _RELEASING = "releasing"
 _DOWN = "down"
 
-_BACKOFF_START_S = 0.010
-_BACKOFF_CAP_S = 0.500
+# What a timed-out attempt looks like to the protocol (gRPC: DEADLINE_EXCEEDED, retriable).
+_NO_ANSWER = Failure("DEADLINE_EXCEEDED: no answer before the attempt's deadline")
+
+
+class _SimTimer(LeaseTimer):
+    """The real client's LeaseTimer, with the validity rule asked of the client, so that
+    ``ClientParams.bug`` and tests/sim/planted.py can plant client bugs there."""
+
+    def __init__(self, client: SimClient, ttl: float) -> None:
+        super().__init__(ttl, client.rho)
+        self._client = client
+
+    def extension(self, t_send: float) -> float:
+        return self._client._valid_until_after(t_send, self.ttl)
 
 
 class SimClient:
@@ -270,38 +290,25 @@ class SimClient:
         self.params = params
         self.rng = rng
         self.offset_s = rng.uniform(0.0, 1_000.0)  # clocks do not agree on the epoch
-        self.router = _Router(node_ids, rng.randrange(len(node_ids)))
+        self.node_ids = list(node_ids)
+        self.router = Router(node_ids, first=rng.randrange(len(node_ids)))
         self.n_nodes = len(node_ids)
         self.phase = _IDLE
         self.epoch = 0  # bumped on every phase change: stale timers check it and stop
         self._seq = 0
-        # the current Acquire / Release call
-        self.cur_seq = -1
-        self.cur_target: NodeId = node_ids[0]
-        self.failures = 0
-        self.hint_follows = 0
-        self.attempts = 0
+        self.cur_seq = -1  # the attempt in flight (one at a time: the machines are serial)
+        # the machine the phase drives (raftlease/client/_protocol.py)
+        self._acquire: AcquireMachine[LeaseRecord] | None = None  # acquiring, confirming
+        self._call: CallMachine | None = None  # releasing
+        self._keepalive: KeepaliveMachine | None = None  # holding
+        self._status = ""  # the status of the last answer fed to a machine
         self.name = ""
-        self.request_id = ""
         self.ttl_ms = 0
-        self.t_first_send = 0.0
-        self.acquire_deadline_us = 0
-        self.wait_end = 0.0
         self.acquires = 0
-        self.granted: LeaseRecord | None = None  # a grant being confirmed by a renewal
         # the held lease
         self.lease: LeaseRecord | None = None
-        self.ttl_s = 0.0
-        self.valid_until = -math.inf
-        self.last_send = -math.inf
+        self.timer: LeaseTimer | None = None
         self.lost = True
-        self.keepalive = False
-        self.renew_seq = -1
-        self.renew_t_send = 0.0
-        self.renew_target: NodeId = node_ids[0]
-        self.renew_failing = False
-        self.renew_failures = 0
-        self.renew_hint_follows = 0
         # stats
         self.grants = 0
         self.renewals = 0
@@ -346,7 +353,6 @@ class SimClient:
         self.phase = phase
         self.epoch += 1
         self.cur_seq = -1
-        self.renew_seq = -1
 
     def _log(self, text: str) -> None:
         self.host.client_log(f"{self.id} {text}")
@@ -379,6 +385,26 @@ class SimClient:
     def acquiring(self) -> bool:
         return self.phase in (_ACQUIRING, _CONFIRMING)
 
+    @property
+    def request_id(self) -> str:
+        """The request id of the current (or last) acquire's round."""
+        return self._acquire.request_id if self._acquire is not None else ""
+
+    @property
+    def t_first_send(self) -> float:
+        """When the current (or last) acquire's round sent its first attempt (local clock)."""
+        return self._acquire.t_first_send if self._acquire is not None else -math.inf
+
+    @property
+    def valid_until(self) -> float:
+        """The held (or last held) lease's validity end on this client's clock."""
+        return self.timer.valid_until if self.timer is not None else -math.inf
+
+    @property
+    def keepalive(self) -> bool:
+        """The held lease is being renewed (no ``hang()``)."""
+        return self._keepalive is not None and self._keepalive.renewing
+
     def acquire(self, name: str, ttl_ms: int | None = None, wait_us: int = 0) -> None:
         """Start one acquire now (an idle client only); ``wait_us`` > 0 waits in the queue."""
         if self.phase != _IDLE:
@@ -407,15 +433,104 @@ class SimClient:
         self.host.at(self.host.now + down, self._guard(self._restart))
 
     def _restart(self) -> None:
-        self.router = _Router(self.router.ids, self.rng.randrange(self.n_nodes))
+        self.router = Router(self.node_ids, first=self.rng.randrange(self.n_nodes))
         self._log("RESTART")
         self._idle((0, 1))
 
-    # ------------------------------------------------------------------ retry policy
-    def _backoff_s(self, failures: int) -> float:
-        rounds = (failures - 1) // self.n_nodes
-        nominal = min(_BACKOFF_CAP_S, _BACKOFF_START_S * (2.0 ** min(rounds, 10)))
-        return self.rng.uniform(nominal / 2.0, nominal)
+    # ------------------------------------------------------------------ driving the machines
+    def _poll(self) -> None:
+        """A Sleep of the phase's machine is over: ask it what now."""
+        now = self.local()
+        if self.phase in (_ACQUIRING, _CONFIRMING):
+            assert self._acquire is not None
+            self._do(self._acquire.poll(now))
+        elif self.phase == _RELEASING:
+            assert self._call is not None
+            self._do(self._call.poll(now))
+        elif self.phase == _HOLDING and not self.lost:
+            assert self._keepalive is not None
+            self._do(self._keepalive.poll(now))
+
+    def _do(self, action: Action[LeaseRecord]) -> None:
+        """Carry out what the phase's machine asked for."""
+        if isinstance(action, Sleep):
+            self._at_local(action.until, self._guard(self._poll))
+        elif isinstance(action, Send):
+            self._send(action)
+        elif isinstance(action, Acquired):
+            self._hold(action.grant, action.timer)
+        elif isinstance(action, Held):
+            self.abandoned[self.request_id] = "answered held"
+            self._idle(self.params.held_retry_us)
+        elif isinstance(action, Failed):
+            self._failed(action.error)
+        elif isinstance(action, Lost):
+            # Lost at lost_at: the checkers keep the belief until valid_until (a late
+            # keepalive thread reaches it; docs/fault-matrix.md). NOT_FOUND ends it at once.
+            self._lose(action.reason, cut=not action.timed_out)
+        # Stopped: the lease was lost already; nothing to do.
+
+    def _send(self, action: Send) -> None:
+        seq = self._next_seq()
+        self.cur_seq = seq
+        target = NodeId(action.target)
+        timeout_us = max(1, int(action.timeout * 1e6))  # the call's deadline (gRPC's)
+        if isinstance(action, SendAcquire):
+            self._set_phase_keep(_ACQUIRING)
+            cmd = Acquire(self.name, self.id, self.ttl_ms, action.wait_ms > 0, action.request_id)
+            req: ClientRequest = AcquireReq(self.id, target, seq, cmd, action.wait_ms, timeout_us)
+        elif isinstance(action, SendRenew):
+            if self.phase == _ACQUIRING:
+                self._set_phase_keep(_CONFIRMING)
+            req = RenewReq(self.id, target, seq, action.lease_id)
+        else:
+            assert self.lease is not None
+            req = ReleaseReq(self.id, target, seq, self.lease.lease_id, timeout_us)
+        self.host.client_send(req)
+
+        def timeout() -> None:
+            if self.cur_seq == seq:
+                self.cur_seq = -1
+                self._status = "timeout"
+                self._feed_failure(_NO_ANSWER)
+
+        self._after_local(action.timeout, self._guard(timeout))
+
+    def _set_phase_keep(self, phase: str) -> None:
+        """Acquiring <-> confirming: the same acquire goes on (no timers to invalidate)."""
+        self.phase = phase
+
+    def _feed_failure(self, failure: Failure) -> None:
+        now = self.local()
+        if self.phase in (_ACQUIRING, _CONFIRMING):
+            assert self._acquire is not None
+            if self.phase == _CONFIRMING and failure.not_found:
+                self.abandoned[self.request_id] = "expired before use"
+            self._do(self._acquire.on_failure(now, failure))
+        elif self.phase == _RELEASING:
+            assert self._call is not None
+            self._do(self._call.on_failure(now, failure))
+        elif self.phase == _HOLDING and not self.lost:
+            assert self._keepalive is not None
+            self._do(self._keepalive.on_failure(now, failure))
+
+    def _failed(self, error: Exception) -> None:
+        """The acquire (or the release) is over without a grant."""
+        if self.phase == _RELEASING:
+            if isinstance(error, ClusterUnavailable):
+                self._log(f"release of {self.name} gave up")
+            self._idle(self.params.think_us)
+            return
+        if isinstance(error, ClusterUnavailable):
+            self.gave_up += 1
+            self.abandoned[self.request_id] = "gave up (client timeout)"
+            self._log(f"acquire {self.name} gave up ({self.request_id})")
+        elif isinstance(error, LeaseLost):
+            self._log(f"grant of {self.request_id} expired before use (LeaseLost)")
+        else:
+            self.abandoned[self.request_id] = f"answered {self._status}"
+            self._log(f"acquire {self.name} ({self.request_id}): {self._status}")
+        self._idle(self.params.think_us)
 
     # ------------------------------------------------------------------ acquire
     def _start_acquire(
@@ -426,144 +541,105 @@ class SimClient:
             wait_us = self.rng.randint(*p.wait_us) if self.rng.random() < p.p_wait else 0
         self.name = self.rng.choice(p.names) if name is None else name
         self.ttl_ms = self.rng.randint(*p.ttl_ms) if ttl_ms is None else ttl_ms
+        self._set_phase(_ACQUIRING)
         now = self.local()
-        self.wait_end = now + wait_us / 1e6
-        self.acquire_deadline_us = self.host.now + int(wait_us / self.rate) + p.acquire_timeout_us
-        self._acquire_once()
+        self._acquire = AcquireMachine(
+            self.name,
+            ttl_ms=self.ttl_ms,
+            wait=wait_us / 1e6,
+            timeout=p.acquire_timeout_us / 1e6,
+            now=now,
+            router=self.router,
+            max_drift=self.rho,
+            new_request_id=self._new_request_id,
+            round_size=self.n_nodes,
+            attempt_cap_s=p.attempt_us / 1e6,
+            rng=self.rng,
+            make_timer=lambda ttl: _SimTimer(self, ttl),
+        )
+        self._do(self._acquire.poll(now))
         if p.auto and wait_us > 0 and self.rng.random() < p.p_crash_waiting:
             # The process dies while it waits in the queue (its connections close).
             self._after_local(self.rng.uniform(0.0, wait_us / 1e6), self._guard(self.crash))
 
-    def _acquire_once(self) -> None:
-        """sync.py ``_acquire_once``: one logical acquire, with one request id."""
-        self._set_phase(_ACQUIRING)
+    def _new_request_id(self) -> str:
+        """One per round of an acquire (the real client: ``uuid4().hex``)."""
         self.acquires += 1
-        self.request_id = f"{self.id}-{self.acquires}"
-        self.t_first_send = self.local()  # BEFORE the first attempt
-        self.failures = 0
-        self.hint_follows = 0
-        self._send_call()
-
-    def _send_call(self) -> None:
-        """(Re)send the current Acquire, Release or confirming Renew attempt."""
-        target = self.router.pick()
-        seq = self._next_seq()
-        self.cur_seq = seq
-        self.cur_target = target
-        self.attempts += 1
-        timeout_s = self.params.attempt_us / 1e6
-        if self.phase == _ACQUIRING:
-            wait_left = max(0.0, self.wait_end - self.local())
-            remaining = (self.acquire_deadline_us - self.host.now) * self.rate / 1e6
-            timeout_s = max(0.001, min(remaining, wait_left + timeout_s))
-            wait_ms = int(wait_left * 1000)
-            cmd = Acquire(self.name, self.id, self.ttl_ms, wait_ms > 0, self.request_id)
-            timeout_us = int(timeout_s * 1e6)
-            self.host.client_send(AcquireReq(self.id, target, seq, cmd, wait_ms, timeout_us))
-        elif self.phase == _CONFIRMING:
-            assert self.granted is not None
-            self.renew_t_send = self.local()
-            self.host.client_send(RenewReq(self.id, target, seq, self.granted.lease_id))
-        else:
-            assert self.lease is not None
-            timeout_us = int(timeout_s * 1e6)
-            self.host.client_send(ReleaseReq(self.id, target, seq, self.lease.lease_id, timeout_us))
-
-        def timeout() -> None:
-            if self.cur_seq == seq:
-                self._call_failed(None)
-
-        self._after_local(timeout_s, self._guard(timeout))
-
-    def _call_failed(self, hint: NodeId | None) -> None:
-        target = self.cur_target
-        self.router.failed(target, hint)
-        self.cur_seq = -1
-        if self.phase in (_ACQUIRING, _CONFIRMING) and self.host.now >= self.acquire_deadline_us:
-            self.gave_up += 1
-            self.abandoned[self.request_id] = "gave up (client timeout)"
-            self._log(f"acquire {self.name} gave up ({self.request_id})")
-            self._idle(self.params.think_us)
-            return
-        if self.phase == _RELEASING and self.attempts >= self.params.release_attempts:
-            self._log(f"release of {self.name} gave up")
-            self._idle(self.params.think_us)
-            return
-        if hint is not None and hint != target and self.hint_follows < 2:
-            self.hint_follows += 1
-            self._send_call()
-            return
-        self.hint_follows = 0
-        self.failures += 1
-        self._after_local(self._backoff_s(self.failures), self._guard(self._send_call))
+        if self.acquires > 1 and self.phase == _CONFIRMING:
+            self._log(f"grant for {self.request_id} expired before use; queues again")
+        return f"{self.id}-{self.acquires}"
 
     # ------------------------------------------------------------------ replies
     def on_reply(self, rep: ClientReply) -> None:
-        if self.phase == _DOWN:
-            return
-        if rep.seq == self.cur_seq:
-            self.cur_seq = -1
-            if rep.status == UNAVAILABLE:
-                self._call_failed(rep.hint)
-                return
-            self.router.succeeded(rep.src)
-            if self.phase == _ACQUIRING:
-                self._on_acquire_answer(rep)
-            elif self.phase == _CONFIRMING:
-                self._on_confirm_answer(rep)
-            elif self.phase == _RELEASING:
-                self._idle(self.params.think_us)
-        elif rep.seq == self.renew_seq:
-            self.renew_seq = -1
+        if self.phase == _DOWN or rep.seq != self.cur_seq:
+            return  # the answer to an attempt we already gave up on (a cancelled call)
+        self.cur_seq = -1
+        self._status = rep.status
+        if rep.status == UNAVAILABLE:  # not the leader, no leader lease, or refused
+            self._feed_failure(Failure(f"UNAVAILABLE from {rep.src}", rep.hint))
+        elif self.phase == _ACQUIRING:
+            self._on_acquire_answer(rep)
+        elif self.phase == _CONFIRMING:
+            self._on_confirm_answer(rep)
+        elif self.phase == _RELEASING:
+            self._on_release_answer(rep)
+        elif self.phase == _HOLDING:
             self._on_renew_answer(rep)
-        # else: the answer to an attempt we already gave up on (a cancelled call)
 
     def _on_acquire_answer(self, rep: ClientReply) -> None:
-        if rep.status == OK and rep.lease is not None:
-            lease = rep.lease
-            ttl_s = lease.ttl_ms / 1000.0
-            valid_until = self._valid_until_after(self.t_first_send, ttl_s)
-            if valid_until - self.local() < ttl_s / 2.0:
-                # Waited long in the queue: renew once before acting on it.
-                self._set_phase(_CONFIRMING)
-                self.granted = lease
-                self.failures = 0
-                self.hint_follows = 0
-                self._send_call()
-                return
-            self._hold(lease, valid_until, self.t_first_send)
+        assert self._acquire is not None
+        now = self.local()
+        lease = rep.lease
+        if rep.status == OK and lease is not None:
+            self._do(
+                self._acquire.on_granted(
+                    now, lease, lease_id=lease.lease_id, ttl=lease.ttl_ms / 1000.0
+                )
+            )
         elif rep.status == HELD:
-            self.abandoned[self.request_id] = "answered held"
-            self._idle(self.params.held_retry_us)
+            self._do(self._acquire.on_held(now, None))
         else:
-            self.abandoned[self.request_id] = f"answered {rep.status}"
-            self._log(f"acquire {self.name} ({self.request_id}): {rep.status}")
-            self._idle(self.params.think_us)
+            self._feed_failure(_status_failure(rep.status))
 
     def _on_confirm_answer(self, rep: ClientReply) -> None:
-        lease = self.granted
-        assert lease is not None
+        assert self._acquire is not None
         if rep.status == OK:
-            ttl_s = (rep.ttl_ms or lease.ttl_ms) / 1000.0
-            valid_until = max(
-                self._valid_until_after(self.t_first_send, ttl_s),
-                self._valid_until_after(self.renew_t_send, ttl_s),
-            )
-            self._hold(lease, valid_until, self.renew_t_send)
-        elif self.local() < self.wait_end:  # NOT_FOUND: it expired before it was ours
-            self.abandoned[self.request_id] = "expired before use"
-            self._log(f"grant {lease.fencing_token} expired before use; queues again")
-            self._acquire_once()
+            self._do(self._acquire.on_renewed(self.local(), rep.ttl_ms / 1000.0))
         else:
-            self.abandoned[self.request_id] = "expired before use"
-            self._log(f"grant {lease.fencing_token} expired before use (LeaseLost)")
+            self._feed_failure(_status_failure(rep.status))
+
+    def _on_release_answer(self, rep: ClientReply) -> None:
+        assert self._call is not None
+        if rep.status == OK:
+            self._call.answered()
             self._idle(self.params.think_us)
+        else:
+            self._feed_failure(_status_failure(rep.status))
+
+    def _on_renew_answer(self, rep: ClientReply) -> None:
+        if self.lost or self.lease is None or self._keepalive is None:
+            return
+        if rep.status == OK:
+            answer = RenewAnswer("RENEWED", ttl=rep.ttl_ms / 1000.0)
+        elif rep.status == NOT_FOUND:
+            answer = RenewAnswer("NOT_FOUND", message=f"lease {self.lease.lease_id} is not held")
+        else:
+            self._feed_failure(_status_failure(rep.status))
+            return
+        action = self._keepalive.on_answer(self.local(), answer)
+        if rep.status == OK and not isinstance(action, Lost | Stopped):
+            self.renewals += 1
+            self.host.lease_checks.on_belief_extend(
+                self.id, self.lease.lease_id, self.real_us(self.valid_until)
+            )
+        self._do(action)
 
     # ------------------------------------------------------------------ validity arithmetic
     def _effective_s(self, ttl_s: float) -> float:
-        return ttl_s * (1.0 - self.rho) / (1.0 + self.rho)
+        return effective_ttl(ttl_s, self.rho)
 
     def _valid_until_after(self, t_send: float, ttl_s: float) -> float:
+        """``LeaseTimer.extension``: the real client's rule, unless a bug is planted."""
         bug = self.params.bug
         if bug == "ack-time":
             return self.local() + ttl_s
@@ -571,27 +647,25 @@ class SimClient:
             return t_send + ttl_s
         return t_send + self._effective_s(ttl_s)
 
-    def _lost_at(self) -> float:
-        return self.valid_until - min(0.05 * self.ttl_s, 0.25)
-
     def is_valid(self) -> bool:
         return self.phase == _HOLDING and not self.lost and self.local() < self.valid_until
 
     # ------------------------------------------------------------------ holding
-    def _hold(self, lease: LeaseRecord, valid_until: float, last_send: float) -> None:
+    def _hold(self, lease: LeaseRecord, timer: LeaseTimer) -> None:
         p = self.params
         self._set_phase(_HOLDING)
         self.lease = lease
-        self.granted = None
+        self.timer = timer
         self.grants += 1
-        self.ttl_s = lease.ttl_ms / 1000.0
-        self.valid_until = valid_until
-        self.last_send = last_send
         self.lost = False
-        self.keepalive = True
-        self.renew_failing = False
-        self.renew_failures = 0
-        self.renew_hint_follows = 0
+        self._keepalive = KeepaliveMachine(
+            f"renew lease {lease.name!r}",
+            lease.lease_id,
+            timer,
+            self.router,
+            round_size=self.n_nodes,
+            rng=self.rng,
+        )
         end_us = self.real_us(self.valid_until)
         checks = self.host.lease_checks
         self._log(
@@ -601,11 +675,11 @@ class SimClient:
         if end_us <= self.host.now:  # the grant ran out before we heard of it
             checks.on_empty_belief(self.id, lease.name, lease.lease_id)
             self.lost = True
+            timer.mark_lost()
             self._idle(p.think_us)
             return
         checks.on_belief_start(self.id, lease.name, lease.lease_id, lease.fencing_token, end_us)
-        self._schedule_renew()
-        self._schedule_lost_check()
+        self._do(self._keepalive.poll(self.local()))
         self._schedule_write()
         if not p.auto:
             return
@@ -626,6 +700,8 @@ class SimClient:
     def _end_belief(self, why: str, cut: bool = True) -> None:
         if self.phase == _HOLDING and not self.lost and self.lease is not None:
             self.lost = True
+            if self.timer is not None:
+                self.timer.mark_lost()  # final: a late renewal cannot revive it
             self.host.lease_checks.on_belief_end(self.id, self.lease.lease_id, cut)
             self._log(f"belief in {self.lease.name} token={self.lease.fencing_token} ends: {why}")
 
@@ -635,99 +711,32 @@ class SimClient:
         self._idle(self.params.think_us)
 
     def _release(self) -> None:
+        """release(): the real client's Release call (``_call``: the client timeout, each
+        attempt at most ``attempt_us``); NOT_FOUND counts as released."""
         if self.phase != _HOLDING or self.lost:
             return
         self._end_belief("release")  # is_valid() is false from the call on
         self.releases += 1
         self._set_phase(_RELEASING)
-        self.attempts = 0
-        self.failures = 0
-        self.hint_follows = 0
-        self._send_call()
+        p = self.params
+        now = self.local()
+        self._call = CallMachine(
+            "release",
+            now,
+            p.acquire_timeout_us / 1e6,
+            self.router,
+            round_size=self.n_nodes,
+            cap=p.attempt_us / 1e6,
+            rng=self.rng,
+        )
+        self._do(self._call.poll(now))
 
     def _hang(self) -> None:
         """stop_keepalive(): the lease runs out on its own; writes go on while valid."""
-        if self.phase == _HOLDING and not self.lost:
+        if self.phase == _HOLDING and not self.lost and self._keepalive is not None:
             self.hangs += 1
-            self.keepalive = False
+            self._keepalive.stop_renewing()
             self._log(f"stops renewing {self.name}")
-
-    def _schedule_lost_check(self) -> None:
-        def check() -> None:
-            if self.phase == _HOLDING and not self.lost and self.local() >= self._lost_at():
-                why = "no renewal succeeded" if self.keepalive else "keepalive stopped"
-                # The checkers keep the belief until valid_until (docs/fault-matrix.md).
-                self._lose(why, cut=False)
-
-        self._at_local(self._lost_at(), self._guard(check))
-
-    def _schedule_renew(self) -> None:
-        self._at_local(self.last_send + self.ttl_s / 3.0, self._guard(self._renew))
-
-    def _renew(self) -> None:
-        if self.phase != _HOLDING or self.lost or not self.keepalive or self.renew_seq != -1:
-            return
-        now = self.local()
-        if not self.renew_failing and now < self.last_send + self.ttl_s / 3.0:
-            self._schedule_renew()
-            return
-        lost_at = self._lost_at()
-        budget = min(max(0.2, min(1.0, self.ttl_s / 6.0)), lost_at - now)
-        if budget <= 0:
-            return  # the lost check fires now
-        assert self.lease is not None
-        target = self.router.pick()
-        seq = self._next_seq()
-        self.renew_seq = seq
-        self.renew_t_send = now  # BEFORE the request: validity counts from here
-        self.renew_target = target
-        self.host.client_send(RenewReq(self.id, target, seq, self.lease.lease_id))
-
-        def timeout() -> None:
-            if self.renew_seq == seq:
-                self.renew_seq = -1
-                self._renew_failed(None)
-
-        self._after_local(budget, self._guard(timeout))
-
-    def _renew_failed(self, hint: NodeId | None) -> None:
-        target = self.renew_target
-        self.router.failed(target, hint)
-        self.renew_failing = True
-        if hint is not None and hint != target and self.renew_hint_follows < 2:
-            self.renew_hint_follows += 1
-            self._renew()
-            return
-        self.renew_hint_follows = 0
-        self.renew_failures += 1
-        delay = min(self._backoff_s(self.renew_failures), self._lost_at() - self.local())
-        self._after_local(max(0.0, delay), self._guard(self._renew))
-
-    def _on_renew_answer(self, rep: ClientReply) -> None:
-        if self.phase != _HOLDING or self.lost or self.lease is None:
-            return
-        if rep.status == UNAVAILABLE:
-            self._renew_failed(rep.hint)
-            return
-        if rep.status == NOT_FOUND:
-            self._lose("the server no longer knows the lease")
-            return
-        self.router.succeeded(rep.src)
-        if rep.ttl_ms > 0:
-            self.ttl_s = rep.ttl_ms / 1000.0
-        self.renewals += 1
-        self.valid_until = max(
-            self.valid_until, self._valid_until_after(self.renew_t_send, self.ttl_s)
-        )
-        self.last_send = max(self.last_send, self.renew_t_send)
-        self.renew_failing = False
-        self.renew_failures = 0
-        self.renew_hint_follows = 0
-        self.host.lease_checks.on_belief_extend(
-            self.id, self.lease.lease_id, self.real_us(self.valid_until)
-        )
-        self._schedule_renew()
-        self._schedule_lost_check()
 
     # ------------------------------------------------------------------ writes
     def _schedule_write(self) -> None:
@@ -745,3 +754,13 @@ class SimClient:
         lease = self.lease
         self.host.resource_write(self.id, lease.name, lease.fencing_token, lease.lease_id, delay)
         self._schedule_write()
+
+
+def _status_failure(status: str) -> Failure:
+    """A reply that is not an answer the call can use, as the real client sees its gRPC
+    status: NOT_FOUND (the lease is not known), or a status it does not expect."""
+    if status == NOT_FOUND:
+        return Failure("NOT_FOUND", exc=LeaseNotFound("lease not found"))
+    if status == INVALID:
+        return Failure("INVALID_ARGUMENT", exc=InvalidArgument("invalid argument"))
+    return Failure(f"server answered {status}", exc=RpcFailed(f"server answered {status}"))

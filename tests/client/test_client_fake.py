@@ -232,14 +232,14 @@ def test_planted_validity_from_the_answer_is_caught(
 ) -> None:
     """Teeth: plant the bug (the keepalive hands the answer's arrival time to the timer
     instead of the send time) and the check above must fail."""
-    from raftlease.client import _common
+    from raftlease.client._keepalive import KeepaliveState
 
-    honest = _common.KeepaliveState.on_response
+    honest = KeepaliveState.on_answer
 
-    def from_the_answer(self: Any, resp: Any, t_send: float, lost_at: float) -> Any:
-        return honest(self, resp, boot_monotonic(), lost_at)
+    def from_the_answer(self: Any, answer: Any, t_send: float, lost_at: float) -> Any:
+        return honest(self, answer, boot_monotonic(), lost_at)
 
-    monkeypatch.setattr(_common.KeepaliveState, "on_response", from_the_answer)
+    monkeypatch.setattr(KeepaliveState, "on_answer", from_the_answer)
     with pytest.raises(AssertionError, match="after the renewal arrived"):
         delayed_renewals_keep_validity_from_the_send(fakes, flavour)
 

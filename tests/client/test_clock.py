@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from concurrent import futures
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,7 +20,8 @@ import pytest
 
 from raftlease import clock
 from raftlease.client import AsyncLeaseClient, LeaseClient, effective_ttl
-from raftlease.client._common import LeaseTimer
+from raftlease.client._retry import Router
+from raftlease.client._validity import LeaseTimer
 from raftlease.client.sync import Lease
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
@@ -109,8 +111,9 @@ def test_sync_lease_validity_follows_the_boot_clock(monkeypatch: pytest.MonkeyPa
     boot = FakeBootClock(monkeypatch)
     timer = LeaseTimer(10.0, 0.01)
     timer.on_success(boot.now)
+    no_client = SimpleNamespace(_router=Router(["127.0.0.1:1"]), endpoints=["127.0.0.1:1"])
     lease = Lease(
-        None,  # type: ignore[arg-type]  # no keepalive thread is started
+        no_client,  # type: ignore[arg-type]  # no keepalive thread is started
         name="x",
         lease_id=1,
         fencing_token=1,

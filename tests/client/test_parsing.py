@@ -21,6 +21,7 @@ from raftlease.client._common import (
     metadata_leader_hint,
     seconds_to_ms,
 )
+from raftlease.client._rpc import rpc_failure
 from raftlease.client.errors import InvalidArgument
 from raftlease.client.runner import exit_code, restart_delay
 from raftlease.errors import ConfigError
@@ -268,12 +269,12 @@ class _FakeRpcError(grpc.RpcError):
 def test_attempts_follow_hints_at_once_and_back_off_per_round() -> None:
     router = Router(["a:1", "b:2", "c:3"])
     attempts = Attempts("op", deadline=10.0, rng=random.Random(0), round_size=3)
-    nxt, delay = attempts.failed(router, "a:1", _FakeRpcError("b:2"))
+    nxt, delay = attempts.failed(router, "a:1", rpc_failure(_FakeRpcError("b:2")))
     assert (nxt, delay) == ("b:2", 0.0)  # a fresh hint: no sleep
     delays = []
     target = "b:2"
     for _ in range(9):
-        target, delay = attempts.failed(router, target, _FakeRpcError())
+        target, delay = attempts.failed(router, target, rpc_failure(_FakeRpcError()))
         delays.append(delay)
     # three attempts per level: 10 ms, then 20 ms, then 40 ms (jittered down to half)
     for i, delay in enumerate(delays):

@@ -1,8 +1,10 @@
-"""Launch one raftlease node for the benchmarks: ``raftlease.server.main_serve`` plus probes.
+"""Launch one raftlease node for the benchmarks: ``raftlease serve`` plus probes.
 
-    python bench/_serve.py NODE_ID LISTEN ID=HOST:PORT,... DATA_DIR CLUSTER_ID [OVERRIDES]
+    python bench/_serve.py [--set JSON] serve --id ID --listen ... (the serve command line)
 
-OVERRIDES is a Python dict literal of NodeConfig fields (``{}`` for the defaults).
+``BenchCluster`` (bench/cluster.py) passes this script as its LocalCluster launcher. JSON
+maps NodeConfig fields the command line does not have to values; they are handed to
+``raftlease.server.main_serve`` along with what the command line gives.
 Environment:
   RAFTLEASE_BENCH_TRACE=PATH     record per-request timing probes (bench/probes.py) into PATH
   RAFTLEASE_BENCH_CPROFILE=PATH  run the server under cProfile, stats written to PATH on exit
@@ -11,7 +13,8 @@ Environment:
 
 from __future__ import annotations
 
-import ast
+import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def main() -> None:
-    node_id, listen, peers_s, data_dir, cluster_id = sys.argv[1:6]
-    overrides = ast.literal_eval(sys.argv[6]) if len(sys.argv) > 6 else {}
-    peers = dict(p.split("=", 1) for p in peers_s.split(","))
+def main(argv: list[str]) -> int:
+    overrides = {}
+    if argv[:1] == ["--set"]:
+        overrides = json.loads(argv[1])
+        argv = argv[2:]
+    node_id = argv[argv.index("--id") + 1]
     trace_path = os.environ.get("RAFTLEASE_BENCH_TRACE")
     if trace_path:
         import probes  # bench/probes.py
@@ -36,22 +41,28 @@ def main() -> None:
 
         wi.install([w.strip() for w in whatif.split(",")])
 
-    from raftlease.server import main_serve
+    import raftlease.server
+    from raftlease.cli import build_parser
+
+    if overrides:  # cmd_serve looks main_serve up when it runs
+        raftlease.server.main_serve = functools.partial(raftlease.server.main_serve, **overrides)
+    # The serve command itself, without cli.main's error handling: anything main_serve does
+    # not handle stays a traceback in the node's log.
+    args = build_parser().parse_args(argv)
 
     prof_path = os.environ.get("RAFTLEASE_BENCH_CPROFILE")
-    if prof_path:
-        import cProfile
+    if not prof_path:
+        return int(args.func(args))
+    import cProfile
 
-        prof = cProfile.Profile()
-        prof.enable()
-        try:
-            main_serve(node_id, listen, peers, data_dir, cluster_id, **overrides)
-        finally:
-            prof.disable()
-            prof.dump_stats(prof_path)
-    else:
-        main_serve(node_id, listen, peers, data_dir, cluster_id, **overrides)
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        return int(args.func(args))
+    finally:
+        prof.disable()
+        prof.dump_stats(prof_path)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))

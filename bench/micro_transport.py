@@ -156,12 +156,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=3000)
     o = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cluster import free_ports
+    from raftlease.testing.local import free_port
 
     out = {}
     for kind in ("grpc", "tcp"):
-        pa, pb = (f"127.0.0.1:{p}" for p in free_ports(2))
+        port_a = free_port()
+        pa, pb = f"127.0.0.1:{port_a}", f"127.0.0.1:{free_port(avoid={port_a})}"
         me = [sys.executable, __file__, "--child", kind]
         b = subprocess.Popen([*me, "b", pb, pa, str(o.n)], stdout=subprocess.PIPE, text=True)
         a = subprocess.Popen([*me, "a", pa, pb, str(o.n)], stdout=subprocess.PIPE, text=True)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import analyze
 import grpc
 import psutil
-from cluster import BENCH_DIR, REPO, LocalCluster, nice_prefix
+from cluster import BENCH_DIR, REPO, BenchCluster, nice_prefix
 
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
@@ -143,7 +143,7 @@ def popen_kw() -> dict[str, Any]:
 
 def loadgen(args: list[str], timeout: float) -> dict[str, Any]:
     p = subprocess.run(
-        [*nice_prefix(LocalCluster.nice), PY, str(BENCH_DIR / "loadgen.py"), *args],
+        [*nice_prefix(BenchCluster.nice), PY, str(BENCH_DIR / "loadgen.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -161,14 +161,14 @@ NODE_ENV: dict[str, str] = {}
 NODE_OVERRIDES: dict[str, Any] = {}
 
 
-def new_cluster() -> LocalCluster:
-    return LocalCluster(overrides=NODE_OVERRIDES)
+def new_cluster() -> BenchCluster:
+    return BenchCluster(overrides=NODE_OVERRIDES)
 
 
-def fresh_cluster(env_for: dict[str, dict[str, str]] | None = None) -> tuple[LocalCluster, str]:
+def fresh_cluster(env_for: dict[str, dict[str, str]] | None = None) -> tuple[BenchCluster, str]:
     c = new_cluster()
     env = {nid: {**NODE_ENV, **(env_for or {}).get(nid, {})} for nid in c.nodes}
-    c.start(env)
+    c.start_nodes(env)
     try:
         leader = c.wait_stable(30, settle=0.5)
     except Exception:
@@ -226,7 +226,7 @@ def wait_for_quiet() -> float:
         log(f"  waiting for a quiet machine: {busy:.0f}% of a core busy elsewhere")
 
 
-def cpu_window(c: LocalCluster, seconds: float) -> tuple[float, dict[str, float]]:
+def cpu_window(c: BenchCluster, seconds: float) -> tuple[float, dict[str, float]]:
     """Cluster CPU over the window as % of one core, and per node."""
     a = c.cpu_snapshot()
     t0 = time.monotonic()
@@ -327,17 +327,17 @@ def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, 
     with c:
         lead = c.nodes[leader]
         time.sleep(1.0)
-        rss0 = lead.rss()
+        rss0 = c.rss(leader)
         p = subprocess.Popen(
             [
-                *nice_prefix(LocalCluster.nice),
+                *nice_prefix(BenchCluster.nice),
                 PY,
                 str(BENCH_DIR / "loadgen.py"),
                 "keepalive",
                 "--target",
                 lead.address,
                 "--endpoints",
-                ",".join(c.endpoints()),
+                ",".join(c.endpoints),
                 "--leases",
                 str(leases),
                 "--ttl-ms",
@@ -360,19 +360,19 @@ def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, 
             if line.startswith("MARK"):
                 # leases // 10 acquired; the loadgen pauses 2 s before the rest
                 time.sleep(1.0)
-                rss_mark = lead.rss()
+                rss_mark = c.rss(leader)
                 line = p.stdout.readline()
             if not line.startswith("READY"):
                 raise RuntimeError(f"keepalive loadgen: {line!r} {p.stderr.read()[-2000:]}")
             # The loadgen prints READY right after the acquisitions and waits 2 s before
             # opening any keepalive stream: this is the memory of `leases` held leases.
             time.sleep(1.0)
-            rss_held = lead.rss()
+            rss_held = c.rss(leader)
             time.sleep(5.0)  # the pause, then one renewal period (ttl/3) so every stream is open
             bg = Background()
             total, per = cpu_window(c, window)
             busy = bg.busy_pct() - bg.self_pct()
-            rss_kept = lead.rss()
+            rss_kept = c.rss(leader)
             p.send_signal(signal.SIGTERM)
             out, err = p.communicate(timeout=60)
         finally:
@@ -473,7 +473,7 @@ def run_w4(o: argparse.Namespace) -> dict[str, Any]:
     detail: list[dict[str, Any]] = []
     bg = Background()
     with c:
-        prober = _Prober(c.endpoints())
+        prober = _Prober(c.endpoints)
         try:
             for t in range(trials):
                 leader = c.wait_stable(30, settle=1.0)
@@ -685,10 +685,10 @@ def run_profile(o: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     secs = 8.0 if o.quick else 15.0
     prof: dict[str, Any] = {}
 
-    def w2_load(c: LocalCluster, leader: str) -> Any:
+    def w2_load(c: BenchCluster, leader: str) -> Any:
         p = subprocess.Popen(
             [
-                *nice_prefix(LocalCluster.nice),
+                *nice_prefix(BenchCluster.nice),
                 PY,
                 str(BENCH_DIR / "loadgen.py"),
                 "w2",
@@ -713,10 +713,10 @@ def run_profile(o: argparse.Namespace, outdir: Path) -> dict[str, Any]:
 
         return stop
 
-    def w3_load(c: LocalCluster, leader: str) -> Any:
+    def w3_load(c: BenchCluster, leader: str) -> Any:
         p = subprocess.Popen(
             [
-                *nice_prefix(LocalCluster.nice),
+                *nice_prefix(BenchCluster.nice),
                 PY,
                 str(BENCH_DIR / "loadgen.py"),
                 "keepalive",
@@ -935,7 +935,7 @@ def main() -> None:
     QUIET["max_wait_s"] = o.quiet_max_wait
     if o.nice:
         os.nice(o.nice)
-        LocalCluster.nice = o.nice
+        BenchCluster.nice = o.nice
     if o.whatif:
         NODE_ENV["RAFTLEASE_BENCH_WHATIF"] = o.whatif
     for kv in filter(None, o.set.split(",")):
@@ -952,7 +952,7 @@ def main() -> None:
     ts = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = Path(o.out) if o.out else RESULTS / f"{ts}.json"
-    LocalCluster.log_archive = RESULTS / f"{ts}-logs"
+    BenchCluster.log_archive = RESULTS / f"{ts}-logs"
     facts = machine_facts()
     cmd = " ".join([Path(PY).name, *sys.argv])
     log(f"raftlease bench: {cmd}; {runs} run(s) of {selected or 'none'}; results -> {out_path}")
@@ -970,7 +970,7 @@ def main() -> None:
         for i in range(runs):
             log(f"{w.upper()} run {i + 1}/{runs}")
             wait_for_quiet()
-            LocalCluster.label = f"{w}-run{i + 1}"
+            BenchCluster.label = f"{w}-run{i + 1}"
             try:
                 r = fns[w](o)
             except Exception as e:  # a broken run is reported, not fatal to the others

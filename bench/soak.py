@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import BENCH_DIR, REPO, LocalCluster, nice_prefix
+from cluster import BENCH_DIR, REPO, BenchCluster, nice_prefix
 
 
 def main() -> None:
@@ -39,12 +39,12 @@ def main() -> None:
         overrides[k] = float(v) if "." in v else int(v)
     out = BENCH_DIR / "results" / (dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-soak")
     out.mkdir(parents=True, exist_ok=True)
-    LocalCluster.nice = o.nice
-    c = LocalCluster(overrides=overrides)
+    BenchCluster.nice = o.nice
+    c = BenchCluster(overrides=overrides)
     spy = str(Path(sys.executable).parent / "py-spy")
     report: dict[str, object] = {"hung": None}
     with c:
-        c.start()
+        c.start_nodes()
         leader = c.wait_stable(30, settle=0.5)
         load = subprocess.Popen(
             [
@@ -70,7 +70,7 @@ def main() -> None:
         try:
             while time.monotonic() < t_end and load.poll() is None and not stop.is_set():
                 for nid, np in c.nodes.items():
-                    if not np.alive:
+                    if not np.alive():
                         continue
                     if c.status(nid, timeout=1.0) is not None:
                         last_ok[nid] = time.monotonic()

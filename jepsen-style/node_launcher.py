@@ -1,33 +1,35 @@
-"""Start one raftlease node for the harness: ``python node_launcher.py CONFIG.json``.
+"""Start one raftlease node for the harness: ``python node_launcher.py [--set JSON] serve ...``.
 
-The config gives ``node_id``, ``listen``, ``peers`` (this node's own map: every peer address is
-the harness proxy of the directed link this->peer), ``client_addresses`` (the real listen
-addresses, for leader hints), ``data_dir``, ``cluster_id`` and NodeConfig ``overrides``.
-We call ``raftlease.server.main_serve`` directly because it takes a per-node peer map plus
-``client_addresses``; the ``raftlease serve`` CLI is used by nothing here.
+Everything after ``--set JSON`` is the ``raftlease serve`` command line that
+``raftlease.testing.LocalCluster`` builds (this node's own ``--peers`` map, whose peer
+addresses are the harness proxies of the directed links this->peer, plus
+``--client-addresses``, the real listen addresses, for leader hints). ``JSON`` maps NodeConfig
+fields the command line does not have (``snapshot_entries``, ...) to values; they are handed
+to ``raftlease.server.main_serve`` along with what the command line gives.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
 
-def main() -> None:
-    with open(sys.argv[1], encoding="utf-8") as f:
-        cfg = json.load(f)
-    from raftlease.server import main_serve
+def main(argv: list[str]) -> int:
+    overrides = {}
+    if argv[:1] == ["--set"]:
+        overrides = json.loads(argv[1])
+        argv = argv[2:]
+    import raftlease.server
+    from raftlease.cli import build_parser
 
-    main_serve(
-        cfg["node_id"],
-        cfg["listen"],
-        cfg["peers"],
-        cfg["data_dir"],
-        cfg["cluster_id"],
-        client_addresses=cfg["client_addresses"],
-        **cfg.get("overrides", {}),
-    )
+    if overrides:  # cmd_serve looks main_serve up when it runs
+        raftlease.server.main_serve = functools.partial(raftlease.server.main_serve, **overrides)
+    # The serve command itself, without cli.main's error handling: anything main_serve does
+    # not handle stays a traceback (the harness tells a crash from a refusal by it).
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))

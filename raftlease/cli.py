@@ -18,7 +18,6 @@ import argparse
 import json
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -225,21 +224,13 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for proc in children.values():
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from raftlease.client import LeaseClient
+    from raftlease.testing.local import (
+        LocalCluster,
+        NodeExitedError,
+        NoLeaderError,
+        WaitInterrupted,
+    )
 
     if not 1 <= args.nodes <= 9:
         raise UsageError(f"--nodes must be between 1 and 9, got {args.nodes}")
@@ -255,75 +246,50 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         id_file.write_text(cluster_id + "\n", encoding="utf-8")
     host = args.host
     ids = [f"n{i}" for i in range(1, args.nodes + 1)]
-    addresses = {nid: f"{host}:{args.base_port + i}" for i, nid in enumerate(ids)}
-    for nid, address in addresses.items():
-        if not _port_free(host, int(address.rsplit(":", 1)[1])):
-            return _fail(f"{address} (for {nid}) is in use; is another cluster running?")
-    peers = ",".join(f"{nid}={addr}" for nid, addr in addresses.items())
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    logs: dict[str, Path] = {}
+    # Data in DIR/nI, output in DIR/nI.log; the nodes inherit our environment and terminal
+    # (a Ctrl-C reaches them too; we then stop them with SIGTERM, SIGKILL after 5 s).
+    cluster = LocalCluster(
+        data_dir,
+        ids=ids,
+        host=host,
+        ports=[args.base_port + i for i in range(args.nodes)],
+        cluster_id=cluster_id,
+        stop_grace=STOP_GRACE_S,
+    )
+    for nid, node in cluster.nodes.items():
+        if not _port_free(host, node.port):
+            return _fail(f"{node.address} (for {nid}) is in use; is another cluster running?")
     out = sys.stdout
     with _Stop() as stop:
         try:
-            for nid in ids:
-                logs[nid] = data_dir / f"{nid}.log"
-                with open(logs[nid], "ab") as log_file:
-                    children[nid] = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "raftlease",
-                            "serve",
-                            "--id",
-                            nid,
-                            "--listen",
-                            addresses[nid],
-                            "--peers",
-                            peers,
-                            "--data-dir",
-                            str(data_dir / nid),
-                            "--cluster-id",
-                            cluster_id,
-                        ],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                    )
-            endpoints = list(addresses.values())
-            leader: str | None = None
-            term: object = None
-            deadline = time.monotonic() + LEADER_WAIT_S
-            with LeaseClient(endpoints, timeout=1.0) as client:
-                while leader is None:
-                    if stop.event.is_set():
-                        return 0
-                    for nid, proc in children.items():
-                        if proc.poll() is not None:
-                            # Exit 2: serve refused its settings or data dir in its last line.
-                            lines = 1 if proc.returncode == 2 else 3
-                            return _fail(
-                                f"node {nid} exited with code {proc.returncode} during start-up: "
-                                f"{_tail(logs[nid], lines)} (log: {logs[nid]})"
-                            )
-                    if time.monotonic() > deadline:
-                        return _fail(
-                            f"no leader elected within {LEADER_WAIT_S:.0f}s; see the logs in "
-                            f"{data_dir}"
-                        )
-                    status = client.status()
-                    leader, term = status["leader"], status["term"]
-                    if leader is None:
-                        stop.event.wait(0.1)
-            joined = ",".join(endpoints)
+            cluster.start_all()
+            try:
+                status = cluster.wait_leader_status(
+                    LEADER_WAIT_S, stop=stop.event, check_exits=True
+                )
+            except WaitInterrupted:
+                return 0
+            except NodeExitedError as err:
+                # Exit 2: serve refused its settings or data dir in its last line.
+                lines = 1 if err.returncode == 2 else 3
+                return _fail(
+                    f"node {err.node_id} exited with code {err.returncode} during start-up: "
+                    f"{_tail(err.log_path, lines)} (log: {err.log_path})"
+                )
+            except NoLeaderError:
+                return _fail(
+                    f"no leader elected within {LEADER_WAIT_S:.0f}s; see the logs in {data_dir}"
+                )
+            joined = ",".join(cluster.endpoints)
             print(
                 f"raftlease cluster {cluster_id}: {args.nodes} nodes up, "
-                f"leader {leader} (term {term})",
+                f"leader {status.node_id} (term {status.term})",
                 file=out,
             )
-            for nid in ids:
+            for nid, node in cluster.nodes.items():
                 print(
-                    f"  {nid}  {addresses[nid]}  pid {children[nid].pid}  "
-                    f"data {data_dir / nid}  log {logs[nid]}",
+                    f"  {nid}  {node.address}  pid {node.pid}  "
+                    f"data {node.data_dir}  log {node.log_path}",
                     file=out,
                 )
             print("", file=out)
@@ -339,21 +305,21 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             print("Ctrl-C stops the cluster.", file=out, flush=True)
             reported: set[str] = set()
             while not stop.event.wait(0.5):
-                for nid, proc in children.items():
-                    if nid not in reported and proc.poll() is not None:
+                for nid, node in cluster.nodes.items():
+                    if nid not in reported and node.returncode is not None:
                         reported.add(nid)
                         print(
                             f"raftlease cluster: node {nid} exited with code "
-                            f"{proc.returncode} (not restarted; log: {logs[nid]})",
+                            f"{node.returncode} (not restarted; log: {node.log_path})",
                             file=sys.stderr,
                             flush=True,
                         )
-                if len(reported) == len(children):
+                if len(reported) == len(cluster.nodes):
                     return _fail("every node has exited")
             print("raftlease cluster: stopping", file=sys.stderr, flush=True)
             return 0
         finally:
-            _stop_children(children)
+            cluster.stop()
 
 
 def cmd_acquire(args: argparse.Namespace) -> int:

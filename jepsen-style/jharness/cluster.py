@@ -1,8 +1,10 @@
 """The cluster under test: N real raftlease node processes behind per-directed-link proxies.
 
-Every node gets its own peer map: node A reaches node B at the proxy of link A->B. Clients
-use the nodes' real listen addresses (``client_addresses``), so a partition cuts Raft traffic
-only, as in a real network where clients may still reach an isolated old leader.
+The processes are a ``raftlease.testing.LocalCluster`` started through ``node_launcher.py``
+(``raftlease serve`` plus the row's NodeConfig overrides). Every node gets its own peer map
+(``--peers``): node A reaches node B at the proxy of link A->B. Clients use the nodes' real
+listen addresses (``--client-addresses``), so a partition cuts Raft traffic only, as in a
+real network where clients may still reach an isolated old leader.
 
 Also here: the status poller (Cluster.Status of every node every 100 ms, into status.jsonl:
 the timeline, the term-monotonicity check and the leader-lease check read it; every sample
@@ -16,50 +18,64 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from raftlease.testing.local import LocalCluster, free_port
 
 from jharness.proxy import ProxyHub
-from jharness.util import HERE, REPO, JsonlWriter, free_ports, now
+from jharness.util import HERE, REPO, JsonlWriter, now
+
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
+    from raftlease.testing.local import LocalNode
 
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 REFUSAL_MARKERS = ("raftlease: error:", "refusing to start", "not a usable raftlease storage")
 
 
 class NodeProc:
-    def __init__(self, cluster: Cluster, node_id: str, port: int) -> None:
+    """The harness's view of one node: its LocalCluster process plus the state, fault
+    settings and log offset of the current incarnation."""
+
+    def __init__(self, cluster: Cluster, local: LocalNode) -> None:
         self.cluster = cluster
-        self.id = node_id
-        self.port = port
-        self.addr = f"127.0.0.1:{port}"
-        self.dir = cluster.run_dir / "nodes" / node_id
-        self.data_dir = self.dir / "data"
-        self.log_path = self.dir / "node.log"
-        self.cfg_path = self.dir / "config.json"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.local = local
+        self.id = local.id
+        self.port = local.port
+        self.addr = local.address
+        self.dir = cluster.run_dir / "nodes" / local.id
+        self.data_dir = local.data_dir
+        self.log_path = local.log_path
         self.state = "down"  # up | down | paused | refused
         self.expect_exit = False
         self.failpoints = ""
         # RAFTLEASE_TRANSPORT_FAULTS of the running incarnation (kept across restarts until a
         # start passes transport_faults="")
         self.transport_faults = ""
-        self.starts = 0
         self.faketime_file = self.dir / "faketime.txt"
         self.env_extra: dict[str, str] = {}
         self.log_offset = 0  # where the current incarnation's output starts in node.log
 
     @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.local.proc
+
+    @property
+    def starts(self) -> int:
+        return self.local.starts
+
+    @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.local.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.local.alive()
 
 
 class Cluster:
@@ -77,25 +93,52 @@ class Cluster:
         self.run_dir = run_dir
         self.history = history
         self.ids = [f"n{i + 1}" for i in range(n)]
-        ports = free_ports(n + n * (n - 1))
-        self.nodes = {nid: NodeProc(self, nid, ports[i]) for i, nid in enumerate(self.ids)}
+        ports: list[int] = []
+        for _ in range(n + n * (n - 1)):
+            ports.append(free_port(avoid=ports))
         self.proxies = ProxyHub(seed)
         self.overrides = {"tick_s": 0.02, **(overrides or {})}
         self.tick_s = float(self.overrides["tick_s"])
         self.e_max = self.tick_s * int(self.overrides.get("election_ticks_max", 20))
         self.cluster_id = f"jepsen-{seed}"
+        node_port = dict(zip(self.ids, ports, strict=False))
         k = n
         self.peer_maps: dict[str, dict[str, str]] = {nid: {} for nid in self.ids}
         for a in self.ids:
             for b in self.ids:
                 if a == b:
-                    self.peer_maps[a][b] = self.nodes[a].addr
+                    self.peer_maps[a][b] = f"127.0.0.1:{node_port[a]}"
                     continue
                 pport = ports[k]
                 k += 1
-                self.proxies.add_link(a, b, pport, self.nodes[b].port)
+                self.proxies.add_link(a, b, pport, node_port[b])
                 self.peer_maps[a][b] = f"127.0.0.1:{pport}"
-        self.client_addresses = {nid: self.nodes[nid].addr for nid in self.ids}
+        self.local = LocalCluster(
+            run_dir,
+            ids=self.ids,
+            ports=ports[:n],
+            cluster_id=self.cluster_id,
+            launcher=[
+                sys.executable,
+                str(HERE / "node_launcher.py"),
+                "--set",
+                json.dumps(self.overrides, sort_keys=True),
+            ],
+            peer_addresses=self.peer_maps,
+            data_dir="nodes/{id}/data",
+            log_file="nodes/{id}/node.log",
+            env={
+                "RAFTLEASE_FAILPOINTS": None,
+                "RAFTLEASE_CLOCK_RATE": None,
+                "RAFTLEASE_TRANSPORT_FAULTS": None,
+                "PYTHONUNBUFFERED": "1",
+                "RAFTLEASE_LOG_LEVEL": "INFO",
+                "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            },
+            new_session=True,
+        )
+        self.nodes = {nid: NodeProc(self, self.local.nodes[nid]) for nid in self.ids}
+        self.client_addresses = self.local.addresses
         for nid, node in self.nodes.items():
             node.dir.mkdir(parents=True, exist_ok=True)
             node.env_extra = dict((node_env or {}).get(nid, {}))
@@ -116,20 +159,6 @@ class Cluster:
                         "FAKETIME_FORCE_MONOTONIC_FIX": "0",
                     }
                 )
-            node.cfg_path.write_text(
-                json.dumps(
-                    {
-                        "node_id": nid,
-                        "listen": node.addr,
-                        "peers": self.peer_maps[nid],
-                        "client_addresses": self.client_addresses,
-                        "data_dir": str(node.data_dir),
-                        "cluster_id": self.cluster_id,
-                        "overrides": self.overrides,
-                    },
-                    indent=1,
-                )
-            )
         self.status_log = JsonlWriter(run_dir / "status.jsonl")
         self.latest: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
@@ -161,15 +190,7 @@ class Cluster:
         with self._lock:
             if node.alive():
                 return
-            e = dict(os.environ)
-            e.pop("RAFTLEASE_FAILPOINTS", None)
-            e.pop("RAFTLEASE_CLOCK_RATE", None)
-            e.pop("RAFTLEASE_TRANSPORT_FAULTS", None)
-            e.update({"PYTHONUNBUFFERED": "1", "RAFTLEASE_LOG_LEVEL": "INFO"})
-            e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-            e.update(node.env_extra)
-            if env:
-                e.update(env)
+            e: dict[str, str | None] = {**node.env_extra, **(env or {})}
             if failpoints:
                 e["RAFTLEASE_FAILPOINTS"] = failpoints
             if transport_faults is not None:
@@ -177,25 +198,14 @@ class Cluster:
             if node.transport_faults:
                 e["RAFTLEASE_TRANSPORT_FAULTS"] = node.transport_faults
             node.failpoints = failpoints
-            node.starts += 1
             tf = f" transport_faults={node.transport_faults!r}" if node.transport_faults else ""
             with open(node.log_path, "ab") as lf:
                 lf.write(
-                    f"=== harness: start #{node.starts} of {nid} at t={now():.3f} "
+                    f"=== harness: start #{node.starts + 1} of {nid} at t={now():.3f} "
                     f"failpoints={failpoints!r}{tf} ===\n".encode()
                 )
                 node.log_offset = lf.tell()
-            logf = open(node.log_path, "ab")  # noqa: SIM115 - owned by the child
-            node.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "node_launcher.py"), str(node.cfg_path)],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=e,
-                cwd=str(node.dir),
-                start_new_session=True,
-            )
-            logf.close()
+            self.local.start(nid, env=e)
             node.state = "up"
             node.expect_exit = False
         self.event(
@@ -219,14 +229,10 @@ class Cluster:
             if sig == signal.SIGTERM:
                 with open(node.log_path, "ab") as lf:
                     lf.write(f"=== harness: SIGTERM to {nid} at t={t_signal:.3f} ===\n".encode())
-            if node.state == "paused":
-                os.kill(node.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
-            os.kill(node.proc.pid, sig)  # type: ignore[union-attr]
-        try:
-            node.proc.wait(5.0)  # type: ignore[union-attr]
-        except subprocess.TimeoutExpired:
-            os.kill(node.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-            node.proc.wait(5.0)  # type: ignore[union-attr]
+            if node.local.paused:
+                self.local.resume(nid)
+            self.local.signal(nid, sig)
+        self.local.reap(nid, 5.0)  # SIGKILL if it takes longer
         node.state = "down"
         self.event(
             "node-stop",
@@ -244,14 +250,14 @@ class Cluster:
         node = self.nodes[nid]
         with self._lock:
             if node.alive() and node.state == "up":
-                os.kill(node.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+                self.local.pause(nid)
                 node.state = "paused"
 
     def resume(self, nid: str) -> None:
         node = self.nodes[nid]
         with self._lock:
             if node.alive() and node.state == "paused":
-                os.kill(node.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+                self.local.resume(nid)
                 node.state = "up"
 
     def set_wall_offset(self, nid: str, spec: str) -> None:

@@ -1,10 +1,9 @@
-"""Small shared helpers: the reference clock, JSONL files, free ports."""
+"""Small shared helpers: the reference clock, JSONL files."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -53,17 +52,3 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             except ValueError:
                 continue  # a line torn by a SIGKILL
     return out
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound and released together)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()

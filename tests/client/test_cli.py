@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import socket
 
 import pytest
 
 from raftlease.cli import main, parse_duration_arg, parse_peers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from raftlease.testing.local import free_port
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -86,7 +79,7 @@ def test_bad_endpoints_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unreachable_cluster_is_one_line(
     capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     cut = argv.index("--") if "--" in argv else len(argv)  # options go before `-- CMD`
     argv = [*argv[:cut], "--endpoints", dead, "--timeout", "300ms", *argv[cut:]]
     code, _, err = run_cli(capsys, *argv)

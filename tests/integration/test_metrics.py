@@ -20,12 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftlease.v1 import lease_pb2, lease_pb2_grpc
 
-from .conftest import _FAILED, Cluster, free_ports, node_status
+from .conftest import _FAILED, Cluster, free_port, node_status
 from .test_serve_validation import serve
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
+
+    from raftlease.testing.local import LocalNode
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +39,22 @@ class MetricsCluster(Cluster):
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        ports = free_ports(len(self.nodes) + 3)
-        taken = {int(n.address.rsplit(":", 1)[1]) for n in self.nodes.values()}
-        free = [p for p in ports if p not in taken]
-        self.metrics = {
-            node_id: f"127.0.0.1:{port}" for node_id, port in zip(self.nodes, free, strict=False)
-        }
+        taken = [node.port for node in self.nodes.values()]
+        self.metrics: dict[str, str] = {}
+        for node_id in self.nodes:
+            taken.append(free_port(avoid=taken))
+            self.metrics[node_id] = f"127.0.0.1:{taken[-1]}"
 
-    def start(self, node_id: str, *extra: str) -> None:
-        super().start(node_id, "--metrics", self.metrics[node_id], *extra)
+    def start(
+        self,
+        node_id: str,
+        *extra: str,
+        env: Mapping[str, str | None] | None = None,
+        launcher: Sequence[str] | None = None,
+    ) -> LocalNode:
+        return super().start(
+            node_id, "--metrics", self.metrics[node_id], *extra, env=env, launcher=launcher
+        )
 
     def scrape(self, node_id: str) -> Samples:
         url = f"http://{self.metrics[node_id]}/metrics"
@@ -199,7 +208,8 @@ def test_a_killed_follower_shows_as_missed_heartbeats(mcluster: MetricsCluster) 
 
 
 def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
-    listen_port, metrics_port = free_ports(2)
+    listen_port = free_port()
+    metrics_port = free_port(avoid={listen_port})
     data_dir = tmp_path / "n1"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", metrics_port))
@@ -225,7 +235,7 @@ def test_a_busy_metrics_port_is_refused(tmp_path: Path) -> None:
 
 
 def test_metrics_on_the_listen_port_is_refused(tmp_path: Path) -> None:
-    (port,) = free_ports(1)
+    port = free_port()
     proc = serve(
         "--id",
         "n1",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from integration.conftest import REPO_ROOT, free_ports
+from integration.conftest import REPO_ROOT, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -271,7 +271,10 @@ def test_descendants_that_left_the_process_group_die_too(
 
 
 def test_wait_says_what_it_waits_for_and_gives_up(tmp_path: Path) -> None:
-    endpoints = ",".join(f"127.0.0.1:{port}" for port in free_ports(3))  # nothing listens
+    ports: list[int] = []
+    for _ in range(3):
+        ports.append(free_port(avoid=ports))
+    endpoints = ",".join(f"127.0.0.1:{port}" for port in ports)  # nothing listens
     lines: list[tuple[float, str]] = []
     t0 = time.monotonic()
     proc = subprocess.Popen(

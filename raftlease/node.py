@@ -29,15 +29,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from raftlease import failpoints
-from raftlease.config import RaftConfig
 from raftlease.core.raft import RaftCore
 from raftlease.core.ready import Ready, SoftState
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
-from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S
 from raftlease.fsm.leases import LeaseTable
 from raftlease.observe import NOOP_OBSERVER
 from raftlease.service import Call, LeaseService
+from raftlease.settings import ServerConfig
 from raftlease.types import NodeId, Role
 
 if TYPE_CHECKING:
@@ -58,62 +56,9 @@ TIMER_SLACK_S = 0.001
 log = logging.getLogger("raftlease.node")
 
 
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """Runtime settings of one node.
-
-    tick_s: seconds per core tick (default 0.01). With election 20..40 ticks and heartbeat 10
-        ticks that is a 200..400 ms election timeout and 100 ms heartbeats.
-    heartbeat_ticks: 10 here, half the minimum election timeout (the most
-        ``RaftConfig.validate`` allows). On this project's 2-core VM heartbeats are most of an
-        idle cluster's CPU (W5: 4.1-4.5 % of a core at 40 ms, 2.9-3.5 % at 60 ms, 2.8 % at
-        100 ms), and a longer heartbeat does not slow failover: a follower's election timer
-        runs from the last heartbeat it heard, so on average it fires sooner after the leader
-        dies (W4 median 0.31 s at 60 ms, 0.28 s at 100 ms; docs/benchmarks.md). The fine tick
-        (10 ms rather than 20 ms) keeps the leader lease 14 ticks = 140 ms long, 40 ms more
-        than a heartbeat interval, so it does not lapse between heartbeats.
-    snapshot_entries: take a snapshot and compact the log after this many applied entries.
-    inherited_wait_grace_s: a new leader cancels every queued acquire whose client has not
-        re-attached (retried with its request id) this long after it took office.
-    """
-
-    node_id: NodeId
-    cluster_id: str
-    peers: dict[NodeId, str]  # every voter, this node included -> HOST:PORT for peer traffic
-    # Where clients reach each node (leader hints, status). Defaults to ``peers``; differs
-    # when peer links go through proxies (the jepsen-style harness).
-    client_addresses: dict[NodeId, str] = field(default_factory=dict)
-    tick_s: float = 0.01
-    election_ticks_min: int = 20
-    election_ticks_max: int = 40
-    heartbeat_ticks: int = 10
-    max_drift: float = 0.01
-    snapshot_entries: int = 10_000
-    inherited_wait_grace_s: float = INHERITED_WAIT_GRACE_S
-    seed: int | None = None
-    raft_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def safety_settings(self) -> str:
-        """The settings the safety argument compares across nodes (docs/safety.md, L1), as
-        one line. Peers exchange it when a link opens and refuse a mismatch: a rolling change
-        of the tick length, say, would otherwise break (L1) silently."""
-        rc = self.raft_config()
-        return (
-            f"tick={self.tick_s * 1000:g}ms election={rc.election_ticks_min}-"
-            f"{rc.election_ticks_max} heartbeat={rc.heartbeat_ticks} "
-            f"lease={rc.effective_lease_ticks} max_drift={rc.max_drift:g}"
-        )
-
-    def raft_config(self) -> RaftConfig:
-        return RaftConfig(
-            node_id=self.node_id,
-            voters=tuple(sorted(self.peers)),
-            election_ticks_min=self.election_ticks_min,
-            election_ticks_max=self.election_ticks_max,
-            heartbeat_ticks=self.heartbeat_ticks,
-            max_drift=self.max_drift,
-            **self.raft_overrides,
-        )
+#: A node's settings: the server's one validated configuration (raftlease/settings.py), under
+#: the name the node, its tests, the benchmark and the jepsen-style harness use.
+NodeConfig = ServerConfig
 
 
 class Node:
@@ -415,16 +360,14 @@ class Node:
             await loop.run_in_executor(self._executor, self._save, rd)
         if not early:
             self._send(rd)
-        if rd.committed_entries and failpoints.enabled:
-            failpoints.hit("after-commit-before-apply")
+        if rd.committed_entries:
+            self.observer.on_commit_ready(rd.committed_entries)
         self._apply(rd)
         self.core.advance(rd)
         self._on_soft_state(rd.soft_state)
         self._deliver_replies()
 
     def _send(self, rd: Ready) -> None:
-        if failpoints.enabled:
-            failpoints.hit("before-send")
         self.observer.on_send(rd.messages)
         self.transport.send(rd.messages)
 
@@ -441,10 +384,6 @@ class Node:
         return (hs.term, hs.voted_for) != self._saved_vote
 
     def _save(self, rd: Ready) -> None:
-        if failpoints.enabled:
-            failpoints.hit("before-save")
-            if rd.snapshot is not None:
-                failpoints.hit("before-snapshot-save")
         start = self.clock.monotonic()
         self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
         self.observer.on_save(self.clock.monotonic() - start)
@@ -454,12 +393,6 @@ class Node:
                 # One line per durable vote: the jepsen-style RI check reads these.
                 log.info("%s voted for %s at term %d (persisted)", self.id, vote[1], vote[0])
             self._saved_vote = vote
-        if failpoints.enabled:
-            failpoints.hit("after-save")
-            if rd.hard_state is not None and rd.hard_state.voted_for is not None:
-                failpoints.hit("after-vote-save")
-            if rd.snapshot is not None:
-                failpoints.hit("after-snapshot-save")
 
     def _apply(self, rd: Ready) -> None:
         now = self.clock.monotonic()
@@ -501,11 +434,7 @@ class Node:
         index = svc.applied_index
         snap = self.core.compact(index, svc.table.snapshot())
         self._last_snapshot_index = index
-        if failpoints.enabled:
-            failpoints.hit("before-snapshot-save")
         self.storage.compact(snap)  # rare; a short synchronous write is acceptable here
-        if failpoints.enabled:
-            failpoints.hit("after-snapshot-save")
         log.info("%s: snapshot at index %d (%d leases)", self.id, index, len(svc.table))
 
     # ------------------------------------------------------------------ what servers read
@@ -665,4 +594,4 @@ def _ignore_result(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-__all__ = ["ClusterStatus", "MemberStatus", "NoLeaderLease", "Node", "NodeConfig"]
+__all__ = ["ClusterStatus", "MemberStatus", "NoLeaderLease", "Node", "NodeConfig", "ServerConfig"]

@@ -2,11 +2,13 @@
 
 ``Node.observer`` is a :class:`NodeObserver`; the default one does nothing, so a node without
 ``--metrics`` pays one no-op method call per event. raftlease/metrics.py implements it with
-Prometheus counters and histograms; nothing here imports prometheus_client.
+Prometheus counters and histograms; nothing here imports prometheus_client. Fault injection
+(raftlease/testing/faults.py) wraps it to hit a failpoint between commit and apply.
 
 Only *events* come through here (a role change, an fsync, a proposal applied, a renewal, a
-lease event, a batch of outgoing messages). Levels (term, indexes, leases held, peer status)
-are read from the node when metrics are scraped, not pushed on every change.
+lease event, a batch of outgoing messages, committed entries about to be applied). Levels
+(term, indexes, leases held, peer status) are read from the node when metrics are scraped, not
+pushed on every change.
 
 Every method is called on the node's event loop, except :meth:`NodeObserver.on_save`, which
 runs in the node's fsync thread. A method must be cheap and must not raise.
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from raftlease.core.messages import Message
+    from raftlease.core.messages import Entry, Message
     from raftlease.core.ready import SoftState
     from raftlease.fsm.leases import EventKind
 
@@ -38,6 +40,12 @@ class NodeObserver:
 
     def on_save(self, seconds: float) -> None:
         """``Storage.save`` (one fsync'd batch) took ``seconds``. Called in the fsync thread."""
+
+    def on_commit_ready(self, entries: Sequence[Entry]) -> None:
+        """Newly committed ``entries`` are about to be applied: their Ready is saved and its
+        messages sent, and nothing of them is applied yet (fault injection's
+        ``after-commit-before-apply`` point, raftlease/testing/faults.py). Only called for a
+        Ready that commits something."""
 
     def on_proposal_applied(self, seconds: float) -> None:
         """A proposal made on this node was applied ``seconds`` after ``Node.propose``."""

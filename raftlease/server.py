@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import importlib.metadata
 import logging
-import math
 import os
 import signal
 import socket
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from raftlease import failpoints
 from raftlease.clock import clock_from_env
-from raftlease.errors import ConfigError, NoLeaderLease, NotLeader, ProposalDropped, StorageError
+from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped, StorageError
+from raftlease.failpoints import Failpoints
 from raftlease.fsm import limits
 from raftlease.fsm.commands import Acquire
 from raftlease.fsm.leases import (
@@ -38,8 +38,9 @@ from raftlease.fsm.leases import (
     Rejected,
     Released,
 )
-from raftlease.node import Node, NodeConfig
+from raftlease.node import Node
 from raftlease.service import Acquired, NotAcquired
+from raftlease.settings import TICK_MAX_S, TICK_MIN_S, ServerConfig
 from raftlease.storage.base import DataDirMismatch
 from raftlease.storage.sqlite import SqliteStorage
 from raftlease.transport.grpc import (
@@ -59,6 +60,10 @@ from raftlease.v1 import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
+
+    from raftlease.storage.base import Storage
+    from raftlease.testing.faults import FaultInjector
+    from raftlease.transport.base import Transport
 
 log = logging.getLogger("raftlease.server")
 
@@ -126,8 +131,13 @@ class _Refusal:
 
 
 class LeaseServicer(lease_pb2_grpc.LeaseServicer):
-    def __init__(self, node: Node) -> None:
+    """The Lease service. ``before_reply`` (fault injection only: the ``before-client-reply``
+    failpoint) runs once Acquire's answer, or a successful Release's, is ready, before it is
+    returned."""
+
+    def __init__(self, node: Node, before_reply: Callable[[], None] | None = None) -> None:
         self.node = node
+        self.before_reply = before_reply
 
     async def _unavailable(self, context: Ctx, e: Exception) -> NoReturn:
         hint = e.leader_hint if isinstance(e, NotLeader) else None
@@ -140,8 +150,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         self, request: lease_pb2.AcquireRequest, context: Ctx
     ) -> lease_pb2.AcquireResponse:
         resp = await self._acquire(request, context)
-        if failpoints.enabled:
-            failpoints.hit("before-client-reply")
+        if self.before_reply is not None:
+            self.before_reply()
         return resp
 
     async def _acquire(
@@ -265,8 +275,8 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         except (NotLeader, ProposalDropped) as e:
             await self._unavailable(context, e)
         if isinstance(result, Released):
-            if failpoints.enabled:
-                failpoints.hit("before-client-reply")
+            if self.before_reply is not None:
+                self.before_reply()
             return lease_pb2.ReleaseResponse(released=True)
         if isinstance(result, NotFound):
             await _abort(context, grpc.StatusCode.NOT_FOUND, result.message)
@@ -439,19 +449,32 @@ def _shutdown_cancel_filter(record: logging.LogRecord) -> bool:
 
 # -- start-up checks: refuse a misconfiguration before anything touches the data dir ------------
 
-TICK_MIN_S = 0.001
-TICK_MAX_S = 0.1
+# TICK_MIN_S and TICK_MAX_S (the allowed --tick range) live in raftlease/settings.py with the
+# rest of ServerConfig's rules; they are imported above and re-exported here.
+
+#: What ``raftlease serve`` calls ServerConfig's fields in its refusals (its flags).
+SERVE_FLAGS: Mapping[str, str] = {
+    "node_id": "--id",
+    "peers": "--peers",
+    "client_addresses": "--client-addresses",
+    "cluster_id": "--cluster-id",
+    "tick_s": "--tick",
+}
 
 
 class ServeRefused(Exception):
     """The node refuses to start: bad settings or a busy port. Nothing was written to the data
-    dir. ``main_serve`` prints it as ONE line ``raftlease serve: error: ...`` and exits 2."""
+    dir. ``main_serve`` prints it as ONE line ``raftlease serve: error: ...`` and exits 2.
+    ``problems``: one message per broken rule (the message itself when there is one)."""
 
-
-def _fmt_tick(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return str(seconds)
-    return f"{seconds:g}s" if seconds >= 1.0 else f"{seconds * 1000:g}ms"
+    def __init__(self, *problems: str) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            message = problems[0]
+        else:
+            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+            message = f"{len(problems)} problems: {listed}"
+        super().__init__(message)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -464,6 +487,41 @@ def _host_port(address: str) -> tuple[str, int]:
         raise ServeRefused(f"{address!r} is not HOST:PORT") from None
 
 
+def listen_problems(cfg: ServerConfig, listen: str) -> list[str]:
+    """Why ``listen`` cannot be this node's address: it is not HOST:PORT, or its port is not
+    the one this node's own ``--peers`` entry (or ``--client-addresses`` entry) names, so the
+    others would dial a port nobody answers on. About the listen address, not the settings,
+    so it lives here rather than in :meth:`ServerConfig.problems`."""
+    try:
+        _, port = _host_port(listen)
+    except ServeRefused as e:
+        return [str(e)]
+    out: list[str] = []
+    for key, addresses in (("peers", cfg.peers), ("client_addresses", cfg.client_addresses)):
+        own = addresses.get(cfg.node_id)
+        if own is None:
+            continue
+        try:
+            own_port = _host_port(own)[1]
+        except ServeRefused as e:
+            out.append(f"{SERVE_FLAGS[key]} entry {cfg.node_id}: {e}")
+            continue
+        if own_port != port:
+            out.append(
+                f"--listen {listen} does not match this node's own {SERVE_FLAGS[key]} entry "
+                f"{cfg.node_id}={own}: the port must be the one the others reach this node on"
+            )
+    return out
+
+
+def check_server_config(cfg: ServerConfig, listen: str) -> None:
+    """Raise ServeRefused listing every problem of ``cfg`` (:meth:`ServerConfig.problems`,
+    named by the serve flags) and of ``listen`` (:func:`listen_problems`)."""
+    problems = cfg.problems(SERVE_FLAGS) + listen_problems(cfg, listen)
+    if problems:
+        raise ServeRefused(*problems)
+
+
 def check_serve_settings(
     node_id: str,
     listen: str,
@@ -472,37 +530,25 @@ def check_serve_settings(
     client_addresses: dict[str, str] | None = None,
     tick_s: float | None = None,
 ) -> None:
-    """Raise ServeRefused for settings that could split a cluster's brain or cannot work.
+    """Raise ServeRefused for settings that could split a cluster's brain or cannot work
+    (every problem at once; see :func:`check_server_config`).
 
-    Refused: an id that is not one of the peers (the members would disagree on who votes),
-    a listen port other than the one this node's own peers entry (and client address) names
-    (the others would dial a port nobody answers on), an empty cluster id (a message from any
-    other cluster would be accepted), and a tick outside 1 ms..100 ms (0 cannot run; with
-    elections 20-40 ticks long a coarse tick makes failover take minutes).
+    Refused, among the rest of ServerConfig's rules: an id that is not one of the peers (the
+    members would disagree on who votes), a listen port other than the one this node's own
+    peers entry (and client address) names (the others would dial a port nobody answers on),
+    an empty cluster id (a message from any other cluster would be accepted), and a tick
+    outside 1 ms..100 ms (0 cannot run; with elections 20-40 ticks long a coarse tick makes
+    failover take minutes).
     """
-    if node_id not in peers:
-        raise ServeRefused(
-            f"--id {node_id!r} is not one of --peers ({', '.join(sorted(peers))}): list every "
-            "member in --peers, this node included, identically on every node"
-        )
-    _, port = _host_port(listen)
-    for flag, addresses in (("--peers", peers), ("--client-addresses", client_addresses or {})):
-        own = addresses.get(node_id)
-        if own is not None and _host_port(own)[1] != port:
-            raise ServeRefused(
-                f"--listen {listen} does not match this node's own {flag} entry "
-                f"{node_id}={own}: the port must be the one the others reach this node on"
-            )
-    if not cluster_id.strip():
-        raise ServeRefused(
-            "--cluster-id must not be empty: give every member the same non-empty id"
-        )
-    if tick_s is not None and not (TICK_MIN_S <= tick_s <= TICK_MAX_S):
-        raise ServeRefused(
-            f"--tick {_fmt_tick(tick_s)} is outside the allowed range "
-            f"{_fmt_tick(TICK_MIN_S)}..{_fmt_tick(TICK_MAX_S)} (default 10ms; elections take "
-            "20-40 ticks, heartbeats every 10)"
-        )
+    cfg = ServerConfig(
+        node_id=NodeId(node_id),
+        cluster_id=cluster_id,
+        peers={NodeId(k): v for k, v in peers.items()},
+        client_addresses={NodeId(k): v for k, v in (client_addresses or {}).items()},
+    )
+    if tick_s is not None:
+        cfg = dataclasses.replace(cfg, tick_s=tick_s)
+    check_server_config(cfg, listen)
 
 
 def check_port_free(listen: str) -> None:
@@ -581,7 +627,7 @@ async def _track_readiness(
 
 
 async def serve(
-    cfg: NodeConfig,
+    cfg: ServerConfig,
     listen: str,
     data_dir: str | os.PathLike[str],
     *,
@@ -597,7 +643,14 @@ async def serve(
     Health: service "" is SERVING while this runs (liveness); READY_SERVICE and LEASE_SERVICE
     follow :func:`readiness`. ``metrics`` (HOST:PORT, optional): serve Prometheus metrics
     there (raftlease/metrics.py); it is bound right after ``listen``, and refused the same way.
+    Fault injection: only when ``RAFTLEASE_FAILPOINTS`` arms a failpoint are the node's
+    storage, transport and observer wrapped (raftlease/testing/faults.py); a malformed value
+    is refused (ServeRefused) before anything else.
     """
+    try:
+        points = Failpoints.from_env()
+    except ValueError as e:
+        raise ServeRefused(f"RAFTLEASE_FAILPOINTS: {e}") from None
     check_port_free(listen)
     if metrics is not None:
         check_metrics_address(metrics, listen)
@@ -624,6 +677,8 @@ async def serve(
             reason = "address already in use" if in_use else (e.strerror or str(e)).lower()
             raise ServeRefused(f"--metrics: cannot listen on {metrics}: {reason}") from None
     storage: SqliteStorage | None = None
+    faults: FaultInjector | None = None
+    before_reply: Callable[[], None] | None = None
     try:
         # Start-up only: a blocking mkdir and SQLite open before the loop serves anything.
         Path(data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
@@ -639,11 +694,24 @@ async def serve(
             {str(k): v for k, v in cfg.peers.items()},
             cfg.safety_settings(),
         )
-        node = Node(cfg, storage, transport, clock_from_env())
+        node_storage: Storage = storage
+        node_transport: Transport = transport
+        if points:
+            # Test harnesses only (the jepsen-style runner): failpoints around the seams.
+            from raftlease.testing.faults import FaultInjector
+
+            faults = FaultInjector(points, cfg.node_id)
+            node_storage = faults.storage(storage)
+            node_transport = faults.transport(transport)
+            before_reply = faults.hook("before-client-reply")
+            log.warning("failpoints armed: %s", points)
+        node = Node(cfg, node_storage, node_transport, clock_from_env())
         if metrics is not None:
             from raftlease.metrics import NodeMetrics
 
             metrics_slot[0] = NodeMetrics(node)
+        if faults is not None:
+            node.observer = faults.observer(node.observer)  # after the metrics install theirs
     except BaseException:
         if storage is not None:
             storage.close()
@@ -660,7 +728,7 @@ async def serve(
         stopping=lambda: node.stopping,
     )
     raft_pb2_grpc.add_RaftPeerServicer_to_server(peer_servicer, server)
-    lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node), server)
+    lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node, before_reply), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -758,33 +826,28 @@ def main_serve(
     ``peers`` maps every node id (this one included) to the address this node uses to reach
     it; ``client_addresses`` (optional) maps ids to the addresses clients should use, when
     peer traffic goes through proxies. ``metrics`` (HOST:PORT, off by default) serves
-    Prometheus metrics at ``http://HOST:PORT/metrics``. ``overrides`` are NodeConfig fields.
+    Prometheus metrics at ``http://HOST:PORT/metrics``. ``overrides`` are ServerConfig fields.
 
-    A refusal (:func:`check_serve_settings`, a busy port, a data dir of another cluster id,
-    node id or member set, a NodeConfig rule) prints ONE line ``raftlease serve: error: ...``
-    on stderr and exits 2, with nothing written to the data dir. A storage failure exits 1.
+    A refusal (any rule of :meth:`ServerConfig.problems` or :func:`listen_problems`: all of
+    them in one message; a busy port, a data dir of another cluster id, node id or member set)
+    prints ONE line ``raftlease serve: error: ...`` on stderr and exits 2, with nothing written
+    to the data dir. A storage failure exits 1.
     """
     try:
-        tick_s = overrides.get("tick_s")
-        check_serve_settings(
-            node_id,
-            listen,
-            peers,
-            cluster_id,
-            client_addresses,
-            None if tick_s is None else float(tick_s),
-        )
-        if metrics is not None:
-            _host_port(metrics)  # a malformed --metrics is refused before anything starts
-        cfg = NodeConfig(
+        unknown = sorted(set(overrides) - _SERVER_FIELDS)
+        if unknown:
+            raise ServeRefused(f"unknown server setting(s): {', '.join(unknown)}")
+        cfg = ServerConfig(
             node_id=NodeId(node_id),
             cluster_id=cluster_id,
             peers={NodeId(k): v for k, v in peers.items()},
             client_addresses={NodeId(k): v for k, v in (client_addresses or {}).items()},
-            **overrides,  # type: ignore[arg-type]
+            **overrides,  # type: ignore[arg-type]  # float | int values for the numeric fields
         )
-        cfg.raft_config().validate()
-    except (ServeRefused, ConfigError) as e:
+        check_server_config(cfg, listen)  # every problem of the settings, at once
+        if metrics is not None:
+            _host_port(metrics)  # a malformed --metrics is refused before anything starts
+    except ServeRefused as e:
         _refuse(e)
     logging.basicConfig(
         level=os.environ.get("RAFTLEASE_LOG_LEVEL", "INFO"),
@@ -826,6 +889,9 @@ def main_serve(
         raise SystemExit(f"raftlease: error: {e}") from None
 
 
+_SERVER_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+
+
 def _refuse(err: Exception) -> NoReturn:
     print(f"raftlease serve: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
     raise SystemExit(2)
@@ -836,10 +902,14 @@ __all__ = [
     "LEASE_SERVICE",
     "LIVENESS_SERVICE",
     "READY_SERVICE",
+    "TICK_MAX_S",
+    "TICK_MIN_S",
     "ServeRefused",
     "check_metrics_address",
     "check_port_free",
     "check_serve_settings",
+    "check_server_config",
+    "listen_problems",
     "main_serve",
     "readiness",
     "serve",

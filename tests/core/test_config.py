@@ -1,7 +1,8 @@
-"""RaftConfig.validate(): every rule raises ConfigError with its exact message (checked in rule
-order), and the leader-lease bound max_safe_lease_ticks: known values, and over a hypothesis
-grid the inequality it exists for (docs/safety.md (L1)): a lease counted on the leader's clock
-ends before a follower that acked it can vote again, for any clock-rate error up to max_drift:
+"""RaftConfig.validate(): every broken rule is reported with its exact message, in rule order,
+all at once (InvalidConfig, a ConfigError: one problem a line), and the leader-lease bound
+max_safe_lease_ticks: known values, and over a hypothesis grid the inequality it exists for
+(docs/safety.md (L1)): a lease counted on the leader's clock ends before a follower that acked
+it can vote again, for any clock-rate error up to max_drift:
 
     lease_ticks / (1 - rho)  <  (election_ticks_min - 1) / (1 + rho)
 
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from raftlease.config import RaftConfig, lease_margin_ticks, max_safe_lease_ticks
+from raftlease.config import InvalidConfig, RaftConfig, lease_margin_ticks, max_safe_lease_ticks
 from raftlease.errors import ConfigError, RaftLeaseError
 from raftlease.types import NodeId
 
@@ -98,9 +99,39 @@ def test_defaults_are_valid() -> None:
 def test_each_rule_has_its_message(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         config(**kw).validate()
-    assert str(exc.value) == message
+    # The rule broken first is listed first; a rule that follows from it may come after it.
+    assert str(exc.value).splitlines()[0] == message
+    assert isinstance(exc.value, InvalidConfig)
+    assert exc.value.problems[0] == message
+    assert str(exc.value) == "\n".join(exc.value.problems)
+    assert config(**kw).problems() == list(exc.value.problems)
     assert isinstance(exc.value, ValueError)
     assert isinstance(exc.value, RaftLeaseError)
+
+
+def test_every_broken_rule_is_reported_once() -> None:
+    c = config(
+        node_id=NodeId("9"),
+        heartbeat_ticks=0,
+        election_ticks_max=5,
+        max_inflight=0,
+        max_drift=math.nan,
+    )
+    assert c.problems() == [
+        "node_id '9' must be one of voters ['1', '2', '3']",
+        "max_drift must be in [0, 0.2), got nan",  # so the lease bound is not evaluated
+        "heartbeat_ticks must be >= 1, got 0",  # so 2 * heartbeat_ticks is not compared
+        "election_ticks_max must be greater than election_ticks_min (got 5 <= 10)",
+        "max_inflight must be >= 1",
+    ]
+    with pytest.raises(InvalidConfig) as exc:
+        c.validate()
+    assert str(exc.value).splitlines() == c.problems()
+
+
+def test_a_valid_config_has_no_problems() -> None:
+    assert config().problems() == []
+    assert config(election_ticks_min=20, election_ticks_max=40, heartbeat_ticks=10).problems() == []
 
 
 def test_rules_do_not_need_a_lease_when_it_is_off() -> None:

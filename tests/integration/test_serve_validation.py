@@ -2,22 +2,23 @@
 work, with ONE line `raftlease serve: error: ...` on stderr and exit code 2, before anything is
 written to the data dir: an --id missing from --peers, a --listen port other than the node's
 own --peers entry, an empty --cluster-id, a --tick outside 1ms..100ms, a busy port, and a data
-dir created for another member set (or cluster id). Real `python -m raftlease serve` processes.
+dir created for another member set (or cluster id); several bad settings are all listed on
+that one line. A malformed RAFTLEASE_FAILPOINTS is refused the same way, and an armed failpoint
+`panic` kills the process (exit 137) at its point. Real `python -m raftlease serve` processes.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from integration.conftest import REPO_ROOT, free_ports, node_status
+from integration.conftest import REPO_ROOT, free_port
+from raftlease.testing.local import LocalCluster
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -86,7 +87,8 @@ def bad_settings(case: str, a: str, b: str) -> tuple[list[str], list[str]]:
     "case", ["id-not-in-peers", "listen-port-differs", "empty-cluster-id", "tick-0", "tick-10s"]
 )
 def test_bad_settings_are_refused_before_the_data_dir_is_touched(tmp_path: Path, case: str) -> None:
-    a, b = (f"127.0.0.1:{p}" for p in free_ports(2))
+    port = free_port()
+    a, b = f"127.0.0.1:{port}", f"127.0.0.1:{free_port(avoid={port})}"
     argv, needles = bad_settings(case, a, b)
     fresh = tmp_path / "fresh"  # does not exist: must not be created
     assert_refused(serve(*argv, "--data-dir", str(fresh)), *needles)
@@ -99,7 +101,7 @@ def test_bad_settings_are_refused_before_the_data_dir_is_touched(tmp_path: Path,
 
 
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
-    (port,) = free_ports(1)
+    port = free_port()
     address = f"127.0.0.1:{port}"
     data = tmp_path / "data"
     with socket.socket() as sock:
@@ -113,38 +115,25 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert not data.exists()
 
 
-def _run_until_leader(argv: list[str], address: str) -> None:
-    """Start a node, wait until it is the leader (it wrote its vote and log), SIGTERM it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raftlease", "serve", *argv],
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:
-            st = node_status(address)
-            if st is not None and st.leader_id == st.node_id == "n1":
-                break
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the 1-node cluster elected no leader")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-    assert proc.returncode == 0, out.decode()
+def _run_until_leader(root: Path, port: int, cluster_id: str) -> None:
+    """Run n1 of a 1-node cluster (data in root/n1) until it is the leader (it wrote its vote
+    and log); it must then exit 0 on SIGTERM."""
+    with LocalCluster(root, ids=["n1"], ports=[port], cluster_id=cluster_id, cwd=REPO_ROOT) as one:
+        one.start("n1")
+        one.wait_leader(20.0, check_exits=True)
+        code = one.terminate("n1", grace=10.0)
+    assert code == 0, one.log_tails()
 
 
 def test_a_data_dir_restarted_with_other_members_is_refused_untouched(tmp_path: Path) -> None:
-    ports = free_ports(5)
+    ports: list[int] = []
+    for _ in range(5):
+        ports.append(free_port(avoid=ports))
     addresses = [f"127.0.0.1:{p}" for p in ports]
     me = addresses[0]
     data = tmp_path / "n1"
     common = ["--id", "n1", "--listen", me, "--data-dir", str(data), "--cluster-id", "c-members"]
-    _run_until_leader([*common, "--peers", f"n1={me}"], me)  # created by a 1-node cluster
+    _run_until_leader(tmp_path, ports[0], "c-members")  # created by a 1-node cluster
     before = snapshot_dir(data)
     assert "raft.db" in before
 
@@ -165,4 +154,60 @@ def test_a_data_dir_restarted_with_other_members_is_refused_untouched(tmp_path: 
     assert snapshot_dir(data) == before
 
     # Nothing was damaged: the data dir's own configuration still starts.
-    _run_until_leader([*common, "--peers", f"n1={me}"], me)
+    _run_until_leader(tmp_path, ports[0], "c-members")
+
+
+def test_every_bad_setting_is_listed_on_the_one_line(tmp_path: Path) -> None:
+    port = free_port()
+    a = f"127.0.0.1:{port}"
+    data = tmp_path / "data"
+    argv = ["--id", "n4", "--listen", a, "--peers", f"n1={a}", "--cluster-id", ""]
+    line = assert_refused(serve(*argv, "--tick", "0", "--data-dir", str(data)))
+    assert line.startswith("raftlease serve: error: 3 problems: (1) --id 'n4' is not one of")
+    assert "(2) --cluster-id must not be empty" in line
+    assert "(3) --tick 0ms is outside the allowed range 1ms..100ms" in line
+    assert not data.exists()
+
+
+# -- failpoints: armed only through RAFTLEASE_FAILPOINTS (raftlease/testing/faults.py) ----------
+
+
+def serve_with_failpoints(spec: str, data: Path) -> subprocess.CompletedProcess[str]:
+    """A 1-node cluster with ``spec`` armed: it elects itself and saves its vote at once."""
+    address = f"127.0.0.1:{free_port()}"
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "raftlease", "serve", "--id", "n1", "--listen", address),
+            *("--peers", f"n1={address}", "--data-dir", str(data)),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "RAFTLEASE_FAILPOINTS": spec},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+
+
+def test_a_malformed_failpoint_spec_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    line = assert_refused(serve_with_failpoints("before-save=explode", data))
+    assert "RAFTLEASE_FAILPOINTS: bad failpoint 'before-save=explode'" in line
+    assert not data.exists()
+
+
+def test_a_failpoint_panic_kills_the_process_before_the_fsync(tmp_path: Path) -> None:
+    proc = serve_with_failpoints("before-save=panic", tmp_path / "data")
+    assert proc.returncode == 137, proc.stderr
+    assert "failpoint before-save: panic" in proc.stderr
+    assert "(persisted)" not in proc.stderr  # died before its first save
+
+
+def test_a_panic_after_the_vote_save_logs_the_vote_first(tmp_path: Path) -> None:
+    proc = serve_with_failpoints("after-vote-save=panic", tmp_path / "data")
+    assert proc.returncode == 137, proc.stderr
+    lines = proc.stderr.splitlines()
+    (vote,) = (
+        i for i, t in enumerate(lines) if t.endswith("n1 voted for n1 at term 1 (persisted)")
+    )
+    assert "failpoint after-vote-save: panic" in lines[vote + 1], proc.stderr

@@ -7,7 +7,7 @@ must hand back to clients from :meth:`LeaseService.take_replies`. Two drivers ru
 
 * ``raftlease/node.py`` (asyncio, real time; the gRPC servicers in server.py only translate
   protobuf and await a call's outcome), and
-* ``raftlease/testing/sim.py`` (the seeded simulator, virtual time),
+* ``raftlease/testing/sim/`` (the seeded simulator, virtual time),
 
 so the simulator's sweep drives the very rules that ship. What lives here:
 
@@ -196,7 +196,7 @@ class LeaseService:
         self._pending: dict[int, tuple[int, Call | None]] = {}  # index -> (term, call)
         self._waiters: dict[str, Call] = {}  # request id -> the call told of its handover
         self._reads: list[Call] = []  # read barriers waiting for applied >= read_index
-        self._calls: set[Call] = set()  # every call in progress
+        self._calls: dict[Call, None] = {}  # every call in progress (insertion order)
         self._wait_heap: list[tuple[float, int, Call]] = []
         self._seq = itertools.count()
         self._leaving: list[Call] = []  # calls that must leave their queue (next tick)
@@ -309,7 +309,7 @@ class LeaseService:
         if self.applied_index >= call.read_index:
             self._end(call, ReadReady())
         else:
-            self._calls.add(call)
+            self._calls[call] = None
             self._reads.append(call)
         return call
 
@@ -441,7 +441,7 @@ class LeaseService:
             self._end(call, self.not_leader() if isinstance(e, NotLeader) else e)
             return
         self._pending[index] = (term, call)
-        self._calls.add(call)
+        self._calls[call] = None
 
     def _resolve(self, call: Call, result: ApplyResult | None, now: float) -> None:
         """The entry ``call`` proposed applied in its term: how the call goes on."""
@@ -585,7 +585,7 @@ class LeaseService:
         cmd = call.cmd
         if call.waits and isinstance(cmd, Acquire) and self._waiters.get(cmd.request_id) is call:
             del self._waiters[cmd.request_id]
-        self._calls.discard(call)
+        self._calls.pop(call, None)
 
     def _end(self, call: Call, outcome: Outcome) -> None:
         if call.done:

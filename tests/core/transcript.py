@@ -3,7 +3,8 @@
 A transcript (``tests/core/testdata/*.txt``) is a list of blocks: ``# comments``, one command
 line, ``----``, the expected output, a blank line. The commands drive RaftCores through an
 in-memory driver that, after EVERY input, follows the READY CONTRACT (persist, send, apply,
-advance); messages then wait in one network queue until delivered:
+advance); each node persists to a :class:`MemoryStorage` (the simulator's storage, with the
+semantics of the SQLite one), and messages wait in one network queue until delivered:
 
   add-nodes N [election=10..20 heartbeat=2 prevote=true checkquorum=true lease=T
                max-append=N seed=0]
@@ -24,6 +25,11 @@ commit=1``, pairs are (index,term)), ``dropped <message>``, and ``~ 2 follower t
 leader=1`` whenever a node's role, term or leader changes; N identical consecutive lines
 print once with `` (xN)``. Messages to a crashed node are lost when sent. Node N draws its
 election timeouts from ``random.Random(f"{seed}/{N}/{incarnation}")``, so runs replay exactly.
+
+Messages are rendered by :func:`fmt_msg`, not by the simulator's one-line
+:func:`raftlease.testing.sim.describe`: a transcript shows the term of every entry an append
+carries (``entries=[2/1]`` vs ``[2/2]`` is the whole point of the figure-8 scenarios), which
+``describe`` (index ranges, plus send ticks) leaves out.
 """
 
 from __future__ import annotations
@@ -45,45 +51,21 @@ from raftlease.core import (
     InstallSnapshotResponse,
     Message,
     RaftCore,
-    Ready,
     RequestVote,
     RequestVoteResponse,
-    Snapshot,
     SoftState,
     TimeoutNow,
 )
 from raftlease.errors import NotLeader, RaftLeaseError
+from raftlease.storage.memory import MemoryStorage
 from raftlease.types import NodeId
-
-
-class Store:
-    """What a node made durable (Storage protocol semantics, no I/O)."""
-
-    def __init__(self, hs: HardState | None = None, entries: tuple[Entry, ...] = ()) -> None:
-        self.hard_state = hs or HardState()
-        self.snapshot: Snapshot | None = None
-        self.entries = list(entries)
-
-    def save(self, rd: Ready) -> None:
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-        if (s := rd.snapshot) is not None:  # keep the log only if it continues the snapshot
-            cont = any(e.index == s.index and e.term == s.term for e in self.entries)
-            self.entries = [e for e in self.entries if cont and e.index > s.index]
-            self.snapshot = s
-        if rd.entries:  # entries REPLACE stored ones at the same or higher index
-            first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
-
-    def compact(self, s: Snapshot) -> None:
-        self.snapshot, self.entries = s, [e for e in self.entries if e.index > s.index]
 
 
 @dataclass
 class Node:
     id: NodeId
     config: RaftConfig
-    store: Store = field(default_factory=Store)
+    store: MemoryStorage = field(default_factory=MemoryStorage)  # what it made durable
     core: RaftCore | None = None
     state: list[tuple[int, str]] = field(default_factory=list)  # applied (index, data)
     incarnation: int = 0
@@ -174,7 +156,8 @@ class Cluster:
         core = self._core(n.id)
         while core.has_ready():
             rd = core.ready()
-            n.store.save(rd)  # 1. PERSIST, before any message of this Ready leaves
+            # 1. PERSIST, before any message of this Ready leaves
+            n.store.save(rd.hard_state, rd.snapshot, rd.entries)
             self.queue += [m for m in rd.messages if self.nodes[m.dst].core is not None]  # 2.
             if rd.snapshot is not None:  # 3. APPLY
                 n.state = _decode(rd.snapshot.data)
@@ -211,8 +194,8 @@ class Cluster:
     def _start(self, n: Node) -> None:
         n.incarnation += 1
         rng = random.Random(f"{self.seed}/{n.id}/{n.incarnation}")
-        s = n.store
-        n.core = RaftCore(n.config, rng, s.hard_state, s.snapshot, tuple(s.entries))
+        s = n.store.load()
+        n.core = RaftCore(n.config, rng, s.hard_state, s.snapshot, s.entries)
         n.state = _decode(s.snapshot.data) if s.snapshot is not None else []
 
     # --- commands --------------------------------------------------------------------------
@@ -245,7 +228,8 @@ class Cluster:
         vote = NodeId(kw["vote"]) if "vote" in kw else None
         hs = HardState(int(kw["term"]), vote, int(kw.get("commit", "0")))
         self.cmd_crash(args[:1])
-        n.store = Store(hs, tuple(Entry(i, t) for i, t in enumerate(terms, 1)))
+        n.store = MemoryStorage()
+        n.store.save(hs, None, tuple(Entry(i, t) for i, t in enumerate(terms, 1)))
         self.cmd_restart(args[:1])
 
     def cmd_campaign(self, args: list[str]) -> None:

@@ -116,6 +116,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "types": (),
         "errors": ("types",),
         "config": ("errors", "types"),
+        "settings": ("config", "errors", "types"),  # ServerConfig
         "clock": ("errors", "types"),
         "failpoints": ("errors", "types"),
         "v1": (),  # generated protobuf/grpc modules
@@ -133,15 +134,19 @@ ALLOWED: dict[str, frozenset[str]] = {
             "config",
             "core",
             "errors",
-            "failpoints",
             "fsm",
             "observe",
             "service",
+            "settings",
             "storage",
             "transport",
             "types",
         ),
+        # testing/faults.py wraps a node's storage and transport (their Protocols only); the
+        # simulated clients drive the shipped client's pure step machines (client/_protocol
+        # and what it imports: no grpc, see NO_GRPC).
         "testing": (
+            "client",
             "clock",
             "config",
             "core",
@@ -151,11 +156,17 @@ ALLOWED: dict[str, frozenset[str]] = {
             "observe",
             "service",
             "storage",
+            "transport",
             "types",
         ),
+        # LocalCluster: starts real `raftlease serve` processes and polls their Status over
+        # gRPC (tests, jepsen-style, bench and `raftlease cluster` share it).
+        "testing.local": ("errors", "types", "v1"),
         # L4: the gRPC server and what runs it. The server leaves the wire format to the
         # transport (no codec) and never imports a client.
         "metrics": (ROOT, "clock", "config", "core", "errors", "fsm", "node", "observe", "types"),
+        # The server reads RAFTLEASE_FAILPOINTS and, only when it arms something, wraps the
+        # node's seams with raftlease.testing.faults (imported then, never otherwise).
         "server": (
             "clock",
             "config",
@@ -167,7 +178,9 @@ ALLOWED: dict[str, frozenset[str]] = {
             "node",
             "observe",
             "service",
+            "settings",
             "storage",
+            "testing",
             "transport",
             "types",
             "v1",
@@ -175,7 +188,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         # Clients: gRPC only, never the node, the server or storage.
         "client": ("clock", "config", "errors", "fsm", "types", "v1"),
         ROOT: ("client", "errors", "types"),
-        "cli": (ROOT, "client", "config", "errors", "server", "types"),
+        "cli": (ROOT, "client", "config", "errors", "server", "testing.local", "types"),
         "__main__": ("cli",),
     }.items()
 }
@@ -185,8 +198,8 @@ OPTIONAL_UNITS = frozenset({"service"})
 
 # Units that never load grpc, directly or through any raftlease module they import.
 NO_GRPC = frozenset(
-    {"clock", "codec", "config", "core", "errors", "fsm", "node", "service", "storage"}
-    | {"testing", "types"}
+    {"clock", "codec", "config", "core", "errors", "fsm", "node", "service", "settings"}
+    | {"storage", "testing", "types"}
 )
 GRPC_ROOTS = ("grpc", "grpc_health")
 
@@ -196,8 +209,16 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Modules that form a unit of their own inside a subpackage.
+SUBUNITS = ("raftlease.testing.local",)
+
+
 def _unit_of(module: str) -> str:
-    """``raftlease.core.raft`` -> ``core``; ``raftlease`` -> ROOT."""
+    """``raftlease.core.raft`` -> ``core``; ``raftlease`` -> ROOT; a SUBUNITS module ->
+    its dotted name below raftlease (``testing.local``)."""
+    for sub in SUBUNITS:
+        if module == sub or module.startswith(sub + "."):
+            return sub.partition(".")[2]
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ROOT
 

@@ -43,7 +43,7 @@ def _ae(i: int) -> AppendEntries:
 
 
 def _aer(i: int) -> AppendEntriesResponse:
-    return AppendEntriesResponse(1, NodeId("b"), NodeId("a"), True, i, i, 0, 0, i, i, 0)
+    return AppendEntriesResponse(1, NodeId("b"), NodeId("a"), True, i, i, 0, 0, i, i)
 
 
 class _Servicer(raft_pb2_grpc.RaftPeerServicer):

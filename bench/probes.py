@@ -164,21 +164,23 @@ def install(path: str, node_id: str) -> None:
         from raftlease import server as srv
     except ImportError:
         srv = None  # type: ignore[assignment]
+    from raftlease.transport import grpc as peer_transport  # its PeerServicer decodes
+
+    orig_dec = getattr(peer_transport, "message_from_pb", None)
+    if orig_dec is not None:
+
+        @functools.wraps(orig_dec)
+        def message_from_pb(pb: Any) -> Any:
+            m = orig_dec(pb)
+            info = ae_info(m)
+            if info is not None:
+                _rec("dec_" + info[0], m.src, info[1])
+            return m
+
+        peer_transport.message_from_pb = message_from_pb  # type: ignore[attr-defined]
+    else:
+        skipped.append("transport.grpc.message_from_pb")
     if srv is not None:
-        orig_dec = getattr(srv, "message_from_pb", None)
-        if orig_dec is not None:
-
-            @functools.wraps(orig_dec)
-            def message_from_pb(pb: Any) -> Any:
-                m = orig_dec(pb)
-                info = ae_info(m)
-                if info is not None:
-                    _rec("dec_" + info[0], m.src, info[1])
-                return m
-
-            srv.message_from_pb = message_from_pb
-        else:
-            skipped.append("server.message_from_pb")
         LS = getattr(srv, "LeaseServicer", None)
         orig_acq = getattr(LS, "Acquire", None) if LS is not None else None
         if orig_acq is not None:

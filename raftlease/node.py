@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from raftlease.core.raft import RaftCore
-from raftlease.core.ready import Ready, SoftState
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
 from raftlease.fsm.leases import LeaseTable
 from raftlease.observe import NOOP_OBSERVER
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 
     from raftlease.clock import Clock
     from raftlease.core.messages import Message
+    from raftlease.core.ready import Ready, SoftState
     from raftlease.fsm.commands import Acquire, Command
     from raftlease.fsm.keeper import LeaseKeeper
     from raftlease.fsm.leases import ApplyResult, LeaseEvent, LeaseRecord
@@ -95,7 +95,6 @@ class Node:
         self._wake = asyncio.Event()
         self._stopping = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
-        self.soft = SoftState(self.core.role, self.core.leader_id, self.core.term)
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
         self.leader_changes = 0
         self.observer: NodeObserver = NOOP_OBSERVER  # metrics (raftlease/observe.py)
@@ -146,7 +145,9 @@ class Node:
                 self._ops.append(_Op("cancel", op.call))  # the loop cancels it
                 self._wake.set()
             raise
-        if op.kind != "transfer":
+        if op.kind in ("propose", "release") or (op.kind == "acquire" and not op.arg[1]):
+            # Proposal latency: a call that is only its proposal (an acquire may also wait
+            # for a handover, which is not replication latency).
             self.observer.on_proposal_applied(self.clock.monotonic() - start)
         return result
 
@@ -159,6 +160,11 @@ class Node:
         return self._stopping
 
     # ------------------------------------------------------------------ queries
+    @property
+    def soft(self) -> SoftState:
+        """Role, leader and term as of the last handled Ready (the lease service's view)."""
+        return self.service.soft
+
     @property
     def is_leader(self) -> bool:
         return self.service.is_leader
@@ -408,11 +414,8 @@ class Node:
                     w(ev)
 
     def _on_soft_state(self, soft: SoftState) -> None:
-        old = self.soft
-        self.soft = soft
-        if not self.service.on_soft_state(
-            soft.role, soft.leader_id, soft.term, self.clock.monotonic()
-        ):
+        old = self.service.soft
+        if not self.service.on_soft_state(soft, self.clock.monotonic()):
             return
         self.observer.on_state_change(old, soft)
         if soft.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and soft.role is not old.role:
@@ -531,7 +534,7 @@ class Node:
         return ClusterStatus(
             node_id=self.id,
             cluster_id=self.cfg.cluster_id,
-            leader=self.soft.leader_id,
+            leader=self.service.leader_id,
             leader_address=self.leader_address(),
             term=core.term,
             nodes=tuple(nodes),

@@ -90,6 +90,12 @@ async def _abort(
     raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
 
+async def _unavailable(context: Ctx, e: Exception) -> NoReturn:
+    """UNAVAILABLE with the error's text; a NotLeader's leader address goes in metadata."""
+    hint = e.leader_hint if isinstance(e, NotLeader) else None
+    await _abort(context, grpc.StatusCode.UNAVAILABLE, str(e), hint)
+
+
 def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
     info = lease_pb2.LeaseInfo(
         name=rec.name,
@@ -139,10 +145,6 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         self.node = node
         self.before_reply = before_reply
 
-    async def _unavailable(self, context: Ctx, e: Exception) -> NoReturn:
-        hint = e.leader_hint if isinstance(e, NotLeader) else None
-        await _abort(context, grpc.StatusCode.UNAVAILABLE, str(e), hint)
-
     async def _invalid(self, context: Ctx, msg: str) -> NoReturn:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
 
@@ -169,14 +171,14 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         except limits.InvalidArgument as e:
             await self._invalid(context, str(e))
         if not node.is_leader:
-            await self._unavailable(context, node.service.not_leader())
+            await _unavailable(context, node.service.not_leader())
         cmd = Acquire(name, holder, ttl_ms, wait_ms > 0, request_id, metadata)
         try:
             # The whole procedure (queue, wait, leave the queue) is LeaseService's; a
             # cancelled call (deadline, disconnect) leaves the queue there too.
             result = await node.acquire(cmd, wait_ms / 1000.0)
         except (NotLeader, ProposalDropped) as e:
-            await self._unavailable(context, e)
+            await _unavailable(context, e)
         if isinstance(result, Acquired):
             return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, result.lease))
         if isinstance(result, NotAcquired):
@@ -269,11 +271,11 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     ) -> lease_pb2.ReleaseResponse:
         node = self.node
         if not node.is_leader:
-            await self._unavailable(context, node.service.not_leader())
+            await _unavailable(context, node.service.not_leader())
         try:
             result = await node.release(request.lease_id)
         except (NotLeader, ProposalDropped) as e:
-            await self._unavailable(context, e)
+            await _unavailable(context, e)
         if isinstance(result, Released):
             if self.before_reply is not None:
                 self.before_reply()
@@ -288,7 +290,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         try:
             await self.node.read_barrier()
         except NotLeader as e:
-            await self._unavailable(context, e)
+            await _unavailable(context, e)
 
     async def Get(self, request: lease_pb2.GetRequest, context: Ctx) -> lease_pb2.GetResponse:
         try:
@@ -411,12 +413,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     ) -> cluster_pb2.TransferLeadershipResponse:
         node = self.node
         if not node.is_leader:
-            await _abort(
-                context,
-                grpc.StatusCode.UNAVAILABLE,
-                f"not the leader; leader is {node.leader_id} at {node.leader_address()}",
-                node.leader_address(),
-            )
+            await _unavailable(context, node.service.not_leader())
         target = request.target_id or node.transfer_target()
         if not target:
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "no peer to take over")

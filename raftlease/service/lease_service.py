@@ -42,6 +42,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from raftlease.core.messages import EntryKind
+from raftlease.core.ready import SoftState
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
 from raftlease.fsm.commands import Acquire, CancelWait, Command, Expire, Release, encode_command
 from raftlease.fsm.keeper import INHERITED_WAIT_GRACE_S, LeaseKeeper
@@ -149,13 +150,6 @@ class Call:
 
 
 @dataclass(slots=True)
-class _Soft:
-    role: Role = Role.FOLLOWER
-    leader: NodeId | None = None
-    term: int = 0
-
-
-@dataclass(slots=True)
 class Renewal:
     """A renewal that was served: the record, and how much of its TTL was left before it."""
 
@@ -191,7 +185,7 @@ class LeaseService:
         self.keeper = keeper if keeper is not None else LeaseKeeper()
         self.inherited_wait_grace_s = inherited_wait_grace_s
         self.applied_index = core.applied_index
-        self.soft = _Soft(core.role, core.leader_id, core.term)
+        self.soft = SoftState(core.role, core.leader_id, core.term)
         self.lease_deadline = -math.inf  # when the leader lease runs out (this clock)
         self._pending: dict[int, tuple[int, Call | None]] = {}  # index -> (term, call)
         self._waiters: dict[str, Call] = {}  # request id -> the call told of its handover
@@ -211,10 +205,10 @@ class LeaseService:
 
     @property
     def leader_id(self) -> NodeId | None:
-        return self.soft.leader
+        return self.soft.leader_id
 
     def leader_address(self) -> str | None:
-        lid = self.soft.leader
+        lid = self.soft.leader_id
         return self.addresses.get(lid) if lid is not None else None
 
     def lease_ok(self, now: float) -> bool:
@@ -227,7 +221,7 @@ class LeaseService:
 
     def not_leader(self, message: str = "not the leader") -> NotLeader:
         """A NotLeader naming the leader this node knows of (typed: id and address)."""
-        lid = self.soft.leader
+        lid = self.soft.leader_id
         addr = self.leader_address()
         where = f"leader is {lid} at {addr}" if lid is not None and addr else "no leader known"
         return NotLeader(f"{message}; {where}", addr, lid)
@@ -268,8 +262,10 @@ class LeaseService:
                 at = min(at, self._inherited_check_at)
         return at
 
-    def take_replies(self) -> list[tuple[Call, Outcome]]:
+    def take_replies(self) -> Sequence[tuple[Call, Outcome]]:
         """The calls that ended since the last take, with their outcomes, in order."""
+        if not self._replies:
+            return ()  # the node asks on every loop turn: allocate nothing then
         out, self._replies = self._replies, []
         return out
 
@@ -414,12 +410,13 @@ class LeaseService:
                             self._resolve(call, result, now)
         return out
 
-    def on_soft_state(self, role: Role, leader: NodeId | None, term: int, now: float) -> bool:
-        """The core's role, leader or term changed (after a Ready). True if anything did."""
+    def on_soft_state(self, soft: SoftState, now: float) -> bool:
+        """The core's soft state after a Ready: True if its role, leader or term changed."""
         old = self.soft
-        if old.role is role and old.leader == leader and old.term == term:
+        if old == soft:
             return False
-        self.soft = _Soft(role, leader, term)
+        self.soft = soft
+        role = soft.role
         if role is Role.LEADER and old.role is not Role.LEADER:
             # S2: every lease counts as renewed when a new leader takes office.
             self.keeper.restart_all(self.table, now)
@@ -432,16 +429,24 @@ class LeaseService:
 
     # ------------------------------------------------------------------ internals
     def _propose_call(self, call: Call, cmd: Command) -> None:
+        """Start ``call`` with its proposal (or end it at once: not the leader)."""
+        self._calls[call] = None
+        self._propose_for(call, cmd)
+
+    def _propose_for(self, call: Call, cmd: Command) -> None:
+        """Propose ``cmd`` and answer ``call`` once it applies; NotLeader (with the hint)
+        or ProposalDropped ends the call now."""
         if self.soft.role is not Role.LEADER:
             self._end(call, self.not_leader())
             return
         try:
             index, term = self.core.propose(encode_command(cmd))
-        except (NotLeader, ProposalDropped) as e:
-            self._end(call, self.not_leader() if isinstance(e, NotLeader) else e)
-            return
-        self._pending[index] = (term, call)
-        self._calls[call] = None
+        except NotLeader:
+            self._end(call, self.not_leader())
+        except ProposalDropped as e:
+            self._end(call, e)
+        else:
+            self._pending[index] = (term, call)
 
     def _resolve(self, call: Call, result: ApplyResult | None, now: float) -> None:
         """The entry ``call`` proposed applied in its term: how the call goes on."""
@@ -504,30 +509,22 @@ class LeaseService:
         if self._waiters.get(cmd.request_id) is call:
             del self._waiters[cmd.request_id]
         call.stage = _Stage.CANCELLING
-        try:
-            if self.soft.role is not Role.LEADER:
-                raise NotLeader("not the leader", None)
-            index, term = self.core.propose(encode_command(CancelWait(cmd.name, cmd.request_id)))
-        except (NotLeader, ProposalDropped) as e:
-            self._end(call, self.not_leader() if isinstance(e, NotLeader) else e)
-            return
-        self._pending[index] = (term, call)
+        self._propose_for(call, CancelWait(cmd.name, cmd.request_id))
 
     def _release_reads(self, now: float) -> None:
         keep: list[Call] = []
-        ok = self.lease_ok(now)
+        refusal: NoLeaderLease | None = None
+        try:
+            self.require_lease(now)
+        except NoLeaderLease as e:
+            refusal = e
         for call in self._reads:
             if call.done:
                 continue
             if self.applied_index < call.read_index:
                 keep.append(call)
-            elif ok:
-                self._end(call, ReadReady())
             else:
-                try:
-                    self.require_lease(now)
-                except NoLeaderLease as e:
-                    self._end(call, e)
+                self._end(call, ReadReady() if refusal is None else refusal)
         self._reads = keep
 
     def _maybe_expire(self, now: float) -> None:

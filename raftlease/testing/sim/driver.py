@@ -333,7 +333,7 @@ class SimDriver(SimOracles):
             # 4. ADVANCE, then the soft state (node.py ``_on_soft_state``).
             core.advance(rd)
             soft = rd.soft_state
-            if svc.on_soft_state(soft.role, soft.leader_id, soft.term, self.local_clock(node)):
+            if svc.on_soft_state(soft, self.local_clock(node)):
                 self._log(f"{nid} soft state: {soft.role.value} leader={soft.leader_id}")
             self._send_replies(node, svc)
             self._duties(node)  # node.py: the next loop iteration

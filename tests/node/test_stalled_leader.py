@@ -154,5 +154,11 @@ async def test_old_ordering_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RaftCore, "steps_before_ticks", old_rule)
     # The fsync thread's timing varies, so not every seed overlaps (5-6 of 8 in runs on the
     # project's VM); eight seeds make a miss of all of them vanishingly rare.
-    broken = [seed for seed in range(8) if await play(seed)]
+    broken = []
+    for seed in range(8):
+        try:
+            if await play(seed):
+                broken.append(seed)
+        except AssertionError:
+            continue  # the schedule's set-up did not happen (no stall reached): no verdict
     assert broken, "the planted old ordering went unnoticed"

@@ -36,10 +36,12 @@ __all__ = ["message_from_pb", "message_to_pb"]
 _KIND_TO_PB: dict[EntryKind, raft_pb2.EntryKind.ValueType] = {
     EntryKind.NORMAL: raft_pb2.ENTRY_KIND_NORMAL,
     EntryKind.NOOP: raft_pb2.ENTRY_KIND_NOOP,
+    EntryKind.CONFIG: raft_pb2.ENTRY_KIND_CONFIG,
 }
 _KIND_FROM_PB: dict[int, EntryKind] = {
     raft_pb2.ENTRY_KIND_NORMAL: EntryKind.NORMAL,
     raft_pb2.ENTRY_KIND_NOOP: EntryKind.NOOP,
+    raft_pb2.ENTRY_KIND_CONFIG: EntryKind.CONFIG,
 }
 
 
@@ -97,6 +99,10 @@ def message_to_pb(msg: Message, cluster_id: str) -> raft_pb2.PeerMessage:
             s.term = snap.term
             s.voters.extend(snap.voters)
             s.data = snap.data
+            if snap.learners:
+                s.learners.extend(snap.learners)
+            if snap.addresses:
+                s.addresses.update(snap.addresses)
         case InstallSnapshotResponse():
             isr = pb.install_snapshot_response
             isr.SetInParent()
@@ -179,7 +185,9 @@ def message_from_pb(pb: raft_pb2.PeerMessage) -> Message:
             ins = pb.install_snapshot
             s = ins.snapshot
             voters = cast("tuple[NodeId, ...]", tuple(s.voters))
-            snapshot = Snapshot(s.index, s.term, voters, s.data)
+            learners = cast("tuple[NodeId, ...]", tuple(s.learners))
+            addresses = cast("tuple[tuple[NodeId, str], ...]", tuple(sorted(s.addresses.items())))
+            snapshot = Snapshot(s.index, s.term, voters, s.data, learners, addresses)
             return InstallSnapshot(ins.term, src, dst, snapshot, ins.send_tick)
         case "install_snapshot_response":
             isr = pb.install_snapshot_response

@@ -71,8 +71,11 @@ class RaftConfig:
     uses the timing defaults: ``ServerConfig.raft_config()`` passes node id, voters, election
     and heartbeat ticks and ``max_drift`` explicitly and leaves only the rest to these.
 
-    node_id: this node's id; must be one of ``voters``.
-    voters: every voting member of the cluster, this node included (1, 3 or 5 typical).
+    node_id: this node's id; must be one of ``voters`` (unless ``voters`` is empty).
+    voters: the bootstrap voters, this node included (1, 3 or 5 typical): the configuration
+        until the log holds another (membership changes). Empty for a node that joins an
+        existing cluster: it has no configuration, never campaigns and refuses votes until
+        the leader replicates one that contains it.
     election_ticks_min / election_ticks_max: a follower that hears nothing from a leader for a
         random number of ticks drawn from [min, max) starts a (pre-)election. Default 10..20.
         Also: a node that heard from a live leader within ``election_ticks_min`` ticks refuses
@@ -121,7 +124,7 @@ class RaftConfig:
             out.append("node_id must be a non-empty string")
         if len(set(self.voters)) != len(self.voters):
             out.append(f"voters must be distinct, got {list(self.voters)}")
-        if self.node_id and self.node_id not in self.voters:
+        if self.node_id and self.voters and self.node_id not in self.voters:
             out.append(f"node_id {self.node_id!r} must be one of voters {list(self.voters)}")
         return out
 

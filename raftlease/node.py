@@ -29,11 +29,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from raftlease.core.membership import Membership, MembershipError
 from raftlease.core.raft import RaftCore
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
 from raftlease.fsm.leases import LeaseTable
 from raftlease.observe import NOOP_OBSERVER
-from raftlease.service import Call, LeaseService
+from raftlease.service import Call, LeaseService, Reconfigured
 from raftlease.settings import ServerConfig
 from raftlease.types import NodeId, Role
 
@@ -81,7 +82,18 @@ class Node:
         self._t0 = clock.monotonic()
         self._ticks_done = 0
         self.sleeps = 0  # times the loop went to sleep (an idle node must not spin)
-        addresses = {nid: self.client_address(nid) for nid in cfg.peers}
+        # Peer addresses: the configuration's, overridden by this node's own --peers (which
+        # may name proxies); every id ever seen stays (a lagging member must still reach a
+        # leader its configuration does not know yet).
+        self._membership = self.core.membership
+        self.peer_addresses: dict[NodeId, str] = {
+            **self._membership.address_map(),
+            **cfg.peers,
+        }
+        addresses: dict[NodeId, str] = {}
+        self._client_addresses = addresses  # the service's leader hints (updated in place)
+        self._update_client_addresses()
+        self._warn_if_peers_differ()
         self.service = LeaseService(
             self.id,
             self.core,
@@ -145,7 +157,9 @@ class Node:
                 self._ops.append(_Op("cancel", op.call))  # the loop cancels it
                 self._wake.set()
             raise
-        if op.kind in ("propose", "release") or (op.kind == "acquire" and not op.arg[1]):
+        if op.kind in ("propose", "release", "reconfigure") or (
+            op.kind == "acquire" and not op.arg[1]
+        ):
             # Proposal latency: a call that is only its proposal (an acquire may also wait
             # for a handover, which is not replication latency).
             self.observer.on_proposal_applied(self.clock.monotonic() - start)
@@ -190,7 +204,70 @@ class Node:
         return self.service.leader_address()
 
     def client_address(self, node_id: NodeId) -> str:
-        return self.cfg.client_addresses.get(node_id) or self.cfg.peers.get(node_id, "")
+        return self.cfg.client_addresses.get(node_id) or self.peer_addresses.get(node_id, "")
+
+    # ------------------------------------------------------------------ membership
+    @property
+    def membership(self) -> Membership:
+        """The configuration in force on this node (the newest in its log)."""
+        return self.core.membership
+
+    async def change_membership(self, op: str, node_id: NodeId, address: str = "") -> Reconfigured:
+        """``op``: "add_learner" (with ``address``), "promote" or "remove". Answers once the
+        change is committed and applied here. Raises MembershipError (refused, nothing
+        changed; ``retryable`` says whether the same request may succeed later), NotLeader,
+        or ProposalDropped (outcome unknown: list the members and retry)."""
+        outcome: Reconfigured = await self._call(_Op("reconfigure", (op, node_id, address)))
+        return outcome
+
+    def membership_info(self) -> MembershipInfo:
+        core = self.core
+        m = core.membership
+        lags = {nid: core.learner_lag(nid) for nid in m.members if nid != self.id}
+        if core.role is Role.LEADER:
+            lags[self.id] = 0
+        return MembershipInfo(
+            membership=m,
+            addresses={nid: self.peer_addresses.get(nid, "") for nid in m.members},
+            config_index=core.config_index,
+            committed=core.config_index <= core.commit_index,
+            lags=lags,
+        )
+
+    def _membership_changed(self) -> None:
+        old, new = self._membership, self.core.membership
+        self._membership = new
+        for nid, addr in new.addresses:
+            if nid not in self.cfg.peers:
+                self.peer_addresses[nid] = addr
+        self._update_client_addresses()
+        self.transport.set_peers({str(k): v for k, v in self.peer_addresses.items()})
+        log.info(
+            "%s: configuration at index %d: voters %s, learners %s (was voters %s, learners %s)",
+            self.id,
+            self.core.config_index,
+            ", ".join(new.voters) or "none",
+            ", ".join(new.learners) or "none",
+            ", ".join(old.voters) or "none",
+            ", ".join(old.learners) or "none",
+        )
+
+    def _update_client_addresses(self) -> None:
+        for nid in self.peer_addresses:
+            self._client_addresses[nid] = self.client_address(nid)
+
+    def _warn_if_peers_differ(self) -> None:
+        m = self._membership
+        if self.core.config_index == 0 or set(m.members) == set(self.cfg.peers):
+            return
+        log.warning(
+            "%s: the data dir's configuration (index %d: %s) differs from --peers (%s); the "
+            "configuration governs, --peers only supplies addresses",
+            self.id,
+            self.core.config_index,
+            ", ".join(m.members),
+            ", ".join(sorted(self.cfg.peers)),
+        )
 
     def lease_ok(self) -> bool:
         """May this node serve renewals and linearizable reads at this instant?"""
@@ -335,6 +412,14 @@ class Node:
                 op.call = svc.release(fut, op.arg)
             elif kind == "propose":
                 op.call = svc.propose(fut, op.arg)
+            elif kind == "reconfigure":
+                what, nid, address = op.arg
+                try:
+                    new = _changed(self.core.membership, what, nid, address)
+                except MembershipError as e:
+                    fut.set_exception(e)
+                    continue
+                op.call = svc.reconfigure(fut, new)
             elif kind == "transfer":
                 try:
                     self.core.transfer_leadership(op.arg)
@@ -359,6 +444,8 @@ class Node:
         # A leader replicates WHILE it fsyncs its own entries (Ready contract, rule 1's
         # exception; thesis §10.2.1): nothing is stepped until the save is done, and the core
         # counts our own entries only after advance(). Everything else: PERSIST BEFORE SEND.
+        if self.core.membership is not self._membership:
+            self._membership_changed()  # links to new members before this Ready's sends
         early = rd.may_send_before_persist(*self._saved_vote)
         if early:
             self._send(rd)
@@ -461,7 +548,7 @@ class Node:
 
     @property
     def members(self) -> tuple[NodeId, ...]:
-        return tuple(sorted(self.cfg.peers))
+        return self.core.membership.members
 
     def transfer_target(self) -> NodeId | None:
         """The most caught-up peer (on the leader), the default target of a transfer."""
@@ -509,6 +596,7 @@ class Node:
                 )
                 if ok
                 else 0,
+                learner=self.id in core.membership.learners,
             )
         ]
         if core.role is Role.LEADER:
@@ -529,6 +617,7 @@ class Node:
                         missed_heartbeats=max(0, since // hb - 1) if since >= 0 else -1,
                         reachable=0 <= since < self.cfg.election_ticks_min,
                         lost_entries=p.lost_entries,
+                        learner=p.learner,
                     )
                 )
         return ClusterStatus(
@@ -538,6 +627,7 @@ class Node:
             leader_address=self.leader_address(),
             term=core.term,
             nodes=tuple(nodes),
+            config_index=core.config_index,
         )
 
 
@@ -561,6 +651,7 @@ class MemberStatus:
     lease_valid: bool = False
     lease_remaining_ms: int = 0
     lost_entries: int = 0
+    learner: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +662,29 @@ class ClusterStatus:
     leader_address: str | None
     term: int
     nodes: tuple[MemberStatus, ...]
+    config_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipInfo:
+    """The configuration in force on a node, with each member's address and (on the leader)
+    how many entries it lacks."""
+
+    membership: Membership
+    addresses: dict[NodeId, str]
+    config_index: int
+    committed: bool
+    lags: dict[NodeId, int | None]
+
+
+def _changed(m: Membership, op: str, node_id: NodeId, address: str) -> Membership:
+    if op == "add_learner":
+        return m.with_learner(node_id, address)
+    if op == "promote":
+        return m.promoted(node_id)
+    if op == "remove":
+        return m.without(node_id)
+    raise ValueError(f"unknown membership operation {op!r}")
 
 
 @dataclass(slots=True, eq=False)
@@ -597,4 +711,12 @@ def _ignore_result(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-__all__ = ["ClusterStatus", "MemberStatus", "NoLeaderLease", "Node", "NodeConfig", "ServerConfig"]
+__all__ = [
+    "ClusterStatus",
+    "MemberStatus",
+    "MembershipInfo",
+    "NoLeaderLease",
+    "Node",
+    "NodeConfig",
+    "ServerConfig",
+]

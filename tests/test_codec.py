@@ -45,6 +45,11 @@ snapshots = st.builds(
     term=u64,
     voters=st.lists(node_ids, max_size=5).map(tuple),
     data=payloads,
+    learners=st.lists(node_ids, max_size=3).map(tuple),
+    # A map on the wire: distinct ids, decoded in id order.
+    addresses=st.dictionaries(node_ids, st.text(max_size=20), max_size=4).map(
+        lambda d: tuple(sorted(d.items()))
+    ),
 )
 
 STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {

@@ -8,12 +8,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from raftlease.core.membership import Membership
 from raftlease.types import NodeId
 
 
 class EntryKind(enum.IntEnum):
     NORMAL = 1  # an application command (opaque bytes for the core)
     NOOP = 2  # appended by every new leader to commit entries of earlier terms (Raft §5.4.2)
+    CONFIG = 3  # a new membership (data: Membership.encode()); in force once appended
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,14 @@ class Snapshot:
     term: int
     voters: tuple[NodeId, ...]
     data: bytes = b""
+    # The rest of the membership as of ``index``: non-voting members and every member's peer
+    # address (empty in a snapshot of a cluster that never changed membership).
+    learners: tuple[NodeId, ...] = ()
+    addresses: tuple[tuple[NodeId, str], ...] = ()
+
+    @property
+    def membership(self) -> Membership:
+        return Membership(self.voters, self.learners, self.addresses)
 
 
 @dataclass(frozen=True, slots=True)

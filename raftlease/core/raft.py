@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never
 
 from raftlease.core.log import RaftLog
+from raftlease.core.membership import Membership, MembershipError, voter_change
 from raftlease.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -64,6 +65,7 @@ class PeerStatus:
     ticks_since_heard: int  # -1: never heard in this term
     applied_index: int
     lost_entries: int  # times its log was found shorter than what it had acknowledged
+    learner: bool = False
 
 
 class RaftCore:
@@ -80,12 +82,21 @@ class RaftCore:
         self.id = config.node_id
         self.rng = rng
         hs = hard_state or HardState()
-        self.voters: tuple[NodeId, ...] = snapshot.voters if snapshot else config.voters
-        self.peers: tuple[NodeId, ...] = tuple(v for v in self.voters if v != self.id)
         self.term = hs.term
         self.voted_for: NodeId | None = hs.voted_for
         self.log = RaftLog(snapshot, entries, hs.commit)
         self.role = Role.FOLLOWER
+        # Membership (thesis §4.1): the newest configuration in the log is in force, committed
+        # or not. _configs holds (index, membership) for the base (the snapshot's, else the
+        # bootstrap voters at index 0) and every CONFIG entry of the retained log, in order.
+        base = snapshot.membership if snapshot else Membership(tuple(sorted(config.voters)))
+        self._configs: list[tuple[int, Membership]] = [(self.log.snapshot_index, base)]
+        self._scan_configs(self.log.entries)
+        self.membership = base
+        self.voters: tuple[NodeId, ...] = ()
+        self.peers: tuple[NodeId, ...] = ()  # every other member: replication targets
+        self._voter_peers: tuple[NodeId, ...] = ()  # the other voters: counted in quorums
+        self.is_voter = False
         self.leader_id: NodeId | None = None
         self.lease_ticks = config.effective_lease_ticks
 
@@ -109,6 +120,7 @@ class RaftCore:
         self._msgs: list[Message] = []
         self._prev_hard = hs
         self._ready_outstanding = False
+        self._set_membership()
 
     # ------------------------------------------------------------------ public inputs
     def tick(self) -> None:
@@ -140,8 +152,11 @@ class RaftCore:
     def step(self, m: Message) -> None:
         """Feed one message received from a peer."""
         self._check_no_ready()
-        if m.src not in self.voters or m.dst != self.id:
-            return  # not for us, or from a stranger: the transport should have refused it
+        if m.dst != self.id or m.src == self.id:
+            return  # not for us: the transport should have refused it
+        # Messages from outside our configuration are processed (thesis §4.1): a lagging node
+        # must hear a leader its log does not know of yet. Such a node's votes and answers
+        # count only where the receiver's configuration makes it a voter.
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 if self._in_lease() and not m.transfer:
@@ -184,8 +199,10 @@ class RaftCore:
         self._check_no_ready()
         if self.role is not Role.LEADER:
             raise NotLeader(f"node {self.id} is not the leader", self.leader_id)
-        if target == self.id or target not in self.peers:
-            raise ValueError(f"cannot transfer leadership to {target!r}: not a peer of {self.id}")
+        if target == self.id or target not in self._voter_peers:
+            raise ValueError(
+                f"cannot transfer leadership to {target!r}: not a voting peer of {self.id}"
+            )
         if self.lead_transferee == target:
             return
         self.lead_transferee = target
@@ -203,10 +220,79 @@ class RaftCore:
         (docs/safety.md, L1). Use ``transfer_leadership`` on the leader to move leadership.
         """
         self._check_no_ready()
-        if self.role is Role.LEADER or self._in_lease():
+        if self.role is Role.LEADER or self._in_lease() or not self.is_voter:
             return False
         self._start_election(transfer=False)
         return True
+
+    def propose_membership(self, new: Membership) -> tuple[int, int]:
+        """Append a configuration entry that changes at most one voter (thesis §4.2); it is in
+        force on this leader at once. Returns its (index, term), committed like ``propose``.
+
+        Refused with MembershipError (retryable) until this leader has committed an entry of
+        its own term (thesis errata: otherwise two changes decided by different leaders could
+        have disjoint quorums) and while an earlier change is not committed; refused outright
+        for a change of two or more voters, no voter left, or a new voter that is not a
+        caught-up learner (it would count in the quorum before it holds the log).
+        """
+        self._check_no_ready()
+        if self.role is not Role.LEADER:
+            raise NotLeader(f"node {self.id} is not the leader", self.leader_id)
+        if self.lead_transferee is not None:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
+        if not self.committed_in_term():
+            raise MembershipError(
+                f"leader {self.id} has not yet committed an entry of its term {self.term}; "
+                "retry in a moment",
+                retryable=True,
+            )
+        pending = self._configs[-1][0]
+        if pending > self.log.committed:
+            raise MembershipError(
+                f"the membership change at index {pending} is not committed yet; "
+                "one change at a time",
+                retryable=True,
+            )
+        old = self.membership
+        changed = voter_change(old, new)
+        if not new.voters:
+            raise MembershipError("a configuration needs at least one voter")
+        if len(changed) > 1:
+            raise MembershipError(
+                f"one voter at a time: this change adds or removes {sorted(changed)}"
+            )
+        for nid in changed & set(new.voters):
+            if nid not in old.learners:
+                raise MembershipError(f"{nid} must join as a learner before it can vote")
+            self._check_caught_up(nid)
+        index = self.log.last_index + 1
+        self.log.append(Entry(index, self.term, EntryKind.CONFIG, new.encode()))
+        self._configs.append((index, new))
+        self._set_membership()
+        return index, self.term
+
+    def learner_lag(self, node_id: NodeId) -> int | None:
+        """Entries the member ``node_id`` lacks (on the leader), None if unknown."""
+        p = self.progress.get(node_id)
+        if self.role is not Role.LEADER or p is None:
+            return None
+        return self.log.last_index - p.match_index
+
+    def _check_caught_up(self, nid: NodeId) -> None:
+        p = self.progress.get(nid)
+        behind = self.log.last_index - (p.match_index if p else 0)
+        heard = p is not None and 0 <= self.tick_count - p.last_heard_tick
+        recent = (
+            heard
+            and p is not None
+            and (self.tick_count - p.last_heard_tick < self.config.election_ticks_min)
+        )
+        if p is None or not recent or behind > self.config.max_entries_per_append:
+            raise MembershipError(
+                f"learner {nid} is not caught up ({behind} entries behind the leader"
+                f"{'' if recent else ', not heard from recently'}); promote it once it is",
+                retryable=True,
+            )
 
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Record a state-machine snapshot at ``index`` (already applied) and drop older log.
@@ -217,8 +303,11 @@ class RaftCore:
         term = self.log.term_at(index)
         if term is None:
             raise ValueError(f"cannot snapshot at {index}: not in the retained log")
-        snap = Snapshot(index, term, self.voters, data)
+        m = self._config_at(index)
+        snap = Snapshot(index, term, m.voters, data, m.learners, m.addresses)
         self.log.compact(snap)
+        later = [c for c in self._configs if c[0] > index]
+        self._configs = [(index, m), *later]
         return snap
 
     # ------------------------------------------------------------------ outputs
@@ -325,8 +414,12 @@ class RaftCore:
         )
 
     def lease_start_tick(self) -> int:
-        """The newest own send_tick that a quorum (self included) has acknowledged."""
-        acks = [self.tick_count] + [p.ack_tick for p in self.progress.values()]
+        """The newest own send_tick that a quorum of the voters in force (this leader
+        included only while it is one) has acknowledged."""
+        progress = self.progress
+        acks = [progress[pid].ack_tick for pid in self._voter_peers if pid in progress]
+        if self.is_voter:
+            acks.append(self.tick_count)
         return quorum_value(acks, len(self.voters))
 
     def lease_valid(self) -> bool:
@@ -350,6 +443,11 @@ class RaftCore:
             return 0
         return self.lease_ticks - (self.tick_count - self.lease_start_tick())
 
+    @property
+    def config_index(self) -> int:
+        """Index of the configuration in force (0: the bootstrap voters)."""
+        return self._configs[-1][0]
+
     def peer_status(self) -> list[PeerStatus]:
         out = []
         for pid in self.peers:
@@ -366,6 +464,7 @@ class RaftCore:
                     heard,
                     p.applied_index,
                     p.lost_entries,
+                    pid not in self.voters,
                 )
             )
         return out
@@ -425,10 +524,21 @@ class RaftCore:
     def _tick_election(self) -> None:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_ticks:
+            if not self.is_voter:
+                # A learner, a node removed from the configuration, or a joining node with
+                # none yet: it never campaigns (it would only disrupt the voters).
+                self.election_elapsed = 0
+                return
             self._start_election(transfer=False)
 
     def _tick_leader(self) -> None:
         c = self.config
+        if not self.is_voter and self._configs[-1][0] <= self.log.committed:
+            # Thesis §4.2.2: a leader removed from the configuration manages the cluster
+            # until the change commits, then steps down (one tick later, so that the Ready
+            # in between tells the followers the commit index).
+            self._become_follower(self.term, None)
+            return
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.election_elapsed >= c.election_ticks_min:
@@ -453,8 +563,11 @@ class RaftCore:
                 self._send_heartbeat(pid)
 
     def _quorum_active(self) -> bool:
-        active = 1 + sum(1 for p in self.progress.values() if p.recent_active)
-        for p in self.progress.values():
+        progress = self.progress
+        active = int(self.is_voter) + sum(
+            1 for pid in self._voter_peers if pid in progress and progress[pid].recent_active
+        )
+        for p in progress.values():
             p.recent_active = False
         return active >= quorum_size(len(self.voters))
 
@@ -468,6 +581,8 @@ class RaftCore:
 
     # ------------------------------------------------------------------ elections
     def _start_election(self, transfer: bool) -> None:
+        if not self.is_voter:
+            return
         if len(self.voters) == 1:
             self._become_candidate()
             self._become_leader()
@@ -480,7 +595,7 @@ class RaftCore:
             self._become_candidate()
             term = self.term
             pre = False
-        for pid in self.peers:
+        for pid in self._voter_peers:
             self._send(
                 RequestVote(
                     term, self.id, pid, self.log.last_index, self.log.last_term, pre, transfer
@@ -489,6 +604,11 @@ class RaftCore:
 
     def _handle_request_vote(self, m: RequestVote) -> None:
         # Here m.term >= self.term (stale ones were answered in step()).
+        if self.id not in self._configs[-1][1].members:
+            # A joining node, or one removed: no configuration in its log contains it, so it
+            # must not vote (a node that joined with a reused id may have forgotten a vote).
+            self._send(RequestVoteResponse(self.term, self.id, m.src, False, m.pre_vote))
+            return
         up_to_date = self.log.is_up_to_date(m.last_log_index, m.last_log_term)
         if m.pre_vote:
             grant = m.term > self.term and up_to_date
@@ -519,6 +639,8 @@ class RaftCore:
                 return
         elif self.role is not Role.CANDIDATE or m.term != self.term:
             return
+        if m.src not in self.voters:
+            return  # only the voters of our configuration count
         self.votes[m.src] = m.granted
         q = quorum_size(len(self.voters))
         granted = sum(1 for v in self.votes.values() if v)
@@ -533,7 +655,7 @@ class RaftCore:
 
     def _start_election_after_prevote(self) -> None:
         self._become_candidate()
-        for pid in self.peers:
+        for pid in self._voter_peers:
             self._send(
                 RequestVote(
                     self.term, self.id, pid, self.log.last_index, self.log.last_term, False, False
@@ -541,7 +663,7 @@ class RaftCore:
             )
 
     def _handle_timeout_now(self, m: TimeoutNow) -> None:
-        if self.role is Role.LEADER:
+        if self.role is Role.LEADER or not self.is_voter:
             return
         # Thesis §3.10: the leader asked us to take over; skip PreVote and stickiness.
         self._start_election(transfer=True)
@@ -574,6 +696,7 @@ class RaftCore:
             return
         if entries:
             log.truncate_and_append(entries)
+            self._configs_appended(entries)
         last_new = max(prev, m.prev_log_index + len(m.entries))
         log.commit_to(min(m.leader_commit, last_new))
         self._respond_append(m, True, match=last_new)
@@ -611,6 +734,9 @@ class RaftCore:
                 self.log.commit_to(snap.index)  # we already have it: just fast-forward
             else:
                 self.log.restore(snap)
+                self._configs = [(snap.index, snap.membership)]
+                self._scan_configs(self.log.entries)
+                self._set_membership()
         match = max(self.log.committed, 0)
         self._send(InstallSnapshotResponse(self.term, self.id, m.src, match, m.send_tick))
 
@@ -689,8 +815,10 @@ class RaftCore:
         # fsync (Raft thesis §10.2.1), and an entry counts toward the quorum only where it
         # is durable.
         log = self.log
-        own = min(log.last_index, log.unstable_from - 1)
-        matches = [own] + [p.match_index for p in self.progress.values()]
+        progress = self.progress
+        matches = [progress[pid].match_index for pid in self._voter_peers if pid in progress]
+        if self.is_voter:
+            matches.append(min(log.last_index, log.unstable_from - 1))
         n = quorum_value(matches, len(self.voters))
         # Raft §5.4.2 (figure 8): only entries of the current term commit by counting.
         if n > self.log.committed and self.log.term_at(n) == self.term:
@@ -809,6 +937,52 @@ class RaftCore:
         p.last_snapshot_tick = self.tick_count
         p.probe_sent = True
         self._send(InstallSnapshot(self.term, self.id, pid, snap, self.tick_count))
+
+    # ------------------------------------------------------------------ membership
+    def _scan_configs(self, entries: list[Entry] | tuple[Entry, ...]) -> None:
+        configs = self._configs
+        for e in entries:
+            if e.kind is EntryKind.CONFIG:
+                configs.append((e.index, Membership.decode(e.data)))
+
+    def _configs_appended(self, entries: tuple[Entry, ...]) -> None:
+        """A follower appended ``entries`` (cutting a conflicting suffix first, maybe): drop
+        the configurations the log no longer holds and add the new ones (a configuration
+        entry removed by truncation takes the older configuration back, thesis §4.1)."""
+        lo, hi, last = entries[0].index, entries[-1].index, self.log.last_index
+        before = self._configs
+        kept = [c for c in before if c[0] < lo or (hi < c[0] <= last)]
+        added = [
+            (e.index, Membership.decode(e.data)) for e in entries if e.kind is EntryKind.CONFIG
+        ]
+        if not added and len(kept) == len(before):
+            return
+        later = [c for c in kept if c[0] > hi]
+        self._configs = [c for c in kept if c[0] < lo] + added + later
+        self._set_membership()
+
+    def _config_at(self, index: int) -> Membership:
+        for i, m in reversed(self._configs):
+            if i <= index:
+                return m
+        return self._configs[0][1]
+
+    def _set_membership(self) -> None:
+        m = self._configs[-1][1]
+        self.membership = m
+        self.voters = m.voters
+        self.is_voter = self.id in m.voters
+        self.peers = tuple(x for x in m.members if x != self.id)
+        self._voter_peers = tuple(x for x in m.voters if x != self.id)
+        if self.role is Role.LEADER:
+            nxt = self.log.last_index + 1
+            for pid in self.peers:
+                if pid not in self.progress:
+                    self.progress[pid] = Progress(nxt)
+            for pid in [p for p in self.progress if p not in self.peers]:
+                del self.progress[pid]
+            if self.lead_transferee is not None and self.lead_transferee not in self.voters:
+                self.lead_transferee = None
 
     # ------------------------------------------------------------------ plumbing
     def _reply_stale(self, m: Message) -> None:

@@ -9,6 +9,7 @@ from raftlease.service.lease_service import (
     NotAcquired,
     Outcome,
     ReadReady,
+    Reconfigured,
     Renewal,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "NotAcquired",
     "Outcome",
     "ReadReady",
+    "Reconfigured",
     "Renewal",
 ]

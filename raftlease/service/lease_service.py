@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from raftlease.core.membership import Membership, MembershipError
 from raftlease.core.messages import EntryKind
 from raftlease.core.ready import SoftState
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
@@ -84,6 +85,7 @@ class CallKind(Enum):
     RELEASE = "release"
     READ = "read"  # a read barrier (Get, List, CheckToken, Watch)
     PROPOSE = "propose"  # any other command; its outcome is the table's ApplyResult
+    RECONFIGURE = "reconfigure"  # a membership change; its outcome is Reconfigured
 
 
 class _Stage(Enum):
@@ -114,6 +116,14 @@ class ReadReady:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """A membership change committed (and applied here) at ``index``."""
+
+    index: int
+    membership: Membership
+
+
+@dataclass(frozen=True, slots=True)
 class Internal:
     """A result no rule expects (a bug): the call ends with an internal error."""
 
@@ -122,7 +132,7 @@ class Internal:
 
 # What a call ends with: an outcome, an ApplyResult (PROPOSE, RELEASE), or an exception
 # (NotLeader, NoLeaderLease, ProposalDropped: retry; Rejected results stay results).
-Outcome = Acquired | NotAcquired | ReadReady | Internal | ApplyResult | Exception
+Outcome = Acquired | NotAcquired | ReadReady | Reconfigured | Internal | ApplyResult | Exception
 
 
 @dataclass(slots=True, eq=False)
@@ -133,6 +143,7 @@ class Call:
     kind: CallKind
     token: Any
     cmd: Command | None = None
+    membership: Membership | None = None  # RECONFIGURE: the configuration proposed
     wait_s: float = 0.0
     stage: _Stage = _Stage.PROPOSED
     granted: LeaseRecord | None = None  # handed over before its own entry applied
@@ -275,7 +286,7 @@ class LeaseService:
         comes out of :meth:`take_replies`. A waiting acquire registers for the handover of
         its request id first, so a handover applied before its own entry is not missed (a
         retry's registration replaces the older one)."""
-        call = Call(CallKind.ACQUIRE, token, cmd, wait_s)
+        call = Call(CallKind.ACQUIRE, token, cmd, wait_s=wait_s)
         if cmd.wait:
             self._waiters[cmd.request_id] = call
         self._propose_call(call, cmd)
@@ -290,6 +301,25 @@ class LeaseService:
         """Any command; its outcome is the table's ApplyResult once applied here."""
         call = Call(CallKind.PROPOSE, token, cmd)
         self._propose_call(call, cmd)
+        return call
+
+    def reconfigure(self, token: Any, new: Membership) -> Call:
+        """Propose the configuration ``new`` (one server's change; RaftCore decides what is
+        allowed). Ends with Reconfigured once it commits and applies here, MembershipError
+        (nothing changed), NotLeader, or ProposalDropped (outcome unknown)."""
+        call = Call(CallKind.RECONFIGURE, token, membership=new)
+        self._calls[call] = None
+        if self.soft.role is not Role.LEADER:
+            self._end(call, self.not_leader())
+            return call
+        try:
+            index, term = self.core.propose_membership(new)
+        except NotLeader:
+            self._end(call, self.not_leader())
+        except (ProposalDropped, MembershipError) as e:
+            self._end(call, e)
+        else:
+            self._pending[index] = (term, call)
         return call
 
     def read(self, token: Any, now: float) -> Call:
@@ -451,6 +481,10 @@ class LeaseService:
     def _resolve(self, call: Call, result: ApplyResult | None, now: float) -> None:
         """The entry ``call`` proposed applied in its term: how the call goes on."""
         cmd = call.cmd
+        if call.kind is CallKind.RECONFIGURE:
+            assert call.membership is not None
+            self._end(call, Reconfigured(self.applied_index, call.membership))
+            return
         if call.kind is not CallKind.ACQUIRE:
             self._end(call, result if result is not None else Internal("no result"))
             return
@@ -538,6 +572,7 @@ class LeaseService:
                 rec.name,
                 rec.lease_id,
                 rec.holder,
+                extra={"lease": rec.name, "lease_id": rec.lease_id, "holder": rec.holder},
             )
             if not self._propose_unwatched(Expire(rec.name, rec.lease_id)):
                 keeper.unmark(rec.lease_id)
@@ -561,6 +596,7 @@ class LeaseService:
                 self.id,
                 request_id,
                 name,
+                extra={"lease": name, "request_id": request_id},
             )
             if not self._propose_unwatched(CancelWait(name, request_id)):
                 return

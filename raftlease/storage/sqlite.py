@@ -39,6 +39,7 @@ import threading
 import zlib
 from typing import TYPE_CHECKING, Final
 
+from raftlease.core.membership import Membership
 from raftlease.core.messages import Entry, EntryKind, Snapshot
 from raftlease.core.ready import HardState
 from raftlease.errors import StorageError
@@ -67,6 +68,11 @@ _SCHEMA: Final = (
 
 # Fixed SQL strings: sqlite3 caches the prepared statement per string.
 _SQL_PUT_META: Final = "INSERT INTO meta(key, value) VALUES (?, ?)"
+_SQL_PUT_META_REPLACE: Final = "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)"
+# Set (in the same transaction) once the log or snapshot holds a configuration of its own:
+# from then on the data dir's configuration governs and the bootstrap member set is not
+# compared with the node's flags any more (membership changes, docs/membership.md).
+_RECONFIGURED: Final = "reconfigured"
 _SQL_GET_META: Final = "SELECT key, value FROM meta"
 _SQL_PUT_HARD_STATE: Final = (
     "INSERT OR REPLACE INTO hard_state(id, term, voted_for, commit_index, crc)"
@@ -163,6 +169,8 @@ class SqliteStorage:
         self._snap_term = 0
         self._has_snapshot = False
         self._last_index = 0  # max stored entry index, else _snap_index
+        self._reconfigured = False  # the data dir holds a configuration of its own
+        self.bootstrap_members: tuple[str, ...] | None = None  # as recorded at creation
         try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
@@ -235,6 +243,7 @@ class SqliteStorage:
             if self.members is not None:
                 meta_rows.append(("members", json.dumps(list(self.members))))
             cur.executemany(_SQL_PUT_META, meta_rows)
+            self.bootstrap_members = self.members
             return True
         try:
             meta = dict(cur.execute(_SQL_GET_META).fetchall())
@@ -254,7 +263,9 @@ class SqliteStorage:
                 f"data dir {self.path} belongs to cluster {cluster!r} node {node!r}, refusing "
                 f"to start as cluster {self.cluster_id!r} node {self.node_id!r}"
             )
-        if self.members is None:
+        self.bootstrap_members = tuple(json.loads(meta["members"])) if "members" in meta else None
+        self._reconfigured = meta.get(_RECONFIGURED) == "1"
+        if self.members is None or self._reconfigured:
             return False
         stored = meta.get("members")
         if stored is None:
@@ -272,9 +283,9 @@ class SqliteStorage:
         if sorted(recorded) != list(self.members):
             raise DataDirMismatch(
                 f"data dir {self.path} was created for members {_fmt_ids(recorded)}, refusing "
-                f"to start with members {_fmt_ids(self.members)}: the member set is fixed "
-                "until raftlease supports membership changes; start this node with exactly "
-                "the members it was created with"
+                f"to start with members {_fmt_ids(self.members)}: a cluster that never "
+                "changed membership keeps the member set it was created with; start this node "
+                "with exactly those members, and change membership with `raftlease member` (membership changes go through the log)"
             )
         return False
 
@@ -331,6 +342,7 @@ class SqliteStorage:
         with self._lock:
             cur = self._cursor()
             has_snap, snap_index, snap_term = self._has_snapshot, self._snap_index, self._snap_term
+            reconfigured = False
             last = self._last_index
             try:
                 cur.execute("BEGIN IMMEDIATE")
@@ -388,6 +400,9 @@ class SqliteStorage:
                             ],
                         )
                     last = entries[-1].index
+                    if not self._reconfigured and any(e.kind is EntryKind.CONFIG for e in entries):
+                        cur.execute(_SQL_PUT_META_REPLACE, (_RECONFIGURED, "1"))
+                        reconfigured = True
                 cur.execute("COMMIT")
             except _Refused as exc:
                 self._rollback()
@@ -397,6 +412,7 @@ class SqliteStorage:
                 raise StorageError(f"{self.path}: save failed, nothing stored: {exc}") from exc
             self._has_snapshot, self._snap_index, self._snap_term = has_snap, snap_index, snap_term
             self._last_index = last
+            self._reconfigured = self._reconfigured or reconfigured
 
     def compact(self, snapshot: Snapshot) -> None:
         """Store a locally taken snapshot and drop the entries at or below its index (fsync).
@@ -478,7 +494,12 @@ class SqliteStorage:
 
     @staticmethod
     def _put_snapshot(cur: sqlite3.Cursor, snapshot: Snapshot) -> None:
-        voters = json.dumps(list(snapshot.voters))
+        if snapshot.learners or snapshot.addresses:
+            # A membership after a change: the whole object (voters, learners, addresses).
+            voters = snapshot.membership.encode().decode()
+            cur.execute(_SQL_PUT_META_REPLACE, (_RECONFIGURED, "1"))
+        else:
+            voters = json.dumps(list(snapshot.voters))
         crc = _snapshot_crc(snapshot.index, snapshot.term, voters, snapshot.data)
         cur.execute(_SQL_PUT_SNAPSHOT, (snapshot.index, snapshot.term, voters, snapshot.data, crc))
 
@@ -501,6 +522,9 @@ class SqliteStorage:
                 f"{self.path}: snapshot at index {idx} corrupt: checksum mismatch; {_RESTORE_HINT}"
             )
         try:
+            if voters.startswith("{"):
+                m = Membership.decode(voters.encode())
+                return Snapshot(idx, term, m.voters, data, m.learners, m.addresses)
             voter_ids = tuple(NodeId(v) for v in json.loads(voters))
         except (ValueError, TypeError) as exc:
             raise StorageError(

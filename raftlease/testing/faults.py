@@ -114,6 +114,9 @@ class FailpointTransport:
     async def close(self) -> None:
         await self.inner.close()
 
+    def set_peers(self, peers: dict[str, str]) -> None:
+        self.inner.set_peers(peers)
+
 
 class FailpointObserver(NodeObserver):
     """Hits ``after-commit-before-apply`` in :meth:`on_commit_ready`; passes every event on to

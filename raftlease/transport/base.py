@@ -24,6 +24,10 @@ class Transport(Protocol):
         """Stop all links. Idempotent."""
         ...
 
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """The membership changed: ``peers`` maps every member id to its peer address."""
+        ...
+
 
 class MemoryTransport:
     """In-process twin: delivers straight to the peers' ``receive`` (tests)."""
@@ -42,3 +46,6 @@ class MemoryTransport:
 
     async def close(self) -> None:
         self.routes.clear()
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        pass  # routes are registered by the test

@@ -24,23 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftlease/v1/cluster.proto\x12\x0craftlease.v1\"\x0f\n\rStatusRequest\"\x8a\x02\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x15\n\rlast_heard_ms\x18\x07 \x01(\x03\x12\x19\n\x11missed_heartbeats\x18\x08 \x01(\x04\x12\x0b\n\x03lag\x18\t \x01(\x04\x12\x13\n\x0bmatch_index\x18\n \x01(\x04\x12\x11\n\treachable\x18\x0b \x01(\x08\x12\x13\n\x0blease_valid\x18\x0c \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\r \x01(\x04\"\x97\x01\n\x0eStatusResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.raftlease.v1.NodeStatus\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x0c\n\x04term\x18\x06 \x01(\x04\".\n\x19TransferLeadershipRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\t\"/\n\x1aTransferLeadershipResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t2\xb7\x01\n\x07\x43luster\x12\x43\n\x06Status\x12\x1b.raftlease.v1.StatusRequest\x1a\x1c.raftlease.v1.StatusResponse\x12g\n\x12TransferLeadership\x12\'.raftlease.v1.TransferLeadershipRequest\x1a(.raftlease.v1.TransferLeadershipResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araftlease/v1/cluster.proto\x12\x0craftlease.v1\"\x13\n\x11MemberListRequest\"H\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x0f\n\x07learner\x18\x03 \x01(\x08\x12\x0b\n\x03lag\x18\x04 \x01(\x03\"w\n\x12MemberListResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.raftlease.v1.Member\x12\x14\n\x0c\x63onfig_index\x18\x02 \x01(\x04\x12\x11\n\tcommitted\x18\x03 \x01(\x08\x12\x11\n\tleader_id\x18\x04 \x01(\t\"b\n\x10MemberAddRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpeer_address\x18\x02 \x01(\t\x12\x0f\n\x07learner\x18\x03 \x01(\x08\x12\x1b\n\x13\x63\x61tch_up_timeout_ms\x18\x04 \x01(\r\"\"\n\x14MemberPromoteRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13MemberRemoveRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x11\n\x0fSnapshotRequest\"x\n\x10SnapshotResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12%\n\x07members\x18\x04 \x03(\x0b\x32\x14.raftlease.v1.Member\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x0f\n\rStatusRequest\"\x9b\x02\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x15\n\rlast_heard_ms\x18\x07 \x01(\x03\x12\x19\n\x11missed_heartbeats\x18\x08 \x01(\x04\x12\x0b\n\x03lag\x18\t \x01(\x04\x12\x13\n\x0bmatch_index\x18\n \x01(\x04\x12\x11\n\treachable\x18\x0b \x01(\x08\x12\x13\n\x0blease_valid\x18\x0c \x01(\x08\x12\x1a\n\x12lease_remaining_ms\x18\r \x01(\x04\x12\x0f\n\x07learner\x18\x0e \x01(\x08\"\xad\x01\n\x0eStatusResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.raftlease.v1.NodeStatus\x12\x16\n\x0eleader_address\x18\x05 \x01(\t\x12\x0c\n\x04term\x18\x06 \x01(\x04\x12\x14\n\x0c\x63onfig_index\x18\x07 \x01(\x04\".\n\x19TransferLeadershipRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\t\"/\n\x1aTransferLeadershipResponse\x12\x11\n\tleader_id\x18\x01 \x01(\t2\xce\x04\n\x07\x43luster\x12\x43\n\x06Status\x12\x1b.raftlease.v1.StatusRequest\x1a\x1c.raftlease.v1.StatusResponse\x12g\n\x12TransferLeadership\x12\'.raftlease.v1.TransferLeadershipRequest\x1a(.raftlease.v1.TransferLeadershipResponse\x12O\n\nMemberList\x12\x1f.raftlease.v1.MemberListRequest\x1a .raftlease.v1.MemberListResponse\x12M\n\tMemberAdd\x12\x1e.raftlease.v1.MemberAddRequest\x1a .raftlease.v1.MemberListResponse\x12U\n\rMemberPromote\x12\".raftlease.v1.MemberPromoteRequest\x1a .raftlease.v1.MemberListResponse\x12S\n\x0cMemberRemove\x12!.raftlease.v1.MemberRemoveRequest\x1a .raftlease.v1.MemberListResponse\x12I\n\x08Snapshot\x12\x1d.raftlease.v1.SnapshotRequest\x1a\x1e.raftlease.v1.SnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftlease.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUSREQUEST']._serialized_start=44
-  _globals['_STATUSREQUEST']._serialized_end=59
-  _globals['_NODESTATUS']._serialized_start=62
-  _globals['_NODESTATUS']._serialized_end=328
-  _globals['_STATUSRESPONSE']._serialized_start=331
-  _globals['_STATUSRESPONSE']._serialized_end=482
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=484
-  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=530
-  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_start=532
-  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_end=579
-  _globals['_CLUSTER']._serialized_start=582
-  _globals['_CLUSTER']._serialized_end=765
+  _globals['_MEMBERLISTREQUEST']._serialized_start=44
+  _globals['_MEMBERLISTREQUEST']._serialized_end=63
+  _globals['_MEMBER']._serialized_start=65
+  _globals['_MEMBER']._serialized_end=137
+  _globals['_MEMBERLISTRESPONSE']._serialized_start=139
+  _globals['_MEMBERLISTRESPONSE']._serialized_end=258
+  _globals['_MEMBERADDREQUEST']._serialized_start=260
+  _globals['_MEMBERADDREQUEST']._serialized_end=358
+  _globals['_MEMBERPROMOTEREQUEST']._serialized_start=360
+  _globals['_MEMBERPROMOTEREQUEST']._serialized_end=394
+  _globals['_MEMBERREMOVEREQUEST']._serialized_start=396
+  _globals['_MEMBERREMOVEREQUEST']._serialized_end=429
+  _globals['_SNAPSHOTREQUEST']._serialized_start=431
+  _globals['_SNAPSHOTREQUEST']._serialized_end=448
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=450
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=570
+  _globals['_STATUSREQUEST']._serialized_start=572
+  _globals['_STATUSREQUEST']._serialized_end=587
+  _globals['_NODESTATUS']._serialized_start=590
+  _globals['_NODESTATUS']._serialized_end=873
+  _globals['_STATUSRESPONSE']._serialized_start=876
+  _globals['_STATUSRESPONSE']._serialized_end=1049
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_start=1051
+  _globals['_TRANSFERLEADERSHIPREQUEST']._serialized_end=1097
+  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_start=1099
+  _globals['_TRANSFERLEADERSHIPRESPONSE']._serialized_end=1146
+  _globals['_CLUSTER']._serialized_start=1149
+  _globals['_CLUSTER']._serialized_end=1739
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,31 @@ class ClusterStub:
                 request_serializer=raftlease_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
                 response_deserializer=raftlease_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
                 _registered_method=True)
+        self.MemberList = channel.unary_unary(
+                '/raftlease.v1.Cluster/MemberList',
+                request_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberListRequest.SerializeToString,
+                response_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+                _registered_method=True)
+        self.MemberAdd = channel.unary_unary(
+                '/raftlease.v1.Cluster/MemberAdd',
+                request_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+                _registered_method=True)
+        self.MemberPromote = channel.unary_unary(
+                '/raftlease.v1.Cluster/MemberPromote',
+                request_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberPromoteRequest.SerializeToString,
+                response_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+                _registered_method=True)
+        self.MemberRemove = channel.unary_unary(
+                '/raftlease.v1.Cluster/MemberRemove',
+                request_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+                _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/raftlease.v1.Cluster/Snapshot',
+                request_serializer=raftlease_dot_v1_dot_cluster__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=raftlease_dot_v1_dot_cluster__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -65,6 +90,43 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MemberList(self, request, context):
+        """The configuration in force on the leader: voters, learners, addresses, its log index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberAdd(self, request, context):
+        """Add a member as a learner; unless `learner` is set, wait until it has caught up and
+        promote it to voter. Answers once the last change is committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberPromote(self, request, context):
+        """Make a caught-up learner a voter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberRemove(self, request, context):
+        """Remove a voter or learner. Removing the leader first hands leadership to another voter
+        (the call then answers UNAVAILABLE with the new leader's address: retry there).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Snapshot(self, request, context):
+        """A consistent snapshot of the lease table from the leader, with its index and members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +139,31 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.TransferLeadership,
                     request_deserializer=raftlease_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.FromString,
                     response_serializer=raftlease_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.SerializeToString,
+            ),
+            'MemberList': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberList,
+                    request_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberListRequest.FromString,
+                    response_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.SerializeToString,
+            ),
+            'MemberAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberAdd,
+                    request_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberAddRequest.FromString,
+                    response_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.SerializeToString,
+            ),
+            'MemberPromote': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberPromote,
+                    request_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberPromoteRequest.FromString,
+                    response_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.SerializeToString,
+            ),
+            'MemberRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberRemove,
+                    request_deserializer=raftlease_dot_v1_dot_cluster__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=raftlease_dot_v1_dot_cluster__pb2.SnapshotRequest.FromString,
+                    response_serializer=raftlease_dot_v1_dot_cluster__pb2.SnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +221,141 @@ class Cluster:
             '/raftlease.v1.Cluster/TransferLeadership',
             raftlease_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
             raftlease_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlease.v1.Cluster/MemberList',
+            raftlease_dot_v1_dot_cluster__pb2.MemberListRequest.SerializeToString,
+            raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlease.v1.Cluster/MemberAdd',
+            raftlease_dot_v1_dot_cluster__pb2.MemberAddRequest.SerializeToString,
+            raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberPromote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlease.v1.Cluster/MemberPromote',
+            raftlease_dot_v1_dot_cluster__pb2.MemberPromoteRequest.SerializeToString,
+            raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlease.v1.Cluster/MemberRemove',
+            raftlease_dot_v1_dot_cluster__pb2.MemberRemoveRequest.SerializeToString,
+            raftlease_dot_v1_dot_cluster__pb2.MemberListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlease.v1.Cluster/Snapshot',
+            raftlease_dot_v1_dot_cluster__pb2.SnapshotRequest.SerializeToString,
+            raftlease_dot_v1_dot_cluster__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,39 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17raftlease/v1/raft.proto\x12\x0craftlease.v1\"Y\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.raftlease.v1.EntryKind\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"E\n\x08Snapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"u\n\x12RequestVoteRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x02 \x01(\x04\x12\x15\n\rlast_log_term\x18\x03 \x01(\x04\x12\x10\n\x08pre_vote\x18\x04 \x01(\x08\x12\x10\n\x08transfer\x18\x05 \x01(\x08\"F\n\x13RequestVoteResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\"\xa3\x01\n\x14\x41ppendEntriesRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0eprev_log_index\x18\x02 \x01(\x04\x12\x15\n\rprev_log_term\x18\x03 \x01(\x04\x12$\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x13.raftlease.v1.Entry\x12\x15\n\rleader_commit\x18\x05 \x01(\x04\x12\x11\n\tsend_tick\x18\x06 \x01(\x04\"\xc8\x01\n\x15\x41ppendEntriesResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x03 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x04 \x01(\x04\x12\x15\n\rconflict_term\x18\x05 \x01(\x04\x12\x16\n\x0e\x63onflict_index\x18\x06 \x01(\x04\x12\x11\n\tsend_tick\x18\x07 \x01(\x04\x12\x15\n\rapplied_index\x18\x08 \x01(\x04J\x04\x08\t\x10\nR\x04load\"c\n\x16InstallSnapshotRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12(\n\x08snapshot\x18\x02 \x01(\x0b\x32\x16.raftlease.v1.Snapshot\x12\x11\n\tsend_tick\x18\x03 \x01(\x04\"O\n\x17InstallSnapshotResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x11\n\tsend_tick\x18\x03 \x01(\x04\"!\n\x11TimeoutNowRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\"\x8d\x04\n\x0bPeerMessage\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12\x38\n\x0crequest_vote\x18\n \x01(\x0b\x32 .raftlease.v1.RequestVoteRequestH\x00\x12\x42\n\x15request_vote_response\x18\x0b \x01(\x0b\x32!.raftlease.v1.RequestVoteResponseH\x00\x12<\n\x0e\x61ppend_entries\x18\x0c \x01(\x0b\x32\".raftlease.v1.AppendEntriesRequestH\x00\x12\x46\n\x17\x61ppend_entries_response\x18\r \x01(\x0b\x32#.raftlease.v1.AppendEntriesResponseH\x00\x12@\n\x10install_snapshot\x18\x0e \x01(\x0b\x32$.raftlease.v1.InstallSnapshotRequestH\x00\x12J\n\x19install_snapshot_response\x18\x0f \x01(\x0b\x32%.raftlease.v1.InstallSnapshotResponseH\x00\x12\x36\n\x0btimeout_now\x18\x10 \x01(\x0b\x32\x1f.raftlease.v1.TimeoutNowRequestH\x00\x42\x06\n\x04\x62ody\"8\n\tPeerBatch\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.raftlease.v1.PeerMessage\"\x1f\n\x0bSendSummary\x12\x10\n\x08received\x18\x01 \x01(\x04*S\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NTRY_KIND_NORMAL\x10\x01\x12\x13\n\x0f\x45NTRY_KIND_NOOP\x10\x02\x32H\n\x08RaftPeer\x12<\n\x04Send\x12\x17.raftlease.v1.PeerBatch\x1a\x19.raftlease.v1.SendSummary(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17raftlease/v1/raft.proto\x12\x0craftlease.v1\"Y\n\x05\x45ntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.raftlease.v1.EntryKind\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xc3\x01\n\x08Snapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08learners\x18\x05 \x03(\t\x12\x38\n\taddresses\x18\x06 \x03(\x0b\x32%.raftlease.v1.Snapshot.AddressesEntry\x1a\x30\n\x0e\x41\x64\x64ressesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x12RequestVoteRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x02 \x01(\x04\x12\x15\n\rlast_log_term\x18\x03 \x01(\x04\x12\x10\n\x08pre_vote\x18\x04 \x01(\x08\x12\x10\n\x08transfer\x18\x05 \x01(\x08\"F\n\x13RequestVoteResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\"\xa3\x01\n\x14\x41ppendEntriesRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x16\n\x0eprev_log_index\x18\x02 \x01(\x04\x12\x15\n\rprev_log_term\x18\x03 \x01(\x04\x12$\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x13.raftlease.v1.Entry\x12\x15\n\rleader_commit\x18\x05 \x01(\x04\x12\x11\n\tsend_tick\x18\x06 \x01(\x04\"\xc8\x01\n\x15\x41ppendEntriesResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x03 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x04 \x01(\x04\x12\x15\n\rconflict_term\x18\x05 \x01(\x04\x12\x16\n\x0e\x63onflict_index\x18\x06 \x01(\x04\x12\x11\n\tsend_tick\x18\x07 \x01(\x04\x12\x15\n\rapplied_index\x18\x08 \x01(\x04J\x04\x08\t\x10\nR\x04load\"c\n\x16InstallSnapshotRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12(\n\x08snapshot\x18\x02 \x01(\x0b\x32\x16.raftlease.v1.Snapshot\x12\x11\n\tsend_tick\x18\x03 \x01(\x04\"O\n\x17InstallSnapshotResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x11\n\tsend_tick\x18\x03 \x01(\x04\"!\n\x11TimeoutNowRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\"\x8d\x04\n\x0bPeerMessage\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12\x38\n\x0crequest_vote\x18\n \x01(\x0b\x32 .raftlease.v1.RequestVoteRequestH\x00\x12\x42\n\x15request_vote_response\x18\x0b \x01(\x0b\x32!.raftlease.v1.RequestVoteResponseH\x00\x12<\n\x0e\x61ppend_entries\x18\x0c \x01(\x0b\x32\".raftlease.v1.AppendEntriesRequestH\x00\x12\x46\n\x17\x61ppend_entries_response\x18\r \x01(\x0b\x32#.raftlease.v1.AppendEntriesResponseH\x00\x12@\n\x10install_snapshot\x18\x0e \x01(\x0b\x32$.raftlease.v1.InstallSnapshotRequestH\x00\x12J\n\x19install_snapshot_response\x18\x0f \x01(\x0b\x32%.raftlease.v1.InstallSnapshotResponseH\x00\x12\x36\n\x0btimeout_now\x18\x10 \x01(\x0b\x32\x1f.raftlease.v1.TimeoutNowRequestH\x00\x42\x06\n\x04\x62ody\"8\n\tPeerBatch\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.raftlease.v1.PeerMessage\"\x1f\n\x0bSendSummary\x12\x10\n\x08received\x18\x01 \x01(\x04*j\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NTRY_KIND_NORMAL\x10\x01\x12\x13\n\x0f\x45NTRY_KIND_NOOP\x10\x02\x12\x15\n\x11\x45NTRY_KIND_CONFIG\x10\x03\x32H\n\x08RaftPeer\x12<\n\x04Send\x12\x17.raftlease.v1.PeerBatch\x1a\x19.raftlease.v1.SendSummary(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftlease.v1.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=1599
-  _globals['_ENTRYKIND']._serialized_end=1682
+  _globals['_SNAPSHOT_ADDRESSESENTRY']._loaded_options = None
+  _globals['_SNAPSHOT_ADDRESSESENTRY']._serialized_options = b'8\001'
+  _globals['_ENTRYKIND']._serialized_start=1726
+  _globals['_ENTRYKIND']._serialized_end=1832
   _globals['_ENTRY']._serialized_start=41
   _globals['_ENTRY']._serialized_end=130
-  _globals['_SNAPSHOT']._serialized_start=132
-  _globals['_SNAPSHOT']._serialized_end=201
-  _globals['_REQUESTVOTEREQUEST']._serialized_start=203
-  _globals['_REQUESTVOTEREQUEST']._serialized_end=320
-  _globals['_REQUESTVOTERESPONSE']._serialized_start=322
-  _globals['_REQUESTVOTERESPONSE']._serialized_end=392
-  _globals['_APPENDENTRIESREQUEST']._serialized_start=395
-  _globals['_APPENDENTRIESREQUEST']._serialized_end=558
-  _globals['_APPENDENTRIESRESPONSE']._serialized_start=561
-  _globals['_APPENDENTRIESRESPONSE']._serialized_end=761
-  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_start=763
-  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_end=862
-  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_start=864
-  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_end=943
-  _globals['_TIMEOUTNOWREQUEST']._serialized_start=945
-  _globals['_TIMEOUTNOWREQUEST']._serialized_end=978
-  _globals['_PEERMESSAGE']._serialized_start=981
-  _globals['_PEERMESSAGE']._serialized_end=1506
-  _globals['_PEERBATCH']._serialized_start=1508
-  _globals['_PEERBATCH']._serialized_end=1564
-  _globals['_SENDSUMMARY']._serialized_start=1566
-  _globals['_SENDSUMMARY']._serialized_end=1597
-  _globals['_RAFTPEER']._serialized_start=1684
-  _globals['_RAFTPEER']._serialized_end=1756
+  _globals['_SNAPSHOT']._serialized_start=133
+  _globals['_SNAPSHOT']._serialized_end=328
+  _globals['_SNAPSHOT_ADDRESSESENTRY']._serialized_start=280
+  _globals['_SNAPSHOT_ADDRESSESENTRY']._serialized_end=328
+  _globals['_REQUESTVOTEREQUEST']._serialized_start=330
+  _globals['_REQUESTVOTEREQUEST']._serialized_end=447
+  _globals['_REQUESTVOTERESPONSE']._serialized_start=449
+  _globals['_REQUESTVOTERESPONSE']._serialized_end=519
+  _globals['_APPENDENTRIESREQUEST']._serialized_start=522
+  _globals['_APPENDENTRIESREQUEST']._serialized_end=685
+  _globals['_APPENDENTRIESRESPONSE']._serialized_start=688
+  _globals['_APPENDENTRIESRESPONSE']._serialized_end=888
+  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_start=890
+  _globals['_INSTALLSNAPSHOTREQUEST']._serialized_end=989
+  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_start=991
+  _globals['_INSTALLSNAPSHOTRESPONSE']._serialized_end=1070
+  _globals['_TIMEOUTNOWREQUEST']._serialized_start=1072
+  _globals['_TIMEOUTNOWREQUEST']._serialized_end=1105
+  _globals['_PEERMESSAGE']._serialized_start=1108
+  _globals['_PEERMESSAGE']._serialized_end=1633
+  _globals['_PEERBATCH']._serialized_start=1635
+  _globals['_PEERBATCH']._serialized_end=1691
+  _globals['_SENDSUMMARY']._serialized_start=1693
+  _globals['_SENDSUMMARY']._serialized_end=1724
+  _globals['_RAFTPEER']._serialized_start=1834
+  _globals['_RAFTPEER']._serialized_end=1906
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,8 @@ class _EntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryKind.V
     """An application command: `data` is opaque to the Raft core."""
     ENTRY_KIND_NOOP: _EntryKind.ValueType  # 2
     """Appended by every new leader to commit entries of earlier terms (Raft §5.4.2)."""
+    ENTRY_KIND_CONFIG: _EntryKind.ValueType  # 3
+    """A new cluster membership (JSON: voters, learners, addresses); in force once appended."""
 
 class EntryKind(_EntryKind, metaclass=_EntryKindEnumTypeWrapper):
     """What a log entry carries."""
@@ -50,6 +52,8 @@ ENTRY_KIND_NORMAL: EntryKind.ValueType  # 1
 """An application command: `data` is opaque to the Raft core."""
 ENTRY_KIND_NOOP: EntryKind.ValueType  # 2
 """Appended by every new leader to commit entries of earlier terms (Raft §5.4.2)."""
+ENTRY_KIND_CONFIG: EntryKind.ValueType  # 3
+"""A new cluster membership (JSON: voters, learners, addresses); in force once appended."""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
 @_typing.final
@@ -92,10 +96,32 @@ class Snapshot(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AddressesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     INDEX_FIELD_NUMBER: _builtins.int
     TERM_FIELD_NUMBER: _builtins.int
     VOTERS_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    LEARNERS_FIELD_NUMBER: _builtins.int
+    ADDRESSES_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Index of the last entry the snapshot covers."""
     term: _builtins.int
@@ -106,6 +132,16 @@ class Snapshot(_message.Message):
     def voters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Node ids of every voting member as of `index`."""
 
+    @_builtins.property
+    def learners(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Node ids of the non-voting members (learners) as of `index`."""
+
+    @_builtins.property
+    def addresses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Peer address (HOST:PORT) of every member, by node id; empty for a cluster that never
+        changed membership (each node then uses its own --peers).
+        """
+
     def __init__(
         self,
         *,
@@ -113,10 +149,12 @@ class Snapshot(_message.Message):
         term: _builtins.int = ...,
         voters: _abc.Iterable[_builtins.str] | None = ...,
         data: _builtins.bytes = ...,
+        learners: _abc.Iterable[_builtins.str] | None = ...,
+        addresses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "index", b"index", "term", b"term", "voters", b"voters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "data", b"data", "index", b"index", "learners", b"learners", "term", b"term", "voters", b"voters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

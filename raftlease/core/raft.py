@@ -281,11 +281,10 @@ class RaftCore:
     def _check_caught_up(self, nid: NodeId) -> None:
         p = self.progress.get(nid)
         behind = self.log.last_index - (p.match_index if p else 0)
-        heard = p is not None and 0 <= self.tick_count - p.last_heard_tick
         recent = (
-            heard
-            and p is not None
-            and (self.tick_count - p.last_heard_tick < self.config.election_ticks_min)
+            p is not None
+            and p.last_heard_tick >= 0
+            and self.tick_count - p.last_heard_tick < self.config.election_ticks_min
         )
         if p is None or not recent or behind > self.config.max_entries_per_append:
             raise MembershipError(

@@ -285,7 +285,8 @@ class SqliteStorage:
                 f"data dir {self.path} was created for members {_fmt_ids(recorded)}, refusing "
                 f"to start with members {_fmt_ids(self.members)}: a cluster that never "
                 "changed membership keeps the member set it was created with; start this node "
-                "with exactly those members, and change membership with `raftlease member` (membership changes go through the log)"
+                "with exactly those members (membership changes go through the log: "
+                "`raftlease member`)"
             )
         return False
 

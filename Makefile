@@ -18,9 +18,10 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -I protos \
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changed (or the venv is new). The editable install means
-# source edits never need a re-install.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or constraints.txt changed (or the venv is new). The
+# exact versions come from constraints.txt (pyproject.toml declares ranges). The editable
+# install means source edits never need a re-install.
+$(STAMP): pyproject.toml constraints.txt
 	@if [ ! -x $(BIN)/python ]; then \
 		echo "creating $(VENV) with $(PYTHON) -m venv"; \
 		$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml
 			exit 1; }; \
 		$(BIN)/python -m pip install --quiet --upgrade pip; \
 	fi
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # Regenerate raftlease/v1 from protos/. The proto tree mirrors the package, so the generated

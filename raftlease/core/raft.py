@@ -534,8 +534,26 @@ class RaftCore:
         c = self.config
         if not self.is_voter and self._configs[-1][0] <= self.log.committed:
             # Thesis §4.2.2: a leader removed from the configuration manages the cluster
-            # until the change commits, then steps down (one tick later, so that the Ready
-            # in between tells the followers the commit index).
+            # until the change commits, then steps down, after telling every follower the
+            # commit index (else they learn that the change committed only from the next
+            # leader's no-op).
+            log = self.log
+            for pid in self.peers:
+                p = self.progress[pid]
+                term = log.term_at(p.match_index)
+                if term is not None:
+                    self._send(
+                        AppendEntries(
+                            self.term,
+                            self.id,
+                            pid,
+                            p.match_index,
+                            term,
+                            (),
+                            log.committed,
+                            self.tick_count,
+                        )
+                    )
             self._become_follower(self.term, None)
             return
         self.heartbeat_elapsed += 1

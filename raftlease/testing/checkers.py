@@ -37,6 +37,18 @@ The rules, and where each is checked:
 15. ``commit-unsafe``: once an entry is applied, no node that lacks it has a durable log at
    least as up to date as a majority's (it could win an election and overwrite the entry:
    Leader Completeness, checked before the election instead of after it; ``check_committed``).
+16. ``config-step``: every newly committed configuration (a CONFIG entry applied for the first
+   time anywhere) differs from the previous committed one by at most one voter (``on_apply``).
+17. ``learner-ack``: an entry that is applied (rule 13) or the newest applied entry at a crash
+   (rule 7) is held by a majority only if learners are counted (a quorum counted a learner).
+
+Membership (rules 7, 13, 15): a "majority" is one of the voters of a configuration that may
+have been in force when the entry committed: the newest configuration at or below the
+entry's index, or any configuration entry after it (a leader uses the newest configuration in
+its log, committed or not). Rule 15 asks each node lacking the entry for the quorum of the
+configuration in its own durable log (a node outside it never campaigns, and a voter outside
+its own configuration refuses votes). ``Checkers.voters`` are the bootstrap voters; the
+simulator reports each node's durable configuration (``on_durable_config``).
 
 Liveness oracles live in the simulator (``SimCluster.check_quorum_contact``: a leader cut off
 from a quorum steps down within 2·E_min + 2 of its ticks; ``SimCluster.quiet_window``: a
@@ -52,6 +64,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from raftlease.core.membership import Membership, voter_change
+from raftlease.core.messages import EntryKind
 from raftlease.types import NodeId
 
 if TYPE_CHECKING:
@@ -120,6 +134,16 @@ class Checkers:
     snapshot_index: dict[NodeId, int] = field(default_factory=dict)  # persisted snapshots
     durable_last: dict[NodeId, tuple[int, int]] = field(default_factory=dict)  # (index, term)
     electable_checked: int = 0  # rule 15 ran for every applied index up to this one
+    # Membership: every CONFIG entry persisted anywhere, (index, term, membership), by index;
+    # each node's durable configuration (the newest in its durable log; the simulator
+    # reports it); the newest committed configuration (index, membership) and how many
+    # configuration entries committed.
+    configs: list[tuple[int, int, Membership]] = field(default_factory=list)
+    node_config: dict[NodeId, Membership] = field(default_factory=dict)
+    committed_config: tuple[int, Membership] | None = None
+    configs_committed: int = 0
+    _config_by_key: dict[tuple[int, int], Membership] = field(default_factory=dict)
+    _cfg_memo: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
 
     def _fail(self, name: str, detail: str) -> SafetyViolation:
         return SafetyViolation(name, f"{detail} (at t={self.now_us}us)")
@@ -181,6 +205,8 @@ class Checkers:
             old = table.get(key)
             if old is None:
                 table[key] = rec
+                if e.kind is EntryKind.CONFIG:
+                    self._add_config(e)
             elif old != rec:
                 raise self._fail(
                     "log-matching",
@@ -205,47 +231,135 @@ class Checkers:
     def check_committed(self, node: NodeId, entry: Entry) -> None:
         """``node`` applies ``entry``: a majority must hold it durably."""
         holders = self.durable.get((entry.index, entry.term), ())
-        count = len(holders)
-        q = len(self.voters) // 2 + 1
-        if count < q:
-            for nid, snap in self.snapshot_index.items():
-                if snap >= entry.index and nid not in holders:
-                    count += 1
-        if count < q:
+        problem = self._majority_problem(entry.index, entry.term, holders)
+        if problem is not None:
             raise self._fail(
-                "applied-uncommitted",
-                f"{node} applied {entry.index}/{entry.term}, which only {sorted(holders)} "
-                f"hold durably (a majority is {q})",
+                problem[0] or "applied-uncommitted",
+                f"{node} applied {entry.index}/{entry.term}, which only {sorted(holders)} hold "
+                f"durably ({problem[1]})",
             )
         if entry.index > self.electable_checked:
             self.electable_checked = entry.index
             self._check_electable(entry, holders)
+
+    # -------------------------------------------------------------- membership
+    def _add_config(self, e: Entry) -> None:
+        configs = self.configs
+        item = (e.index, e.term, Membership.decode(e.data))
+        self._config_by_key[(e.index, e.term)] = item[2]
+        if not configs or configs[-1][0] <= e.index:
+            configs.append(item)
+        else:
+            configs.append(item)
+            configs.sort(key=lambda c: c[0])
+
+    def on_durable_config(self, node: NodeId, membership: Membership) -> None:
+        """The newest configuration in ``node``'s durable log (or snapshot) is ``membership``."""
+        self.node_config[node] = membership
+
+    def config_in_log(self, index: int, term: int) -> tuple[int, int]:
+        """(index, term) of the newest CONFIG entry at or below ``index`` in the logs that hold
+        entry ``index``/``term`` ((0, 0): none, the bootstrap voters), found by walking the
+        predecessor terms of rule 4 (log matching) back; memoized per entry."""
+        memo = self._cfg_memo
+        table = self.entries
+        path: list[tuple[int, int]] = []
+        key = (index, term)
+        found = (0, 0)
+        while key[0] > 0:
+            hit = memo.get(key)
+            if hit is not None:
+                found = hit
+                break
+            rec = table.get(key)
+            if rec is None:  # never persisted (should not happen): no better answer
+                break
+            if rec[0] == EntryKind.CONFIG:
+                found = key
+                break
+            path.append(key)
+            key = (key[0] - 1, rec[2])
+        for k in path:
+            memo[k] = found
+        return found
+
+    def voter_sets(self, index: int, term: int) -> list[Membership]:
+        """The configurations whose voters' majority may have committed entry
+        ``index``/``term``: the newest configuration at or below it in its log (the bootstrap
+        voters if none), and every configuration entry after it (a leader uses the newest
+        configuration in its log, committed or not)."""
+        k = self.config_in_log(index, term)
+        out = [self._config_by_key.get(k) or Membership(tuple(sorted(self.voters)))]
+        out += [m for i, _, m in self.configs if i > index]
+        return out
+
+    def _majority_problem(
+        self, index: int, term: int, holders: set[NodeId] | tuple[()]
+    ) -> tuple[str, str] | None:
+        """None if ``holders`` (plus every node with a durable snapshot at or past ``index``)
+        include a majority of the voters of one of :meth:`voter_sets`; else ("", what a
+        majority is), or ("learner-ack", ...) if they do only when the learners of such a
+        configuration are counted too."""
+        snaps = self.snapshot_index
+        if not self.configs:  # no membership change: every node is a bootstrap voter
+            q = len(self.voters) // 2 + 1
+            count = len(holders)
+            if count < q:
+                count += sum(1 for n, snap in snaps.items() if snap >= index and n not in holders)
+            if count >= q:
+                return None
+            return "", f"a majority is {q}"
+        allh = set(holders) | {nid for nid, snap in snaps.items() if snap >= index}
+        sets = self.voter_sets(index, term)
+        for m in sets:
+            if sum(1 for v in m.voters if v in allh) >= len(m.voters) // 2 + 1:
+                return None
+        for m in sets:
+            if m.learners and len(allh & set(m.members)) >= len(m.voters) // 2 + 1:
+                return "learner-ack", (
+                    f"a majority of the voters {list(m.voters)} only if the learners "
+                    f"{list(m.learners)} are counted"
+                )
+        need = "; ".join(f"{len(m.voters) // 2 + 1} of {list(m.voters)}" for m in sets)
+        return "", f"a majority is {need}"
 
     def _check_electable(self, entry: Entry, holders: set[NodeId] | tuple[()]) -> None:
         """Rule 15: no node that lacks a committed entry can ever be elected. A candidate
         wins with a majority of votes, and a voter grants only to a log at least as up to date
         as its own (§5.4.1), so it is enough that no node lacking ``entry`` has a log (durable:
         what survives crashes) at least as up to date as a majority's. Checked once per
-        newly applied index (the newest committed entry: log matching covers the older)."""
+        newly applied index (the newest committed entry: log matching covers the older).
+        With membership changes the candidate counts the voters of the configuration in its
+        own durable log, and only if it is one of them; a voter outside its own durable
+        configuration refuses (the core refuses votes then)."""
         lasts = self.durable_last
         snaps = self.snapshot_index
-        q = len(self.voters) // 2 + 1
-        for c in self.voters:
+        if not self.node_config:
+            candidates: list[tuple[NodeId, tuple[NodeId, ...]]] = [
+                (c, self.voters) for c in self.voters
+            ]
+        else:
+            candidates = [(c, m.voters) for c, m in self.node_config.items() if c in m.voters]
+        cfg = self.node_config
+        for c, voters in candidates:
             if c in holders or snaps.get(c, 0) >= entry.index:
                 continue
             ci, ct = lasts.get(c, (0, 0))
             willing = 0
-            for v in self.voters:
+            for v in voters:
+                if cfg and v in cfg and not cfg[v].is_member(v):
+                    continue
                 vi, vt = lasts.get(v, (0, 0))
                 if ct > vt or (ct == vt and ci >= vi):
                     willing += 1
+            q = len(voters) // 2 + 1
             if willing >= q:
                 raise self._fail(
                     "commit-unsafe",
                     f"{entry.index}/{entry.term} was applied, but {c} lacks it and its durable "
-                    f"log (last {ci}/{ct}) is at least as up to date as {willing} nodes': it "
-                    f"could be elected and overwrite the entry (durable lasts: "
-                    f"{dict(sorted(lasts.items()))})",
+                    f"log (last {ci}/{ct}) is at least as up to date as {willing} of the voters "
+                    f"{list(voters)} of its configuration: it could be elected and overwrite "
+                    f"the entry (durable lasts: {dict(sorted(lasts.items()))})",
                 )
 
     def check_boot_log(self, node: NodeId, st: LoadedState) -> None:
@@ -282,6 +396,8 @@ class Checkers:
             self.applied[entry.index] = _Applied(
                 entry.term, int(entry.kind), entry.data, state_hash, node
             )
+            if entry.kind is EntryKind.CONFIG:
+                self._config_committed(node, entry)
             if entry.index > self.max_applied_index:
                 self.max_applied_index = entry.index
                 self.max_applied_term = entry.term
@@ -389,11 +505,30 @@ class Checkers:
             pos = c - snap_index - 1
             if pos < len(st.entries) and st.entries[pos].term == t:
                 holders.append(nid)
-        if len(holders) < len(self.voters) // 2 + 1:
+        problem = self._majority_problem(c, t, set(holders))
+        if problem is not None:
             raise self._fail(
-                "committed-lost",
-                f"after {why}, applied entry {c}/{t} is durable only on {sorted(holders)}",
+                problem[0] or "committed-lost",
+                f"after {why}, applied entry {c}/{t} is durable only on {sorted(holders)} "
+                f"({problem[1]})",
             )
+
+    # -------------------------------------------------------------- 16. configuration steps
+    def _config_committed(self, node: NodeId, entry: Entry) -> None:
+        new = Membership.decode(entry.data)
+        prev = self.committed_config
+        old = prev[1] if prev is not None else Membership(tuple(sorted(self.voters)))
+        self.configs_committed += 1
+        changed = voter_change(old, new)
+        if len(changed) > 1:
+            raise self._fail(
+                "config-step",
+                f"{node} applied configuration {entry.index}/{entry.term} with voters "
+                f"{list(new.voters)}; the previous committed one"
+                f"{f' (index {prev[0]})' if prev else ''} had {list(old.voters)}: "
+                f"{sorted(changed)} changed at once",
+            )
+        self.committed_config = (entry.index, new)
 
     # -------------------------------------------------------------- 8. leader lease
     def on_lease(self, node: NodeId, valid: bool) -> None:

@@ -143,6 +143,16 @@ class FaultMix:
     # (src index, dst index, params): links that keep these params all run long (a link
     # reset restores them): e.g. one link that loses every AppendEntries.
     chronic: tuple[tuple[int, int, LinkParams], ...] = ()
+    # Membership changes (SimCluster's operator, sim/members.py): ``spares`` nodes beyond the
+    # ``n`` bootstrap voters start empty; every ``member_every_us`` the operator asks the
+    # leader for the next single-server change (add a spare as a learner, promote it, remove
+    # a voter, the leader with probability ``member_remove_leader``).
+    spares: int = 0
+    member_every_us: tuple[int, int] | None = None
+    member_remove_leader: float = 0.4
+    member_retire: float = 0.3
+    member_burst: float = 0.3
+    member_eager: float = 0.3
     # What the swarm drew for this seed, one "dimension: intensities" item each.
     drew: tuple[str, ...] = ()
 
@@ -161,6 +171,8 @@ class FaultMix:
             )
             if w > 0
         ]
+        if self.spares and self.member_every_us is not None:
+            kinds.append("members")
         if self.failpoints:
             kinds.append("failpoints")
         cfg = ",".join(f"{k}={v}" for k, v in sorted(self.config.items()))
@@ -172,8 +184,9 @@ class FaultMix:
                 leases += f" client-rates={[round(r, 4) for r in c.rates]}"
             if c.bug is not None:
                 leases += f" client-bug={c.bug}"
+        spares = f"+{self.spares}" if self.spares else ""
         return (
-            f"n={self.n} {self.duration_us // MS}ms faults={'+'.join(kinds) or 'none'} "
+            f"n={self.n}{spares} {self.duration_us // MS}ms faults={'+'.join(kinds) or 'none'} "
             f"link={self.link.delay_min_us}-{self.link.delay_max_us}us {leases} {cfg}"
         ).strip()
 
@@ -445,6 +458,13 @@ def swarm_mix(rng: random.Random) -> FaultMix:
         params = dataclasses.replace(link, drop=rng.choice((0.5, 0.9, 1.0)), drop_kinds=lost)
         chronic = ((a, b, params),)
         drew.append(f"chronic n{a + 1}->n{b + 1} drops {params.drop} of {'+'.join(sorted(lost))}")
+    member = _membership_draw(rng, n)
+    if member:
+        drew.append(
+            f"members +{member['spares']} spares every {_ms(member['member_every_us'])} "
+            f"remove-leader {member['member_remove_leader']} retire {member['member_retire']} "
+            f"burst {member['member_burst']} eager {member['member_eager']}"
+        )
     return FaultMix(
         n=n,
         duration_us=rng.randint(2_000, 5_000) * MS,
@@ -480,7 +500,30 @@ def swarm_mix(rng: random.Random) -> FaultMix:
         client_link=client_link,
         chronic=chronic,
         drew=tuple(drew),
+        **member,
     )
+
+
+#: Fraction of swarm seeds that run membership changes.
+MEMBERSHIP_SHARE = 0.5
+
+
+def _membership_draw(rng: random.Random, n: int) -> dict[str, Any]:
+    """The membership dimension of a swarm seed, from a side stream seeded by ``rng``'s state
+    WITHOUT drawing from it: every other choice of the seed (and the simulator's seed, drawn
+    after the mix) stays what it was before membership changes existed, so a seed without
+    them replays exactly as it did."""
+    side = random.Random(repr(rng.getstate()[1][:8]))
+    if side.random() >= MEMBERSHIP_SHARE:
+        return {}
+    return {
+        "spares": side.choice((1, 2, 2)),
+        "member_every_us": side.choice(((20 * MS, 150 * MS), (50 * MS, 400 * MS))),
+        "member_remove_leader": side.choice((0.0, 0.4, 0.8)),
+        "member_retire": side.choice((0.0, 0.5)),
+        "member_burst": side.choice((0.0, 0.3, 0.8)),
+        "member_eager": side.choice((0.0, 0.3, 0.8)),
+    }
 
 
 # Mix generators by name (``--mix``): the default swarm, and the sweep's older random mix.
@@ -651,6 +694,12 @@ class SeedResult:
     injected: dict[str, int] = field(default_factory=dict)
     failpoint_crashes: int = 0
     quiet_windows: int = 0
+    # Membership changes asked of leaders (outcome -> count), the committed ones as the
+    # leader answered them ("add n4", "promote n4", "remove n1"), and the configuration
+    # entries committed (applied anywhere), which also counts those whose leader died.
+    members: dict[str, int] = field(default_factory=dict)
+    member_changes: list[str] = field(default_factory=list)
+    configs_committed: int = 0
     elapsed_s: float = 0.0  # wall time
 
     @property
@@ -666,6 +715,8 @@ class SeedResult:
         inj = " ".join(f"{k}={v}" for k, v in sorted(self.injected.items()))
         if self.failpoint_crashes:
             inj += f" failpoint-crashes={self.failpoint_crashes}"
+        if self.members:
+            inj += " members: " + " ".join(f"{k}={v}" for k, v in sorted(self.members.items()))
         return f"injected: {inj or 'nothing'}"
 
 
@@ -722,6 +773,12 @@ def run_seed(
         clients=mix.clients,
         client_link=mix.client_link,
         trace=trace,
+        spares=mix.spares,
+        member_every_us=mix.member_every_us,
+        member_remove_leader=mix.member_remove_leader,
+        member_retire=mix.member_retire,
+        member_burst=mix.member_burst,
+        member_eager=mix.member_eager,
     )
     for a, b, params in mix.chronic:
         sim.net.pin(sim.ids[a], sim.ids[b], params)
@@ -756,6 +813,9 @@ def run_seed(
     result.injected = dict(sim.injected)
     result.failpoint_crashes = sim.failpoint_crashes
     result.quiet_windows = sim.quiet_windows
+    result.members = dict(sim.member_stats)
+    result.member_changes = [what for _, what in sim.member_log]
+    result.configs_committed = sim.checkers.configs_committed
     result.elapsed_s = time.perf_counter() - started
     log(f"seed {seed}: {result.faults()}")
     return result
@@ -912,6 +972,10 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
     if args.mix != "swarm":
         core_opt += f" --mix {args.mix}"
     totals = LeaseStats()
+    member_seeds = 0
+    configs_committed = 0
+    member_totals: dict[str, int] = {}
+    change_kinds: dict[str, int] = {}
 
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     trace = print if args.verbose else None
@@ -933,6 +997,14 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
             base_config=base_config,
         )
         count += 1
+        if res.mix.spares and res.mix.member_every_us is not None:
+            member_seeds += 1
+            configs_committed += res.configs_committed
+            for k, v in res.members.items():
+                member_totals[k] = member_totals.get(k, 0) + v
+            for what in res.member_changes:
+                kind = what.rsplit(" ", 1)[0]
+                change_kinds[kind] = change_kinds.get(kind, 0) + 1
         for f in dataclasses.fields(LeaseStats):
             setattr(totals, f.name, getattr(totals, f.name) + getattr(res.leases, f.name))
         if not res.ok:
@@ -964,6 +1036,14 @@ def main(argv: Sequence[str] | None = None, core_factory: CoreFactory | None = N
             f"late, {t.writes_rejected_late} late ones rejected, {t.writes_rejected_valid} "
             f"rejected from a believing holder; {t.server_errors} INTERNAL answers, "
             f"{t.ghost_handovers} ghost handovers"
+        )
+    if member_seeds:
+        kinds = ", ".join(f"{v} {k}" for k, v in sorted(change_kinds.items()))
+        asked = " ".join(f"{k}={v}" for k, v in sorted(member_totals.items()))
+        print(
+            f"membership: {member_seeds} of {count} seeds changed membership; "
+            f"{configs_committed} configuration entries committed; leaders answered: "
+            f"{asked} ({kinds})"
         )
     longest = "no post-heal election measured"
     if worst is not None and worst.liveness is not None:

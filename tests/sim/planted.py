@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pytest
 
     from raftlease.config import RaftConfig
+    from raftlease.core.membership import Membership
     from raftlease.core.progress import Progress
     from raftlease.core.ready import HardState, Ready
     from raftlease.fsm.leases import LeaseEvent, LeaseRecord, LeaseTable
@@ -61,8 +62,10 @@ class Figure8Core(RaftCore):
     """(b) Commits entries of earlier terms by counting replicas (Raft figure 8)."""
 
     def _maybe_commit(self) -> bool:
-        matches = [self.log.last_index] + [p.match_index for p in self.progress.values()]
-        ordered = sorted(matches, reverse=True)
+        progress = self.progress
+        matches = [self.log.last_index] if self.is_voter else []
+        matches += [progress[p].match_index for p in self._voter_peers if p in progress]
+        ordered = sorted(matches, reverse=True) + [0] * len(self.voters)
         n = ordered[len(self.voters) // 2]
         if n > self.log.committed:  # the bug: no "term_at(n) == self.term" check
             self.log.commit_to(n)
@@ -269,3 +272,75 @@ def plant_client_ack_time(mp: pytest.MonkeyPatch) -> None:
         return self.local() + self._effective_s(ttl_s)
 
     mp.setattr(SimClient, "_valid_until_after", valid_until_after)
+
+
+# --------------------------------------------------------------------------- membership
+# Each breaks one rule of single-server membership changes (thesis §4.2 and its errata);
+# the swarm seeds that draw membership changes (sweep.MEMBERSHIP_SHARE) exercise them.
+
+
+class TwoChangesInFlightCore(RaftCore):
+    """(o) ``propose_membership`` without the pending-change check: a second change is
+    accepted while the first is not committed, so the configuration in force can move two
+    voters away from the committed one."""
+
+    def propose_membership(self, new: Membership) -> tuple[int, int]:
+        saved = self._configs
+        committed = [c for c in saved if c[0] <= self.log.committed]
+        self._configs = committed  # hide the pending change(s) from the check
+        try:
+            index, term = super().propose_membership(new)
+        except BaseException:
+            self._configs = saved
+            raise
+        self._configs = [*saved, self._configs[-1]]
+        return index, term
+
+
+class LearnerInQuorumCore(RaftCore):
+    """(p) ``_voter_peers`` includes the learners: their acks count toward commit, the
+    leader lease and CheckQuorum."""
+
+    def _set_membership(self) -> None:
+        super()._set_membership()
+        self._voter_peers = self.peers
+
+
+class RemovedLeaderStaysCore(RaftCore):
+    """(q) A leader that removed itself never steps down once the change commits (it goes
+    on leading a cluster it is not a voter of)."""
+
+    def _tick_leader(self) -> None:
+        self.is_voter = True  # skips the step-down check, and only that (_quorum_active below)
+        try:
+            super()._tick_leader()
+        finally:
+            self.is_voter = self.id in self.voters
+
+    def _quorum_active(self) -> bool:
+        progress = self.progress
+        active = int(self.id in self.voters) + sum(
+            1 for pid in self._voter_peers if pid in progress and progress[pid].recent_active
+        )
+        for p in progress.values():
+            p.recent_active = False
+        return active >= len(self.voters) // 2 + 1
+
+
+class NoErrataCore(RaftCore):
+    """(r) The errata rule dropped: a new leader accepts a membership change before it has
+    committed an entry of its own term."""
+
+    def committed_in_term(self) -> bool:
+        if self._in_propose_membership:
+            return self.role is Role.LEADER
+        return super().committed_in_term()
+
+    _in_propose_membership = False
+
+    def propose_membership(self, new: Membership) -> tuple[int, int]:
+        self._in_propose_membership = True
+        try:
+            return super().propose_membership(new)
+        finally:
+            self._in_propose_membership = False

@@ -38,10 +38,14 @@ from .planted import (
     EarlyExpiryKeeperSim,
     Figure8Core,
     ForgetVoteCore,
+    LearnerInQuorumCore,
     NoCheckQuorumCore,
+    NoErrataCore,
     NoRestartKeeperSim,
+    RemovedLeaderStaysCore,
     RenewWithoutLeaderLeaseSim,
     TransferKeepsLeaseCore,
+    TwoChangesInFlightCore,
     VoteBeforePersistSim,
     VoteWithoutLogCheckCore,
     plant_client_ack_time,
@@ -90,6 +94,9 @@ LIVENESS = frozenset(
 )
 
 
+MEMBERSHIP = frozenset({"config-change", "config-step", "learner-ack", "removed-leader"})
+
+
 @dataclass(frozen=True)
 class Bug:
     name: str
@@ -115,6 +122,16 @@ BUGS = (
     Bug("apply-beyond-commit", 20, RAFT_SAFETY, core=ApplyBeyondCommitCore),
     Bug("transfer-keeps-lease", 20, LEASE, core=TransferKeepsLeaseCore),
     Bug("expiry-before-ttl", 20, LEASE, sim_class=EarlyExpiryKeeperSim),
+    # Membership changes (only the swarm seeds that draw them exercise these).
+    Bug("two-changes-in-flight", 25, MEMBERSHIP | RAFT_SAFETY, core=TwoChangesInFlightCore),
+    Bug(
+        "learner-in-quorum",
+        20,
+        MEMBERSHIP | RAFT_SAFETY | LEASE | LIVENESS,
+        core=LearnerInQuorumCore,
+    ),
+    Bug("removed-leader-stays", 20, MEMBERSHIP, core=RemovedLeaderStaysCore),
+    Bug("no-errata-rule", 25, MEMBERSHIP | RAFT_SAFETY, core=NoErrataCore),
 )
 
 

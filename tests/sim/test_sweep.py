@@ -38,7 +38,7 @@ def test_cli_passing_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_failing_run_prints_violation_and_replay(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--seeds", "10"], core_factory=VoteWithoutLogCheckCore) == 1
+    assert main(["--seeds", "20"], core_factory=VoteWithoutLogCheckCore) == 1
     out = capsys.readouterr().out
     assert re.search(r"^seed \d+: [a-z-]+: ", out, re.MULTILINE), out
     assert "replay: python -m raftlease.testing.sweep --seed " in out

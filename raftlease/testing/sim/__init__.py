@@ -24,12 +24,14 @@ model.py        (data)           SimNode, LeaseInterval, LivenessResult, describ
 scheduler.py    SimScheduler     virtual time, the event heap, at / after / run_until...,
                                  node(), leader()
 oracles.py      SimOracles       vote-stickiness, lease-quorum, the CheckQuorum contact
-                                 oracle, the lease history
+                                 oracle, the membership rules, the lease history
 driver.py       SimDriver        what each event does: the Ready loop, the LeaseService,
                                  client requests and replies, the workload (propose ...)
 faults.py       SimFaults        boot, crash, restart, pause / resume, clock rates,
                                  failpoints, partitions, link faults
 liveness.py     SimLiveness      quiet windows, final heal, post-heal liveness checks
+members.py      SimMembers       the membership operator: spares join as learners, are
+                                 promoted, voters (the leader too) are removed
 cluster.py      SimCluster       the constructor: random streams, nodes, networks, clients
 ==============  ===============  ===========================================================
 

@@ -12,7 +12,7 @@ from raftlease.core.raft import RaftCore
 from raftlease.testing.checkers import Checkers, LeaseCheckers
 from raftlease.testing.clients import ClientParams, FencedResource, SimClient
 from raftlease.testing.network import LinkParams, SimNetwork
-from raftlease.testing.sim.liveness import SimLiveness
+from raftlease.testing.sim.members import SimMembers
 from raftlease.testing.sim.model import FAILPOINT_SCOPES, FAILPOINTS, CoreFactory, SimNode
 from raftlease.types import NodeId
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
 
-class SimCluster(SimLiveness):
+class SimCluster(SimMembers):
     """A whole cluster in one process, driven by virtual time. See the package docstring.
 
     ``config`` overrides RaftConfig fields (election_ticks_min, lease_ticks, ...) for every
@@ -47,6 +47,12 @@ class SimCluster(SimLiveness):
     ``clients`` starts the simulated lease clients (clients.py); their links to the nodes use
     ``client_link`` (default: ``link``). The lease table and keeper run on every node either
     way. Planted server bugs override :meth:`make_service` or :meth:`make_keeper` in a subclass.
+
+    ``spares``: nodes beyond the ``n`` bootstrap voters (ids n{n+1}, ...) that boot with an
+    empty configuration (joining nodes); with ``member_every_us`` the membership operator
+    (members.py) adds them as learners, promotes them and removes voters, through the
+    leader's LeaseService, every (min, max) us. Their clocks and the operator's choices come
+    from a stream of their own, so the other streams draw as without them.
     """
 
     def __init__(
@@ -68,12 +74,20 @@ class SimCluster(SimLiveness):
         clients: ClientParams | None = None,
         client_link: LinkParams | None = None,
         trace: Callable[[str], None] | None = None,
+        spares: int = 0,
+        member_every_us: tuple[int, int] | None = None,
+        member_remove_leader: float = 0.4,
+        member_retire: float = 0.3,
+        member_burst: float = 0.3,
+        member_eager: float = 0.3,
     ) -> None:
         if n < 1:
             raise ValueError("n must be >= 1")
         self.seed = seed
         self.tick_us = tick_us
-        self.ids = tuple(NodeId(f"n{i + 1}") for i in range(n))
+        self.voter_ids = tuple(NodeId(f"n{i + 1}") for i in range(n))
+        self.spare_ids = tuple(NodeId(f"n{i + 1}") for i in range(n, n + spares))
+        self.ids = self.voter_ids + self.spare_ids
         self.config_overrides = dict(config or {})
         self.core_factory = core_factory
         self.trace = trace
@@ -93,24 +107,31 @@ class SimCluster(SimLiveness):
         # Drawn after the streams above, so that adding them changed none of those.
         self.lease_rng = lease_rng = random.Random(root.getrandbits(64))
         client_net_rng = random.Random(root.getrandbits(64))
+        self.member_rng = member_rng = random.Random(root.getrandbits(64))
 
         drift = probe.max_drift if max_drift is None else max_drift
         if rates is not None and len(rates) != n:
             raise ValueError(f"need {n} clock rates, got {len(rates)}")
         self.nodes = []
         for i, nid in enumerate(self.ids):
-            rate = rates[i] if rates is not None else 1.0 + clock_rng.uniform(-drift, drift)
+            if i >= n:  # a spare: its own stream
+                rate = 1.0 + member_rng.uniform(-drift, drift)
+            elif rates is not None:
+                rate = rates[i]
+            else:
+                rate = 1.0 + clock_rng.uniform(-drift, drift)
             if rate <= 0:
                 raise ValueError(f"clock rate must be positive, got {rate}")
             self.nodes.append(
                 SimNode(nid, i, rate, tick_us / rate, min_tick_interval_us=tick_us / rate)
             )
         for node in self.nodes:  # clocks do not agree on the epoch
-            node.clock_local_s = lease_rng.uniform(0.0, 1_000.0)
+            rng = lease_rng if node.index < n else member_rng
+            node.clock_local_s = rng.uniform(0.0, 1_000.0)
         self._by_id = {node.id: node for node in self.nodes}
         self.clean_link = link or LinkParams()
         self.net = SimNetwork(self.ids, self.net_rng, self.clean_link)
-        self.checkers = Checkers(self.ids)
+        self.checkers = Checkers(self.voter_ids)
         self.lease_checks = LeaseCheckers()
         self.resource = FencedResource()
         self.ghosts = []
@@ -143,6 +164,14 @@ class SimCluster(SimLiveness):
         self.next_command = 1
         self.proposed = 0
         self.leader_history = []
+        self.member_stats = {}
+        self.member_log = []
+        self._member_seq = 0
+        self.spares_left = list(self.spare_ids)
+        self.member_remove_leader = member_remove_leader
+        self.member_retire = member_retire
+        self.member_burst = member_burst
+        self.member_eager = member_eager
         self.lease_intervals = []
         self._lease_since = {}
         self.workload_on = True
@@ -181,3 +210,12 @@ class SimCluster(SimLiveness):
             self._every(compact_every_us, self._workload_compact)
         if transfer_every_us is not None:
             self._every(transfer_every_us, self._workload_transfer)
+        if member_every_us is not None and spares:
+            lo, hi = member_every_us
+            rng = self.member_rng
+
+            def step() -> None:
+                self.member_step()
+                self.after(rng.randint(lo, hi), step)
+
+            self.after(rng.randint(lo, hi), step)

@@ -17,7 +17,9 @@ into replies, and models what gRPC does around a handler (a call's deadline and 
 death cancel it).
 
 Also here: the workload's inputs (:meth:`SimDriver.propose`, ``compact``,
-``transfer_leadership``, ``campaign``). Overridable hooks for planted bugs:
+``transfer_leadership``, ``campaign``, and ``reconfigure``: a membership change through the
+leader's ``LeaseService.reconfigure``, as node.py's ``change_membership`` does).
+Overridable hooks for planted bugs:
 :meth:`SimDriver.make_service`, :meth:`SimDriver.make_keeper`,
 :meth:`SimDriver._sends_before_persist`, :meth:`SimDriver.lease_ok` and
 ``check_renewals``.
@@ -30,6 +32,7 @@ import math
 import traceback
 from typing import TYPE_CHECKING
 
+from raftlease.core.membership import MembershipError
 from raftlease.core.messages import (
     AppendEntriesResponse,
     InstallSnapshotResponse,
@@ -40,7 +43,7 @@ from raftlease.core.messages import (
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
 from raftlease.fsm.keeper import LeaseKeeper
 from raftlease.fsm.leases import Rejected, Released
-from raftlease.service import Acquired, Internal, LeaseService, NotAcquired
+from raftlease.service import Acquired, Internal, LeaseService, NotAcquired, Reconfigured
 from raftlease.testing.checkers import SafetyViolation
 from raftlease.testing.clients import (
     HELD,
@@ -54,7 +57,14 @@ from raftlease.testing.clients import (
     ReleaseReq,
     RenewReq,
 )
-from raftlease.testing.sim.model import HASH_LEN, Crashed, describe, gone, state_hash
+from raftlease.testing.sim.model import (
+    HASH_LEN,
+    Crashed,
+    MemberChange,
+    describe,
+    gone,
+    state_hash,
+)
 from raftlease.testing.sim.oracles import SimOracles
 from raftlease.testing.sim.scheduler import ACTION, CREP, CREQ, MSG, TICK, Event
 from raftlease.types import NodeId, Role
@@ -62,6 +72,7 @@ from raftlease.types import NodeId, Role
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from raftlease.core.membership import Membership
     from raftlease.core.messages import Entry, Message, Snapshot
     from raftlease.core.raft import RaftCore
     from raftlease.core.ready import Ready
@@ -92,6 +103,11 @@ class SimDriver(SimOracles):
     next_command: int
     proposed: int
     leader_history: list[tuple[int, NodeId, int]]  # (time, node, term)
+    # Membership changes asked of leaders (reconfigure): outcome -> count ("proposed",
+    # "committed", "refused", "not-leader", "dropped"), and the committed ones in order.
+    member_stats: dict[str, int]
+    member_log: list[tuple[int, str]]  # (time, what) of every committed change
+    _member_seq: int
 
     if TYPE_CHECKING:
         # Failpoints: the fault layer (faults.py) decides whether the node crashes here.
@@ -133,6 +149,7 @@ class SimDriver(SimOracles):
                 self._after_input(node)
                 if node.core is not None and node.core.role is Role.LEADER:
                     self.check_quorum_contact(node, node.core)
+                    self.check_removed_leader(node, node.core)
                     if node.lease:
                         self.check_lease_quorum(node)
                 node.next_tick_us += node.tick_interval_us
@@ -195,6 +212,17 @@ class SimDriver(SimOracles):
         core = node.core
         assert core is not None
         chk = self.checkers
+        if core.config_index != node.config_index:  # its configuration in force changed
+            node.config_index = core.config_index
+            node.config_since_tick = core.tick_count
+            if self.trace is not None:
+                m = core.membership
+                self._log(
+                    f"{node.id} config {core.config_index}: voters {list(m.voters)} "
+                    f"learners {list(m.learners)}"
+                )
+            if core.role is Role.LEADER:
+                self.check_config_change(node, core)
         self._duties(node)  # node.py: every loop iteration, before the Ready
         if core.role is Role.LEADER and self.failpoints and self._acked_crash(node, core):
             return
@@ -224,6 +252,8 @@ class SimDriver(SimOracles):
                 self.leader_history.append((self.now, node.id, term))
                 node.leader_since_tick = core.tick_count
                 node.echoed = {}
+                node.removed_since_tick = -1
+                self.on_leader_elected(node)
             if self.trace is not None:
                 self._log(f"{node.id} {node.seen_role.value}->{role.value} term={term}")
             node.seen_role = role
@@ -262,6 +292,8 @@ class SimDriver(SimOracles):
         if rd.snapshot is not None:
             chk.on_snapshot_durable(nid, rd.snapshot.index, rd.snapshot.term)
         node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        # Durable now: the core's log (and so its configuration in force) is the stored one.
+        chk.on_durable_config(nid, core.membership)
 
     def _send_all(self, node: SimNode, rd: Ready) -> None:
         chk = self.checkers
@@ -454,6 +486,9 @@ class SimDriver(SimOracles):
         """Translate the service's outcomes into replies, as server.py translates them into
         gRPC answers."""
         for call, outcome in svc.take_replies():
+            if isinstance(call.token, MemberChange):
+                self._member_outcome(node, call.token, outcome)
+                continue
             self._reply(self._reply_for(node, call, outcome))
 
     def _reply_for(self, node: SimNode, call: Call, outcome: Outcome) -> ClientReply:
@@ -514,7 +549,7 @@ class SimDriver(SimOracles):
         for node in self.nodes:
             if node.up and node.service is not None:
                 for call in node.service.calls():
-                    if call.token.src != client:
+                    if isinstance(call.token, MemberChange) or call.token.src != client:
                         continue
                     if node.paused:
                         node.deferred.append(functools.partial(self._cancel_call, node, call))
@@ -695,7 +730,7 @@ class SimDriver(SimOracles):
         node = self.leader()
         if node is None or node.core is None:
             return None
-        peers = [nid for nid in self.ids if nid != node.id]
+        peers = [nid for nid in node.core.voters if nid != node.id]
         if not peers:
             return None
         to = NodeId(target) if target is not None else self.workload_rng.choice(peers)
@@ -710,6 +745,47 @@ class SimDriver(SimOracles):
         self._log(f"{node.id} transfer leadership to {to}")
         self._after_input(node)
         return to
+
+    def reconfigure(self, new: Membership, what: str, target: NodeId) -> MemberChange | None:
+        """Ask the current leader's LeaseService to change the membership to ``new`` (one
+        server's change; the core decides what is allowed). Returns the call's token, or None
+        without a leader. The outcome is counted in ``member_stats`` when the service ends
+        the call (``_member_outcome``)."""
+        node = self.leader()
+        if node is None or node.core is None or node.service is None:
+            return None
+        self._member_seq += 1
+        token = MemberChange(self._member_seq, what, target)
+        try:
+            node.service.reconfigure(token, new)
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, f"reconfigure({what})", exc) from exc
+        self._log(f"{node.id} reconfigure #{token.seq}: {what}")
+        self._after_input(node)
+        return token
+
+    def _member_outcome(self, node: SimNode, token: MemberChange, outcome: Outcome) -> None:
+        if isinstance(outcome, Reconfigured):
+            kind = "committed"
+            self.member_log.append((self.now, token.what))
+            self.on_member_committed(node, token)
+        elif isinstance(outcome, MembershipError):
+            kind = "refused"
+        elif isinstance(outcome, NotLeader):
+            kind = "not-leader"
+        else:
+            kind = "dropped"
+        self.member_stats[kind] = self.member_stats.get(kind, 0) + 1
+        self._log(f"{node.id} reconfigure #{token.seq} ({token.what}): {kind}: {outcome}")
+
+    def on_leader_elected(self, node: SimNode) -> None:
+        """``node`` just became leader (the operator layer, members.py, may act at once)."""
+
+    def on_member_committed(self, node: SimNode, token: MemberChange) -> None:
+        """A membership change committed and applied on the leader ``node`` (the operator
+        layer, members.py, acts on it)."""
 
     def campaign(self, nid: str) -> None:
         node = self.node(nid)

@@ -33,6 +33,7 @@ from raftlease.testing.sim.model import (
     ZERO_HASH,
     CoreFactory,
     Crashed,
+    MemberChange,
     describe,
     gone,
 )
@@ -109,6 +110,10 @@ class SimFaults(SimDriver):
         node.heard_tick = [-1] * len(self.nodes)
         node.booted_at_us = self.now
         node.leader_since_tick = 0
+        node.config_index = core.config_index
+        node.config_since_tick = 0
+        node.removed_since_tick = -1
+        self.checkers.on_durable_config(node.id, core.membership)
         self.checkers.on_term(node.id, core.term)
         self.checkers.check_boot_log(node.id, st)
         if not first:
@@ -242,15 +247,18 @@ class SimFaults(SimDriver):
         # Its client connections reset: every call in progress fails UNAVAILABLE at once.
         if node.service is not None:
             for call in node.service.calls():
+                if isinstance(call.token, MemberChange):
+                    continue  # the operator's call: its outcome is unknown
                 req: ClientRequest = call.token
                 self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE))
         node.service = None
         self.check_durable(f"crash of {node.id}")
 
     def restart(self, nid: str) -> None:
-        """Restart a crashed node from ``storage.load()`` with a fresh core (no-op if up)."""
+        """Restart a crashed node from ``storage.load()`` with a fresh core (no-op if up, or
+        retired: removed from the configuration and shut down for good)."""
         node = self.node(nid)
-        if node.up:
+        if node.up or node.retired:
             return
         self._boot(node, first=False)
         self.check_durable(f"restart of {node.id}")

@@ -34,7 +34,8 @@ class SimLiveness(SimFaults):
         up = [n.core for n in self.nodes if n.core is not None]
         if not up:
             return 0
-        backlog = max(c.log.last_index for c in up) - min(n.applied_index for n in self.nodes)
+        members = self.member_nodes()
+        backlog = max(c.log.last_index for c in up) - min(n.applied_index for n in members)
         cfg = up[0].config
         per_round = cfg.max_entries_per_append * cfg.max_inflight
         rtt = 2 * max(p.delay_max_us for p in self.net.links.values()) + self.tick_us
@@ -57,6 +58,20 @@ class SimLiveness(SimFaults):
             + self.catch_up_us()
             + self.delay_allowance_us()
         )
+
+    def member_nodes(self, lead: SimNode | None = None) -> list[SimNode]:
+        """The nodes the liveness checks wait for: the members (voters and learners) of the
+        configuration in force at ``lead`` (default: the current leader; without one, the
+        newest committed configuration, else the bootstrap voters). A spare that never
+        joined, or a node removed, is not expected to apply anything."""
+        lead = lead if lead is not None else self.leader()
+        if lead is not None and lead.core is not None:
+            members = set(lead.core.membership.members)
+        elif self.checkers.committed_config is not None:
+            members = set(self.checkers.committed_config[1].members)
+        else:
+            members = set(self.voter_ids)
+        return [n for n in self.nodes if n.id in members]
 
     # ================================================================ quiet windows
     def quiet_window(self, length_us: int) -> None:
@@ -198,8 +213,10 @@ class SimLiveness(SimFaults):
             # A message sent before the heal on a slow link may still hold up a FIFO link.
             allowance = e * t + self.catch_up_us() + self.net.max_delay_us
 
-            def done_or_lost(index: int = index, lost: Callable[[], bool] = lost) -> bool:
-                return lost() or all(n.applied_index >= index for n in self.nodes)
+            def done_or_lost(
+                index: int = index, lost: Callable[[], bool] = lost, lead: SimNode = lead
+            ) -> bool:
+                return lost() or all(n.applied_index >= index for n in self.member_nodes(lead))
 
             t1 = self.now
             if not self.run_until_true(done_or_lost, allowance):
@@ -207,7 +224,8 @@ class SimLiveness(SimFaults):
                     "liveness-commit",
                     f"proposal {where} not applied on every node within "
                     f"{allowance / t:.1f} ticks (applied: "
-                    f"{[n.applied_index for n in self.nodes]}; {self._roles()})",
+                    f"{[(n.id, n.applied_index) for n in self.member_nodes(lead)]}; "
+                    f"{self._roles()})",
                 )
             if lost():
                 disruptions += 1
@@ -220,14 +238,17 @@ class SimLiveness(SimFaults):
             # Lease traffic (client acquires, the leader's expiries) goes on after the heal, so
             # wait (a commit allowance at most) for an instant at which every node applied
             # the same prefix.
-            def converged() -> bool:
-                return len({(n.applied_index, n.state_hash) for n in self.nodes}) == 1
+            def converged(lead: SimNode = lead) -> bool:
+                members = self.member_nodes(lead)
+                return len({(n.applied_index, n.state_hash) for n in members}) == 1
 
             if not self.run_until_true(converged, allowance):
+                states = [
+                    (n.id, n.applied_index, n.state_hash.hex()[:8]) for n in self.member_nodes(lead)
+                ]
                 raise LivenessViolation(
                     "liveness-converge",
-                    "nodes disagree on (applied index, state hash): "
-                    f"{[(n.id, n.applied_index, n.state_hash.hex()[:8]) for n in self.nodes]}",
+                    f"members disagree on (applied index, state hash): {states}",
                 )
             return LivenessResult(
                 first_lease_us, lease_start - t0, commit_us, lead.id, term, disruptions, t, e

@@ -159,6 +159,14 @@ class SimNode:
     term_before_vote: int = 0  # its term when it was handed the latest RequestVote
     min_tick_interval_us: float = 0.0
     transfer_asks: set[tuple[NodeId, int]] = field(default_factory=set)
+    # Membership: a node removed from the configuration and then shut down for good (never
+    # restarted); the configuration index this node's core had in force at its last input;
+    # as a leader, its tick count when it first led outside a committed configuration in
+    # force (-1: not so) and when its configuration in force last changed.
+    retired: bool = False
+    config_index: int = 0
+    removed_since_tick: int = -1
+    config_since_tick: int = 0
 
     @property
     def is_leader(self) -> bool:
@@ -168,6 +176,16 @@ class SimNode:
     def table(self) -> LeaseTable:
         """The lease table of the running service (an empty one while down)."""
         return self.service.table if self.service is not None else LeaseTable()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """The token of a membership change the simulated operator asked a leader's
+    LeaseService for (``SimDriver.reconfigure``): ``what`` is e.g. "add n4"."""
+
+    seq: int
+    what: str
+    target: NodeId
 
 
 def gone(node: SimNode, inc: int) -> bool:

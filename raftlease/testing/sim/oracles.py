@@ -4,6 +4,10 @@ checkers of checkers.py. They need the simulator's view of real time and of ever
 * ``vote-stickiness`` (docs/safety.md step 1) at every vote and campaign a node sends;
 * ``lease-quorum`` (L1, L3) when a leader lease starts and at each tick while it lasts;
 * the CheckQuorum contact oracle (``liveness-checkquorum``) at each leader tick;
+* membership: ``config-change`` when a leader appends a configuration entry (one change in
+  flight, the errata rule, one voter at a time, a new voter was a learner), ``learner-ack``
+  (a leader lease that needs a learner's ack) and ``removed-leader`` (a leader outside its
+  committed configuration steps down) at each leader tick;
 * the lease history: who held a valid leader lease when (:meth:`SimOracles.lease_history`),
   reported to the checkers as it changes.
 
@@ -16,7 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raftlease.core.messages import RequestVoteResponse
+from raftlease.core.membership import Membership, voter_change
+from raftlease.core.messages import EntryKind, RequestVoteResponse
 from raftlease.core.quorum import quorum_value
 from raftlease.testing.checkers import Checkers, LivenessViolation
 from raftlease.testing.sim.model import LeaseInterval, describe
@@ -82,21 +87,38 @@ class SimOracles(SimScheduler):
         whether or not a rival happens to be elected meanwhile."""
         core = leader.core
         assert core is not None
-        acks = [core.tick_count] + [leader.echoed.get(p, 0) for p in core.peers]
-        justified = quorum_value(acks, len(core.voters))
-        if core.lease_start_tick() > justified:
+        # Only the voters in force count (the leader itself only while it is one): a learner's
+        # answers, echoed or not, justify nothing (rule ``learner-ack``).
+        voters = core.voters
+        echoed = leader.echoed
+        acks = [core.tick_count] if core.is_voter else []
+        acks += [echoed.get(p, 0) for p in voters if p != leader.id]
+        justified = quorum_value(acks, len(voters))
+        start = core.lease_start_tick()
+        if start > justified:
+            learners = [p for p in core.peers if p not in voters]
+            with_learners = quorum_value(acks + [echoed.get(p, 0) for p in learners], len(voters))
+            if learners and start <= with_learners:
+                raise self.checkers._fail(
+                    "learner-ack",
+                    f"{leader.id} dates its leader lease from tick {start}, which only the "
+                    f"answers of learners {learners} justify (voters {list(voters)}; "
+                    f"echoed {dict(echoed)})",
+                )
             raise self.checkers._fail(
                 "lease-quorum",
-                f"{leader.id} dates its leader lease from tick {core.lease_start_tick()}, but "
+                f"{leader.id} dates its leader lease from tick {start}, but "
                 f"the answers it was delivered echo send ticks that justify {justified} at most "
-                f"({dict(leader.echoed)}; docs/safety.md L3: an ack is dated by the send tick "
+                f"({dict(echoed)}; docs/safety.md L3: an ack is dated by the send tick "
                 "it echoes)",
             )
-        q = len(self.ids) // 2 + 1
+        q = len(voters) // 2 + 1
         safe = 0
         now = self.now
         e1 = self.election_ticks_min - 1
         for n in self.nodes:
+            if n.id not in voters:
+                continue
             if n is leader or not n.up or n.paused:
                 safe += 1
                 continue
@@ -107,8 +129,8 @@ class SimOracles(SimScheduler):
             return
         raise self.checkers._fail(
             "lease-quorum",
-            f"{leader.id} holds a valid leader lease but only {safe} node(s) (itself "
-            f"included) are sticky, down or paused; last acks at "
+            f"{leader.id} holds a valid leader lease but only {safe} of the voters "
+            f"{list(voters)} (itself included) are sticky, down or paused; last acks at "
             f"{[(n.id, n.acked_at_us) for n in self.nodes]} us",
         )
 
@@ -132,18 +154,90 @@ class SimOracles(SimScheduler):
             return
         bound = self.check_quorum_bound_ticks()
         now = core.tick_count
-        if now - node.leader_since_tick < bound:
-            return
+        if now - max(node.leader_since_tick, node.config_since_tick) < bound:
+            return  # (a configuration change restarts the window: the quorum changed)
         floor = now - bound
-        heard = 1 + sum(1 for t in node.heard_tick if t >= floor)
-        if heard >= len(self.ids) // 2 + 1:
+        voters = core.voters
+        heard = int(core.is_voter) + sum(
+            1
+            for n in self.nodes
+            if n.id in voters and n is not node and node.heard_tick[n.index] >= floor
+        )
+        if heard >= len(voters) // 2 + 1:
             return
         raise LivenessViolation(
             "liveness-checkquorum",
-            f"{node.id} is still leader of term {core.term} although only {heard - 1} peer(s) "
-            f"reached it in its last {bound} ticks (bound 2*election_ticks_min+2; "
+            f"{node.id} is still leader of term {core.term} although only {heard} of the voters "
+            f"{list(voters)} (itself included) reached it in its last {bound} ticks "
+            "(bound 2*election_ticks_min+2; "
             f"{self._roles()}) (at t={self.now}us)",
         )
+
+    # ================================================================ membership
+    def check_config_change(self, node: SimNode, core: RaftCore) -> None:
+        """Rule ``config-change`` (thesis §4.2 and its errata), when a leader's configuration
+        in force becomes a configuration entry of its own term (it proposed a change): its
+        log holds no other configuration entry above its commit index (one change at a
+        time), its commit index is at an entry of its own term (it committed one first), the
+        change adds or removes at most one voter, and a voter it adds was a learner."""
+        log = core.log
+        index = core.config_index
+        if index <= log.snapshot_index or log.term_at(index) != core.term:
+            return
+        commit = log.committed
+        prev: Membership | None = None
+        pending = []
+        for i in range(index - 1, log.snapshot_index, -1):
+            e = log.entry(i)
+            if e.kind is EntryKind.CONFIG:
+                if i > commit:
+                    pending.append(i)
+                if prev is None:
+                    prev = Membership.decode(e.data)
+                if i <= commit:
+                    break
+        if prev is None:
+            prev = log.snapshot.membership if log.snapshot is not None else None
+        new = core.membership
+        problem = ""
+        if pending:
+            problem = f"the change(s) at {pending} are not committed yet (commit {commit})"
+        elif log.term_at(commit) != core.term:
+            problem = (
+                f"its commit index {commit} is at an entry of term {log.term_at(commit)}, not "
+                f"of its term {core.term} (the errata rule)"
+            )
+        elif prev is not None:
+            changed = voter_change(prev, new)
+            if len(changed) > 1:
+                problem = f"voters {sorted(changed)} change at once"
+            for nid in changed & set(new.voters):
+                if nid not in prev.learners:
+                    problem = f"{nid} becomes a voter without having been a learner"
+        if problem:
+            raise self.checkers._fail(
+                "config-change",
+                f"leader {node.id} (term {core.term}) appended configuration {index} with "
+                f"voters {list(new.voters)} learners {list(new.learners)}: {problem}",
+            )
+
+    def check_removed_leader(self, node: SimNode, core: RaftCore) -> None:
+        """Rule ``removed-leader`` (thesis §4.2.2), at each leader tick: a leader that is not
+        a voter of its configuration in force, once that configuration is committed, steps
+        down within 2 of its ticks (the core steps down one tick after the commit)."""
+        if core.is_voter or core.config_index > core.commit_index:
+            node.removed_since_tick = -1
+            return
+        if node.removed_since_tick < 0:
+            node.removed_since_tick = core.tick_count
+            return
+        if core.tick_count - node.removed_since_tick > 2:
+            ticks = core.tick_count - node.removed_since_tick
+            raise self.checkers._fail(
+                "removed-leader",
+                f"{node.id} still leads term {core.term} {ticks} ticks after its removal "
+                f"(configuration {core.config_index}, voters {list(core.voters)}) committed",
+            )
 
     # ================================================================ lease history
     def _set_lease(self, node: SimNode, valid: bool, term: int) -> None:

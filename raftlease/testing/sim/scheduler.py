@@ -38,7 +38,8 @@ class SimScheduler:
     """Virtual time and the event loop. The attributes below are set by
     ``SimCluster.__init__`` (cluster.py); each layer declares the ones it reads."""
 
-    ids: tuple[NodeId, ...]
+    ids: tuple[NodeId, ...]  # every node: the bootstrap voters, then the spares
+    voter_ids: tuple[NodeId, ...]  # the bootstrap voters (the spares start with no config)
     nodes: list[SimNode]
     _by_id: dict[NodeId, SimNode]
     config_overrides: dict[str, Any]
@@ -58,7 +59,10 @@ class SimScheduler:
 
     # ================================================================ configuration and queries
     def config_for(self, nid: NodeId) -> RaftConfig:
-        return RaftConfig(node_id=nid, voters=self.ids, **self.config_overrides)
+        """A bootstrap voter's RaftConfig lists the bootstrap voters; a spare's lists none
+        (it joins: no configuration until a leader replicates one that contains it)."""
+        voters = self.voter_ids if nid in self.voter_ids else ()
+        return RaftConfig(node_id=nid, voters=voters, **self.config_overrides)
 
     def node(self, nid: str) -> SimNode:
         return self._by_id[NodeId(nid)]

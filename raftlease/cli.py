@@ -3,7 +3,8 @@
     raftlease cluster [--nodes 3] [--data-dir DIR] [--base-port 7001]
     raftlease serve --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data-dir DIR
     raftlease acquire NAME --ttl 10s [--wait 30s] [--holder H]
-    raftlease run NAME [--ttl 10s] [--wait forever] [--max-restarts 5] -- CMD [ARGS...]
+    raftlease run NAME [--ttl 10s] [--wait forever] [--max-restarts 5] [--restart-window D]
+                  [--heartbeat-timeout D] [--health-cmd CMD] [--health-port P] -- CMD [ARGS...]
     raftlease holder NAME | leases | watch [NAME] | status [--json] | transfer [--to ID]
     raftlease probe [--name canary] [--ttl 2s] [--json]
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import sys
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from raftlease.client import Lease, LeaseClient, LeaseInfo
+    from raftlease.config_file import Resolution
 
 __all__ = ["main", "parse_duration_arg", "parse_peers"]
 
@@ -99,6 +102,14 @@ def _address(text: str) -> str:
     return address
 
 
+def _address_list(text: str) -> list[str]:
+    """argparse type: ``HOST:PORT,HOST:PORT,...`` (at least one)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected HOST:PORT,... (at least one address)")
+    return [_address(t) for t in items]
+
+
 def parse_peers(text: str) -> dict[str, str]:
     """``n1=127.0.0.1:7001,n2=...`` -> ``{"n1": "127.0.0.1:7001", ...}``."""
     peers: dict[str, str] = {}
@@ -116,6 +127,22 @@ def parse_peers(text: str) -> dict[str, str]:
     if not peers:
         raise argparse.ArgumentTypeError("no peers given: use ID=HOST:PORT,ID=HOST:PORT,...")
     return peers
+
+
+def _log_level(text: str) -> str:
+    from raftlease.logs import parse_log_level
+
+    try:
+        return parse_log_level(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _serve_default(dest: str) -> str:
+    """The default of a ``serve`` setting as help shows it (raftlease/config_file.py)."""
+    from raftlease.config_file import SERVE_SETTINGS
+
+    return SERVE_SETTINGS[dest].default
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -154,7 +181,25 @@ def _print_json(value: object) -> None:
 def _client(args: argparse.Namespace) -> LeaseClient:
     from raftlease.client import LeaseClient
 
-    return LeaseClient(args.endpoints, timeout=args.timeout)
+    return LeaseClient(args.endpoints, timeout=args.timeout, **_security_args(args))
+
+
+def _security_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``tls`` and ``token`` for a client from --tls-ca/--tls-cert/--tls-key/--token-file;
+    what is not given comes from RAFTLEASE_TLS_* / RAFTLEASE_TOKEN* (docs/security.md)."""
+    from raftlease.client import TLSConfig
+    from raftlease.client._tls import read_token_file
+
+    out: dict[str, Any] = {}
+    flags = (getattr(args, "tls_ca", None), getattr(args, "tls_cert", None))
+    if any(flags) or getattr(args, "tls_key", None):
+        env = TLSConfig.from_env() or TLSConfig()
+        out["tls"] = TLSConfig(
+            ca=args.tls_ca or env.ca, cert=args.tls_cert or env.cert, key=args.tls_key or env.key
+        )
+    if getattr(args, "token_file", None):
+        out["token"] = read_token_file(args.token_file)
+    return out
 
 
 class _Stop:
@@ -188,11 +233,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # --id missing from --peers, a --listen port other than the node's own --peers entry, an
     # empty --cluster-id, a --tick outside 1ms..100ms, a busy port, and a data dir created
     # for another cluster id, node id or member set. Nothing is filled in silently here.
+    # --config FILE and RAFTLEASE_* fill in what the flags do not say (raftlease/config_file.py),
+    # first: --join, --id and --listen may come from them.
+    overrides: dict[str, float | int] = {}
+    resolved = _resolve_serve(args)
+    if args.join:
+        from raftlease.cli_members import prepare_join
+
+        refused = prepare_join(args)
+        if refused:
+            return refused
+    refused = _prepare_serve(args, overrides, resolved)
+    if refused:
+        return refused
+    if args.join:
+        overrides["join"] = True
     from raftlease.server import main_serve
 
-    overrides: dict[str, float | int] = {}
-    if args.tick is not None:
-        overrides["tick_s"] = args.tick
     main_serve(
         args.id,
         args.listen,
@@ -201,9 +258,83 @@ def cmd_serve(args: argparse.Namespace) -> int:
         DEFAULT_CLUSTER_ID if args.cluster_id is None else args.cluster_id,
         client_addresses=dict(args.client_addresses) if args.client_addresses else None,
         metrics=args.metrics,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        auth_rules=args.auth_rules,
+        log_format=args.log_format or "text",
+        log_level=args.log_level or "INFO",
         **overrides,
     )
     return 0
+
+
+#: ServerConfig fields cmd_serve passes to main_serve by name, not as overrides.
+_SERVE_NAMED = {"node_id", "peers", "cluster_id", "client_addresses"}
+
+
+def _resolve_serve(args: argparse.Namespace) -> Resolution:
+    """Complete ``args`` in place from --config FILE and the RAFTLEASE_* variables (flags win;
+    raftlease/config_file.py). Problems are kept for :func:`_prepare_serve` to report."""
+    from raftlease.config_file import resolve_serve_args
+    from raftlease.logs import quiet_grpc_core
+
+    quiet_grpc_core()  # before grpc is imported: its C-core lines stay out of the node log
+    return resolve_serve_args(args, serve_parser(), os.environ)
+
+
+def _prepare_serve(
+    args: argparse.Namespace,
+    overrides: dict[str, float | int],
+    res: Resolution | None = None,
+) -> int:
+    """Complete ``args`` (unless ``res`` says :func:`_resolve_serve` did), put the ServerConfig
+    fields they set into ``overrides``, and check everything at once. 0 to go on; else the exit
+    code after ONE line on stderr: ``raftlease serve: error: ...`` listing every problem (of the
+    file, the environment and ServerConfig's rules), before anything touches the data dir."""
+    if res is None:
+        res = _resolve_serve(args)
+    missing = [
+        f"{o.flag} (or {o.key} in --config, or ${o.env})"
+        for o in res.missing
+        if getattr(args, o.dest) is None  # --join may have filled --peers in since
+    ]
+    if missing and not res.problems:
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
+    problems = [*res.problems, *(f"{m} is required" for m in missing)]
+    required = [o.dest for o in res.options if o.doc is not None and o.doc.required]
+    if all(getattr(args, dest) is not None for dest in required):
+        # ServerConfig's rules too, on every value that could be read
+        from raftlease.server import listen_problems
+        from raftlease.settings import ServerConfig
+        from raftlease.types import NodeId
+
+        overrides.update(res.server_overrides(args, _SERVE_NAMED))
+        cfg = ServerConfig(
+            node_id=NodeId(args.id),
+            cluster_id=DEFAULT_CLUSTER_ID if args.cluster_id is None else args.cluster_id,
+            peers={NodeId(k): v for k, v in args.peers.items()},
+            client_addresses={NodeId(k): v for k, v in (args.client_addresses or {}).items()},
+            **overrides,  # type: ignore[arg-type]  # float | int values for the numeric fields
+        )
+        problems += cfg.problems(res.names()) + listen_problems(cfg, args.listen)
+    if not problems:
+        return 0
+    from raftlease.server import ServeRefused
+
+    message = " ".join(str(ServeRefused(*problems)).split())
+    print(f"{PROG} serve: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """The ``serve`` command's parser: its options are the settings of --config FILE, the
+    RAFTLEASE_* variables and docs/settings.md."""
+    for action in build_parser()._actions:  # argparse lists subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            serve: argparse.ArgumentParser = action.choices["serve"]
+            return serve
+    raise LookupError("the parser has no serve command")
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -286,6 +417,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 f"leader {status.node_id} (term {status.term})",
                 file=out,
             )
+            print(
+                f"  insecure: plaintext on {host}, no TLS, no authentication (docs/security.md)",
+                file=out,
+            )
             for nid, node in cluster.nodes.items():
                 print(
                     f"  {nid}  {node.address}  pid {node.pid}  "
@@ -354,7 +489,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from raftlease.client.runner import RunnerConfig, run_singleton
+    from raftlease.client.runner import RunnerConfig, RunnerError, run_singleton
 
     if not args.command:
         raise UsageError("no command given: use raftlease run NAME [--ttl 10s] -- CMD [ARGS...]")
@@ -367,8 +502,57 @@ def cmd_run(args: argparse.Namespace) -> int:
         holder=args.holder,
         endpoints=args.endpoints,
         timeout=args.timeout,
+        heartbeat_timeout=args.heartbeat_timeout,
+        health_cmd=args.health_cmd,
+        health_port=args.health_port,
+        health_interval=args.health_interval,
+        health_retries=args.health_retries,
+        kill_grace=args.kill_grace,
+        restart_delay=args.restart_delay,
+        restart_window=args.restart_window,
     )
+    try:
+        config.check()
+    except RunnerError as err:
+        raise UsageError(str(err)) from None
+    _export_security(args)  # the runner's clients read RAFTLEASE_TLS_* / RAFTLEASE_TOKEN_FILE
     return run_singleton(config)  # --wait passing raises WaitExpired: one error line, exit 1
+
+
+def _export_security(args: argparse.Namespace) -> None:
+    """Put ``run``'s --tls-*/--token-file into the environment (file paths, not secrets)."""
+    for flag, env in (
+        ("tls_ca", "RAFTLEASE_TLS_CA"),
+        ("tls_cert", "RAFTLEASE_TLS_CERT"),
+        ("tls_key", "RAFTLEASE_TLS_KEY"),
+        ("token_file", "RAFTLEASE_TOKEN_FILE"),
+    ):
+        value = getattr(args, flag, None)
+        if value:
+            os.environ[env] = str(Path(value).resolve())
+    _security_args(args)  # refuse an unreadable file now, with one line
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Write a development CA and node/client certificates (raftlease/certs.py)."""
+    from raftlease.certs import CertsError, generate
+
+    def names(text: str | None) -> list[str]:
+        return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+    hosts = ["localhost", "127.0.0.1", "::1", *names(args.hosts)]
+    try:
+        issued = generate(args.dir, names(args.nodes), names(args.clients), hosts=hosts)
+    except CertsError as err:
+        raise UsageError(str(err)) from None
+    print(f"wrote a development CA and certificates to {issued.directory}:")
+    for path in issued.files():
+        print(f"  {path.name}{'  (mode 0600)' if path.suffix == '.key' else ''}")
+    print(
+        "start each node with --tls-cert DIR/node-ID.crt --tls-key DIR/node-ID.key "
+        "--tls-ca DIR/ca.crt; see docs/security.md"
+    )
+    return 0
 
 
 def _info_lines(info: LeaseInfo) -> list[tuple[str, str]]:
@@ -457,6 +641,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         if lease is not None
                         else ""
                     )
+                    if lease is not None and lease.health:
+                        detail += f" health={_fmt_map(lease.health)}"
                     print(f"{event.kind:<8}  {event.name}  {detail}  index={event.index}")
                 sys.stdout.flush()
         except KeyboardInterrupt:
@@ -479,7 +665,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     leader = status["leader"] or "none"
     print(
-        f"cluster {status['cluster_id'] or '?'}  leader {leader}  term {status['term']}",
+        f"cluster {status['cluster_id'] or '?'}  leader {leader}  term {status['term']}  "
+        f"configuration index {status.get('config_index') or 0}",
     )
     rows = []
     for n in status["nodes"]:
@@ -489,7 +676,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             [
                 n["id"],
                 n["address"],
-                n["role"],
+                n["role"] + (" (learner)" if n.get("learner") else ""),
                 n["term"],
                 n["commit_index"],
                 n["applied_index"],
@@ -589,6 +776,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 # Parser
 
 
+_TTL_HELP = "how long the lease lives without a renewal, 1s..1h (default 10s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
@@ -606,6 +796,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="print JSON")
+    # Every command that talks to a cluster (docs/security.md); serve has its own TLS flags.
+    security = _Parser(add_help=False)
+    security.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        default=None,
+        help="speak TLS, verifying the nodes against this CA certificate (PEM) "
+        "(default: $RAFTLEASE_TLS_CA; unset: plaintext)",
+    )
+    security.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=None,
+        help="client certificate (PEM) for clusters that require one (default: "
+        "$RAFTLEASE_TLS_CERT)",
+    )
+    security.add_argument(
+        "--tls-key", metavar="FILE", default=None, help="its key (default: $RAFTLEASE_TLS_KEY)"
+    )
+    security.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=None,
+        help="send the bearer token in FILE (default: $RAFTLEASE_TOKEN, else "
+        "$RAFTLEASE_TOKEN_FILE); needs TLS",
+    )
 
     parser = _Parser(
         prog=PROG,
@@ -623,7 +839,10 @@ def build_parser() -> argparse.ArgumentParser:
         help_text: str,
         *parents: _Parser,
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+        extra = [] if name in ("serve", "cluster", "certs") else [security]
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common, *extra, *parents]
+        )
         p.set_defaults(func=fn)
         return p
 
@@ -636,23 +855,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
 
     p = add("serve", cmd_serve, "run one node in the foreground until SIGTERM/SIGINT")
-    p.add_argument("--id", required=True, help="this node's id (e.g. n1); one of --peers")
+    # Every serve option is also a key of --config FILE and a RAFTLEASE_* variable
+    # (raftlease/config_file.py): keep default=None (the real default is applied after the
+    # file and the environment) and give each option its line in config_file.SERVE_SETTINGS.
+    p.epilog = (
+        "Every option is also a key of --config FILE (--data-dir: data_dir) and an "
+        "environment variable (RAFTLEASE_DATA_DIR); flags override the environment, which "
+        "overrides the file. Reference: docs/settings.md."
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="read settings from this TOML file (default: $RAFTLEASE_CONFIG, else none)",
+    )
+    p.add_argument("--id", default=None, help="this node's id (e.g. n1); one of --peers (required)")
     p.add_argument(
         "--listen",
-        required=True,
+        default=None,
         type=_address,
         metavar="HOST:PORT",
-        help="address to listen on; its port must be the one --peers gives for --id",
+        help="address to listen on; its port must be the one --peers gives for --id (required)",
     )
     p.add_argument(
         "--peers",
-        required=True,
+        default=None,
         type=parse_peers,
         metavar="ID=HOST:PORT,...",
         help="every member, this node included, the same on every node (the member set is "
-        "recorded in the data dir and cannot change yet)",
+        "recorded in the data dir and cannot change yet) (required)",
     )
-    p.add_argument("--data-dir", required=True, help="this node's data directory")
+    p.add_argument(
+        "--data-dir", default=None, metavar="DIR", help="this node's data directory (required)"
+    )
     p.add_argument(
         "--cluster-id",
         default=None,
@@ -666,12 +901,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="where clients reach each node, if peer links go through proxies (default: --peers)",
     )
     p.add_argument(
+        "--join",
+        default=None,
+        type=_address_list,
+        metavar="HOST:PORT,...",
+        help="join the running cluster at these addresses: start without a configuration, "
+        "wait to be added (`raftlease member add`), and never vote before; --peers is then "
+        "fetched from the cluster (docs/membership.md)",
+    )
+    p.add_argument(
         "--tick",
         type=parse_duration_arg,
         default=None,
         metavar="DURATION",
-        help="core tick, 1ms..100ms (default 10ms; elections after 20-40 ticks, heartbeats "
-        "every 10)",
+        help=f"core tick, 1ms..100ms (default {_serve_default('tick')}; elections after "
+        f"{_serve_default('election_ticks_min')}-{_serve_default('election_ticks_max')} ticks, "
+        f"heartbeats every {_serve_default('heartbeat_ticks')})",
+    )
+    p.add_argument(
+        "--election-ticks-min",
+        type=int,
+        default=None,
+        metavar="TICKS",
+        help="shortest election timeout, also leader stickiness and CheckQuorum; at least 2 x "
+        f"--heartbeat-ticks (default {_serve_default('election_ticks_min')})",
+    )
+    p.add_argument(
+        "--election-ticks-max",
+        type=int,
+        default=None,
+        metavar="TICKS",
+        help="longest election timeout, above --election-ticks-min "
+        f"(default {_serve_default('election_ticks_max')})",
+    )
+    p.add_argument(
+        "--heartbeat-ticks",
+        type=int,
+        default=None,
+        metavar="TICKS",
+        help="leader heartbeat interval; below the leader lease "
+        f"(default {_serve_default('heartbeat_ticks')})",
+    )
+    p.add_argument(
+        "--max-drift",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="bound on every clock's rate error, 0 <= x < 0.2; sizes the leader lease "
+        f"(default {_serve_default('max_drift')} = 1 %%)",
+    )
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="snapshot and compact the log every N applied entries "
+        f"(default {_serve_default('snapshot_entries')})",
+    )
+    p.add_argument(
+        "--inherited-wait-grace",
+        type=parse_duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="a new leader cancels queued acquires whose client has not come back after this "
+        f"(default {_serve_default('inherited_wait_grace')})",
     )
     p.add_argument(
         "--metrics",
@@ -681,19 +974,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off; see "
         "docs/operations.md)",
     )
+    # TLS and auth (docs/security.md): all three --tls-* or none; default None (--config).
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="FILE",
+        help="this node's certificate (PEM), naming it as URI SAN raftlease://node/ID; with "
+        "--tls-key and --tls-ca: mutual TLS for peers and clients (default: plaintext)",
+    )
+    p.add_argument("--tls-key", default=None, metavar="FILE", help="its private key (PEM)")
+    p.add_argument(
+        "--tls-ca",
+        default=None,
+        metavar="FILE",
+        help="CA certificate (PEM) every peer's and client's certificate must be signed by",
+    )
+    p.add_argument(
+        "--auth-rules",
+        default=None,
+        metavar="FILE",
+        help="TOML rules: tokens and which identity may acquire/read which names (needs TLS; "
+        "default: every client with a certificate may do everything)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text lines, or one JSON object per line (default text)",
+    )
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=None,
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)",
+    )
 
     p = add("acquire", cmd_acquire, "take a lease and keep it alive until Ctrl-C")
     p.add_argument("name")
-    p.add_argument("--ttl", type=parse_duration_arg, default=10.0, metavar="DURATION")
-    p.add_argument("--wait", type=parse_duration_arg, default=0.0, metavar="DURATION")
+    p.add_argument(
+        "--ttl", type=parse_duration_arg, default=10.0, metavar="DURATION", help=_TTL_HELP
+    )
+    p.add_argument(
+        "--wait",
+        type=parse_duration_arg,
+        default=0.0,
+        metavar="DURATION",
+        help="if the lease is held, wait in its queue this long, at most 1h (default 0s: "
+        "fail at once)",
+    )
     p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")
     p.add_argument(
-        "--metadata", type=_key_value, action="append", metavar="KEY=VALUE", help="repeatable"
+        "--metadata",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="repeatable (default: none)",
     )
 
     p = add("run", cmd_run, "run CMD as a cluster-wide singleton")
     p.add_argument("name")
-    p.add_argument("--ttl", type=parse_duration_arg, default=10.0, metavar="DURATION")
+    p.add_argument(
+        "--ttl", type=parse_duration_arg, default=10.0, metavar="DURATION", help=_TTL_HELP
+    )
     p.add_argument(
         "--wait",
         type=_wait_arg,
@@ -701,7 +1044,68 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long to wait for the lease (default forever); then exit 1",
     )
-    p.add_argument("--max-restarts", type=_positive_int, default=5, metavar="N")
+    p.add_argument(
+        "--max-restarts",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="circuit breaker: more than N failures within --restart-window release the "
+        "lease and exit (default 5)",
+    )
+    p.add_argument(
+        "--restart-window",
+        type=_wait_arg,
+        default=None,
+        metavar="DURATION",
+        help="the circuit breaker's window (default forever: N failures in total)",
+    )
+    p.add_argument(
+        "--restart-delay",
+        type=parse_duration_arg,
+        default=1.0,
+        metavar="DURATION",
+        help="first restart backoff, doubled per failure in the window, at most 30s, plus up "
+        "to 20%% jitter (default 1s)",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=parse_duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="CMD must write a line to $RAFTLEASE_HEARTBEAT_FD at least this often, else it "
+        "is hung and restarted (default: not required)",
+    )
+    p.add_argument(
+        "--health-cmd", default=None, metavar="CMD", help="shell command; non-zero = unhealthy"
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="127.0.0.1:PORT must accept TCP connections",
+    )
+    p.add_argument(
+        "--health-interval",
+        type=parse_duration_arg,
+        default=2.0,
+        metavar="DURATION",
+        help="how often to run the health checks (default 2s)",
+    )
+    p.add_argument(
+        "--health-retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="unhealthy after N failed checks in a row (default 3)",
+    )
+    p.add_argument(
+        "--kill-grace",
+        type=parse_duration_arg,
+        default=5.0,
+        metavar="DURATION",
+        help="a hung or unhealthy CMD gets SIGTERM, then SIGKILL after this (default 5s)",
+    )
     p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")
     p.add_argument("command", nargs="*", metavar="-- CMD [ARGS...]")
 
@@ -709,7 +1113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     p = add("leases", cmd_leases, "list held leases", json_flag)
-    p.add_argument("--prefix", default="", help="only names starting with this")
+    p.add_argument(
+        "--prefix", default="", help="only names starting with this (default: all names)"
+    )
 
     p = add("watch", cmd_watch, "print acquire/release/expiry events until Ctrl-C", json_flag)
     p.add_argument("name", nargs="?", default="", help="lease name (default: all)")
@@ -719,6 +1125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("transfer", cmd_transfer, "move leadership to another node")
     p.add_argument("--to", default=None, metavar="ID", help="target node (default: best follower)")
 
+    from raftlease.cli_members import register as register_member_commands
+
+    register_member_commands(add, json_flag)
+
     p = add(
         "probe",
         cmd_probe,
@@ -727,7 +1137,13 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag,
     )
     p.add_argument("--name", default="canary", help="lease name to use (default canary)")
-    p.add_argument("--ttl", type=parse_duration_arg, default=2.0, metavar="DURATION")
+    p.add_argument(
+        "--ttl",
+        type=parse_duration_arg,
+        default=2.0,
+        metavar="DURATION",
+        help="the canary lease's TTL, 1s..1h (default 2s)",
+    )
     p.add_argument(
         "--wait",
         type=parse_duration_arg,
@@ -736,7 +1152,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="if another probe holds the name, wait this long for it (default 5s)",
     )
     p.add_argument("--holder", default=None, help="holder identity (default HOSTNAME:PID)")
+    p = add(
+        "certs",
+        cmd_certs,
+        "write a development CA and node/client certificates for TLS (docs/security.md)",
+    )
+    p.add_argument("dir", metavar="DIR", help="directory to write them to (created 0700)")
+    p.add_argument("--nodes", required=True, metavar="ID,...", help="node ids, e.g. n1,n2,n3")
+    p.add_argument("--clients", default=None, metavar="NAME,...", help="client identities")
+    p.add_argument(
+        "--hosts",
+        default=None,
+        metavar="HOST,...",
+        help="DNS names / IPs the nodes are reached at, besides localhost, 127.0.0.1 and ::1",
+    )
+    _show_serve_defaults(sub.choices["serve"])
     return parser
+
+
+def _show_serve_defaults(serve: argparse.ArgumentParser) -> None:
+    """Help shows every serve option's default: from its line in config_file.SERVE_SETTINGS,
+    where its own help text does not say it."""
+    from raftlease.config_file import serve_options
+
+    for option in serve_options(serve):
+        text = option.action.help or ""
+        if option.doc is not None and "default" not in text and "required" not in text:
+            option.action.help = f"{text} (default {option.doc.default})".lstrip()
 
 
 def _split_run_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -746,6 +1188,23 @@ def _split_run_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
         if "run" in argv[:cut]:
             return argv[:cut], argv[cut + 1 :]
     return argv, None
+
+
+def _check_durations(args: argparse.Namespace) -> None:
+    """Refuse a --ttl or --wait the server would refuse, in seconds as the user typed them
+    (the server's answer speaks the wire's milliseconds: ``ttl_ms=0 ... 1000 ms``)."""
+    from raftlease.client._values import TTL_BOUNDS_S, WAIT_BOUNDS_S, bound_problem
+
+    command = getattr(args, "command_name", None)
+    checks: list[tuple[str, float | None, tuple[float, float]]] = []
+    if command in ("acquire", "run", "probe"):
+        checks.append(("--ttl", args.ttl, TTL_BOUNDS_S))
+    if command in ("acquire", "probe"):  # run's --wait is its own total, not one queue wait
+        checks.append(("--wait", args.wait, WAIT_BOUNDS_S))
+    for flag, value, bounds in checks:
+        problem = None if value is None else bound_problem(flag, value, bounds)
+        if problem is not None:
+            raise UsageError(problem)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -761,10 +1220,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.command = command
         if getattr(args, "command", None) and args.command[0] == "--":
             args.command = args.command[1:]
+        if argv is None and args.command_name not in ("serve", "cluster"):
+            # grpc's own INFO lines (a refused TLS handshake, per attempt) would break the
+            # one-error-line rule of client commands; set before grpc is first imported
+            # (a real command line only: an embedding process keeps its environment).
+            os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         if args.endpoints is not None:
             from raftlease.client._common import parse_endpoints
 
             args.endpoints = parse_endpoints(args.endpoints)
+        _check_durations(args)
         result: int = args.func(args)
         return result
     except UsageError as err:

@@ -415,7 +415,15 @@ class Node:
             elif kind == "reconfigure":
                 what, nid, address = op.arg
                 try:
-                    new = _changed(self.core.membership, what, nid, address)
+                    # Every entry carries every member's address (the bootstrap
+                    # configuration has none: they come from this node's --peers).
+                    current = self.core.membership
+                    book = {n: self.peer_addresses.get(n, "") for n in current.members}
+                    book.update(current.address_map())
+                    current = Membership(
+                        current.voters, current.learners, tuple(sorted(book.items()))
+                    )
+                    new = _changed(current, what, nid, address)
                 except MembershipError as e:
                     fut.set_exception(e)
                     continue
@@ -551,8 +559,8 @@ class Node:
         return self.core.membership.members
 
     def transfer_target(self) -> NodeId | None:
-        """The most caught-up peer (on the leader), the default target of a transfer."""
-        status = {p.id: p.match_index for p in self.core.peer_status()}
+        """The most caught-up voting peer (on the leader), the default target of a transfer."""
+        status = {p.id: p.match_index for p in self.core.peer_status() if not p.learner}
         return max(status, key=lambda k: status[k]) if status else None
 
     def readiness(self) -> tuple[bool, str]:

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from raftlease.auth import AuthInterceptor, AuthRules, NodeTLS, load_node_tls, load_rules
 from raftlease.clock import clock_from_env
-from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped, StorageError
+from raftlease.core.membership import MembershipError
+from raftlease.errors import ConfigError, NoLeaderLease, NotLeader, ProposalDropped, StorageError
 from raftlease.failpoints import Failpoints
 from raftlease.fsm import limits
 from raftlease.fsm.commands import Acquire
@@ -38,6 +40,7 @@ from raftlease.fsm.leases import (
     Rejected,
     Released,
 )
+from raftlease.logs import configure_logging, set_term_source
 from raftlease.node import Node
 from raftlease.service import Acquired, NotAcquired
 from raftlease.settings import TICK_MAX_S, TICK_MIN_S, ServerConfig
@@ -404,8 +407,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                     reachable=n.reachable,
                     lease_valid=n.lease_valid,
                     lease_remaining_ms=n.lease_remaining_ms,
+                    learner=n.learner,
                 )
             )
+        resp.config_index = st.config_index
         return resp
 
     async def TransferLeadership(
@@ -434,6 +439,168 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 break
             await asyncio.sleep(0.02)
         return cluster_pb2.TransferLeadershipResponse(leader_id=node.leader_id or "")
+
+    # -- membership (docs/membership.md) ------------------------------------------------------
+    def _member_list(self) -> cluster_pb2.MemberListResponse:
+        info = self.node.membership_info()
+        m = info.membership
+        resp = cluster_pb2.MemberListResponse(
+            config_index=info.config_index,
+            committed=info.committed,
+            leader_id=self.node.leader_id or "",
+        )
+        for nid in (*m.voters, *m.learners):
+            lag = info.lags.get(nid)
+            resp.members.append(
+                cluster_pb2.Member(
+                    id=nid,
+                    peer_address=info.addresses.get(nid, ""),
+                    learner=nid in m.learners,
+                    lag=-1 if lag is None else lag,
+                )
+            )
+        return resp
+
+    async def _require_leader(self, context: Ctx) -> None:
+        if not self.node.is_leader:
+            await _unavailable(context, self.node.service.not_leader())
+
+    async def _change(
+        self, context: Ctx, op: str, node_id: str, address: str = "", patience_s: float = 5.0
+    ) -> None:
+        """Run one membership change, retrying for ``patience_s`` while it is refused only
+        for now (the leader's no-op not committed yet, an earlier change in flight, a learner
+        catching up); then ABORTED (the client retries) or FAILED_PRECONDITION."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + patience_s
+        while True:
+            try:
+                await self.node.change_membership(op, NodeId(node_id), address)
+                return
+            except MembershipError as e:
+                if not e.retryable:
+                    await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+                if loop.time() >= give_up:
+                    await _abort(context, grpc.StatusCode.ABORTED, str(e))
+            except (NotLeader, ProposalDropped) as e:
+                if isinstance(e, ProposalDropped):
+                    e = NotLeader(f"{e}; the change may or may not have happened", None)
+                await _unavailable(context, e)
+            await asyncio.sleep(0.05)
+
+    async def MemberList(
+        self, request: cluster_pb2.MemberListRequest, context: Ctx
+    ) -> cluster_pb2.MemberListResponse:
+        await self._require_leader(context)
+        return self._member_list()
+
+    async def MemberAdd(
+        self, request: cluster_pb2.MemberAddRequest, context: Ctx
+    ) -> cluster_pb2.MemberListResponse:
+        problems = member_id_problems(request.id)
+        if not request.peer_address:
+            problems.append("peer_address is required (HOST:PORT)")
+        else:
+            try:
+                _host_port(request.peer_address)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        await self._require_leader(context)
+        node = self.node
+        if request.id in node.peer_addresses and not node.membership.is_member(NodeId(request.id)):
+            # A former member (as far as this leader knows): its old process may still run
+            # with its old log and vote (docs/membership.md, "never reuse an id").
+            await _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{request.id} was a member of this cluster before; a member id is never "
+                "reused: add the machine under a new id",
+            )
+        await self._change(context, "add_learner", request.id, request.peer_address)
+        if not request.learner:
+            timeout = (request.catch_up_timeout_ms or 30_000) / 1000.0
+            await self._change(context, "promote", request.id, patience_s=timeout)
+        return self._member_list()
+
+    async def MemberPromote(
+        self, request: cluster_pb2.MemberPromoteRequest, context: Ctx
+    ) -> cluster_pb2.MemberListResponse:
+        await self._require_leader(context)
+        await self._change(context, "promote", request.id)
+        return self._member_list()
+
+    async def MemberRemove(
+        self, request: cluster_pb2.MemberRemoveRequest, context: Ctx
+    ) -> cluster_pb2.MemberListResponse:
+        node = self.node
+        await self._require_leader(context)
+        if request.id == node.id and node.membership.is_voter(node.id):
+            # Removing the leader: hand over first (a removed leader would otherwise step
+            # down only after the change commits, and its followers' vote stickiness would
+            # delay the next election); the client retries on the new leader.
+            target = node.transfer_target()
+            if target is None:
+                await _abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{node.id} is the only voter; add another before removing it",
+                )
+            try:
+                await node.transfer_leadership(target)
+            except (NotLeader, ProposalDropped, ValueError) as e:
+                await _abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2.0
+            while loop.time() < deadline:
+                if node.leader_id not in (None, node.id):
+                    break
+                await asyncio.sleep(0.02)
+            await _unavailable(
+                context,
+                NotLeader(
+                    f"{node.id} handed leadership to {target} before its removal; retry there",
+                    node.leader_address() or node.client_address(target),
+                ),
+            )
+        await self._change(context, "remove", request.id)
+        return self._member_list()
+
+    async def Snapshot(
+        self, request: cluster_pb2.SnapshotRequest, context: Ctx
+    ) -> cluster_pb2.SnapshotResponse:
+        node = self.node
+        await self._require_leader(context)
+        try:
+            await node.read_barrier()
+        except NotLeader as e:
+            await _unavailable(context, e)
+        index = node.applied_index
+        data = node.table.snapshot()  # taken in this turn of the loop: consistent at index
+        listed = self._member_list()
+        return cluster_pb2.SnapshotResponse(
+            index=index,
+            term=node.core.log.term_at(index) or node.core.term,
+            cluster_id=node.cfg.cluster_id,
+            members=listed.members,
+            data=data,
+        )
+
+
+#: Node ids: what a data dir, a log line and a metric label can carry without quoting.
+_MEMBER_ID_MAX = 64
+
+
+def member_id_problems(node_id: str) -> list[str]:
+    """Why ``node_id`` cannot be a member id (empty when it can)."""
+    if not node_id:
+        return ["a member id must not be empty"]
+    if len(node_id) > _MEMBER_ID_MAX:
+        return [f"member id is {len(node_id)} characters; at most {_MEMBER_ID_MAX}"]
+    if not all(c.isalnum() or c in "-_." for c in node_id):
+        return [f"member id {node_id!r} may use only letters, digits, '-', '_' and '.'"]
+    return []
 
 
 def _shutdown_cancel_filter(record: logging.LogRecord) -> bool:
@@ -631,6 +798,8 @@ async def serve(
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     metrics: str | None = None,
+    tls: NodeTLS | None = None,
+    auth: AuthRules | None = None,
 ) -> None:
     """Run one node until ``stop`` is set.
 
@@ -643,6 +812,9 @@ async def serve(
     Fault injection: only when ``RAFTLEASE_FAILPOINTS`` arms a failpoint are the node's
     storage, transport and observer wrapped (raftlease/testing/faults.py); a malformed value
     is refused (ServeRefused) before anything else.
+    ``tls`` (raftlease/auth.py): serve with mutual TLS, dial peers with it, and accept a peer's
+    message only from the node its certificate names; ``auth``: enforce these rules on the
+    Lease and Cluster services (docs/security.md).
     """
     try:
         points = Failpoints.from_env()
@@ -651,9 +823,15 @@ async def serve(
     check_port_free(listen)
     if metrics is not None:
         check_metrics_address(metrics, listen)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    interceptor = AuthInterceptor(auth) if auth is not None else None
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS, interceptors=[interceptor] if interceptor else None
+    )
     try:
-        port = server.add_insecure_port(listen)  # binds now, before start()
+        if tls is not None:
+            port = server.add_secure_port(listen, tls.server_credentials())
+        else:
+            port = server.add_insecure_port(listen)  # binds now, before start()
     except RuntimeError:
         port = 0
     if port == 0:
@@ -683,13 +861,14 @@ async def serve(
             Path(data_dir) / "raft.db",
             cluster_id=cfg.cluster_id,
             node_id=cfg.node_id,
-            members=[str(p) for p in cfg.peers],
+            members=None if cfg.join else [str(p) for p in cfg.peers],
         )
         transport = GrpcTransport(
             cfg.node_id,
             cfg.cluster_id,
             {str(k): v for k, v in cfg.peers.items()},
             cfg.safety_settings(),
+            credentials=tls.peer_credentials() if tls is not None else None,
         )
         node_storage: Storage = storage
         node_transport: Transport = transport
@@ -703,6 +882,7 @@ async def serve(
             before_reply = faults.hook("before-client-reply")
             log.warning("failpoints armed: %s", points)
         node = Node(cfg, node_storage, node_transport, clock_from_env())
+        set_term_source(lambda: node.core.term)  # log records carry the term (if configured)
         if metrics is not None:
             from raftlease.metrics import NodeMetrics
 
@@ -723,7 +903,12 @@ async def serve(
         node_id=cfg.node_id,
         settings=cfg.safety_settings(),
         stopping=lambda: node.stopping,
+        verify_identity=tls is not None,
     )
+    if interceptor is not None:
+        interceptor.lease_name = lambda lease_id: getattr(
+            node.table.by_lease_id(lease_id), "name", None
+        )
     raft_pb2_grpc.add_RaftPeerServicer_to_server(peer_servicer, server)
     lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node, before_reply), server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
@@ -742,6 +927,11 @@ async def serve(
     )
     if metrics is not None:
         log.info("metrics at http://%s/metrics", metrics)
+    log.info(
+        "security: %s; %s",
+        "mutual TLS (peers checked by certificate)" if tls is not None else "plaintext, no TLS",
+        f"auth rules: {len(auth.grants)} grant(s)" if auth is not None else "no auth rules",
+    )
     loop = asyncio.get_running_loop()
     run_task = loop.create_task(node.run())
     ready_task = loop.create_task(_track_readiness(node, health_servicer))
@@ -772,6 +962,7 @@ async def serve(
         await transport.close()
         storage.close()
         log.info("node %s stopped", cfg.node_id)
+        set_term_source(None)
 
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
@@ -816,6 +1007,12 @@ def main_serve(
     cluster_id: str,
     client_addresses: dict[str, str] | None = None,
     metrics: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca: str | None = None,
+    auth_rules: str | None = None,
+    log_format: str = "text",
+    log_level: str | None = None,
     **overrides: float | int,
 ) -> None:
     """Run one node in the foreground until SIGTERM/SIGINT (the CLI's ``serve``).
@@ -823,7 +1020,10 @@ def main_serve(
     ``peers`` maps every node id (this one included) to the address this node uses to reach
     it; ``client_addresses`` (optional) maps ids to the addresses clients should use, when
     peer traffic goes through proxies. ``metrics`` (HOST:PORT, off by default) serves
-    Prometheus metrics at ``http://HOST:PORT/metrics``. ``overrides`` are ServerConfig fields.
+    Prometheus metrics at ``http://HOST:PORT/metrics``. ``tls_cert``, ``tls_key``, ``tls_ca``
+    (all three, or none) and ``auth_rules``: see :func:`load_security`. ``log_format`` (text
+    or json) and ``log_level`` (default: ``RAFTLEASE_LOG_LEVEL``, else INFO): the process's log
+    (raftlease/logs.py). ``overrides`` are ServerConfig fields.
 
     A refusal (any rule of :meth:`ServerConfig.problems` or :func:`listen_problems`: all of
     them in one message; a busy port, a data dir of another cluster id, node id or member set)
@@ -844,12 +1044,15 @@ def main_serve(
         check_server_config(cfg, listen)  # every problem of the settings, at once
         if metrics is not None:
             _host_port(metrics)  # a malformed --metrics is refused before anything starts
+        tls, auth = load_security(node_id, tls_cert, tls_key, tls_ca, auth_rules)
     except ServeRefused as e:
         _refuse(e)
-    logging.basicConfig(
-        level=os.environ.get("RAFTLEASE_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
-    )
+    try:  # text (unchanged) or JSON lines (raftlease/logs.py); records carry node and term
+        configure_logging(
+            node_id, log_format, log_level or os.environ.get("RAFTLEASE_LOG_LEVEL") or "INFO"
+        )
+    except ValueError as e:
+        _refuse(e)
     factory, loop_name = event_loop_factory()
 
     async def main() -> None:
@@ -865,7 +1068,16 @@ def main_serve(
 
         announcer = loop.create_task(announce())
         try:
-            await serve(cfg, listen, data_dir, started=started, stop=stop, metrics=metrics)
+            await serve(
+                cfg,
+                listen,
+                data_dir,
+                started=started,
+                stop=stop,
+                metrics=metrics,
+                tls=tls,
+                auth=auth,
+            )
         finally:
             announcer.cancel()
         # Everything is durable and closed. Leave now: asyncio.run's teardown would cancel
@@ -884,6 +1096,40 @@ def main_serve(
     except StorageError as e:
         log.critical("storage failure, stopping: %s", e)
         raise SystemExit(f"raftlease: error: {e}") from None
+
+
+def load_security(
+    node_id: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    auth_rules: str | None,
+) -> tuple[NodeTLS | None, AuthRules | None]:
+    """Read ``serve``'s TLS files and auth rules (docs/security.md), or raise ServeRefused:
+    only some of ``--tls-cert``/``--tls-key``/``--tls-ca``, an unusable file, a certificate
+    that does not name this node, bad rules, or rules without TLS (tokens and identities
+    would cross the network in clear text)."""
+    given = {"--tls-cert": tls_cert, "--tls-key": tls_key, "--tls-ca": tls_ca}
+    missing = [flag for flag, value in given.items() if not value]
+    if 0 < len(missing) < len(given):
+        raise ServeRefused(
+            f"TLS needs --tls-cert, --tls-key and --tls-ca together; missing {', '.join(missing)}"
+        )
+    tls: NodeTLS | None = None
+    auth: AuthRules | None = None
+    try:
+        if tls_cert and tls_key and tls_ca:
+            tls = load_node_tls(tls_cert, tls_key, tls_ca, node_id)
+        if auth_rules is not None:
+            if tls is None:
+                raise ServeRefused(
+                    f"--auth-rules {auth_rules} needs TLS (--tls-cert, --tls-key, --tls-ca): "
+                    "without it tokens and identities would cross the network in clear text"
+                )
+            auth = load_rules(auth_rules)
+    except ConfigError as e:
+        raise ServeRefused(str(e)) from None
+    return tls, auth
 
 
 _SERVER_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerConfig))
@@ -907,6 +1153,7 @@ __all__ = [
     "check_serve_settings",
     "check_server_config",
     "listen_problems",
+    "load_security",
     "main_serve",
     "readiness",
     "serve",

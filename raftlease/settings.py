@@ -97,6 +97,9 @@ class ServerConfig:
     inherited_wait_grace_s: float = INHERITED_WAIT_GRACE_S
     seed: int | None = None
     raft_overrides: dict[str, Any] = field(default_factory=dict)
+    # Joining an existing cluster (`serve --join`): no bootstrap configuration; ``peers`` is
+    # only an address book until the leader replicates a configuration containing this node.
+    join: bool = False
 
     def safety_settings(self) -> str:
         """The settings the safety argument compares across nodes (docs/safety.md, L1), as
@@ -113,7 +116,7 @@ class ServerConfig:
         """The core's configuration (not validated here: see :meth:`validate`)."""
         return RaftConfig(
             node_id=self.node_id,
-            voters=tuple(sorted(self.peers)),
+            voters=() if self.join else tuple(sorted(self.peers)),
             election_ticks_min=self.election_ticks_min,
             election_ticks_max=self.election_ticks_max,
             heartbeat_ticks=self.heartbeat_ticks,
@@ -178,7 +181,17 @@ class ServerConfig:
         # The core's timing rules: the inequalities of the safety argument (docs/safety.md).
         usable = {k: v for k, v in self.raft_overrides.items() if k not in unknown + derived}
         core = replace(self, raft_overrides=usable) if usable != self.raft_overrides else self
-        out += core.raft_config().timing_problems()
+        rc = core.raft_config()
+        out += [_with_reason(p) for p in rc.timing_problems()]
+        if rc.lease_ticks is None and not (rc.pre_vote and rc.check_quorum):
+            # The core allows a node without a leader lease; a server cannot work without one.
+            out.append(
+                f"{name('raft_overrides')} turns off "
+                f"{' and '.join(k for k in ('pre_vote', 'check_quorum') if not getattr(rc, k))}"
+                ": a server serves renewals and reads only under its leader lease, which needs "
+                "both (PreVote keeps a rejoining node from deposing the leader, CheckQuorum "
+                "steps a cut-off leader down); leave them on"
+            )
         # -- the rest
         if self.snapshot_entries < 1:
             out.append(f"{name('snapshot_entries')} must be >= 1, got {self.snapshot_entries}")
@@ -188,6 +201,49 @@ class ServerConfig:
                 f"got {self.inherited_wait_grace_s}"
             )
         return out
+
+
+#: Why each timing rule of RaftConfig exists (docs/safety.md), appended to the core's message
+#: (which says what is wrong) when a server reports it. Keyed by the start of that message.
+_REASONS: Final = (
+    (
+        "max_drift must be",
+        "it bounds every clock's rate error (0.01 = 1 %) and sizes the leader lease (L1)",
+    ),
+    ("heartbeat_ticks must be >= 1", "the leader sends a heartbeat every heartbeat_ticks ticks"),
+    (
+        "election_ticks_min must be at least 2 * heartbeat_ticks",
+        "a follower must be able to miss one heartbeat before it calls an election, or a "
+        "single lost message deposes a healthy leader",
+    ),
+    (
+        "election_ticks_max must be greater than election_ticks_min",
+        "each follower draws its election timeout at random from [min, max), so that they do "
+        "not all stand at once and split the vote",
+    ),
+    (
+        "lease_ticks=",
+        "a longer leader lease could still be in force when the followers' vote stickiness "
+        "(election_ticks_min ticks, less drift) ends and they elect a new leader",
+    ),
+    (
+        "election_ticks_min=",
+        "the leader lease must end a margin (a fifth of election_ticks_min, at least 2 ticks) "
+        "before the followers' vote stickiness does, both counted with max_drift against them",
+    ),
+    (
+        "a leader lease needs pre_vote and check_quorum",
+        "without them a follower may vote for a new leader while the old lease still runs",
+    ),
+)
+
+
+def _with_reason(problem: str) -> str:
+    """A core timing problem, with why the rule exists when the core's message does not say."""
+    for start, reason in _REASONS:
+        if problem.startswith(start):
+            return f"{problem}; {reason}"
+    return problem
 
 
 _RAFT_FIELDS = frozenset(f.name for f in fields(RaftConfig))

@@ -117,7 +117,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         "errors": ("types",),
         "config": ("errors", "types"),
         "settings": ("config", "errors", "types"),  # ServerConfig
+        "logs": (),  # the node's log formats (stdlib only)
+        "config_file": ("settings",),  # serve --config FILE and RAFTLEASE_* variables
         "clock": ("errors", "types"),
+        "heartbeat": (),  # what a `raftlease run` child imports to beat (stdlib only)
         "failpoints": ("errors", "types"),
         "v1": (),  # generated protobuf/grpc modules
         # Pure: no I/O, no clock, no grpc or protobuf.
@@ -165,15 +168,21 @@ ALLOWED: dict[str, frozenset[str]] = {
         # L4: the gRPC server and what runs it. The server leaves the wire format to the
         # transport (no codec) and never imports a client.
         "metrics": (ROOT, "clock", "config", "core", "errors", "fsm", "node", "observe", "types"),
+        # A node's TLS credentials and the auth rules' interceptor (docs/security.md); the
+        # development CA of `raftlease certs` (the cryptography package only).
+        "auth": ("errors", "v1"),
+        "certs": (),
         # The server reads RAFTLEASE_FAILPOINTS and, only when it arms something, wraps the
         # node's seams with raftlease.testing.faults (imported then, never otherwise).
         "server": (
+            "auth",
             "clock",
             "config",
             "core",
             "errors",
             "failpoints",
             "fsm",
+            "logs",
             "metrics",
             "node",
             "observe",
@@ -186,9 +195,35 @@ ALLOWED: dict[str, frozenset[str]] = {
             "v1",
         ),
         # Clients: gRPC only, never the node, the server or storage.
-        "client": ("clock", "config", "errors", "fsm", "types", "v1"),
+        "client": ("clock", "config", "errors", "fsm", "heartbeat", "types", "v1"),
         ROOT: ("client", "errors", "types"),
-        "cli": (ROOT, "client", "config", "errors", "server", "testing.local", "types"),
+        "cli": (
+            ROOT,
+            "certs",
+            "cli_members",
+            "client",
+            "config",
+            "config_file",
+            "errors",
+            "logs",
+            "server",
+            "settings",
+            "testing.local",
+            "types",
+        ),
+        # `raftlease member|snapshot`: the CLI's helpers, the client, and (for snapshot
+        # restore, which writes a new data dir) the core's values, the table and storage.
+        "cli_members": (
+            "cli",
+            "client",
+            "core",
+            "errors",
+            "fsm",
+            "storage",
+            "types",
+            "v1",
+        ),
+        "settings_doc": ("cli", "config_file"),  # writes docs/settings.md
         "__main__": ("cli",),
     }.items()
 }
@@ -200,6 +235,8 @@ OPTIONAL_UNITS = frozenset({"service"})
 NO_GRPC = frozenset(
     {"clock", "codec", "config", "core", "errors", "fsm", "node", "service", "settings"}
     | {"storage", "testing", "types"}
+    | {"config_file", "logs"}
+    | {"heartbeat"}
 )
 GRPC_ROOTS = ("grpc", "grpc_health")
 

@@ -123,20 +123,45 @@ def test_raft_config_is_derived() -> None:
             "raft_overrides may set only check_quorum, lease_ticks, max_entries_per_append, "
             "max_inflight, pre_vote; got bogus, heartbeat_ticks",
         ),
+        # The core's timing rules, each with why it exists (the server's reason appended).
         (
             {"heartbeat_ticks": 11},
-            "election_ticks_min must be at least 2 * heartbeat_ticks (got 20 < 2 * 11)",
+            "election_ticks_min must be at least 2 * heartbeat_ticks (got 20 < 2 * 11); a "
+            "follower must be able to miss one heartbeat before it calls an election, or a "
+            "single lost message deposes a healthy leader",
         ),
         (
             {"election_ticks_max": 20},
-            "election_ticks_max must be greater than election_ticks_min (got 20 <= 20)",
+            "election_ticks_max must be greater than election_ticks_min (got 20 <= 20); each "
+            "follower draws its election timeout at random from [min, max), so that they do "
+            "not all stand at once and split the vote",
         ),
-        ({"max_drift": 0.5}, "max_drift must be in [0, 0.2), got 0.5"),
+        (
+            {"max_drift": 0.5},
+            "max_drift must be in [0, 0.2), got 0.5; it bounds every clock's rate error "
+            "(0.01 = 1 %) and sizes the leader lease (L1)",
+        ),
         (
             {"raft_overrides": {"lease_ticks": 15}},
             "lease_ticks=15 is unsafe: it must be at most 14 = floor((1-max_drift)*("
             "(election_ticks_min-1)/(1+max_drift) - 4)) for election_ticks_min=20, "
-            "max_drift=0.01",
+            "max_drift=0.01; a longer leader lease could still be in force when the "
+            "followers' vote stickiness (election_ticks_min ticks, less drift) ends and they "
+            "elect a new leader",
+        ),
+        (
+            {"election_ticks_min": 3, "election_ticks_max": 6, "heartbeat_ticks": 1},
+            "election_ticks_min=3 leaves no safe leader-lease window at max_drift=0.01; raise "
+            "election_ticks_min; the leader lease must end a margin (a fifth of "
+            "election_ticks_min, at least 2 ticks) before the followers' vote stickiness does, "
+            "both counted with max_drift against them",
+        ),
+        # Not a core rule: the core runs without a leader lease, a server cannot.
+        (
+            {"raft_overrides": {"check_quorum": False}},
+            "raft_overrides turns off check_quorum: a server serves renewals and reads only "
+            "under its leader lease, which needs both (PreVote keeps a rejoining node from "
+            "deposing the leader, CheckQuorum steps a cut-off leader down); leave them on",
         ),
         ({"snapshot_entries": 0}, "snapshot_entries must be >= 1, got 0"),
         (
@@ -172,8 +197,12 @@ def test_every_broken_rule_is_listed_once_one_a_line() -> None:
         "cluster_id must not be empty: give every member the same non-empty id",
         "tick_s 500ms is outside the allowed range 1ms..100ms (default 10ms; elections take "
         "8-8 ticks, heartbeats every 5)",
-        "election_ticks_min must be at least 2 * heartbeat_ticks (got 8 < 2 * 5)",
-        "election_ticks_max must be greater than election_ticks_min (got 8 <= 8)",
+        "election_ticks_min must be at least 2 * heartbeat_ticks (got 8 < 2 * 5); a follower "
+        "must be able to miss one heartbeat before it calls an election, or a single lost "
+        "message deposes a healthy leader",
+        "election_ticks_max must be greater than election_ticks_min (got 8 <= 8); each "
+        "follower draws its election timeout at random from [min, max), so that they do not "
+        "all stand at once and split the vote",
         "the leader lease (4 ticks) must outlast one heartbeat interval (5 ticks), or it lapses "
         "between heartbeats even on an idle network; raise election_ticks_min or lower "
         "heartbeat_ticks",

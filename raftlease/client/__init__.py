@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         parse_endpoints,
     )
     from raftlease.client._election_base import ElectionClosed, Leader, LeadershipLost
+    from raftlease.client._tls import TLSConfig
     from raftlease.client.aelection import (
         AsyncElection,
         AsyncLeadership,
@@ -51,8 +52,10 @@ if TYPE_CHECKING:
         LeaseHeld,
         LeaseLost,
         LeaseNotFound,
+        PermissionDenied,
         RpcFailed,
         StaleToken,
+        Unauthenticated,
     )
     from raftlease.client.fencing import FencingGuard
     from raftlease.client.sync import Lease, LeaseClient
@@ -80,8 +83,11 @@ __all__ = [
     "LeaseInfo",
     "LeaseLost",
     "LeaseNotFound",
+    "PermissionDenied",
     "RpcFailed",
     "StaleToken",
+    "TLSConfig",
+    "Unauthenticated",
     "WatchEvent",
     "current_async_lease",
     "current_lease",
@@ -116,8 +122,11 @@ _LAZY = {
     "LeaseInfo": "raftlease.client._common",
     "LeaseLost": "raftlease.client.errors",
     "LeaseNotFound": "raftlease.client.errors",
+    "PermissionDenied": "raftlease.client.errors",
     "RpcFailed": "raftlease.client.errors",
     "StaleToken": "raftlease.client.errors",
+    "TLSConfig": "raftlease.client._tls",
+    "Unauthenticated": "raftlease.client.errors",
     "WatchEvent": "raftlease.client._common",
     "current_async_lease": "raftlease.client.aelection",
     "current_lease": "raftlease.client.election",

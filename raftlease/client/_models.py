@@ -9,7 +9,7 @@ from typing import Any
 
 from raftlease.v1 import lease_pb2
 
-__all__ = ["LeaseInfo", "WatchDedup", "WatchEvent"]
+__all__ = ["LeaseInfo", "MemberInfo", "MemberList", "WatchDedup", "WatchEvent", "members_from_pb"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +131,47 @@ class WatchDedup:
         self.last_index = event.index
         self._seen_at_last = {key}
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """One member of the cluster's configuration, as the leader sees it."""
+
+    id: str
+    peer_address: str
+    learner: bool
+    lag: int | None  # entries it lacks (None: unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberList:
+    """The configuration in force on the leader (``raftlease member list``)."""
+
+    members: tuple[MemberInfo, ...]
+    config_index: int  # log index of the configuration entry; 0: the bootstrap members
+    committed: bool
+    leader_id: str
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.members if not m.learner)
+
+    @property
+    def learners(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.members if m.learner)
+
+    def addresses(self) -> dict[str, str]:
+        return {m.id: m.peer_address for m in self.members}
+
+
+def members_from_pb(resp: Any) -> MemberList:
+    """A ``MemberListResponse`` (or a ``SnapshotResponse``'s members) as a MemberList."""
+    return MemberList(
+        members=tuple(
+            MemberInfo(m.id, m.peer_address, m.learner, None if m.lag < 0 else m.lag)
+            for m in resp.members
+        ),
+        config_index=getattr(resp, "config_index", 0),
+        committed=getattr(resp, "committed", True),
+        leader_id=getattr(resp, "leader_id", ""),
+    )

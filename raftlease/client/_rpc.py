@@ -12,11 +12,18 @@ import grpc
 from raftlease.client._keepalive import RenewAnswer
 from raftlease.client._retry import Failure
 from raftlease.client._values import one_line
-from raftlease.client.errors import InvalidArgument, LeaseHeld, LeaseNotFound, RpcFailed
+from raftlease.client.errors import (
+    InvalidArgument,
+    LeaseHeld,
+    LeaseNotFound,
+    PermissionDenied,
+    RpcFailed,
+    Unauthenticated,
+)
 from raftlease.v1 import lease_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from raftlease.client._protocol import AcquireMachine, Action, SendAcquire
 
@@ -128,14 +135,20 @@ def map_rpc_error(err: grpc.RpcError) -> Exception:
         return InvalidArgument(details or "invalid argument")
     if code == grpc.StatusCode.NOT_FOUND:
         return LeaseNotFound(details or "lease not found")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(f"permission denied: {details}", code.name)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(f"unauthenticated: {details}", code.name)
     return RpcFailed(f"server answered {describe_rpc_error(err)}", code.name)
 
 
-def rpc_failure(err: grpc.RpcError) -> Failure:
+def rpc_failure(err: grpc.RpcError, explain: Callable[[str], str] | None = None) -> Failure:
     """A failed attempt for the protocol: retriable statuses (with the leader hint of the
-    trailing metadata), or the exception a non-retriable one maps to."""
+    trailing metadata), or the exception a non-retriable one maps to. ``explain`` may add
+    to a retriable failure's description (the TLS hints of ``_tls.ChannelSecurity``)."""
     if is_retriable(err):
-        return Failure(describe_rpc_error(err), rpc_leader_hint(err))
+        error = describe_rpc_error(err)
+        return Failure(explain(error) if explain else error, rpc_leader_hint(err))
     return Failure(describe_rpc_error(err), exc=map_rpc_error(err))
 
 

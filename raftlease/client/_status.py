@@ -75,6 +75,7 @@ def merge_status(
             "reachable": None,
             "lease_valid": None,
             "lease_remaining_ms": None,
+            "learner": False,
         }
 
     # Each node's own view of itself.
@@ -90,6 +91,7 @@ def merge_status(
         entry["applied_index"] = me.applied_index if me is not None else None
         entry["lease_valid"] = me.lease_valid if me is not None else None
         entry["lease_remaining_ms"] = me.lease_remaining_ms if me is not None else None
+        entry["learner"] = me.learner if me is not None else False
         answered.add(node_id)
 
     # The leader's view of everyone (liveness, lag); nodes we did not query come from here.
@@ -110,6 +112,7 @@ def merge_status(
                 lag=n.lag,
                 missed_heartbeats=n.missed_heartbeats,
                 reachable=True if n.id == leader else n.reachable,
+                learner=n.learner,
             )
     else:
         # Without the leader's answer, each node's list still names its peers.
@@ -133,11 +136,18 @@ def merge_status(
         match["error"] = one_line(error)
 
     terms = [resp.term for resp in ok.values()]
+    # The configuration in force: the leader's, else the newest any node reported.
+    config_index = (
+        leader_resp.config_index
+        if leader_resp is not None
+        else max((resp.config_index for resp in ok.values()), default=0)
+    )
     cluster_ids = [resp.cluster_id for resp in ok.values() if resp.cluster_id]
     return {
         "leader": leader,
         "leader_address": leader_address,
         "term": max(terms) if terms else None,
         "cluster_id": cluster_ids[0] if cluster_ids else None,
+        "config_index": config_index,
         "nodes": [nodes[k] for k in sorted(nodes, key=_natural_key)],
     }

@@ -14,10 +14,14 @@ from collections.abc import Mapping, Sequence
 
 from raftlease.client.errors import InvalidArgument
 from raftlease.errors import ConfigError
+from raftlease.fsm.limits import MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
+    "TTL_BOUNDS_S",
+    "WAIT_BOUNDS_S",
+    "bound_problem",
     "check_str_map",
     "check_token_value",
     "default_holder",
@@ -98,6 +102,27 @@ def format_duration(seconds: float) -> str:
     if seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     return f"{int(seconds // 60)}m"
+
+
+#: The server's bounds (raftlease/fsm/limits.py), in seconds: what a user types.
+TTL_BOUNDS_S = (MIN_TTL_MS / 1000.0, MAX_TTL_MS / 1000.0)
+WAIT_BOUNDS_S = (0.0, MAX_WAIT_MS / 1000.0)
+
+
+def bound_problem(flag: str, seconds: float, bounds: tuple[float, float]) -> str | None:
+    """Why ``seconds`` is outside ``bounds`` (inclusive), in seconds as the user wrote them:
+    ``--ttl 0s is below the minimum 1s``; None when it is inside. The command line checks
+    this before sending, so it never shows the wire's ``ttl_ms=0 ... 1000 ms``."""
+    low, high = bounds
+    if seconds < low:
+        return f"{flag} {_fmt(seconds)} is below the minimum {_fmt(low)}"
+    if seconds > high:
+        return f"{flag} {_fmt(seconds)} is above the maximum {_fmt(high)}"
+    return None
+
+
+def _fmt(seconds: float) -> str:
+    return "0s" if seconds == 0 else format_duration(seconds)
 
 
 def default_holder() -> str:

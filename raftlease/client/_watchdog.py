@@ -31,6 +31,10 @@ its leftover descendants are killed too, so nothing of the tree outlives the rep
 
 CMD itself runs in its own process group (signals forwarded by the supervisor go to that
 group) with ``PR_SET_PDEATHSIG = SIGKILL``, so it dies even if the watchdog is SIGKILLed.
+
+CMD inherits the write end of the supervisor's heartbeat pipe (the descriptor named by
+``RAFTLEASE_HEARTBEAT_FD``, see :mod:`raftlease.heartbeat`); the watchdog closes its own copy
+once CMD is forked and never reads or writes it.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def _now() -> float:
 
 
 PR_SET_CHILD_SUBREAPER = 36
+HEARTBEAT_FD_ENV = "RAFTLEASE_HEARTBEAT_FD"  # raftlease.heartbeat.ENV_FD (no import here)
 _REAP_POLL_S = 0.002
 
 
@@ -262,10 +267,19 @@ class _Watchdog:
             finally:
                 os._exit(127)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.close_heartbeat()
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also from here, so the group exists before any signal
         self.cmd_pid = pid
         self.send(f"R {pid}\n")
+
+    def close_heartbeat(self) -> None:
+        """Close our copy of CMD's heartbeat pipe (``RAFTLEASE_HEARTBEAT_FD``, passed through
+        to CMD): only CMD's tree writes to it, so the supervisor sees EOF once that is gone."""
+        text = os.environ.get(HEARTBEAT_FD_ENV, "")
+        if text.isdigit() and int(text) not in (self.feed_fd, self.report_fd):
+            with contextlib.suppress(OSError):
+                os.close(int(text))
 
     def reap(self) -> bool:
         """Reap every exited child (CMD or an adopted orphan); False once none is left."""

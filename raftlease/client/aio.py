@@ -21,7 +21,13 @@ import grpc.aio
 
 from raftlease import clock as _clock
 from raftlease.client._election_base import LeadershipLost
-from raftlease.client._models import LeaseInfo, WatchDedup, WatchEvent
+from raftlease.client._models import (
+    LeaseInfo,
+    MemberList,
+    WatchDedup,
+    WatchEvent,
+    members_from_pb,
+)
 from raftlease.client._protocol import (
     Acquired,
     AcquireMachine,
@@ -50,6 +56,7 @@ from raftlease.client._rpc import (
     rpc_failure,
 )
 from raftlease.client._status import merge_status
+from raftlease.client._tls import TLSConfig, channel_security
 from raftlease.client._values import (
     check_str_map,
     check_token_value,
@@ -321,7 +328,9 @@ class AsyncLease:
                     conn = self._client._conn(action.target)
                     resp = await conn.lease.Renew(request, timeout=action.timeout)
                 except grpc.RpcError as err:
-                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, self._client._security.explain)
+                    )
                 except ClusterUnavailable:  # the client was closed under us
                     return
                 else:
@@ -366,7 +375,7 @@ class AsyncLeaseClient:
 
     Create and use it inside a running event loop (``async with AsyncLeaseClient(...) as
     client``); channels are opened on first use. Closing it releases every lease it still
-    holds and closes its channels.
+    holds and closes its channels. ``tls`` and ``token``: as for ``LeaseClient``.
     """
 
     def __init__(
@@ -375,11 +384,14 @@ class AsyncLeaseClient:
         *,
         timeout: float = 5.0,
         max_drift: float = 0.01,
+        tls: TLSConfig | bool | None = None,
+        token: str | None = None,
     ) -> None:
         _check_client_settings(timeout, max_drift)
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = float(timeout)
         self.max_drift = float(max_drift)
+        self._security = channel_security(tls, token)
         self._router = Router(self.endpoints)
         self._conns: dict[str, _Conn] = {}
         self._leases: set[AsyncLease] = set()
@@ -387,13 +399,23 @@ class AsyncLeaseClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def session_options(self) -> dict[str, Any]:
+        """The keyword arguments that make another client with this one's settings."""
+        sec = self._security
+        return {
+            "timeout": self.timeout,
+            "max_drift": self.max_drift,
+            "tls": sec.tls if sec.tls is not None else False,
+            "token": sec.token,
+        }
+
     def _conn(self, target: str) -> _Conn:
         if self._closed:
             raise ClusterUnavailable("the client is closed")
         conn = self._conns.get(target)
         if conn is None:
             asyncio.get_running_loop()  # grpc.aio channels belong to the running loop
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            channel = self._security.aio_channel(target, CHANNEL_OPTIONS)
             conn = _Conn(
                 channel,
                 lease_pb2_grpc.LeaseStub(channel),
@@ -426,7 +448,9 @@ class AsyncLeaseClient:
             try:
                 result = await fn(self._conn(action.target), action.timeout)
             except grpc.RpcError as err:
-                action = call.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                action = call.on_failure(
+                    _clock.boot_monotonic(), rpc_failure(err, self._security.explain)
+                )
                 continue
             call.answered()
             return result
@@ -516,7 +540,9 @@ class AsyncLeaseClient:
                     conn = self._conn(action.target)
                     resp = await conn.lease.Acquire(request, timeout=action.timeout)
                 except grpc.RpcError as err:
-                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, self._security.explain)
+                    )
                 else:
                     action = feed_acquire_response(machine, _clock.boot_monotonic(), resp)
             elif isinstance(action, SendRenew):  # a grant that waited long: renew it first
@@ -525,7 +551,9 @@ class AsyncLeaseClient:
                     conn = self._conn(action.target)
                     renewed = await conn.lease.Renew(renew, timeout=action.timeout)
                 except grpc.RpcError as err:
-                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, self._security.explain)
+                    )
                 else:
                     action = machine.on_renewed(_clock.boot_monotonic(), renewed.ttl_ms / 1000.0)
             elif isinstance(action, Sleep):
@@ -617,7 +645,9 @@ class AsyncLeaseClient:
                         round_size=len(self.endpoints),
                     )
                 attempts.note(target)
-                _, delay = attempts.failed(self._router, target, rpc_failure(err))
+                _, delay = attempts.failed(
+                    self._router, target, rpc_failure(err, self._security.explain)
+                )
             finally:
                 call.cancel()
             await asyncio.sleep(delay if delay > 0 else 0.01)
@@ -748,6 +778,68 @@ class AsyncLeaseClient:
             lambda c, t: c.cluster.TransferLeadership(request, timeout=t),
         )
         return resp.leader_id
+
+    # -- membership (docs/membership.md) ------------------------------------------------------
+
+    async def members(self) -> MemberList:
+        """The configuration in force on the leader: voters, learners, addresses."""
+        request = cluster_pb2.MemberListRequest()
+        resp = await self._call(
+            "list members", lambda c, t: c.cluster.MemberList(request, timeout=t)
+        )
+        return members_from_pb(resp)
+
+    async def add_member(
+        self,
+        node_id: str,
+        peer_address: str,
+        *,
+        learner: bool = False,
+        timeout: float = 60.0,  # noqa: ASYNC109 - the RPC's total budget, as in LeaseClient
+    ) -> MemberList:
+        """Add ``node_id`` (listening for peers at ``peer_address``) as a learner; unless
+        ``learner``, wait for it to catch up and promote it to voter. Raises RaftLeaseError
+        with the reason if refused (an id in use, an address in use, a change in flight)."""
+        catch_up_ms = int(max(1.0, timeout - 5.0) * 1000)
+        request = cluster_pb2.MemberAddRequest(
+            id=node_id, peer_address=peer_address, learner=learner, catch_up_timeout_ms=catch_up_ms
+        )
+        resp = await self._call(
+            "add member",
+            lambda c, t: c.cluster.MemberAdd(request, timeout=t),
+            total=timeout,
+            cap=timeout,
+        )
+        return members_from_pb(resp)
+
+    async def promote_member(self, node_id: str, *, timeout: float = 30.0) -> MemberList:  # noqa: ASYNC109
+        """Make the caught-up learner ``node_id`` a voter."""
+        request = cluster_pb2.MemberPromoteRequest(id=node_id)
+        resp = await self._call(
+            "promote member",
+            lambda c, t: c.cluster.MemberPromote(request, timeout=t),
+            total=timeout,
+        )
+        return members_from_pb(resp)
+
+    async def remove_member(self, node_id: str, *, timeout: float = 30.0) -> MemberList:  # noqa: ASYNC109
+        """Remove the member ``node_id`` (the leader hands over first if it is the one)."""
+        request = cluster_pb2.MemberRemoveRequest(id=node_id)
+        resp = await self._call(
+            "remove member",
+            lambda c, t: c.cluster.MemberRemove(request, timeout=t),
+            total=timeout,
+        )
+        return members_from_pb(resp)
+
+    async def snapshot(self) -> cluster_pb2.SnapshotResponse:
+        """A consistent snapshot of the lease table from the leader (``raftlease snapshot
+        save``): its index, term, cluster id, members and the serialized table."""
+        request = cluster_pb2.SnapshotRequest()
+        resp: cluster_pb2.SnapshotResponse = await self._call(
+            "snapshot", lambda c, t: c.cluster.Snapshot(request, timeout=t)
+        )
+        return resp
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -94,9 +94,7 @@ class Election:
         self.metadata = dict(metadata or {})
         self.max_wait = check_max_wait(max_wait)
         self.attempts = 0  # queue entries made by campaigns so far (tests read it)
-        self._session = LeaseClient(
-            client.endpoints, timeout=client.timeout, max_drift=client.max_drift
-        )
+        self._session = LeaseClient(client.endpoints, **client.session_options())
         self._lease: Lease | None = None
         self._closed = threading.Event()
         self._lock = threading.Lock()  # guards _lease

@@ -52,6 +52,16 @@ class RpcFailed(RaftLeaseError):
         self.code = code
 
 
+class Unauthenticated(RpcFailed):
+    """The cluster's auth rules need credentials this client did not give, or its bearer token
+    is not valid there (UNAUTHENTICATED; docs/security.md). Nothing changed."""
+
+
+class PermissionDenied(RpcFailed):
+    """This client's identity may not do that to that name (PERMISSION_DENIED; the message
+    says what it may do). Nothing changed."""
+
+
 class StaleToken(RaftLeaseError):
     """A fencing token is older than one already seen for the same lease name.
 

@@ -10,10 +10,20 @@ docs/singleton.md.
   ``time_left() <= lost_margin + 0.1 * ttl`` (or the lease is lost) its whole tree gets
   SIGKILL, and the supervisor waits until the watchdog confirmed it dead, then goes back to
   waiting for the lease.
-- A CMD that exits non-zero is restarted while the lease is held, after 1 s, 2 s, 4 s ...
-  (capped at 30 s), at most ``max_restarts`` times in total; then the lease is released and
-  the supervisor exits with CMD's code. When CMD exits 0 the lease is released and the
-  supervisor exits 0.
+- Child checks, besides "the process is alive": a heartbeat (CMD writes one line per beat to
+  the pipe named by ``RAFTLEASE_HEARTBEAT_FD``, optionally with ``key=value`` status words,
+  see :mod:`raftlease.heartbeat`; enforced with ``heartbeat_timeout``), a TCP port on
+  127.0.0.1 that must accept connections (``health_port``) and a shell command that must
+  exit 0 (``health_cmd``), both every ``health_interval`` and failing after
+  ``health_retries`` failures in a row. The latest status payload rides on the keepalives as
+  the lease's health map. A hung or unhealthy CMD gets SIGTERM (and SIGCONT), then SIGKILL
+  after ``kill_grace``, and counts as a failure.
+- A CMD that fails (exits non-zero, or is killed as hung or unhealthy) is restarted while the
+  lease is held, after ``restart_delay`` (1 s), 2x, 4x ... (capped at 30 s), each stretched by
+  up to 20 % of random jitter. The circuit breaker: more than ``max_restarts`` failures within
+  ``restart_window`` (default: the supervisor's whole life) releases the lease, so a standby
+  elsewhere takes over, and the supervisor exits with CMD's code (1 if that was 0). When CMD
+  exits 0 the lease is released and the supervisor exits 0.
 - SIGTERM/SIGINT are forwarded to CMD's process group (a second one kills it); once it exited
   the lease is released and the supervisor exits with CMD's code (128 + N if CMD died of
   signal N).
@@ -55,6 +65,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import re
 import shlex
 import shutil
@@ -65,8 +76,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from raftlease import heartbeat as _heartbeat
 from raftlease.client import _watchdog
 from raftlease.client._common import format_duration, one_line
+from raftlease.client._supervise import (
+    HealthChecks,
+    Heartbeat,
+    RestartBreaker,
+    backoff_delay,
+    fit_health,
+)
 from raftlease.client.aio import AsyncLease, AsyncLeaseClient
 from raftlease.client.errors import ClusterUnavailable, LeaseHeld, LeaseLost
 from raftlease.errors import RaftLeaseError
@@ -102,8 +121,9 @@ class WaitExpired(RunnerError):
 
 
 def restart_delay(crashes: int) -> float:
-    """Backoff before restart number ``crashes`` (1-based): 1 s, 2 s, 4 s ... capped at 30 s."""
-    return float(min(30, 2 ** max(0, crashes - 1)))
+    """The default backoff schedule before restart number ``crashes`` (1-based), without
+    jitter: 1 s, 2 s, 4 s ... capped at 30 s (:func:`backoff_delay` with its defaults)."""
+    return backoff_delay(crashes)
 
 
 def exit_code(returncode: int) -> int:
@@ -115,7 +135,9 @@ def exit_code(returncode: int) -> int:
 class RunnerConfig:
     """What ``raftlease run`` was asked to do.
 
-    ``wait``: seconds to wait for the lease in total; None = forever.
+    ``wait``: seconds to wait for the lease in total; None = forever. ``restart_window``:
+    the circuit breaker's window in seconds; None = the supervisor's whole life.
+    ``heartbeat_timeout``: None = beats are not required (they still carry the status).
     """
 
     name: str
@@ -127,6 +149,52 @@ class RunnerConfig:
     endpoints: Sequence[str] | str | None = None
     timeout: float = 5.0
     env: dict[str, str] = field(default_factory=dict)
+    heartbeat_timeout: float | None = None
+    health_cmd: str | None = None
+    health_port: int | None = None
+    health_interval: float = 2.0
+    health_retries: int = 3
+    kill_grace: float = 5.0
+    restart_delay: float = 1.0
+    restart_window: float | None = None
+
+    def check(self) -> None:
+        """Raise :class:`RunnerError` naming the first bad setting."""
+        if not self.command:
+            raise RunnerError("no command given: use raftlease run NAME -- CMD [ARGS...]")
+        problems = [
+            (self.max_restarts < 0, f"--max-restarts must be >= 0, got {self.max_restarts}"),
+            (
+                self.heartbeat_timeout is not None and not self.heartbeat_timeout > 0,
+                f"--heartbeat-timeout must be > 0, got {self.heartbeat_timeout}",
+            ),
+            (
+                self.health_port is not None and not 0 < self.health_port < 65536,
+                f"--health-port must be 1-65535, got {self.health_port}",
+            ),
+            (self.health_cmd == "", "--health-cmd must not be empty"),
+            (
+                not self.health_interval > 0,
+                f"--health-interval must be > 0, got {self.health_interval}",
+            ),
+            (self.health_retries < 1, f"--health-retries must be >= 1, got {self.health_retries}"),
+            (not self.kill_grace >= 0, f"--kill-grace must be >= 0, got {self.kill_grace}"),
+            (
+                not self.restart_delay >= 0,
+                f"--restart-delay must be >= 0, got {self.restart_delay}",
+            ),
+            (
+                self.restart_window is not None and not self.restart_window > 0,
+                f"--restart-window must be > 0, got {self.restart_window}",
+            ),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise RunnerError(message)
+
+    def health_timeout(self) -> float:
+        """How long one health check may take: the interval, at least 1 s."""
+        return max(1.0, self.health_interval)
 
 
 _GRPC_PREFIX = re.compile(r"^(?:[A-Z_]+: )?(?:ipv[46]:\S+: )?")
@@ -258,7 +326,9 @@ class _Watched:
 
     Answers the watchdog's pings from the event loop (``loop.add_reader``) with the lease's
     remaining validity minus the watchdog margin, forwards signals, and collects the
-    watchdog's final report: ``result = (CMD's returncode or None, reason)``.
+    watchdog's final report: ``result = (CMD's returncode or None, reason)``. Also reads
+    CMD's heartbeat pipe (``heartbeat_r``): each line is a beat, and a changed status payload
+    becomes the lease's health map for the following keepalives.
     """
 
     def __init__(
@@ -268,19 +338,86 @@ class _Watched:
         proc: asyncio.subprocess.Process,
         feed_w: int,
         report_r: int,
+        heartbeat_r: int,
     ) -> None:
         self.runner = runner
         self.lease = lease
         self.proc = proc
         self.feed_w = feed_w
         self.report_r = report_r
+        self.heartbeat_r = heartbeat_r
         self.margin = _watchdog.watchdog_margin(lease.ttl)
         self.cmd_pid: int | None = None
+        self.started_at: float | None = None  # time.monotonic() when the watchdog said R
+        self.started = asyncio.Event()
         self.result: tuple[int | None, str] | None = None
+        self.killed_for = ""  # "hung" or "unhealthy" once the supervisor acted on it
+        self.heartbeat = Heartbeat(runner.config.heartbeat_timeout)
+        self.checks = HealthChecks(runner.config.health_retries)
         self._buf = b""
+        self._hb_buf = b""
+        self._warned_fit = False
         self._loop = asyncio.get_running_loop()
         self._reading = True
         self._loop.add_reader(report_r, self._on_readable)
+        self._hb_reading = True
+        self._loop.add_reader(heartbeat_r, self._on_heartbeat)
+
+    def _on_heartbeat(self) -> None:
+        try:
+            data = os.read(self.heartbeat_r, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # every writer closed it (CMD's tree is gone, or CMD closed the fd)
+            self._stop_heartbeat()
+            return
+        self._hb_buf += data
+        *lines, self._hb_buf = self._hb_buf.split(b"\n")
+        if len(self._hb_buf) > _heartbeat.MAX_LINE_BYTES:  # an endless line: one beat
+            lines.append(self._hb_buf[: _heartbeat.MAX_LINE_BYTES])
+            self._hb_buf = b""
+        now = time.monotonic()
+        changed = False
+        for raw in lines:
+            changed |= self.heartbeat.take(raw.decode("utf-8", "replace"), now)
+        if changed:
+            self._publish(self.heartbeat.status)
+
+    def _publish(self, status: dict[str, str]) -> None:
+        kept, dropped = fit_health(status)
+        if dropped and not self._warned_fit:
+            self._warned_fit = True
+            self.runner.say(
+                f"the command's status is over the health payload's limits (16 entries, 1024 "
+                f"bytes); dropped {', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}"
+            )
+        with contextlib.suppress(RaftLeaseError):
+            self.lease.set_health(kept)
+
+    def problem(self, now: float) -> str | None:
+        """Why CMD counts as hung or unhealthy now, or None."""
+        if self.cmd_pid is None or self.result is not None:
+            return None
+        hb = self.heartbeat
+        if hb.timeout is not None and hb.overdue(now):
+            last = "no heartbeat yet" if hb.last_beat is None else "no heartbeat"
+            return (
+                f"hung: {last} for {format_duration(hb.silence(now))} "
+                f"(--heartbeat-timeout {format_duration(hb.timeout)})"
+            )
+        if self.checks.unhealthy:
+            return (
+                f"unhealthy: {self.checks.consecutive} health checks failed in a row "
+                f"({self.checks.last_error})"
+            )
+        return None
+
+    def _stop_heartbeat(self) -> None:
+        if self._hb_reading:
+            self._hb_reading = False
+            self._loop.remove_reader(self.heartbeat_r)
 
     def remaining(self) -> float:
         """The answer to a ping read now: seconds the watchdog may let CMD run."""
@@ -312,6 +449,9 @@ class _Watched:
                 self._send(_watchdog.format_reply(int(fields[0]), self.remaining()))
             elif kind == "R":
                 self.cmd_pid = int(fields[0])
+                self.started_at = time.monotonic()
+                self.started.set()
+                self.heartbeat.start(self.started_at)
                 self.runner.say(
                     f"started {self.runner._cmd_text} (pid {self.cmd_pid}, fencing token "
                     f"{self.lease.fencing_token}, watchdog pid {self.proc.pid})"
@@ -355,9 +495,10 @@ class _Watched:
             self._loop.remove_reader(self.report_r)
 
     def close(self) -> None:
-        """Close both pipes; a watchdog still running sees EOF and kills the tree."""
+        """Close the pipes; a watchdog still running sees EOF and kills the tree."""
         self._stop_reading()
-        for fd in (self.feed_w, self.report_r):
+        self._stop_heartbeat()
+        for fd in (self.feed_w, self.report_r, self.heartbeat_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -366,15 +507,13 @@ class SingletonRunner:
     """The ``raftlease run`` supervisor; ``await runner.run()`` returns the exit code."""
 
     def __init__(self, config: RunnerConfig, *, out: TextIO | None = None) -> None:
-        if not config.command:
-            raise RunnerError("no command given: use raftlease run NAME -- CMD [ARGS...]")
-        if config.max_restarts < 0:
-            raise RunnerError(f"--max-restarts must be >= 0, got {config.max_restarts}")
+        config.check()
         self.config = config
         self._out = out if out is not None else sys.stderr
         self._signal: int | None = None
         self._signal_event: asyncio.Event | None = None
-        self._crashes = 0
+        window = math.inf if config.restart_window is None else config.restart_window
+        self._breaker = RestartBreaker(config.max_restarts, window)
         self._last_code = 0
         self._second_signal = False
         self.grants: list[int] = []  # fencing tokens of every grant held, for tests/inspection
@@ -564,6 +703,7 @@ class SingletonRunner:
         """Run CMD while holding ``lease``. The exit code when done; None to wait again."""
         cfg = self.config
         while True:
+            lease.set_health({})  # the previous run's status is not this one's
             child = await self._start(lease)
             outcome, code = await self._supervise(child, lease)
             self._last_code = code
@@ -575,22 +715,35 @@ class SingletonRunner:
                 self.say(f"command stopped (code {code}); waiting for lease {cfg.name} again")
                 await self._release(lease)
                 return None
-            if code == 0:
+            if outcome == "exited" and code == 0:
                 await self._release(lease)
                 self.say(f"command exited with code 0; released lease {cfg.name}")
                 return 0
-            self._crashes += 1
-            if self._crashes > cfg.max_restarts:
+            what = (
+                f"command exited with code {code}"
+                if outcome == "exited"
+                else f"command killed as {child.killed_for} (code {code})"
+            )
+            now = time.monotonic()
+            tripped = self._breaker.failure(now)
+            failures = self._breaker.failures(now)
+            within = (
+                ""
+                if cfg.restart_window is None
+                else f" within {format_duration(cfg.restart_window)}"
+            )
+            if tripped:
                 await self._release(lease)
                 self.say(
-                    f"command exited with code {code}; restarts exhausted "
-                    f"({cfg.max_restarts}); released lease {cfg.name}"
+                    f"{what}; restarts exhausted: {failures} failures{within} with "
+                    f"--max-restarts {cfg.max_restarts}; circuit breaker open: released lease "
+                    f"{cfg.name} so a standby can take over"
                 )
-                return code
-            delay = restart_delay(self._crashes)
+                return code or 1
+            delay = backoff_delay(failures, cfg.restart_delay, u=random.random())
             self.say(
-                f"command exited with code {code}; restarting in {format_duration(delay)} "
-                f"(restart {self._crashes} of {cfg.max_restarts})"
+                f"{what}; restarting in {format_duration(delay)} "
+                f"(restart {failures} of {cfg.max_restarts}{within})"
             )
             pause = await self._pause(lease, delay)
             if pause == "signal":
@@ -632,6 +785,11 @@ class SingletonRunner:
         )
         feed_r, feed_w = os.pipe()
         report_r, report_w = os.pipe()
+        heartbeat_r, heartbeat_w = os.pipe()  # CMD inherits the write end through the watchdog
+        env[_heartbeat.ENV_FD] = str(heartbeat_w)
+        env.pop(_heartbeat.ENV_TIMEOUT, None)
+        if cfg.heartbeat_timeout is not None:
+            env[_heartbeat.ENV_TIMEOUT] = f"{cfg.heartbeat_timeout:g}"
         interval = _watchdog.watchdog_interval(lease.ttl)
         argv = [
             sys.executable,
@@ -645,28 +803,105 @@ class SingletonRunner:
         ]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, start_new_session=True, pass_fds=(feed_r, report_w)
+                *argv,
+                env=env,
+                start_new_session=True,
+                pass_fds=(feed_r, report_w, heartbeat_w),
             )
         except BaseException:
-            for fd in (feed_w, report_r):
+            for fd in (feed_w, report_r, heartbeat_r):
                 os.close(fd)
             raise
         finally:
-            for fd in (feed_r, report_w):
+            for fd in (feed_r, report_w, heartbeat_w):
                 os.close(fd)
-        os.set_blocking(feed_w, False)
-        os.set_blocking(report_r, False)
-        return _Watched(self, lease, proc, feed_w, report_r)
+        for fd in (feed_w, report_r, heartbeat_r):
+            os.set_blocking(fd, False)
+        return _Watched(self, lease, proc, feed_w, report_r, heartbeat_r)
+
+    async def _health_loop(self, child: _Watched) -> None:
+        """Run the health checks every ``health_interval`` while CMD runs; each result goes
+        to ``child.checks``."""
+        cfg = self.config
+        if cfg.health_cmd is None and cfg.health_port is None:
+            return
+        await child.started.wait()
+        while True:
+            await asyncio.sleep(cfg.health_interval)
+            if child.result is not None:
+                return
+            error = ""
+            if cfg.health_port is not None:
+                error = await self._check_port(cfg.health_port)
+            if not error and cfg.health_cmd is not None:
+                error = await self._check_cmd(cfg.health_cmd, child)
+            if child.checks.result(not error, error) and child.problem(time.monotonic()):
+                return
+
+    async def _check_port(self, port: int) -> str:
+        """Empty if 127.0.0.1:``port`` accepts a TCP connection in time, else why not."""
+        timeout = self.config.health_timeout()
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port), timeout
+            )
+        except TimeoutError:
+            return f"127.0.0.1:{port}: no connection within {format_duration(timeout)}"
+        except OSError as err:
+            return f"127.0.0.1:{port}: {err.strerror or err}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return ""
+
+    async def _check_cmd(self, command: str, child: _Watched) -> str:
+        """Empty if ``sh -c command`` exits 0 in time, else why not (and its last line)."""
+        lease = child.lease
+        env = dict(os.environ)
+        env.update(self.config.env)
+        env.update(
+            RAFTLEASE_FENCING_TOKEN=str(lease.fencing_token),
+            RAFTLEASE_LEASE_ID=str(lease.lease_id),
+            RAFTLEASE_LEASE_NAME=self.config.name,
+            RAFTLEASE_CHILD_PID=str(child.cmd_pid),
+        )
+        timeout = self.config.health_timeout()
+        proc = await asyncio.create_subprocess_shell(
+            command,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return f"--health-cmd did not finish within {format_duration(timeout)}"
+        finally:
+            if proc.returncode is None:  # cancelled
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode == 0:
+            return ""
+        lines = out.decode("utf-8", "replace").strip().splitlines()
+        tail = f": {one_line(lines[-1])[:200]}" if lines else ""
+        return f"--health-cmd exited with code {exit_code(proc.returncode or 0)}{tail}"
 
     async def _supervise(self, child: _Watched, lease: AsyncLease) -> tuple[str, int]:
         """Watch CMD and the lease until the watchdog reported CMD's tree dead and exited:
-        ("exited"|"lease"|"signal", exit code)."""
+        ("exited"|"unhealthy"|"lease"|"signal", exit code)."""
         term_at, kill_at, tick = self._thresholds(lease)
         waiter = asyncio.ensure_future(child.wait())
+        checker = asyncio.ensure_future(self._health_loop(child))
         reason = "exited"
         term_sent = killed = False
         forwarded: int | None = None
         forwarded_at = math.inf
+        unhealthy_at = math.inf
         try:
             while not waiter.done():
                 if child.result is not None:  # the tree is dead; the watchdog is exiting
@@ -688,7 +923,7 @@ class SingletonRunner:
                     )
                     child.send_signal(signal.SIGKILL)
                     killed = True
-                    if reason == "exited":
+                    if reason in ("exited", "unhealthy"):
                         reason = "lease"
                 elif not term_sent and not killed and left <= term_at:
                     self.say(
@@ -697,8 +932,27 @@ class SingletonRunner:
                     )
                     child.send_signal(signal.SIGTERM)
                     term_sent = True
-                    if reason == "exited":
+                    if reason in ("exited", "unhealthy"):
                         reason = "lease"
+                if reason == "exited" and not killed and not term_sent and forwarded is None:
+                    why = child.problem(now)
+                    if why is not None:
+                        reason, unhealthy_at = "unhealthy", now
+                        child.killed_for = why.split(":", 1)[0]
+                        grace = self.config.kill_grace
+                        self.say(
+                            f"the command (pid {child.cmd_pid}) is {why}; sending SIGTERM"
+                            + (f", SIGKILL in {format_duration(grace)}" if grace > 0 else "")
+                        )
+                        if grace > 0:
+                            child.send_signal(signal.SIGTERM)
+                            child.send_signal(signal.SIGCONT)  # a stopped process handles it
+                grace_over = now - unhealthy_at >= self.config.kill_grace
+                if reason == "unhealthy" and not killed and grace_over:
+                    if self.config.kill_grace > 0:
+                        self.say("the command did not stop; sending SIGKILL")
+                    child.send_signal(signal.SIGKILL)
+                    killed = True
                 if (
                     not killed
                     and forwarded is not None
@@ -710,6 +964,9 @@ class SingletonRunner:
                 await asyncio.wait({waiter}, timeout=tick)
             watchdog_code = waiter.result()
         finally:
+            checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checker
             if not waiter.done():  # cancelled: never leave CMD running without a lease
                 child.send_signal(signal.SIGKILL)
                 waiter.cancel()

@@ -20,7 +20,13 @@ import grpc
 from raftlease import clock as _clock
 from raftlease.client._election_base import LeadershipLost
 from raftlease.client._keepalive import safe_callback
-from raftlease.client._models import LeaseInfo, WatchDedup, WatchEvent
+from raftlease.client._models import (
+    LeaseInfo,
+    MemberList,
+    WatchDedup,
+    WatchEvent,
+    members_from_pb,
+)
 from raftlease.client._protocol import (
     Acquired,
     AcquireMachine,
@@ -49,6 +55,7 @@ from raftlease.client._rpc import (
     rpc_failure,
 )
 from raftlease.client._status import merge_status
+from raftlease.client._tls import TLSConfig, channel_security
 from raftlease.client._values import (
     check_str_map,
     check_token_value,
@@ -309,7 +316,9 @@ class Lease:
                 except grpc.RpcError as err:
                     if self._stop.is_set():
                         return
-                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, self._client._security.explain)
+                    )
                 else:
                     action = machine.on_answer(_clock.boot_monotonic(), renew_answer(resp))
             else:
@@ -330,6 +339,11 @@ class LeaseClient:
     ``max_drift`` is the bound on clock rate error assumed by the validity arithmetic (0.01 =
     1 %, the cluster's default); see :class:`Lease`.
 
+    ``tls`` and ``token`` (docs/security.md): a ``TLSConfig(ca=..., cert=..., key=...)``, True
+    (system CAs) or False (plaintext); a bearer token. By default both come from the
+    environment (``RAFTLEASE_TLS_CA``/``_CERT``/``_KEY``, ``RAFTLEASE_TOKEN``/``_TOKEN_FILE``),
+    else the client speaks plaintext with no token, as before.
+
     Used as a context manager it releases every lease it still holds and closes its channels.
     """
 
@@ -339,11 +353,14 @@ class LeaseClient:
         *,
         timeout: float = 5.0,
         max_drift: float = 0.01,
+        tls: TLSConfig | bool | None = None,
+        token: str | None = None,
     ) -> None:
         _check_client_settings(timeout, max_drift)
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = float(timeout)
         self.max_drift = float(max_drift)
+        self._security = channel_security(tls, token)
         self._router = Router(self.endpoints)
         self._conns: dict[str, _Conn] = {}
         self._leases: set[Lease] = set()
@@ -353,13 +370,24 @@ class LeaseClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def session_options(self) -> dict[str, Any]:
+        """The keyword arguments that make another client with this one's settings (the
+        elections open their own session with them)."""
+        sec = self._security
+        return {
+            "timeout": self.timeout,
+            "max_drift": self.max_drift,
+            "tls": sec.tls if sec.tls is not None else False,
+            "token": sec.token,
+        }
+
     def _conn(self, target: str) -> _Conn:
         with self._lock:
             if self._closed:
                 raise ClusterUnavailable("the client is closed")
             conn = self._conns.get(target)
             if conn is None:
-                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+                channel = self._security.sync_channel(target, CHANNEL_OPTIONS)
                 conn = _Conn(
                     channel,
                     lease_pb2_grpc.LeaseStub(channel),
@@ -392,7 +420,9 @@ class LeaseClient:
             try:
                 result = fn(self._conn(action.target), action.timeout)
             except grpc.RpcError as err:
-                action = call.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                action = call.on_failure(
+                    _clock.boot_monotonic(), rpc_failure(err, self._security.explain)
+                )
                 continue
             call.answered()
             return result
@@ -468,7 +498,9 @@ class LeaseClient:
                 try:
                     resp = self._conn(action.target).lease.Acquire(request, timeout=action.timeout)
                 except grpc.RpcError as err:
-                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, self._security.explain)
+                    )
                 else:
                     action = feed_acquire_response(machine, _clock.boot_monotonic(), resp)
             elif isinstance(action, SendRenew):  # a grant that waited long: renew it first
@@ -476,7 +508,9 @@ class LeaseClient:
                 try:
                     renewed = self._conn(action.target).lease.Renew(renew, timeout=action.timeout)
                 except grpc.RpcError as err:
-                    action = machine.on_failure(_clock.boot_monotonic(), rpc_failure(err))
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, self._security.explain)
+                    )
                 else:
                     action = machine.on_renewed(_clock.boot_monotonic(), renewed.ttl_ms / 1000.0)
             elif isinstance(action, Sleep):
@@ -588,7 +622,9 @@ class LeaseClient:
                         round_size=len(self.endpoints),
                     )
                 attempts.note(target)
-                _, delay = attempts.failed(self._router, target, rpc_failure(err))
+                _, delay = attempts.failed(
+                    self._router, target, rpc_failure(err, self._security.explain)
+                )
             finally:
                 call.cancel()
             time.sleep(delay if delay > 0 else 0.01)
@@ -733,6 +769,61 @@ class LeaseClient:
             lambda c, t: c.cluster.TransferLeadership(request, timeout=t),
         )
         return resp.leader_id
+
+    # -- membership (docs/membership.md) ------------------------------------------------------
+
+    def members(self) -> MemberList:
+        """The configuration in force on the leader: voters, learners, addresses."""
+        request = cluster_pb2.MemberListRequest()
+        resp = self._call("list members", lambda c, t: c.cluster.MemberList(request, timeout=t))
+        return members_from_pb(resp)
+
+    def add_member(
+        self, node_id: str, peer_address: str, *, learner: bool = False, timeout: float = 60.0
+    ) -> MemberList:
+        """Add ``node_id`` (listening for peers at ``peer_address``) as a learner; unless
+        ``learner``, wait for it to catch up and promote it to voter. Raises RaftLeaseError
+        with the reason if refused (an id in use, an address in use, a change in flight)."""
+        catch_up_ms = int(max(1.0, timeout - 5.0) * 1000)
+        request = cluster_pb2.MemberAddRequest(
+            id=node_id, peer_address=peer_address, learner=learner, catch_up_timeout_ms=catch_up_ms
+        )
+        resp = self._call(
+            "add member",
+            lambda c, t: c.cluster.MemberAdd(request, timeout=t),
+            total=timeout,
+            cap=timeout,
+        )
+        return members_from_pb(resp)
+
+    def promote_member(self, node_id: str, *, timeout: float = 30.0) -> MemberList:
+        """Make the caught-up learner ``node_id`` a voter."""
+        request = cluster_pb2.MemberPromoteRequest(id=node_id)
+        resp = self._call(
+            "promote member",
+            lambda c, t: c.cluster.MemberPromote(request, timeout=t),
+            total=timeout,
+        )
+        return members_from_pb(resp)
+
+    def remove_member(self, node_id: str, *, timeout: float = 30.0) -> MemberList:
+        """Remove the member ``node_id`` (the leader hands over first if it is the one)."""
+        request = cluster_pb2.MemberRemoveRequest(id=node_id)
+        resp = self._call(
+            "remove member",
+            lambda c, t: c.cluster.MemberRemove(request, timeout=t),
+            total=timeout,
+        )
+        return members_from_pb(resp)
+
+    def snapshot(self) -> cluster_pb2.SnapshotResponse:
+        """A consistent snapshot of the lease table from the leader (``raftlease snapshot
+        save``): its index, term, cluster id, members and the serialized table."""
+        request = cluster_pb2.SnapshotRequest()
+        resp: cluster_pb2.SnapshotResponse = self._call(
+            "snapshot", lambda c, t: c.cluster.Snapshot(request, timeout=t)
+        )
+        return resp
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 NOT_REJOIN_ADVICE: Final = (
     "refusing to start. Do not restart this node with an empty data dir under the same id: it "
     "would have forgotten its vote and log, could vote twice in one term, and a committed "
-    "grant could be lost. Replacing a member needs membership changes, which raftlease does "
-    "not support yet; the cluster keeps running on the remaining quorum meanwhile"
+    "grant could be lost. Replace the machine under a new id instead: `raftlease member add` "
+    "it, then `raftlease member remove` this one (docs/membership.md); the cluster keeps "
+    "running on the remaining quorum meanwhile"
 )
 
 

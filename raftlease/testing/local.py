@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from raftlease.v1.cluster_pb2 import StatusResponse
 
@@ -184,7 +184,9 @@ class LocalCluster:
     arguments follow (default ``python -m raftlease``). ``peer_addresses[node][peer]`` is
     where ``node`` reaches ``peer`` (default: the listen addresses). ``new_session`` puts
     every node in a session of its own (a terminal's Ctrl-C then reaches only this process).
-    ``stop_grace``: how long SIGTERM has before SIGKILL.
+    ``stop_grace``: how long SIGTERM has before SIGKILL. ``channel_factory(address)``: the
+    grpc.Channel to poll a node's status over (default plaintext; a TLS cluster's test gives
+    a secure channel).
     """
 
     def __init__(
@@ -205,8 +207,10 @@ class LocalCluster:
         cwd: str | os.PathLike[str] | None = None,
         new_session: bool = False,
         stop_grace: float = STOP_GRACE_S,
+        channel_factory: Callable[[str], Any] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.channel_factory = channel_factory
         node_ids = list(ids) if ids is not None else [f"n{i + 1}" for i in range(n)]
         if ports is None:
             picked: list[int] = []
@@ -236,6 +240,7 @@ class LocalCluster:
             )
             for nid, port in zip(node_ids, ports, strict=True)
         }
+        self.joiners: set[str] = set()  # nodes that start with --join (add_node)
         self._channels: dict[str, Any] = {}  # node id -> grpc.Channel, for status()
         self._lock = threading.Lock()
 
@@ -256,6 +261,23 @@ class LocalCluster:
 
     # -- processes --------------------------------------------------------------------------
 
+    def add_node(self, node_id: str, *, host: str = "127.0.0.1") -> LocalNode:
+        """Register a new node (a free port, its own data dir and log) that starts with
+        ``serve --join`` the other nodes' addresses; add it with ``raftlease member add``."""
+        if node_id in self.nodes:
+            raise ValueError(f"{node_id} is already a node of this cluster")
+        first = next(iter(self.nodes.values()))
+        port = free_port(host, avoid=[n.port for n in self.nodes.values()])
+        node = LocalNode(
+            id=node_id,
+            address=f"{host}:{port}",
+            data_dir=first.data_dir.parent / node_id,
+            log_path=first.log_path.parent / f"{node_id}.log",
+        )
+        self.joiners.add(node_id)
+        self.nodes[node_id] = node
+        return node
+
     def command(
         self, node_id: str, *extra: str, launcher: Sequence[str] | None = None
     ) -> list[str]:
@@ -263,6 +285,11 @@ class LocalCluster:
         node = self.nodes[node_id]
         own_view = self.peer_addresses is not None
         peers = self.peer_addresses[node_id] if self.peer_addresses else self.addresses
+        if node_id in self.joiners:
+            others = [n.address for nid, n in self.nodes.items() if nid != node_id]
+            where = ["--join", ",".join(others)]
+        else:
+            where = ["--peers", _spec(peers)]
         argv = [
             *(self.launcher if launcher is None else launcher),
             "serve",
@@ -270,8 +297,7 @@ class LocalCluster:
             node_id,
             "--listen",
             node.address,
-            "--peers",
-            _spec(peers),
+            *where,
             "--data-dir",
             str(node.data_dir),
             "--cluster-id",
@@ -421,7 +447,8 @@ class LocalCluster:
         with self._lock:
             channel = self._channels.get(node_id)
             if channel is None:
-                channel = self._channels[node_id] = grpc.insecure_channel(node.address)
+                make = self.channel_factory or grpc.insecure_channel
+                channel = self._channels[node_id] = make(node.address)
         st = _ask_status(channel, timeout)
         if st is None:
             # A new channel next time: no reconnect backoff once the node is back.

@@ -54,14 +54,25 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
+# The URI SAN a node's certificate names its node id with (raftlease/certs.py makes them).
+NODE_URI_PREFIX = "raftlease://node/"
+
 # gRPC metadata key of the peer handshake: the sender's NodeConfig.safety_settings().
 SETTINGS_METADATA_KEY = "raftlease-safety-settings"
 
 
 class _Link:
-    def __init__(self, peer_id: str, address: str, cluster_id: str, settings: str) -> None:
+    def __init__(
+        self,
+        peer_id: str,
+        address: str,
+        cluster_id: str,
+        settings: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.peer_id = peer_id
         self.address = address
+        self.credentials = credentials  # TLS: verify the peer, present our certificate
         self.cluster_id = cluster_id
         self.metadata = ((SETTINGS_METADATA_KEY, settings),)
         self.refusal: str | None = None  # the peer's last reason for refusing this link
@@ -107,7 +118,12 @@ class _Link:
         backoff = MIN_BACKOFF_S
         while True:
             started = loop.time()
-            channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            if self.credentials is None:
+                channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(
+                    self.address, self.credentials, options=CHANNEL_OPTIONS
+                )
             call = None
             try:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
@@ -161,11 +177,20 @@ class GrpcTransport:
     real-process tests can exercise what a TCP proxy cannot produce.
     """
 
-    def __init__(self, node_id: str, cluster_id: str, peers: dict[str, str], settings: str) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        cluster_id: str,
+        peers: dict[str, str],
+        settings: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         """``settings``: this node's ``NodeConfig.safety_settings()``, sent when a link opens;
-        a peer whose own settings differ refuses the link."""
+        a peer whose own settings differ refuses the link. ``credentials``: TLS credentials
+        to dial the peers with (None: plaintext)."""
         self.links = {
-            pid: _Link(pid, addr, cluster_id, settings)
+            pid: _Link(pid, addr, cluster_id, settings, credentials)
             for pid, addr in peers.items()
             if pid != node_id
         }
@@ -173,6 +198,22 @@ class GrpcTransport:
         self._held: list[Message] = []
         for link in self.links.values():
             link.task = asyncio.get_running_loop().create_task(link.run())
+        self._node_id = node_id
+        self._link_args = (cluster_id, settings, credentials)
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """The membership changed: open links to new peers (or moved addresses), close the
+        links of peers that left. Called from the node's loop."""
+        loop = asyncio.get_running_loop()
+        for pid in [p for p, link in self.links.items() if peers.get(p) != link.address]:
+            link = self.links.pop(pid)
+            if link.task is not None:
+                link.task.cancel()
+        for pid, addr in peers.items():
+            if pid != self._node_id and pid not in self.links and addr:
+                link = _Link(pid, addr, *self._link_args)
+                link.task = loop.create_task(link.run())
+                self.links[pid] = link
 
     def _with_faults(self, messages: Sequence[Message]) -> list[Message]:
         f = self.faults
@@ -234,17 +275,21 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         node_id: str,
         settings: str,
         stopping: Callable[[], bool],
+        verify_identity: bool = False,
     ) -> None:
         """``receive``: called with each decoded message, in order (never blocks).
         ``members``: every voter's id (this node's included); ``settings``: this node's
         ``NodeConfig.safety_settings()``, which a peer's handshake must equal.
-        ``stopping``: true once the node shuts down (a cancelled stream is then no error)."""
+        ``stopping``: true once the node shuts down (a cancelled stream is then no error).
+        ``verify_identity`` (mutual TLS): the peer's certificate must name one node, as the
+        URI SAN ``raftlease://node/<id>``, and every message must come from that node."""
         self._receive = receive
         self.cluster_id = cluster_id
         self.members = frozenset(members)
         self.node_id = node_id
         self.settings = settings
         self._stopping = stopping
+        self.verify_identity = verify_identity
         self._refusals_logged: set[str] = set()
 
     def _log_refusal(self, text: str) -> None:
@@ -253,6 +298,23 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
             self._refusals_logged.add(text)
             log.error("refusing a peer link: %s", text)
 
+    async def _certified_node(self, context: _Ctx) -> str:
+        """The node id the peer's certificate names (its ``raftlease://node/<id>`` URI SAN),
+        or refuse the link: without one it is a client's or a stranger's certificate."""
+        uris = [v.decode("utf-8", "replace") for v in context.auth_context().get("peer_uri", ())]
+        ids = {u[len(NODE_URI_PREFIX) :] for u in uris if u.startswith(NODE_URI_PREFIX)}
+        if len(ids) == 1:
+            return ids.pop()  # each message's sender is checked against it (and the members)
+        if ids:
+            text = f"the peer's certificate names several nodes ({', '.join(sorted(ids))})"
+        else:
+            text = (
+                "the peer's certificate names no node (a URI SAN "
+                f"{NODE_URI_PREFIX}<id>): only member nodes may send Raft messages"
+            )
+        self._log_refusal(text)
+        await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, text)
+
     async def Send(
         self,
         request_iterator: AsyncIterator[raft_pb2.PeerBatch],
@@ -260,9 +322,9 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
     ) -> raft_pb2.SendSummary:
         receive = self._receive
         cid = self.cluster_id
-        members = self.members
         me = self.node_id
         received = 0
+        certified = await self._certified_node(context) if self.verify_identity else None
         theirs = dict(context.invocation_metadata() or ()).get(SETTINGS_METADATA_KEY)
         if theirs != self.settings:
             # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
@@ -284,12 +346,23 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
                             grpc.StatusCode.FAILED_PRECONDITION,
                             f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
                         )
-                    if pm.src not in members or pm.src == me:
+                    if not pm.src or pm.src == me:
+                        # Any other node of this cluster may send: a node whose log lags
+                        # must hear a leader added after its newest configuration (the
+                        # cluster id, the safety settings and, with TLS, the certificate
+                        # are the gate; docs/membership.md).
                         await _refuse(
                             context,
                             grpc.StatusCode.PERMISSION_DENIED,
-                            f"unknown node {pm.src!r}; members are {sorted(members)}",
+                            f"a peer message needs a source other than {me!r}, got {pm.src!r}",
                         )
+                    if certified is not None and pm.src != certified:
+                        text = (
+                            f"a message from {pm.src!r} came over a link whose certificate "
+                            f"names node {certified!r}: refused"
+                        )
+                        self._log_refusal(text)
+                        await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, text)
                     if pm.dst != me:
                         await _refuse(
                             context,

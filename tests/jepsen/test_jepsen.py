@@ -349,6 +349,72 @@ def test_votes_unknown_without_vote_lines() -> None:
     assert ri["vote_durability"]["verdict"] == "unknown"
 
 
+# ------------------------------------------------- membership (row 18): checkers know it
+def test_leader_lease_cut_at_member_remove_of_the_leader() -> None:
+    # removing the leader makes it hand over first: like a transfer asked of that node
+    a = _st("n1", 1.0, 0.002, 140)
+    b = _st("n2", 1.06, 0.002, 140)
+    removal = [
+        _nem("start", 1.03, 3, "member-remove", targets=["n1"], was_leader=True),
+        _nem("stop", 1.05, 3, "member-remove", targets=["n1"], ok=True),
+    ]
+    r = checkers.check_leader_lease([a, b], removal)
+    assert r["verdict"] == "valid", r
+    assert r["counts"]["cut_by_transfer"] == 1
+    # removing ANOTHER node cuts nothing of n1's lease
+    other = [
+        _nem("start", 1.03, 4, "member-remove", targets=["n3"]),
+        _nem("stop", 1.04, 4, "member-remove", targets=["n3"], ok=True),
+    ]
+    assert checkers.check_leader_lease([a, b], other)["verdict"] == "invalid"
+
+
+def _dump(entries: list[tuple[int, int, bytes]], commit: int = 0) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "hard_state": {"term": 2, "voted_for": None, "commit": commit},
+        "snapshot": None,
+        "entries": [(i, t, 0, d) for i, t, d in entries],
+    }
+
+
+def test_ri_compares_a_removed_node_only_up_to_its_own_commit() -> None:
+    logs = {"n1": "n1 became leader at term 1\n", "n2": _vote("n2", "n1", 1), "n4": ""}
+    common = [(1, 1, b"a"), (2, 1, b"b")]
+    members = {"n1": _dump([*common, (3, 2, b"c")]), "n4": _dump([*common, (3, 2, b"c")])}
+    # n2 left after committing 2; its uncommitted index 3 was overwritten by a later leader
+    gone = _dump([*common, (3, 1, b"x")], commit=2)
+    status = [{"t": 1.0, "node": "n2", "ok": True, "term": 1, "commit": 1}]
+    cap = checkers.known_commit("n2", gone, status)
+    assert cap == 2
+    r = checkers.check_ri(logs, status, {**members, "n2": gone}, 3, [], False, {"n2": cap})
+    assert r["verdict"] == "valid", r
+    assert r["counts"]["compared_up_to_own_commit"] == {"n2": 2}
+    # without the cap the tail counts as committed and differs: caught
+    r = checkers.check_ri(logs, status, {**members, "n2": gone}, 3, [], False)
+    assert r["first"]["kind"] == "committed entries differ"
+    # a divergence inside its committed prefix is caught with the cap too
+    bad = _dump([(1, 1, b"a"), (2, 1, b"Z")], commit=2)
+    r = checkers.check_ri(logs, status, {**members, "n2": bad}, 3, [], False, {"n2": 2})
+    assert r["first"]["kind"] == "committed entries differ"
+
+
+def test_liv_flags_failed_membership_change_and_wrong_final_configuration() -> None:
+    stable = {"ok": True, "bound_s": 2.2, "elected_after_s": 0.1}
+    probe = {"ok": True, "reacquired_after_s": 1.5, "bound_s": 3.2}
+    ok_ops = [{"op": "add", "node": "n4", "ok": True}, {"op": "remove", "node": "n3", "ok": True}]
+    good = {"ok": True, "expected_voters": ["n1", "n2", "n4"], "voters": ["n1", "n2", "n4"]}
+    final = {"stable_leader": stable, "dead_holder": probe, "membership": {**good, "ops": ok_ops}}
+    assert checkers.check_liv(final)["verdict"] == "valid"
+    failed = [*ok_ops, {"op": "remove", "node": "n1", "ok": False, "error": "ABORTED"}]
+    final["membership"] = {**good, "ops": failed}
+    r = checkers.check_liv(final)
+    assert r["first"]["kind"] == "membership change failed: remove"
+    final["membership"] = {**good, "ok": False, "voters": ["n1", "n2", "n3", "n4"], "ops": ok_ops}
+    r = checkers.check_liv(final)
+    assert r["first"]["kind"] == "final configuration differs from the harness's member set"
+
+
 # ---------------------------------------------------------------------- real-process scenarios
 @pytest.mark.integration
 def test_tiny_kill_restart_scenario_passes(tmp_path: Path) -> None:

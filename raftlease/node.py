@@ -252,6 +252,18 @@ class Node:
             ", ".join(old.learners) or "none",
         )
 
+    def learn_address(self, node_id: str, address: str) -> None:
+        """A peer link from ``node_id`` advertised where it listens: remember it if this node
+        knows no address for it yet (a leader added after this node's newest configuration
+        must still be answered). A known address is never replaced this way."""
+        nid = NodeId(node_id)
+        if not address or nid in self.peer_addresses:
+            return
+        self.peer_addresses[nid] = address
+        self._update_client_addresses()
+        self.transport.set_peers({str(k): v for k, v in self.peer_addresses.items()})
+        log.info("%s: learned the peer address of %s from its link: %s", self.id, nid, address)
+
     def _update_client_addresses(self) -> None:
         for nid in self.peer_addresses:
             self._client_addresses[nid] = self.client_address(nid)

@@ -904,6 +904,7 @@ async def serve(
         settings=cfg.safety_settings(),
         stopping=lambda: node.stopping,
         verify_identity=tls is not None,
+        learn_address=node.learn_address,
     )
     if interceptor is not None:
         interceptor.lease_name = lambda lease_id: getattr(

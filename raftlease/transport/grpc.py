@@ -59,6 +59,9 @@ NODE_URI_PREFIX = "raftlease://node/"
 
 # gRPC metadata key of the peer handshake: the sender's NodeConfig.safety_settings().
 SETTINGS_METADATA_KEY = "raftlease-safety-settings"
+# Where the dialing node listens for peers: a node learns the address of a member its
+# configuration does not name yet (a new leader, seen by a member whose log lags) from it.
+ADDRESS_METADATA_KEY = "raftlease-peer-address"
 
 
 class _Link:
@@ -74,7 +77,7 @@ class _Link:
         self.address = address
         self.credentials = credentials  # TLS: verify the peer, present our certificate
         self.cluster_id = cluster_id
-        self.metadata = ((SETTINGS_METADATA_KEY, settings),)
+        self.metadata: tuple[tuple[str, str], ...] = ((SETTINGS_METADATA_KEY, settings),)
         self.refusal: str | None = None  # the peer's last reason for refusing this link
         self.queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
         self.task: asyncio.Task[None] | None = None
@@ -196,9 +199,13 @@ class GrpcTransport:
         }
         self.faults = parse_faults(os.environ.get("RAFTLEASE_TRANSPORT_FAULTS", ""))
         self._held: list[Message] = []
+        own_address = peers.get(node_id, "")
         for link in self.links.values():
+            if own_address:
+                link.metadata += ((ADDRESS_METADATA_KEY, own_address),)
             link.task = asyncio.get_running_loop().create_task(link.run())
         self._node_id = node_id
+        self._own_address = own_address
         self._link_args = (cluster_id, settings, credentials)
 
     def set_peers(self, peers: dict[str, str]) -> None:
@@ -212,6 +219,8 @@ class GrpcTransport:
         for pid, addr in peers.items():
             if pid != self._node_id and pid not in self.links and addr:
                 link = _Link(pid, addr, *self._link_args)
+                if self._own_address:
+                    link.metadata += ((ADDRESS_METADATA_KEY, self._own_address),)
                 link.task = loop.create_task(link.run())
                 self.links[pid] = link
 
@@ -276,6 +285,7 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         settings: str,
         stopping: Callable[[], bool],
         verify_identity: bool = False,
+        learn_address: Callable[[str, str], None] | None = None,
     ) -> None:
         """``receive``: called with each decoded message, in order (never blocks).
         ``members``: every voter's id (this node's included); ``settings``: this node's
@@ -290,6 +300,7 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         self.settings = settings
         self._stopping = stopping
         self.verify_identity = verify_identity
+        self.learn_address = learn_address  # (sender id, its advertised peer address)
         self._refusals_logged: set[str] = set()
 
     def _log_refusal(self, text: str) -> None:
@@ -325,7 +336,10 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         me = self.node_id
         received = 0
         certified = await self._certified_node(context) if self.verify_identity else None
-        theirs = dict(context.invocation_metadata() or ()).get(SETTINGS_METADATA_KEY)
+        handshake = dict(context.invocation_metadata() or ())
+        theirs = handshake.get(SETTINGS_METADATA_KEY)
+        said = handshake.get(ADDRESS_METADATA_KEY) if self.learn_address else None
+        advertised = said if isinstance(said, str) else None
         if theirs != self.settings:
             # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
             # so a peer with another tick or election timeout changes no term here.
@@ -373,6 +387,9 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
                         msg = message_from_pb(pm)
                     except ValueError as e:
                         await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    if advertised and self.learn_address is not None:
+                        self.learn_address(pm.src, advertised)  # once per link
+                        advertised = None
                     receive(msg)
                     received += 1
         except asyncio.CancelledError:

@@ -239,3 +239,28 @@ def test_snapshot_restore_refuses_a_damaged_file(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "is damaged: its checksum does not match" in out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_member_restarts_with_its_old_peers_after_a_change(cluster: Cluster) -> None:
+    """Once the log holds a configuration it governs: a node restarted with the --peers it
+    was created with (naming the removed n3, not n4) starts, warns, and follows."""
+    cluster.leader()
+    n4 = cluster.add_node("n4")
+    cluster.start("n4")
+    assert cli(cluster, "member", "add", f"n4={n4.address}").returncode == 0
+    cluster.kill("n3")
+    assert cli(cluster, "member", "remove", "n3").returncode == 0
+    follower = next(i for i in ("n1", "n2") if i != members(cluster)["leader"])
+    cluster.restart(follower)  # same command line: --peers n1, n2, n3
+    deadline = time.monotonic() + 20.0
+    while "the configuration governs" not in cluster.nodes[follower].log_text():
+        assert time.monotonic() < deadline, cluster.nodes[follower].log_text()[-2000:]
+        time.sleep(0.1)
+    assert roles(cluster) == {"n1": "voter", "n2": "voter", "n4": "voter"}
+    status = json.loads(cli(cluster, "status", "--json").stdout)
+    me = next(n for n in status["nodes"] if n["id"] == follower)
+    assert me["role"] == "follower"
+    # The restarted node votes: with the leader gone, it and n4 elect a new one.
+    leader = members(cluster)["leader"]
+    cluster.kill(leader)
+    assert cluster.leader(exclude={leader, "n3"}) in (follower, "n4")

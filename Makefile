@@ -14,7 +14,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -I protos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc
 
-.PHONY: install proto verify-proto lint test sim run jepsen jepsen-long bench
+.PHONY: install proto verify-proto lint test sim run jepsen jepsen-long jepsen-membership bench
 
 install: $(STAMP)
 
@@ -92,6 +92,11 @@ jepsen: install
 
 jepsen-long: install
 	$(BIN)/python jepsen-style/runner.py --long --seeds $(or $(SEEDS_LONG),5)
+
+# Row 18, membership changes, in full: 18a (replace a SIGKILLed node; also in `make jepsen`),
+# 18b (grow 3 -> 5 and shrink back), 18c (remove the leader). About a minute.
+jepsen-membership: install
+	$(BIN)/python jepsen-style/runner.py --membership --seed $(JEPSEN_SEED)
 
 bench: install
 	$(BIN)/python bench/run.py

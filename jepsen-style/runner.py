@@ -6,6 +6,7 @@
     python jepsen-style/runner.py --long --seeds 10    # many-seed sweep of every row
     python jepsen-style/runner.py --rows 0 --broken-client hold-past --expect-invalid ME
     python jepsen-style/runner.py --rows 10 --broken-resource --expect-invalid FT
+    python jepsen-style/runner.py --membership   # rows 18a, 18b, 18c (membership changes)
 
 Each run writes jepsen-style/runs/<timestamp>-row<R>-s<seed>/ with history.jsonl,
 status.jsonl, resource.jsonl, nodes/<id>/node.log (+ data/raft.db), results.json and
@@ -46,7 +47,9 @@ NAMES = ["alpha", "beta"]
 # reported on its own so that row 10's "ME may be violated" does not cover it
 CHECKS = ["ME", "leader_lease", "FT", "NAL", "LIV", "RI"]
 
-ROWS: dict[int, dict[str, Any]] = {
+Row = int | str  # matrix row; row 18 (membership changes) has three schedules: 18a, 18b, 18c
+
+ROWS: dict[Row, dict[str, Any]] = {
     0: {"title": "no faults (baseline)"},
     1: {"title": "SIGKILL one node (leader/follower/random) + restart after 0-2E"},
     2: {"title": "SIGKILL majority / all + cold restart"},
@@ -86,6 +89,21 @@ ROWS: dict[int, dict[str, Any]] = {
         "node_rates": {"n1": 1.01, "n2": 0.99},
         "client_rates": {"c1": 1.01, "c2": 0.99},
     },
+    "18a": {
+        "title": "replace a SIGKILLed node under load: serve --join a new id, member add, "
+        "member remove the dead one; then SIGKILL + restart a survivor",
+        "spares": 1,
+    },
+    "18b": {
+        "title": "grow 3 -> 5 (serve --join + member add, one at a time) and shrink back "
+        "(member remove the leader, then another member; each stopped) while clients contend",
+        "spares": 2,
+    },
+    "18c": {
+        "title": "remove the leader under load (it hands over first), stop it; add a new node; "
+        "remove the new leader again",
+        "spares": 1,
+    },
     21: {
         "title": "random mix of rows 1, 3, 9, 11-15",
         "faketime": True,
@@ -94,7 +112,21 @@ ROWS: dict[int, dict[str, Any]] = {
         "client_rates": {"c3": 0.99},
     },
 }
-QUICK_ROWS = [1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, 21]
+QUICK_ROWS: list[Row] = [1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14, 15, "18a", 21]
+MEMBERSHIP_ROWS: list[Row] = ["18a", "18b", "18c"]
+ALL_ROWS: list[Row] = [*QUICK_ROWS, "18b", "18c"]
+
+
+def parse_row(text: str) -> Row:
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def row_key(row: Row) -> int:
+    """An int per row for seeding (18a -> 181, ...): int rows keep their old seeds."""
+    if isinstance(row, int):
+        return row
+    return int(row[:-1]) * 10 + ord(row[-1]) - ord("a") + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +181,7 @@ def wall_clock_scan() -> str:
 
 
 class Run:
-    def __init__(self, row: int, seed: int, window: float, opts: argparse.Namespace) -> None:
+    def __init__(self, row: Row, seed: int, window: float, opts: argparse.Namespace) -> None:
         self.row = row
         self.seed = seed
         self.window = window
@@ -163,7 +195,7 @@ class Run:
             k += 1
             self.dir = base / f"{stamp}-row{row}-s{seed}-{k}"
         self.dir.mkdir(parents=True)
-        self.rng = random.Random(seed * 1000 + row)
+        self.rng = random.Random(seed * 1000 + row_key(row))
         self.final: dict[str, Any] = {"notes": []}
         self.clients: dict[str, subprocess.Popen[bytes]] = {}
         self.gates: dict[str, Path] = {}
@@ -198,6 +230,7 @@ class Run:
             history=self.hist,
             overrides=self.spec.get("overrides"),
             node_env=node_env,
+            spares=int(self.spec.get("spares", 0)),
             faketime_nodes=("n1", "n2", "n3") if self.spec.get("faketime") and not skip else (),
         )
         c = self.cluster
@@ -208,7 +241,7 @@ class Run:
                 # on from the first start (the server reads it at start) until final_heal
                 # restarts the nodes without it
                 self.nem.arm_transport_faults()
-            for nid in c.ids:
+            for nid in list(c.ids):
                 c.start_node(nid)
             c.start_background()
             lead = c.wait_leader(15.0)
@@ -254,7 +287,8 @@ class Run:
                 "id": cid,
                 "seed": self.seed * 100 + i,
                 "history": str(self.dir / f"history-{cid}.jsonl"),
-                "endpoints": c.endpoints,
+                # every node address of the run, spares to be added included
+                "endpoints": c.client_endpoints,
                 "names": NAMES,
                 "ttl": TTL,
                 "duration": self.window + 60.0,
@@ -405,6 +439,24 @@ class Run:
         except Exception as e:
             probe["error"] = f"{type(e).__name__}: {e}"[:400]
         self.final["dead_holder"] = probe
+        # 5b. membership: the configuration the cluster reports = the harness's member set
+        if c.joiners or c.removed:
+            mem: dict[str, Any] = {
+                "ok": False,
+                "expected_voters": sorted(c.ids),
+                "removed": list(c.removed),
+                "ops": list(self.nem.membership),
+            }
+            try:
+                with LeaseClient(c.endpoints, timeout=5.0) as admin:
+                    ml = admin.members()
+                voters = sorted(m.id for m in ml.members if not m.learner)
+                learners = sorted(m.id for m in ml.members if m.learner)
+                mem.update(voters=voters, learners=learners, committed=ml.committed)
+                mem["ok"] = voters == sorted(c.ids) and not learners and bool(ml.committed)
+            except Exception as e:
+                mem["error"] = f"{type(e).__name__}: {e}"[:300]
+            self.final["membership"] = mem
         # 6. final commit index and convergence of applied state
         lead = c.leader()
         commit = None
@@ -441,16 +493,28 @@ class Run:
             n: c.nodes[n].log_path.read_text(errors="replace")
             if c.nodes[n].log_path.exists()
             else ""
-            for n in c.ids
+            for n in c.all_ids
         }
-        dumps = {}
+        commit = self.final.get("final_commit")
+        dumps = {}  # current members: NAL, state hashes, RI
+        others = {}  # removed (or never admitted) nodes: RI only, up to their own commit
+        caps: dict[str, int] = {}
         skipped = {}
-        for n in c.ids:
+        for n in c.all_ids:
             if c.nodes[n].state == "refused":
                 skipped[n] = "refused to start after corruption (kept down)"
                 continue
-            dumps[n] = checkers.dump_node_db(c.nodes[n].data_dir / "raft.db")
-        commit = self.final.get("final_commit")
+            dmp = checkers.dump_node_db(c.nodes[n].data_dir / "raft.db")
+            if n in c.ids:
+                dumps[n] = dmp
+                continue
+            others[n] = dmp
+            skipped[n] = (
+                "removed from the configuration (member remove)"
+                if n in c.removed
+                else "never became a member"
+            )
+            caps[n] = checkers.known_commit(n, dmp, status)
         # applied-state hashes at the final commit, from the dumps
         hashes = {}
         if commit is not None:
@@ -474,7 +538,9 @@ class Run:
             "FT": checkers.check_ft(history, resource_log),
             "NAL": checkers.check_nal(history, dumps, commit, skipped),
             "LIV": checkers.check_liv(self.final),
-            "RI": checkers.check_ri(node_logs, status, dumps, commit, c.exits, allow_ref),
+            "RI": checkers.check_ri(
+                node_logs, status, {**dumps, **others}, commit, c.exits, allow_ref, caps
+            ),
         }
         if error:
             for k in ("LIV",):
@@ -520,6 +586,11 @@ class Run:
             "transport_faults": self.nem.transport_faults,
             "nemesis_notes": self.nem.notes,
             "corruptions": getattr(self.nem, "corruptions", []),
+            "membership": self.nem.membership,
+            "members_final": list(c.ids),
+            "removed": list(c.removed),
+            "demux_connections": dict(c.proxies.demux_hits),
+            "demux_unknown": list(c.demux_unknown),
             "ops": len(ops),
             "final": dict(self.final),
             "checks": results,
@@ -537,7 +608,7 @@ class Run:
             summary["failures"].append("report.html could not be written")
             summary["passed"] = False
         if summary["passed"] and not self.opts.keep_all:
-            for n in c.ids:  # keep logs/history/report; drop the databases of passing runs
+            for n in c.all_ids:  # keep logs/history/report; drop the databases of passing runs
                 shutil.rmtree(c.nodes[n].data_dir, ignore_errors=True)
         return summary
 
@@ -563,7 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CI suite: every listed row once")
     ap.add_argument("--long", action="store_true", help="many-seed sweep (see --seeds)")
-    ap.add_argument("--rows", default="", help="comma-separated matrix rows (0 = no faults)")
+    ap.add_argument(
+        "--membership",
+        action="store_true",
+        help="membership rows only (18a, 18b, 18c); with --long: swept over --seeds",
+    )
+    ap.add_argument(
+        "--rows", default="", help="comma-separated matrix rows (0 = no faults; 18a, 18b, 18c)"
+    )
     ap.add_argument("--seed", type=int, default=None, help="base seed (default: random)")
     ap.add_argument("--seeds", type=int, default=5, help="seeds per row with --long")
     ap.add_argument(
@@ -593,17 +671,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install faketime")
     o = ap.parse_args(argv)
     o.expect_invalid = [x.strip() for x in o.expect_invalid.split(",") if x.strip()]
+    rows: list[Row]
     if o.rows:
-        rows = [int(x) for x in o.rows.split(",") if x.strip()]
-    elif o.quick or o.long:
+        rows = [parse_row(x) for x in o.rows.split(",") if x.strip()]
+    elif o.membership:
+        rows = MEMBERSHIP_ROWS
+    elif o.long:
+        rows = ALL_ROWS
+    elif o.quick:
         rows = QUICK_ROWS
     else:
         rows = [0]
     for r in rows:
         if r not in ROWS:
-            ap.error(f"row {r} is not implemented; rows: {sorted(ROWS)}")
+            ap.error(f"row {r} is not implemented; rows: {', '.join(map(str, ROWS))}")
     seed = o.seed if o.seed is not None else random.randrange(1, 1_000_000)
-    window = o.duration or (30.0 if o.long else 10.0 if o.quick else 15.0)
+    window = o.duration or (30.0 if o.long else 10.0 if o.quick or o.membership else 15.0)
     seeds = [seed + i for i in range(o.seeds)] if o.long else [seed]
     summaries = []
     t0 = time.time()

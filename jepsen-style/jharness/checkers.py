@@ -134,6 +134,9 @@ def _revocations(
     - ``transfer-leadership`` (row 15): the leader drops its lease as soon as it processes the
       request (``lead_transferee`` set), which is after the harness sent it (nemesis start)
       and before the RPC returned (nemesis stop).
+    - ``member-remove`` (row 18): removing the leader makes it hand over first (a transfer),
+      so the node being removed is treated like the node asked to transfer, over the whole
+      MemberRemove call (the client's retry on the new leader included).
     - ``node-exit`` without a harness signal (failpoint panic, refusal, crash): died at an
       unknown instant; handled by the caller from that incarnation's last answer.
     """
@@ -149,7 +152,10 @@ def _revocations(
             signalled[key] = min(signalled.get(key, t_sig), t_sig)
         elif e.get("process") == "cluster" and f == "node-exit" and "inc" in e:
             self_exit.add((e["node"], int(e["inc"])))
-        elif e.get("process") == "nemesis" and e.get("fault") == "transfer-leadership":
+        elif e.get("process") == "nemesis" and e.get("fault") in (
+            "transfer-leadership",
+            "member-remove",
+        ):
             if f == "start":
                 starts[e["id"]] = e
             elif f == "stop" and e["id"] in starts:
@@ -759,6 +765,17 @@ def check_votes(node_logs: dict[str, str]) -> dict[str, Any]:
     return result(violations, counts, notes, unknown)
 
 
+def known_commit(node: str, dump: dict[str, Any], status: list[dict[str, Any]]) -> int:
+    """The highest index ``node`` is known to have committed: its persisted commit index or
+    the highest commit it reported in a status sample. Used for a node that left the cluster
+    (row 18): its log is committed, hence comparable with the members', only up to there."""
+    best = int((dump.get("hard_state") or {}).get("commit") or 0)
+    for s in status:
+        if s.get("node") == node and s.get("ok") and s.get("commit") is not None:
+            best = max(best, int(s["commit"]))
+    return best
+
+
 def check_ri(
     node_logs: dict[str, str],
     status: list[dict[str, Any]],
@@ -766,7 +783,13 @@ def check_ri(
     commit: int | None,
     exits: list[dict[str, Any]],
     allow_refusal: bool,
+    commit_caps: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``commit_caps``: per node that left the cluster (row 18), the highest index it is
+    known to have committed (:func:`known_commit`); its entries are compared up to there only
+    (its log may end early, or hold an uncommitted tail a later leader overwrote). Votes,
+    leaders per term and terms are checked over every node's log, ids being never reused."""
+    caps = commit_caps or {}
     violations: list[dict[str, Any]] = []
     notes: list[str] = []
     leaders: dict[int, set[str]] = defaultdict(set)
@@ -821,12 +844,13 @@ def check_ri(
         logs = {}
         for n, d in usable.items():
             base = d["snapshot"]["idx"] if d.get("snapshot") else 0
+            upto = min(commit, caps.get(n, commit))
             logs[n] = {
                 i: (t, k, hashlib.sha256(data).hexdigest()[:16])
                 for i, t, k, data in d["entries"]
-                if base < i <= commit
+                if base < i <= upto
             }
-        names = sorted(logs)
+        names = sorted(logs, key=lambda n: (n in caps, n))  # a current member is the reference
         ref = names[0]
         for n in names[1:]:
             common = set(logs[ref]) & set(logs[n])
@@ -860,6 +884,8 @@ def check_ri(
         "votes_seen": votes["counts"]["votes_seen"],
         "vote_node_terms": votes["counts"]["node_terms"],
     }
+    if caps:
+        counts["compared_up_to_own_commit"] = dict(sorted(caps.items()))
     notes.append(
         "CommittedIsDurable (reported commit <= fsynced index) is not observable from outside"
     )
@@ -910,10 +936,24 @@ def check_liv(final: dict[str, Any]) -> dict[str, Any]:
     fr = final.get("final_read")
     if fr is not None and not fr.get("ok"):
         violations.append({"kind": "final read failed", **fr})
+    mem = final.get("membership")
+    if mem is not None:
+        for op in mem.get("ops") or []:
+            if not op.get("ok"):
+                violations.append({"kind": f"membership change failed: {op['op']}", **op})
+        if not mem.get("ok"):
+            violations.append(
+                {
+                    "kind": "final configuration differs from the harness's member set",
+                    **{k: v for k, v in mem.items() if k != "ops"},
+                }
+            )
     hashes = final.get("state_hashes") or {}
     if len(set(hashes.values())) > 1:
         violations.append({"kind": "applied-state hashes differ", "hashes": hashes})
-    counts = {k: final.get(k) for k in ("stable_leader", "dead_holder", "convergence")}
+    counts = {
+        k: final.get(k) for k in ("stable_leader", "dead_holder", "convergence", "membership")
+    }
     return result(violations, counts, notes, unknown)
 
 

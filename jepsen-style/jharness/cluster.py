@@ -10,6 +10,14 @@ Also here: the status poller (Cluster.Status of every node every 100 ms, into st
 the timeline, the term-monotonicity check and the leader-lease check read it; every sample
 records the harness time the request was sent, ``t0`` (= ``t``), and answered, ``t1``, and the
 node incarnation ``inc``) and the exit monitor.
+
+Membership (row 18): ``ids`` are the CURRENT members, in the order they joined; ``all_ids``
+every node ever started (logs, polls, shutdown, RI). Spare nodes (``spares``: n4, n5, ...)
+get their listen port up front, so workload clients can be given every address the run will
+use (``client_endpoints``); ``join_node`` starts one with ``serve --join`` (its own
+``--peers`` through per-link proxies, the old members reach it through the hub's inbound demux
+for it, see proxy.py), ``admit`` makes it a member after ``member add``, ``retire`` takes a
+removed member out of ``ids`` (final heal and LIV then leave it alone).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import psutil
 from raftlease.testing.local import LocalCluster, free_port
 
 from jharness.proxy import ProxyHub
@@ -60,6 +69,7 @@ class NodeProc:
         self.transport_faults = ""
         self.faketime_file = self.dir / "faketime.txt"
         self.env_extra: dict[str, str] = {}
+        self.serve_extra: list[str] = []  # more `serve` arguments for every start (joiners)
         self.log_offset = 0  # where the current incarnation's output starts in node.log
 
     @property
@@ -86,6 +96,7 @@ class Cluster:
         seed: int,
         history: JsonlWriter,
         n: int = 3,
+        spares: int = 0,
         overrides: dict[str, Any] | None = None,
         node_env: dict[str, dict[str, str]] | None = None,
         faketime_nodes: tuple[str, ...] = (),
@@ -94,8 +105,13 @@ class Cluster:
         self.history = history
         self.ids = [f"n{i + 1}" for i in range(n)]
         ports: list[int] = []
-        for _ in range(n + n * (n - 1)):
+        for _ in range(n + n * (n - 1) + spares):
             ports.append(free_port(avoid=ports))
+        # spare nodes n(N+1).. (row 18): listen ports reserved now, started by join_node
+        self.spare_ports = {f"n{n + 1 + i}": ports[n + n * (n - 1) + i] for i in range(spares)}
+        self.removed: list[str] = []  # ids removed by `member remove`, in order
+        self.joiners: list[str] = []  # ids started with serve --join, in order
+        self.demux_unknown: list[str] = []  # demuxed connections not owned by a node
         self.proxies = ProxyHub(seed)
         self.overrides = {"tick_s": 0.02, **(overrides or {})}
         self.tick_s = float(self.overrides["tick_s"])
@@ -165,6 +181,116 @@ class Cluster:
         self._lock = threading.RLock()
         self.exits: list[dict[str, Any]] = []
         self._threads: list[threading.Thread] = []
+        self._background = False
+
+    @property
+    def all_ids(self) -> list[str]:
+        """Every node started in this run (members, joiners, removed), in start order."""
+        return list(self.nodes)
+
+    @property
+    def client_endpoints(self) -> list[str]:
+        """Every address a node of this run listens or will listen on (spares included): what
+        the workload clients are given, as an operator would list the planned members."""
+        return [n.addr for n in self.nodes.values()] + [
+            f"127.0.0.1:{p}" for nid, p in self.spare_ports.items() if nid not in self.nodes
+        ]
+
+    # -- membership ---------------------------------------------------------------------------
+    def join_node(self, nid: str) -> str:
+        """Start spare ``nid`` with ``serve --join`` (not a member yet). Its links to every
+        current member go through new per-link proxies (its ``--peers``); the members reach it
+        through the hub's inbound demux for it, whose address is returned: the peer address to
+        give ``member add``."""
+        if nid not in self.spare_ports or nid in self.nodes:
+            raise ValueError(f"{nid} is not an unused spare node")
+        local = self.local.add_node(nid)
+        # LocalCluster.add_node puts the data dir and log next to the first node's data dir
+        # (nodes/n1/<id>); keep the harness layout nodes/<id>/{data,node.log} and the port
+        # reserved for it (the clients already know it)
+        local.address = f"127.0.0.1:{self.spare_ports[nid]}"
+        local.data_dir = self.run_dir / "nodes" / nid / "data"
+        local.log_path = self.run_dir / "nodes" / nid / "node.log"
+        node = NodeProc(self, local)
+        node.dir.mkdir(parents=True, exist_ok=True)
+        peers = {nid: local.address}
+        taken = list(self.spare_ports.values())
+        # every node started so far, removed ones included: LocalCluster gives the joiner
+        # --client-addresses of all of them, and serve wants --peers to name each
+        for m in list(self.nodes):
+            out_port = free_port(avoid=taken)
+            taken.append(out_port)
+            self.proxies.add_link(nid, m, out_port, self.nodes[m].port)
+            peers[m] = f"127.0.0.1:{out_port}"
+            in_port = free_port(avoid=taken)  # also reachable directly; used via the demux
+            taken.append(in_port)
+            # m -> nid: m (running) knows nid only by the configuration's address, the demux
+            # below, which hands m's connections to this link
+            self.proxies.add_link(m, nid, in_port, local.port)
+            if self.local.peer_addresses is not None:
+                # for m's LATER starts: LocalCluster gives every node --client-addresses of
+                # all nodes, n4 included, which serve refuses unless --peers names n4 too
+                # (an address book once the data dir holds a configuration)
+                self.local.peer_addresses.setdefault(m, {})[nid] = f"127.0.0.1:{in_port}"
+        self.peer_maps[nid] = peers
+        if self.local.peer_addresses is not None:
+            # LocalCluster.command looks the node's own view up even for a joiner (which
+            # starts with --join, not --peers): give it one; the map goes in as serve_extra
+            self.local.peer_addresses[nid] = dict(peers)
+        demux = free_port(avoid=taken)
+        self.proxies.add_demux(nid, demux, local.port, self._sender)
+        node.serve_extra = ["--peers", ",".join(f"{k}={v}" for k, v in peers.items())]
+        with self._lock:
+            self.nodes[nid] = node
+            self.joiners.append(nid)
+        self.start_node(nid)
+        if self._background:
+            self._start_poller(nid)
+        return f"127.0.0.1:{demux}"
+
+    def _sender(self, peer_port: int, local_port: int) -> str | None:
+        """The node whose process owns the TCP connection 127.0.0.1:peer_port ->
+        127.0.0.1:local_port, or None (a client, the harness, gone)."""
+        for nid, node in list(self.nodes.items()):
+            pid = node.pid
+            if pid is None or not node.alive():
+                continue
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")  # gRPC may use v4-mapped v6
+            except psutil.Error:
+                continue
+            for c in conns:
+                if c.laddr and c.laddr.port == peer_port and c.raddr and c.raddr.port == local_port:
+                    return nid
+        # not a node's: note whose it was (a client following a leader hint, ...), for the
+        # record; the connection passes through unproxied
+        if len(self.demux_unknown) < 20:
+            who = "gone"
+            try:
+                for c in psutil.net_connections(kind="tcp"):
+                    mine = c.laddr and c.laddr.port == peer_port and c.raddr
+                    if mine and c.raddr.port == local_port and c.pid:
+                        cmd = " ".join(psutil.Process(c.pid).cmdline()[1:3])
+                        who = f"pid {c.pid} ({cmd[-60:]})"
+                        break
+            except psutil.Error as e:
+                who = f"unknown ({type(e).__name__})"
+            self.demux_unknown.append(f"{peer_port}->{local_port}: {who}")
+        return None
+
+    def admit(self, nid: str) -> None:
+        """``member add nid`` succeeded: it is a member now."""
+        with self._lock:
+            if nid not in self.ids:
+                self.ids.append(nid)
+
+    def retire(self, nid: str) -> None:
+        """``member remove nid`` succeeded: no longer a member (never restarted again)."""
+        with self._lock:
+            if nid in self.ids:
+                self.ids.remove(nid)
+            if nid not in self.removed:
+                self.removed.append(nid)
 
     # -- events -----------------------------------------------------------------------------
     def event(self, f: str, **value: Any) -> None:
@@ -205,7 +331,7 @@ class Cluster:
                     f"failpoints={failpoints!r}{tf} ===\n".encode()
                 )
                 node.log_offset = lf.tell()
-            self.local.start(nid, env=e)
+            self.local.start(nid, *node.serve_extra, env=e)
             node.state = "up"
             node.expect_exit = False
         self.event(
@@ -265,11 +391,15 @@ class Cluster:
 
     # -- observation ------------------------------------------------------------------------
     def start_background(self) -> None:
-        for nid in self.ids:
-            t = threading.Thread(target=self._poll, args=(nid,), daemon=True, name=f"poll-{nid}")
-            t.start()
-            self._threads.append(t)
+        self._background = True
+        for nid in self.all_ids:
+            self._start_poller(nid)
         t = threading.Thread(target=self._monitor, daemon=True, name="exit-monitor")
+        t.start()
+        self._threads.append(t)
+
+    def _start_poller(self, nid: str) -> None:
+        t = threading.Thread(target=self._poll, args=(nid,), daemon=True, name=f"poll-{nid}")
         t.start()
         self._threads.append(t)
 
@@ -312,7 +442,7 @@ class Cluster:
 
     def _monitor(self) -> None:
         while not self._stop.is_set():
-            for nid, node in self.nodes.items():
+            for nid, node in list(self.nodes.items()):
                 p = node.proc
                 if p is None or node.state in ("down", "refused"):
                     continue
@@ -375,7 +505,7 @@ class Cluster:
 
     # -- teardown ---------------------------------------------------------------------------
     def shutdown(self) -> None:
-        for nid in self.ids:
+        for nid in self.all_ids:
             node = self.nodes[nid]
             if node.alive():
                 try:

@@ -1,4 +1,5 @@
-"""Seeded nemeses, one schedule per fault-matrix row (docs/fault-matrix.md rows 1-4, 8-15, 21).
+"""Seeded nemeses, one schedule per fault-matrix row (docs/fault-matrix.md rows 1-4, 8-15, 18,
+21; row 18, membership changes, is three runner rows: 18a, 18b, 18c).
 
 Each ``row_N(W)`` injects faults for about W seconds, targeting nodes by role (leader,
 followers, majority, all) or at random, and records every fault as a start/stop pair in the
@@ -69,6 +70,8 @@ class Nemesis:
         self.paused_clients: set[str] = set()
         self.transport_faults: dict[str, str] = {}  # node -> RAFTLEASE_TRANSPORT_FAULTS
         self._tf_fid: int | None = None
+        # membership operations (row 18): one record per join / member add / member remove
+        self.membership: list[dict[str, Any]] = []
 
     # -- bookkeeping ------------------------------------------------------------------------
     def start(self, fault: str, **kw: Any) -> int:
@@ -384,7 +387,101 @@ class Nemesis:
         return info
 
     # -- rows ---------------------------------------------------------------------------------
-    def run(self, row: int, window: float) -> None:
+    # -- membership (row 18) -------------------------------------------------------------------
+    def _admin(self) -> Any:
+        from raftlease import LeaseClient
+
+        live = [self.c.nodes[n].addr for n in self.c.ids if self.c.nodes[n].alive()]
+        return LeaseClient(live, timeout=5.0)
+
+    def _voters(self, ml: Any) -> dict[str, list[str]]:
+        return {
+            "voters": sorted(m.id for m in ml.members if not m.learner),
+            "learners": sorted(m.id for m in ml.members if m.learner),
+        }
+
+    def join(self, nid: str) -> str | None:
+        """Start spare ``nid`` with ``serve --join`` and wait until it answers Status. Its
+        peer address for ``member add`` (the harness demux), None if it did not come up."""
+        fid = self.start("join", targets=[nid])
+        t0 = now()
+        addr = self.c.join_node(nid)
+        node = self.c.nodes[nid]
+        up = False
+        while now() - t0 < 15.0 and node.alive():
+            s = self.c.latest.get(nid) or {}
+            if s.get("ok") and s.get("inc") == node.starts:
+                up = True
+                break
+            time.sleep(0.05)
+        rec = {"op": "join", "node": nid, "ok": up, "seconds": round(now() - t0, 3)}
+        self.membership.append(rec)
+        self.stop(fid, "join", targets=[nid], ok=up, peer_address=addr)
+        return addr if up else None
+
+    def member_add(self, nid: str, addr: str) -> bool:
+        """``member add nid=addr``: learner, catch-up, promotion (LeaseClient.add_member)."""
+        from raftlease.errors import RaftLeaseError
+
+        fid = self.start("member-add", targets=[nid], address=addr)
+        t0 = now()
+        rec: dict[str, Any] = {"op": "add", "node": nid, "ok": False}
+        try:
+            with self._admin() as client:
+                ml = client.add_member(nid, addr, timeout=30.0)
+            rec.update(ok=True, **self._voters(ml))
+            self.c.admit(nid)
+        except RaftLeaseError as e:
+            rec["error"] = f"{type(e).__name__}: {e}"[:300]
+            self.notes.append(f"member add {nid}: {rec['error']}")
+        rec["seconds"] = round(now() - t0, 3)
+        self.membership.append(rec)
+        self.stop(fid, "member-add", targets=[nid], **{k: v for k, v in rec.items() if k != "op"})
+        return bool(rec["ok"])
+
+    def member_remove(self, nid: str, *, then_stop: bool = True) -> bool:
+        """``member remove nid`` (a leader hands over first; the client retries on the new
+        leader); on success the node leaves ``c.ids`` and, with ``then_stop``, is stopped
+        (SIGTERM). The leader-lease check treats the request like a leadership transfer asked
+        of ``nid``: its lease may end as soon as the request reaches it."""
+        from raftlease.errors import RaftLeaseError
+
+        lead = self.c.leader()
+        fid = self.start("member-remove", targets=[nid], was_leader=nid == lead, leader=lead)
+        t0 = now()
+        rec: dict[str, Any] = {"op": "remove", "node": nid, "was_leader": nid == lead, "ok": False}
+        try:
+            with self._admin() as client:
+                ml = client.remove_member(nid, timeout=30.0)
+            rec.update(ok=True, leader_after=ml.leader_id or None, **self._voters(ml))
+        except RaftLeaseError as e:
+            rec["error"] = f"{type(e).__name__}: {e}"[:300]
+            self.notes.append(f"member remove {nid}: {rec['error']}")
+        rec["seconds"] = round(now() - t0, 3)
+        self.membership.append(rec)
+        self.stop(
+            fid, "member-remove", targets=[nid], **{k: v for k, v in rec.items() if k != "op"}
+        )
+        if rec["ok"]:
+            self.c.retire(nid)
+            if then_stop and self.c.nodes[nid].alive():
+                self.sleep(self.rng.uniform(0.2, 0.6))  # a removed node lingers briefly
+                self.c.stop_node(nid)
+        return bool(rec["ok"])
+
+    def next_spare(self) -> str | None:
+        free = [n for n in self.c.spare_ports if n not in self.c.nodes]
+        return free[0] if free else None
+
+    def grow(self) -> bool:
+        """Replace-free growth by one: start the next spare with --join, member add it."""
+        nid = self.next_spare()
+        if nid is None:
+            return False
+        addr = self.join(nid)
+        return addr is not None and self.member_add(nid, addr)
+
+    def run(self, row: int | str, window: float) -> None:
         self.deadline = now() + window
         fn: Callable[[], None] = getattr(self, f"row_{row}")
         fn()
@@ -638,6 +735,69 @@ class Nemesis:
             self.c.set_wall_offset(n, "+0")
         self.stop(fid, "clock-jump", targets=ts)
 
+    def row_18a(self) -> None:
+        """Replace a SIGKILLed node under load: SIGKILL a member (leader or follower), start a
+        spare with a new id (--join), member add it (learner, catch-up, promotion), member
+        remove the dead one (never restarted). Then SIGKILL + restart an original survivor:
+        the quorum now needs the new voter."""
+        victim = self.target(self.rng.choice(["leader", "follower"]))
+        if not victim:
+            return
+        dead = victim[0]
+        fid = self.start("kill", targets=[dead], role="replace", restart=False)
+        self.c.kill(dead)
+        self.stop(fid, "kill", targets=[dead], restart=False)
+        self.sleep(self.rng.uniform(0.0, 2 * self.E))
+        nid = self.next_spare()
+        addr = self.join(nid) if nid else None
+        if nid is None or addr is None or not self.member_add(nid, addr):
+            return
+        self.sleep(self.rng.uniform(0.2, 0.8))
+        self.member_remove(dead, then_stop=False)  # it is dead already
+        self.sleep(self.rng.uniform(1.0, 1.5))
+        survivors = [n for n in self.c.ids if n not in self.c.joiners]
+        if survivors and self.left() > 1.0:
+            n = self.rng.choice(survivors)
+            fid = self.start("kill", targets=[n], role="survivor")
+            self.c.kill(n)
+            self.sleep(self.rng.uniform(0.5, 1.0))  # meanwhile the quorum is {other, new}
+            self.restart(n)
+            self.stop(fid, "kill", targets=[n])
+        self.sleep(self.left())
+
+    def row_18b(self) -> None:
+        """Grow 3 -> 5 one server at a time, then shrink back to 3: the first removal takes
+        whichever node leads (it hands over first), the second a random other member."""
+        for _ in range(2):
+            if not self.grow():
+                return
+            self.sleep(self.rng.uniform(0.8, 1.5))
+        lead = self.c.leader()
+        if lead is not None:
+            self.member_remove(lead)
+            self.sleep(self.rng.uniform(0.8, 1.5))
+        lead = self.c.leader()
+        others = [n for n in self.c.ids if n != lead]
+        if others:
+            self.member_remove(self.rng.choice(others))
+        self.sleep(self.left())
+
+    def row_18c(self) -> None:
+        """Remove the leader under load (it hands over first), stop it; grow back to 3 with a
+        spare, then remove whichever node leads again and stop it."""
+        lead = self.c.wait_leader(5.0)
+        if lead is None:
+            return
+        self.member_remove(lead)
+        self.sleep(self.rng.uniform(1.0, 2.0))
+        if not self.grow():
+            return
+        self.sleep(self.rng.uniform(1.0, 2.0))
+        lead = self.c.wait_leader(5.0)
+        if lead is not None:
+            self.member_remove(lead)
+        self.sleep(self.left())
+
     # -- the end ------------------------------------------------------------------------------
     def final_heal(self) -> None:
         """Heal everything: links, pauses, clocks, dead nodes, armed failpoints."""
@@ -655,6 +815,8 @@ class Nemesis:
                 self.c.resume(nid)
             if node.faketime_file.exists():
                 self.c.set_wall_offset(nid, "+0")
+            if nid not in self.c.ids:
+                continue  # removed (or never admitted) nodes stay as they are
             if node.alive() and node.failpoints:
                 self.c.stop_node(nid)
             if not node.alive() and nid not in self.refused and node.state != "refused":

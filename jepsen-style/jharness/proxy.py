@@ -14,6 +14,16 @@ Link modes (set from any thread, effective at once):
 Plus ``drop``: probability per forwarded chunk to reset the connection (a lossy link: the
 transport drops its queue on reconnect, so this loses messages). TCP cannot duplicate or
 reorder messages; see NEEDS.md for the transport hook that would.
+
+Members added at run time (row 18: ``serve --join`` + ``member add``) are reached by the old
+members at the ONE peer address the configuration entry carries, and a running node cannot be
+given a per-peer address book. For them the hub runs an inbound **demux** per new node: one
+listening port (the address given to ``member add``) that asks, for every accepted connection,
+which node process owns the connecting socket (``resolve(peer_port, local_port)``, psutil on
+the node pids) and then handles it exactly as the directed link sender->new node, so that
+link's mode/delay/drop apply and its counters grow. A connection from a process that is not
+a node (a client following a leader hint) passes straight through. The new node itself gets
+a ``--peers`` map of per-link proxies, like the original members.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import asyncio
 import contextlib
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +102,10 @@ class ProxyHub:
 
     def __init__(self, seed: int) -> None:
         self.links: dict[tuple[str, str], Link] = {}
+        # inbound demuxes of nodes added at run time: dst -> (port, passthrough link)
+        self.demuxes: dict[str, tuple[int, Link]] = {}
+        self.demux_hits: dict[str, int] = {}  # "src->dst" (or "?->dst": not a node) -> conns
+        self._servers: list[asyncio.base_events.Server] = []
         self.rng = random.Random(seed)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="proxy-hub", daemon=True)
@@ -115,6 +130,33 @@ class ProxyHub:
             await self._handle(link, cr, cw)
 
         link.server = await asyncio.start_server(on_conn, "127.0.0.1", link.port)
+
+    def add_demux(
+        self, dst: str, port: int, target_port: int, resolve: Callable[[int, int], str | None]
+    ) -> None:
+        """Inbound demux for ``dst`` on ``port``: each connection is handled as the link
+        (sender, dst) if ``resolve(peer_port, port)`` names a sender with such a link, else
+        passed straight to ``target_port``."""
+        through = Link("?", dst, port, target_port)
+        self.demuxes[dst] = (port, through)
+        self._call(self._start_demux(dst, port, through, resolve))
+
+    async def _start_demux(
+        self, dst: str, port: int, through: Link, resolve: Callable[[int, int], str | None]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def on_conn(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+            peer = cw.get_extra_info("peername")
+            src = None
+            with contextlib.suppress(Exception):
+                src = await loop.run_in_executor(None, resolve, int(peer[1]), port)
+            link = self.links.get((src, dst)) if src is not None else None
+            key = f"{src if link is not None else '?'}->{dst}"
+            self.demux_hits[key] = self.demux_hits.get(key, 0) + 1
+            await self._handle(link or through, cr, cw)
+
+        self._servers.append(await asyncio.start_server(on_conn, "127.0.0.1", port))
 
     async def _handle(self, link: Link, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         conn = _Conn(link, cr, cw)
@@ -229,6 +271,11 @@ class ProxyHub:
                     c.close()
                 if link.server is not None:
                     link.server.close()
+            for _port, through in self.demuxes.values():
+                for c in list(through.conns):
+                    c.close()
+            for srv in self._servers:
+                srv.close()
 
         with contextlib.suppress(Exception):
             self._call(_close())

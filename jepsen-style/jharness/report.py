@@ -46,6 +46,9 @@ FAULT_COLORS = {
     "client-pause": "#7f7f7f",
     "transfer-leadership": "#2ca02c",
     "transport-faults": "#6b6ecf",
+    "join": "#637939",
+    "member-add": "#31a354",
+    "member-remove": "#843c39",
     "final-heal": "#2ca02c",
 }
 

@@ -241,6 +241,8 @@ class LocalCluster:
             for nid, port in zip(node_ids, ports, strict=True)
         }
         self.joiners: set[str] = set()  # nodes that start with --join (add_node)
+        self._data_dir_template = data_dir
+        self._log_file_template = log_file
         self._channels: dict[str, Any] = {}  # node id -> grpc.Channel, for status()
         self._lock = threading.Lock()
 
@@ -261,18 +263,21 @@ class LocalCluster:
 
     # -- processes --------------------------------------------------------------------------
 
-    def add_node(self, node_id: str, *, host: str = "127.0.0.1") -> LocalNode:
-        """Register a new node (a free port, its own data dir and log) that starts with
-        ``serve --join`` the other nodes' addresses; add it with ``raftlease member add``."""
+    def add_node(
+        self, node_id: str, *, host: str = "127.0.0.1", port: int | None = None
+    ) -> LocalNode:
+        """Register a new node (``port`` or a free one, its data dir and log from the
+        cluster's templates) that starts with ``serve --join`` the other nodes' addresses;
+        add it with ``raftlease member add``."""
         if node_id in self.nodes:
             raise ValueError(f"{node_id} is already a node of this cluster")
-        first = next(iter(self.nodes.values()))
-        port = free_port(host, avoid=[n.port for n in self.nodes.values()])
+        if port is None:
+            port = free_port(host, avoid=[n.port for n in self.nodes.values()])
         node = LocalNode(
             id=node_id,
             address=f"{host}:{port}",
-            data_dir=first.data_dir.parent / node_id,
-            log_path=first.log_path.parent / f"{node_id}.log",
+            data_dir=self.root / self._data_dir_template.format(id=node_id),
+            log_path=self.root / self._log_file_template.format(id=node_id),
         )
         self.joiners.add(node_id)
         self.nodes[node_id] = node
@@ -284,10 +289,12 @@ class LocalCluster:
         """The command line that starts ``node_id``."""
         node = self.nodes[node_id]
         own_view = self.peer_addresses is not None
-        peers = self.peer_addresses[node_id] if self.peer_addresses else self.addresses
+        peers = (self.peer_addresses or {}).get(node_id) or self.addresses
         if node_id in self.joiners:
             others = [n.address for nid, n in self.nodes.items() if nid != node_id]
             where = ["--join", ",".join(others)]
+            if own_view:
+                where += ["--peers", _spec(peers)]  # its own view of the links (proxies)
         else:
             where = ["--peers", _spec(peers)]
         argv = [
@@ -304,7 +311,11 @@ class LocalCluster:
             self.cluster_id,
         ]
         if own_view:
-            argv += ["--client-addresses", _spec(self.addresses)]
+            # Only ids this node's --peers names (serve refuses others); a joiner's --peers
+            # is completed from the cluster, so it names its own client address only.
+            known = {node_id} if node_id in self.joiners else set(peers)
+            clients = {k: v for k, v in self.addresses.items() if k in known}
+            argv += ["--client-addresses", _spec(clients)]
         return [*argv, *self.serve_args, *extra]
 
     def start(

@@ -390,10 +390,23 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     for nid, node in cluster.nodes.items():
         if not _port_free(host, node.port):
             return _fail(f"{node.address} (for {nid}) is in use; is another cluster running?")
+    metrics: dict[str, str] = {}
+    if args.metrics_base_port is not None:
+        if not 1 <= args.metrics_base_port <= 65535 - args.nodes:
+            raise UsageError(
+                f"--metrics-base-port {args.metrics_base_port} leaves no room for "
+                f"{args.nodes} ports"
+            )
+        metrics = {nid: f"{host}:{args.metrics_base_port + i}" for i, nid in enumerate(ids)}
+        for nid, address in metrics.items():
+            if not _port_free(host, int(address.rsplit(":", 1)[1])):
+                return _fail(f"{address} (metrics of {nid}) is in use")
     out = sys.stdout
     with _Stop() as stop:
         try:
-            cluster.start_all()
+            for nid in cluster.nodes:
+                extra = ("--metrics", metrics[nid]) if nid in metrics else ()
+                cluster.start(nid, *extra)
             try:
                 status = cluster.wait_leader_status(
                     LEADER_WAIT_S, stop=stop.event, check_exits=True
@@ -422,9 +435,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 file=out,
             )
             for nid, node in cluster.nodes.items():
+                scrape = f"  metrics http://{metrics[nid]}/metrics" if nid in metrics else ""
                 print(
                     f"  {nid}  {node.address}  pid {node.pid}  "
-                    f"data {node.data_dir}  log {node.log_path}",
+                    f"data {node.data_dir}  log {node.log_path}{scrape}",
                     file=out,
                 )
             print("", file=out)
@@ -853,6 +867,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--base-port", type=int, default=7001, help="port of n1 (default 7001)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve each node's Prometheus metrics at PORT, PORT+1, ... (default: off)",
+    )
 
     p = add("serve", cmd_serve, "run one node in the foreground until SIGTERM/SIGINT")
     # Every serve option is also a key of --config FILE and a RAFTLEASE_* variable
@@ -965,6 +986,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="a new leader cancels queued acquires whose client has not come back after this "
         f"(default {_serve_default('inherited_wait_grace')})",
+    )
+    # Resource limits per client (docs/operations.md, "Limits"): RESOURCE_EXHAUSTED past them.
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="largest Lease/Cluster request a node decodes, 1024..67108864; peer messages "
+        f"may use 64 MiB (default {_serve_default('max_request_bytes')})",
+    )
+    p.add_argument(
+        "--max-waits-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="waiting Acquire calls one client (auth identity, else host) may have open "
+        f"(default {_serve_default('max_waits_per_client')})",
+    )
+    p.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open Watch and KeepAlive streams per client (auth identity, else host) "
+        f"(default {_serve_default('max_streams_per_client')})",
+    )
+    p.add_argument(
+        "--max-leases-per-holder",
+        type=int,
+        default=None,
+        metavar="N",
+        help="leases one holder string may hold at once "
+        f"(default {_serve_default('max_leases_per_holder')})",
     )
     p.add_argument(
         "--metrics",

@@ -121,21 +121,21 @@ def _print_members(ml: MemberList, as_json: bool) -> None:
 
 
 def cmd_member(args: argparse.Namespace) -> int:
-    from raftlease.cli import _client, _fail, _key_value
+    from raftlease.cli import UsageError, _client, _key_value
 
     action, target = args.action, args.member
     if action == "list":
         if target is not None:
-            return _fail("member list takes no member argument")
+            raise UsageError("member list takes no member argument")
     elif target is None:
         form = "ID=HOST:PORT" if action == "add" else "ID"
-        return _fail(f"member {action} needs {form}")
+        raise UsageError(f"member {action} needs {form}")
     with _client(args) as client:
         if action == "list":
             ml = client.members()
         elif action == "add":
             if "=" not in target:
-                return _fail(f"member add needs ID=HOST:PORT, got {target!r}")
+                raise UsageError(f"member add needs ID=HOST:PORT, got {target!r}")
             node_id, address = _key_value(target)
             what = "learner" if args.learner else "voter"
             print(f"adding {node_id} at {address} as a {what}...", file=sys.stderr, flush=True)
@@ -218,7 +218,7 @@ def restore_snapshot(
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from raftlease.cli import _client, _fail
+    from raftlease.cli import UsageError, _client, _fail
 
     if args.action == "save":
         with _client(args) as client:
@@ -235,7 +235,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return 0
     missing = [f for f in ("data_dir", "id") if getattr(args, f) is None]
     if missing:
-        return _fail(
+        raise UsageError(
             "snapshot restore needs " + " and ".join("--" + f.replace("_", "-") for f in missing)
         )
     try:

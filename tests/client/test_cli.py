@@ -46,6 +46,8 @@ def assert_one_error_line(err: str, *needles: str) -> None:
         (["run", "x", "--max-restarts", "-1", "--", "true"], ["--max-restarts"]),
         (["run", "x", "--ttl", "abc", "--", "true"], ["--ttl"]),
         (["cluster", "--nodes", "0"], ["--nodes"]),
+        (["cluster", "--metrics-base-port", "65535"], ["--metrics-base-port"]),
+        (["member", "add"], ["member add needs ID=HOST:PORT"]),
         (["status", "--bogus"], ["unrecognized arguments"]),
     ],
 )

@@ -34,7 +34,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from raftlease.settings import INHERITED_WAIT_GRACE_S, TICK_MAX_S, TICK_MIN_S, ServerConfig
+from raftlease.settings import (
+    INHERITED_WAIT_GRACE_S,
+    REQUEST_BYTES_MAX,
+    REQUEST_BYTES_MIN,
+    TICK_MAX_S,
+    TICK_MIN_S,
+    ServerConfig,
+)
 from raftlease.settings import fmt_seconds as _fmt_s
 
 if TYPE_CHECKING:
@@ -138,6 +145,21 @@ SERVE_SETTINGS: Final[dict[str, SettingDoc]] = {
     ),
     "inherited_wait_grace": SettingDoc(
         _fmt_s(INHERITED_WAIT_GRACE_S), "duration", ">= 0", "duration", "inherited_wait_grace_s"
+    ),
+    "max_request_bytes": SettingDoc(
+        _d("max_request_bytes"),
+        "bytes",
+        f"{REQUEST_BYTES_MIN}..{REQUEST_BYTES_MAX}",
+        field="max_request_bytes",
+    ),
+    "max_waits_per_client": SettingDoc(
+        _d("max_waits_per_client"), "Acquire calls", ">= 1", field="max_waits_per_client"
+    ),
+    "max_streams_per_client": SettingDoc(
+        _d("max_streams_per_client"), "streams", ">= 1", field="max_streams_per_client"
+    ),
+    "max_leases_per_holder": SettingDoc(
+        _d("max_leases_per_holder"), "leases", ">= 1", field="max_leases_per_holder"
     ),
     "metrics": SettingDoc("off", "HOST:PORT", "not the listen address"),
     "tls_cert": SettingDoc("off (plaintext)", "path (PEM)", "with tls_key and tls_ca"),

@@ -14,11 +14,13 @@ import contextlib
 import dataclasses
 import errno
 import importlib.metadata
+import inspect
 import logging
 import os
 import signal
 import socket
 import sys
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -26,7 +28,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from raftlease.auth import AuthInterceptor, AuthRules, NodeTLS, load_node_tls, load_rules
+from raftlease.auth import (
+    AuthInterceptor,
+    AuthRules,
+    NodeTLS,
+    client_identity,
+    load_node_tls,
+    load_rules,
+)
+from raftlease.auth import _bearer as bearer_token
 from raftlease.clock import clock_from_env
 from raftlease.core.membership import MembershipError
 from raftlease.errors import ConfigError, NoLeaderLease, NotLeader, ProposalDropped, StorageError
@@ -62,7 +72,7 @@ from raftlease.v1 import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     from raftlease.storage.base import Storage
     from raftlease.testing.faults import FaultInjector
@@ -74,6 +84,9 @@ LEADER_KEY = "raftlease-leader"
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
+# One port carries peer and client traffic, so grpc's own cap is the transport's 64 MiB (an
+# InstallSnapshot carries the whole lease table: about 200 bytes a lease, 20 MB for 100 000
+# leases). Client requests get their own, smaller cap, --max-request-bytes (RequestGate).
 SERVER_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.so_reuseport", 0),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -117,6 +130,233 @@ def _lease_info(node: Node, rec: LeaseRecord) -> lease_pb2.LeaseInfo:
     return info
 
 
+# -- per-client limits (docs/operations.md, "Limits") ------------------------------------------
+
+_CONFIG_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+
+
+def peer_host(context: Ctx) -> str:
+    """The network host a call comes from (``ipv4:10.0.0.7:53122`` -> ``10.0.0.7``): the
+    per-client limits' client when there is no auth identity. Every client behind one NAT or
+    proxy, or on this machine, counts as one client."""
+    peer = urllib.parse.unquote(context.peer() or "")
+    scheme, sep, rest = peer.partition(":")
+    if not sep or scheme not in ("ipv4", "ipv6"):
+        return peer or "unknown"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit():
+        host = rest
+    return host.strip("[]") or "unknown"
+
+
+def client_key_for(rules: AuthRules | None) -> Callable[[Ctx], str]:
+    """Who a call comes from, for the per-client limits: the identity of its bearer token
+    (``rules``), else of its client certificate (with TLS), else its network host."""
+
+    def key(context: Ctx) -> str:
+        if rules is not None:
+            sent, token = bearer_token(context.invocation_metadata())
+            if sent and token:
+                identity = rules.identity_for_token(token)
+                if identity is not None:
+                    return f"identity {identity!r}"
+        with contextlib.suppress(Exception):  # no TLS: no auth context to read
+            identity = client_identity(context.auth_context())
+            if identity is not None:
+                return f"identity {identity!r}"
+        return peer_host(context)
+
+    return key
+
+
+class HolderCounts:
+    """How many leases each holder string holds, on this node's table, for
+    ``--max-leases-per-holder``. Kept up to date from the node's lease events (each
+    acquisition, release and expiry); counted afresh from the table whenever the table is a
+    new one (start-up, an installed snapshot). The holder string is what the table records
+    and replicates, so every leader counts the same, also right after a failover."""
+
+    def __init__(self, node: Node, limit: int) -> None:
+        self.node = node
+        self.limit = limit
+        self._table: object = None
+        self._counts: dict[str, int] = {}
+        watch = getattr(node, "watch", None)
+        if watch is not None:
+            watch(self._on_event)
+
+    def _on_event(self, ev: LeaseEvent) -> None:
+        if self._table is not self.node.table:
+            return  # not counted yet: counted from the table on the next look
+        holder = ev.lease.holder
+        n = self._counts.get(holder, 0) + (1 if ev.kind == "acquired" else -1)
+        if n > 0:
+            self._counts[holder] = n
+        else:
+            self._counts.pop(holder, None)
+
+    def count(self, holder: str) -> int:
+        table = self.node.table
+        if table is not self._table:
+            counts: dict[str, int] = {}
+            for rec in table.leases():
+                counts[rec.holder] = counts.get(rec.holder, 0) + 1
+            self._counts = counts
+            self._table = table
+        return self._counts.get(holder, 0)
+
+    def check(self, holder: str, name: str, request_id: str) -> None:
+        """Raise LimitExceeded if ``holder`` already holds the limit (a retry of an acquire
+        that was granted, same request id, always passes: it takes nothing new)."""
+        n = self.count(holder)
+        if n < self.limit:
+            return
+        current = self.node.lookup(name)
+        if current is not None and current.request_id == request_id:
+            return
+        raise limits.exhausted(
+            f"holder {holder!r} holds {n} leases",
+            self.limit,
+            "--max-leases-per-holder",
+            "release some first",
+        )
+
+
+class _TooLarge:
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class _Undecodable:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_CLIENT_SERVICES = ("/raftlease.v1.Lease/", "/raftlease.v1.Cluster/")
+
+
+class RequestGate(grpc.aio.ServerInterceptor):
+    """Looks at every request's bytes before its handler does. A Lease or Cluster request
+    larger than ``max_request_bytes`` ends the call RESOURCE_EXHAUSTED (naming the limit and
+    ``--max-request-bytes``) without being decoded; bytes that are not the method's request
+    message end it INVALID_ARGUMENT (grpc alone would answer INTERNAL and log a traceback).
+    Peer messages (RaftPeer) are bounded only by the transport's cap, MAX_MESSAGE_BYTES: an
+    InstallSnapshot carries the whole lease table."""
+
+    def __init__(self, max_request_bytes: int) -> None:
+        self.max_request_bytes = max_request_bytes
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method: str = handler_call_details.method
+        cap = self.max_request_bytes if method.startswith(_CLIENT_SERVICES) else None
+        deserialize = handler.request_deserializer
+        descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+        kind = getattr(descriptor, "full_name", "request")
+
+        def decode(data: bytes) -> Any:
+            if cap is not None and len(data) > cap:
+                return _TooLarge(len(data))
+            try:
+                return deserialize(data)
+            except Exception as e:
+                return _Undecodable(f"{type(e).__name__}: {e}")
+
+        async def refuse(bad: _TooLarge | _Undecodable, context: Ctx) -> NoReturn:
+            if isinstance(bad, _TooLarge):
+                assert cap is not None
+                err = limits.exhausted(
+                    f"the {kind} is {bad.size} bytes", cap, "--max-request-bytes"
+                )
+                await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+            reason = " ".join(bad.reason.split())[:200]
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {kind} message ({reason}); nothing changed",
+            )
+
+        async def checked(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, _TooLarge | _Undecodable):
+                    await refuse(request, context)
+                yield request
+
+        kw: dict[str, Any] = {
+            "request_deserializer": decode,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Ctx) -> Any:
+                if isinstance(request, _TooLarge | _Undecodable):
+                    await refuse(request, context)
+                return await uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
+        if handler.unary_stream is not None:
+            us = handler.unary_stream
+            if inspect.iscoroutinefunction(us):
+                # grpc calls a streaming handler by its kind: a coroutine writes its answers
+                # with context.write (the health service's Watch), a generator yields them.
+                async def unary_writer(request: Any, context: Ctx) -> None:
+                    if isinstance(request, _TooLarge | _Undecodable):
+                        await refuse(request, context)
+                    await us(request, context)
+
+                return grpc.unary_stream_rpc_method_handler(unary_writer, **kw)
+
+            async def unary_stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
+                if isinstance(request, _TooLarge | _Undecodable):
+                    await refuse(request, context)
+                async for item in us(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
+        inner = handler.stream_unary or handler.stream_stream
+        if inspect.iscoroutinefunction(inner) and handler.stream_stream is not None:
+            return handler  # reads with context.read(), past any wrapper: left as it is
+        if handler.stream_unary is not None:
+            su = handler.stream_unary
+
+            async def stream_unary(requests: AsyncIterator[Any], context: Ctx) -> Any:
+                return await su(checked(requests, context), context)
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
+        ss = handler.stream_stream
+
+        async def stream_stream(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
+            async for item in ss(checked(requests, context), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **kw)
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's health service, answering List (which grpcio-health-checking's aio servicer
+    leaves unimplemented: it raised NotImplementedError, an UNKNOWN answer and a traceback in
+    the log; found by tests/integration/test_wire_garbage.py) with UNIMPLEMENTED."""
+
+    async def List(self, request: Any, context: Ctx) -> Any:
+        await _abort(
+            context,
+            grpc.StatusCode.UNIMPLEMENTED,
+            "health List is not served: ask Check or Watch for a service name "
+            f"({LIVENESS_SERVICE!r}, {READY_SERVICE!r}, {LEASE_SERVICE!r})",
+        )
+
+
 _OUTCOME = lease_pb2.KeepAliveResponse
 
 
@@ -144,12 +384,60 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
     failpoint) runs once Acquire's answer, or a successful Release's, is ready, before it is
     returned."""
 
-    def __init__(self, node: Node, before_reply: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        before_reply: Callable[[], None] | None = None,
+        *,
+        client_key: Callable[[Ctx], str] | None = None,
+    ) -> None:
+        """``client_key``: who a call comes from, for the per-client limits (default: the
+        peer's network host; serve() passes :func:`client_key_for` its auth rules). The limits
+        themselves are the node's ServerConfig ``max_*`` fields (docs/operations.md)."""
         self.node = node
         self.before_reply = before_reply
+        self.client_key = client_key or peer_host
+        cfg = getattr(node, "cfg", None)
+
+        def limit(f: str) -> int:
+            return int(getattr(cfg, f, _CONFIG_DEFAULTS[f]))
+
+        self.waits = limits.ClientSlots(
+            limit("max_waits_per_client"), "Acquire calls waiting", "--max-waits-per-client"
+        )
+        self.streams = limits.ClientSlots(
+            limit("max_streams_per_client"),
+            "Watch/KeepAlive streams open",
+            "--max-streams-per-client",
+        )
+        self.held = HolderCounts(node, limit("max_leases_per_holder"))
 
     async def _invalid(self, context: Ctx, msg: str) -> NoReturn:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, msg)
+
+    async def _slot(self, slots: limits.ClientSlots, context: Ctx) -> Callable[[], None]:
+        """Take one of ``slots`` for this call's client, or end the call RESOURCE_EXHAUSTED.
+        Returns the give-back; it runs once, when the call ends however it ends (also
+        registered with the call, for a stream grpc drops without closing its generator)."""
+        key = self.client_key(context)
+        try:
+            slots.take(key)
+        except limits.LimitExceeded as e:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                slots.give_back(key)
+
+        def on_done(_: Ctx) -> None:
+            give_back()
+
+        with contextlib.suppress(Exception):  # a context without done callbacks (tests)
+            context.add_done_callback(on_done)  # type: ignore[arg-type]  # stub: a class
+        return give_back
 
     async def Acquire(
         self, request: lease_pb2.AcquireRequest, context: Ctx
@@ -175,6 +463,11 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
             await self._invalid(context, str(e))
         if not node.is_leader:
             await _unavailable(context, node.service.not_leader())
+        try:
+            self.held.check(holder, name, request_id)
+        except limits.LimitExceeded as e:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+        give_back = await self._slot(self.waits, context) if wait_ms > 0 else None
         cmd = Acquire(name, holder, ttl_ms, wait_ms > 0, request_id, metadata)
         try:
             # The whole procedure (queue, wait, leave the queue) is LeaseService's; a
@@ -182,6 +475,9 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
             result = await node.acquire(cmd, wait_ms / 1000.0)
         except (NotLeader, ProposalDropped) as e:
             await _unavailable(context, e)
+        finally:
+            if give_back is not None:
+                give_back()
         if isinstance(result, Acquired):
             return lease_pb2.AcquireResponse(acquired=True, lease=_lease_info(node, result.lease))
         if isinstance(result, NotAcquired):
@@ -245,29 +541,33 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         request_iterator: AsyncIterator[lease_pb2.KeepAliveRequest],
         context: Ctx,
     ) -> AsyncIterator[lease_pb2.KeepAliveResponse]:
-        async for req in request_iterator:
-            if not req.inband_outcomes:
-                # What a client from before in-band outcomes expects: any failure ends the
-                # stream with its status code (for every lease renewed on it).
-                rec = await self._renew(req.lease_id, req.health, context)
-            else:
-                # One lease's failure answers that request; the stream stays open.
-                result = self._try_renew(req.lease_id, req.health)
-                if isinstance(result, _Refusal):
-                    yield lease_pb2.KeepAliveResponse(
-                        lease_id=req.lease_id,
-                        outcome=result.outcome,
-                        message=result.message,
-                        leader_hint=result.leader_hint,
-                    )
-                    continue
-                rec = result
-            yield lease_pb2.KeepAliveResponse(
-                lease_id=rec.lease_id,
-                ttl_ms=rec.ttl_ms,
-                fencing_token=rec.fencing_token,
-                outcome=_OUTCOME.OUTCOME_RENEWED,
-            )
+        give_back = await self._slot(self.streams, context)
+        try:
+            async for req in request_iterator:
+                if not req.inband_outcomes:
+                    # What a client from before in-band outcomes expects: any failure ends
+                    # the stream with its status code (for every lease renewed on it).
+                    rec = await self._renew(req.lease_id, req.health, context)
+                else:
+                    # One lease's failure answers that request; the stream stays open.
+                    result = self._try_renew(req.lease_id, req.health)
+                    if isinstance(result, _Refusal):
+                        yield lease_pb2.KeepAliveResponse(
+                            lease_id=req.lease_id,
+                            outcome=result.outcome,
+                            message=result.message,
+                            leader_hint=result.leader_hint,
+                        )
+                        continue
+                    rec = result
+                yield lease_pb2.KeepAliveResponse(
+                    lease_id=rec.lease_id,
+                    ttl_ms=rec.ttl_ms,
+                    fencing_token=rec.fencing_token,
+                    outcome=_OUTCOME.OUTCOME_RENEWED,
+                )
+        finally:
+            give_back()
 
     async def Release(
         self, request: lease_pb2.ReleaseRequest, context: Ctx
@@ -341,6 +641,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
             except limits.InvalidArgument as e:
                 await self._invalid(context, str(e))
         await self._barrier(context)  # leader only: the initial state is a linearizable read
+        give_back = await self._slot(self.streams, context)
         queue: asyncio.Queue[LeaseEvent] = asyncio.Queue(10_000)
 
         def push(ev: LeaseEvent) -> None:
@@ -374,6 +675,7 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
                 )
         finally:
             unwatch()
+            give_back()
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
@@ -501,10 +803,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         if not request.peer_address:
             problems.append("peer_address is required (HOST:PORT)")
         else:
-            try:
-                _host_port(request.peer_address)
-            except ValueError as e:
-                problems.append(str(e))
+            problems += peer_address_problems(request.peer_address)
         if problems:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         await self._require_leader(context)
@@ -600,6 +899,18 @@ def member_id_problems(node_id: str) -> list[str]:
         return [f"member id is {len(node_id)} characters; at most {_MEMBER_ID_MAX}"]
     if not all(c.isalnum() or c in "-_." for c in node_id):
         return [f"member id {node_id!r} may use only letters, digits, '-', '_' and '.'"]
+    return []
+
+
+def peer_address_problems(address: str) -> list[str]:
+    """Why ``address`` cannot be a member's peer address (empty when it can): HOST:PORT with
+    a host and a port 1..65535, no whitespace or control characters."""
+    try:
+        host, port = _host_port(address)
+    except ServeRefused as e:  # not HOST:PORT (found by tests/test_wire_fuzz.py: was UNKNOWN)
+        return [f"peer_address: {e}"]
+    if not host or not 0 < port < 65536 or not address.isprintable() or " " in address:
+        return [f"peer_address {address!r} is not HOST:PORT (a host, and a port 1..65535)"]
     return []
 
 
@@ -824,9 +1135,11 @@ async def serve(
     if metrics is not None:
         check_metrics_address(metrics, listen)
     interceptor = AuthInterceptor(auth) if auth is not None else None
-    server = grpc.aio.server(
-        options=SERVER_OPTIONS, interceptors=[interceptor] if interceptor else None
-    )
+    # The gate first: an oversized or undecodable request is refused before auth decodes it.
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestGate(cfg.max_request_bytes)]
+    if interceptor is not None:
+        interceptors.append(interceptor)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     try:
         if tls is not None:
             port = server.add_secure_port(listen, tls.server_credentials())
@@ -911,9 +1224,10 @@ async def serve(
             node.table.by_lease_id(lease_id), "name", None
         )
     raft_pb2_grpc.add_RaftPeerServicer_to_server(peer_servicer, server)
-    lease_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node, before_reply), server)
+    lease_servicer = LeaseServicer(node, before_reply, client_key=client_key_for(auth))
+    lease_pb2_grpc.add_LeaseServicer_to_server(lease_servicer, server)
     cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (READY_SERVICE, LEASE_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -1148,14 +1462,19 @@ __all__ = [
     "READY_SERVICE",
     "TICK_MAX_S",
     "TICK_MIN_S",
+    "HolderCounts",
+    "LeaseServicer",
+    "RequestGate",
     "ServeRefused",
     "check_metrics_address",
     "check_port_free",
     "check_serve_settings",
     "check_server_config",
+    "client_key_for",
     "listen_problems",
     "load_security",
     "main_serve",
+    "peer_host",
     "readiness",
     "serve",
 ]

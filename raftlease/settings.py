@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 TICK_MIN_S: Final = 0.001  # the shortest tick a server accepts (0 cannot run)
 TICK_MAX_S: Final = 0.1  # the longest: with 20-40 tick elections, coarser means slow failover
+#: The bounds of ``max_request_bytes``; the upper one is the transport's message cap
+#: (``raftlease.transport.grpc.MAX_MESSAGE_BYTES``, which this layer may not import; the
+#: limits tests keep the two equal).
+REQUEST_BYTES_MIN: Final = 1024
+REQUEST_BYTES_MAX: Final = 64 * 1024 * 1024
 
 #: How long a new leader keeps queued acquires whose client has not re-attached. The lease
 #: service's own default (``raftlease.fsm.keeper.INHERITED_WAIT_GRACE_S``, which this layer may
@@ -79,6 +84,15 @@ class ServerConfig:
         (default 10 000; at least 1).
     inherited_wait_grace_s: a new leader cancels every queued acquire whose client has not
         re-attached (retried with its request id) this long after it took office (default 2 s).
+    max_request_bytes: the largest client request (Lease and Cluster services) a node
+        decodes, in bytes (default 1 MiB; 1 KiB..64 MiB). Peer messages may be as large as the
+        transport's 64 MiB cap (an InstallSnapshot carries the whole lease table).
+    max_waits_per_client: Acquire calls with a wait one client may have open at once
+        (default 10 000; a client is its auth identity, else its network host).
+    max_streams_per_client: Watch and KeepAlive streams one client may have open at once
+        (default 20 000: the W6 benchmark keeps 10 000 leases alive, a stream each).
+    max_leases_per_holder: leases one holder string may hold at once (default 100 000: the
+        whole W6 goal of 100 clients x 1000 leases could run under one holder).
     seed: seed of the election-timeout randomness (None: from the OS).
     raft_overrides: other RaftConfig fields (lease_ticks, max_entries_per_append,
         max_inflight, pre_vote, check_quorum); RaftConfig's defaults otherwise.
@@ -95,6 +109,10 @@ class ServerConfig:
     max_drift: float = DEFAULT_MAX_DRIFT
     snapshot_entries: int = 10_000
     inherited_wait_grace_s: float = INHERITED_WAIT_GRACE_S
+    max_request_bytes: int = 1024 * 1024
+    max_waits_per_client: int = 10_000
+    max_streams_per_client: int = 20_000
+    max_leases_per_holder: int = 100_000
     seed: int | None = None
     raft_overrides: dict[str, Any] = field(default_factory=dict)
     # Joining an existing cluster (`serve --join`): no bootstrap configuration; ``peers`` is
@@ -195,6 +213,15 @@ class ServerConfig:
         # -- the rest
         if self.snapshot_entries < 1:
             out.append(f"{name('snapshot_entries')} must be >= 1, got {self.snapshot_entries}")
+        if not REQUEST_BYTES_MIN <= self.max_request_bytes <= REQUEST_BYTES_MAX:
+            out.append(
+                f"{name('max_request_bytes')} must be {REQUEST_BYTES_MIN}..{REQUEST_BYTES_MAX} "
+                f"bytes (the transport's message cap), got {self.max_request_bytes}"
+            )
+        for f in ("max_waits_per_client", "max_streams_per_client", "max_leases_per_holder"):
+            value = getattr(self, f)
+            if value < 1:
+                out.append(f"{name(f)} must be >= 1, got {value}")
         if not 0.0 <= self.inherited_wait_grace_s < math.inf:
             out.append(
                 f"{name('inherited_wait_grace_s')} must be a finite number of seconds >= 0, "
@@ -249,4 +276,12 @@ def _with_reason(problem: str) -> str:
 _RAFT_FIELDS = frozenset(f.name for f in fields(RaftConfig))
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(ServerConfig)}
 
-__all__ = ["INHERITED_WAIT_GRACE_S", "TICK_MAX_S", "TICK_MIN_S", "InvalidConfig", "ServerConfig"]
+__all__ = [
+    "INHERITED_WAIT_GRACE_S",
+    "REQUEST_BYTES_MAX",
+    "REQUEST_BYTES_MIN",
+    "TICK_MAX_S",
+    "TICK_MIN_S",
+    "InvalidConfig",
+    "ServerConfig",
+]

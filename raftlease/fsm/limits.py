@@ -42,7 +42,10 @@ __all__ = [
     "MAX_TTL_MS",
     "MAX_WAIT_MS",
     "MIN_TTL_MS",
+    "ClientSlots",
     "InvalidArgument",
+    "LimitExceeded",
+    "exhausted",
     "validate_health",
     "validate_holder",
     "validate_metadata",
@@ -58,6 +61,60 @@ class InvalidArgument(RaftLeaseError, ValueError):
 
     The server maps it to gRPC ``INVALID_ARGUMENT``; the lease table to ``Rejected``.
     """
+
+
+class LimitExceeded(RaftLeaseError):
+    """A client would go past a resource limit (waiting acquires, open streams, leases held,
+    request size); the message names the limit, its value and the ``serve`` flag that raises
+    it (:func:`exhausted`). The server maps it to gRPC ``RESOURCE_EXHAUSTED``; nothing changed.
+    """
+
+
+def exhausted(what: str, limit: int, flag: str, advice: str = "") -> LimitExceeded:
+    """The one-line error of a resource limit: what went past it, the limit, and its flag."""
+    tail = f"; {advice}" if advice else ""
+    return LimitExceeded(
+        f"{what}: the limit is {limit} ({flag}; raise it on every node to allow more){tail}"
+    )
+
+
+class ClientSlots:
+    """How many of one kind of resource (waiting acquires, open streams) each client holds
+    now, bounded per client. ``take`` counts one for a client or raises
+    :class:`LimitExceeded`; ``give_back`` undoes one take (call it exactly once per take, when
+    the call ends however it ends). A client with nothing left is forgotten, so the table
+    holds only clients with something open. Pure bookkeeping: no clock, no I/O."""
+
+    __slots__ = ("_counts", "flag", "limit", "noun")
+
+    def __init__(self, limit: int, noun: str, flag: str) -> None:
+        if limit < 1:
+            raise ValueError(f"{flag} must be >= 1, got {limit}")
+        self.limit = limit
+        self.noun = noun  # e.g. "Acquire calls waiting"
+        self.flag = flag
+        self._counts: dict[str, int] = {}
+
+    def take(self, client: str) -> None:
+        n = self._counts.get(client, 0)
+        if n >= self.limit:
+            raise exhausted(f"client {client} has {n} {self.noun}", self.limit, self.flag)
+        self._counts[client] = n + 1
+
+    def give_back(self, client: str) -> None:
+        n = self._counts.get(client, 0) - 1
+        if n > 0:
+            self._counts[client] = n
+        else:
+            self._counts.pop(client, None)
+
+    def count(self, client: str) -> int:
+        """What ``client`` holds now."""
+        return self._counts.get(client, 0)
+
+    def total(self) -> int:
+        """What every client holds together."""
+        return sum(self._counts.values())
 
 
 def _type_name(value: object) -> str:

@@ -405,7 +405,11 @@ class KeepaliveMachine:
         """No more renewals (``stop_keepalive()``); the loss is still decided on time."""
         self.renewing = False
 
-    def poll(self, now: float) -> SendRenew | Sleep | Lost:
+    def poll(self, now: float, ahead: float = 0.0) -> SendRenew | Sleep | Lost:
+        """What now. ``ahead`` (>= 0): renew now if the next renewal falls due within that
+        many seconds anyway (a keepalive hub batches renewals that fall due close together;
+        renewing early is always safe: validity counts from the send). It never shortens a
+        retry's backoff: while renewals fail, a poll always renews."""
         timer = self.timer
         lost_at = timer.lost_at()
         if now >= lost_at:
@@ -414,15 +418,20 @@ class KeepaliveMachine:
             return Sleep(lost_at)
         if not self.state.failing:
             wake = min(timer.renew_due(), lost_at)
-            if wake > now:
+            if wake > now + max(0.0, ahead):
                 return Sleep(wake)
         self.t_send = now  # BEFORE the request: validity counts from here
         timeout = min(renew_attempt_cap(timer.ttl), lost_at - now)
         return SendRenew(self.state.target, timeout, self.lease_id)
 
-    def on_answer(self, now: float, answer: RenewAnswer) -> SendRenew | Sleep | Lost | Stopped:
-        """The renewal sent at :attr:`t_send` was answered."""
-        return self._follow(now, self.state.on_answer(answer, self.t_send, self.timer.lost_at()))
+    def on_answer(
+        self, now: float, answer: RenewAnswer, t_send: float | None = None
+    ) -> SendRenew | Sleep | Lost | Stopped:
+        """The renewal sent at :attr:`t_send` was answered. ``t_send``: the send time to
+        count validity from instead, never later than :attr:`t_send` (a hub with two
+        renewals of this lease in flight passes the OLDEST unanswered one's)."""
+        sent = self.t_send if t_send is None else min(t_send, self.t_send)
+        return self._follow(now, self.state.on_answer(answer, sent, self.timer.lost_at()))
 
     def on_failure(self, now: float, failure: Failure) -> SendRenew | Sleep | Lost | Stopped:
         """The renewal failed (a status, or no answer within its timeout)."""

@@ -35,6 +35,7 @@ __all__ = [
     "describe_rpc_error",
     "feed_acquire_response",
     "is_retriable",
+    "keepalive_request",
     "lease_held_error",
     "map_rpc_error",
     "metadata_leader_hint",
@@ -166,6 +167,12 @@ def outcome_name(outcome: lease_pb2.KeepAliveResponse.Outcome.ValueType) -> str:
 def renew_request(lease_id: int, health: Mapping[str, str]) -> lease_pb2.RenewRequest:
     """The keepalive's Renew: it asks for in-band outcomes (RETRY, NOT_LEADER, ...)."""
     return lease_pb2.RenewRequest(lease_id=lease_id, health=dict(health), inband_outcomes=True)
+
+
+def keepalive_request(lease_id: int, health: Mapping[str, str]) -> lease_pb2.KeepAliveRequest:
+    """One renewal on the keepalive hub's KeepAlive stream, with in-band outcomes (one
+    lease's failure leaves the stream open for the others)."""
+    return lease_pb2.KeepAliveRequest(lease_id=lease_id, health=dict(health), inband_outcomes=True)
 
 
 def renew_answer(resp: lease_pb2.RenewResponse | lease_pb2.KeepAliveResponse) -> RenewAnswer:

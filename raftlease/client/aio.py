@@ -1,14 +1,15 @@
 """The asyncio client: :class:`AsyncLeaseClient` and the :class:`AsyncLease` it hands out.
 
 Every ``grpc.aio`` channel is created lazily, inside the running event loop, on the first
-call that needs it (grpc.aio objects are bound to the loop that created them). Keepalives run
-as one task per held lease; the client keeps a reference to every task it starts.
+call that needs it (grpc.aio objects are bound to the loop that created them). Keepalives of
+every held lease run in one task, the client's keepalive hub (``_hub_aio.py``; the decisions
+are ``_hub.KeepaliveHub``'s and each lease's ``_protocol.KeepaliveMachine``'s): one KeepAlive
+stream per node, renewals batched. The client keeps a reference to every task it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import uuid
@@ -21,6 +22,7 @@ import grpc.aio
 
 from raftlease import clock as _clock
 from raftlease.client._election_base import LeadershipLost
+from raftlease.client._hub_aio import AsyncKeepalives
 from raftlease.client._models import (
     LeaseInfo,
     MemberList,
@@ -35,12 +37,10 @@ from raftlease.client._protocol import (
     Failed,
     Held,
     KeepaliveMachine,
-    Lost,
     Send,
     SendAcquire,
     SendRenew,
     Sleep,
-    Stopped,
 )
 from raftlease.client._retry import Attempts, Router, attempt_cap, renew_attempt_cap
 from raftlease.client._rpc import (
@@ -51,8 +51,6 @@ from raftlease.client._rpc import (
     is_retriable,
     lease_held_error,
     map_rpc_error,
-    renew_answer,
-    renew_request,
     rpc_failure,
 )
 from raftlease.client._status import merge_status
@@ -111,7 +109,8 @@ class AsyncLease:
     """A held lease (asyncio). ``async with`` it to release it on exit.
 
     The same attributes and the same safety rules as :class:`raftlease.client.Lease`, with
-    ``lost`` an :class:`asyncio.Event` and the keepalive an asyncio task:
+    ``lost`` an :class:`asyncio.Event` and the keepalives renewed by the client's keepalive
+    task (one KeepAlive stream per node, renewals batched, as for ``LeaseClient``):
 
     ``valid_until = max(valid_until, t_send + ttl * (1 - max_drift) / (1 + max_drift))`` where
     ``t_send`` is read BEFORE each Acquire/Renew is sent. Keepalives every ``ttl / 3``; failures
@@ -119,7 +118,8 @@ class AsyncLease:
     leader itself), and only a success extends validity. If no renewal succeeded by
     ``valid_until - lost_margin`` (``lost_margin = min(0.05 * ttl, 0.25 s)``), or the server
     says NOT_FOUND, ``is_valid()`` turns false, then ``lost`` is set and ``on_lost(lease)`` is
-    called (awaited if it returns an awaitable). ``is_valid()`` is also false whenever
+    called (by the keepalive task; what it returns, if awaitable, is awaited in a task of its
+    own). ``is_valid()`` is also false whenever
     ``raftlease.clock.boot_monotonic() >= valid_until`` (CLOCK_BOOTTIME on Linux: it counts time
     spent suspended, unlike the event loop's clock, which only times the keepalive's sleeps).
     :meth:`release` sets ``lost`` too, without calling ``on_lost``.
@@ -155,8 +155,7 @@ class AsyncLease:
             round_size=len(client.endpoints),
         )
         self._released = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._started = False
 
     @property
     def ttl(self) -> float:
@@ -206,7 +205,8 @@ class AsyncLease:
         await asyncio.shield(done)
 
     async def _finish_release(self) -> None:
-        await self._stop_task()
+        if self._started:
+            self._client._keepalives.remove(self)
         self._client._forget(self)
         await self._client._release(self.lease_id)
 
@@ -246,7 +246,8 @@ class AsyncLease:
     def stop_keepalive(self) -> None:
         """Stop renewing without releasing; the lost signal still fires on time."""
         self._keepalive.stop_renewing()
-        self._wake.set()
+        if self._started:
+            self._client._keepalives.nudge(self)
 
     async def __aenter__(self) -> AsyncLease:
         return self
@@ -272,73 +273,41 @@ class AsyncLease:
     # -- keepalive --------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._keepalive_loop(), name=f"raftlease-keepalive-{self.name}"
-        )
+        self._client._keepalives.add(self)
+        self._started = True
 
-    async def _stop_task(self) -> None:
-        task = self._task
-        if task is None or task is asyncio.current_task():
-            return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-        except Exception:
-            log.exception("raftlease: keepalive task of %r failed", self.name)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake early on stop_keepalive()."""
-        if seconds <= 0:
-            return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-
-    async def _declare_lost(self, reason: str) -> None:
+    def _signal_lost(self, reason: str) -> bool:
+        """Mark the lease lost (``is_valid()`` turns false), then set ``lost``; False if it
+        was lost or released already."""
         if not self._timer.mark_lost():
-            return
+            return False
         self.lost_reason = reason
         log.warning("raftlease: lease %r lost: %s", self.name, reason)
         self.lost.set()
+        return True
+
+    def _run_on_lost(self) -> Awaitable[object] | None:
+        """Call ``on_lost`` (not after a release); what it returned if that is awaitable."""
         on_lost = self._on_lost
         if on_lost is None or self._released:
-            return
+            return None
         try:
             result = on_lost(self)
-            if inspect.isawaitable(result):
-                await result
         except Exception:
             log.exception("raftlease: on_lost callback raised")
+            return None
+        return result if inspect.isawaitable(result) else None
 
-    async def _keepalive_loop(self) -> None:
-        """Drive the keepalive machine (``_protocol.KeepaliveMachine``) on the event loop."""
-        machine = self._keepalive
-        action: SendRenew | Sleep | Lost | Stopped = machine.poll(_clock.boot_monotonic())
-        while not self._released:
-            if isinstance(action, Sleep):
-                await self._sleep(action.until - _clock.boot_monotonic())
-                action = machine.poll(_clock.boot_monotonic())
-            elif isinstance(action, SendRenew):
-                request = renew_request(self.lease_id, self._health)
-                try:
-                    conn = self._client._conn(action.target)
-                    resp = await conn.lease.Renew(request, timeout=action.timeout)
-                except grpc.RpcError as err:
-                    action = machine.on_failure(
-                        _clock.boot_monotonic(), rpc_failure(err, self._client._security.explain)
-                    )
-                except ClusterUnavailable:  # the client was closed under us
-                    return
-                else:
-                    action = machine.on_answer(_clock.boot_monotonic(), renew_answer(resp))
-            else:
-                if isinstance(action, Lost):
-                    await self._declare_lost(action.reason)
-                return
+    async def _declare_lost(self, reason: str) -> None:
+        if not self._signal_lost(reason):
+            return
+        result = self._run_on_lost()
+        if result is None:
+            return
+        try:
+            await result
+        except Exception:
+            log.exception("raftlease: on_lost callback raised")
 
 
 class _AcquireCall:
@@ -395,6 +364,7 @@ class AsyncLeaseClient:
         self._router = Router(self.endpoints)
         self._conns: dict[str, _Conn] = {}
         self._leases: set[AsyncLease] = set()
+        self._keepalives = AsyncKeepalives(self)
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -854,6 +824,7 @@ class AsyncLeaseClient:
                 await lease.release()
             except RaftLeaseError as err:
                 log.warning("raftlease: could not release lease %r: %s", lease.name, err)
+        await self._keepalives.aclose()
         self._closed = True
         conns = list(self._conns.values())
         self._conns.clear()

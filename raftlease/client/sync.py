@@ -1,8 +1,9 @@
 """The blocking client: :class:`LeaseClient` and the :class:`Lease` it hands out.
 
-Keepalives run on one daemon thread per held lease. Every gRPC channel is a plain
-``grpc.insecure_channel``; grpc's sync channels are thread-safe, so the caller's thread and the
-keepalive threads share them.
+Keepalives of every lease a client holds run on one daemon thread, the client's keepalive
+hub (``_hub_sync.py``; the decisions are ``_hub.KeepaliveHub``'s and each lease's
+``_protocol.KeepaliveMachine``'s): one KeepAlive stream per node, renewals batched. grpc's
+sync channels are thread-safe, so the caller's thread and the hub share them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import grpc
 
 from raftlease import clock as _clock
 from raftlease.client._election_base import LeadershipLost
+from raftlease.client._hub_sync import SyncKeepalives
 from raftlease.client._keepalive import safe_callback
 from raftlease.client._models import (
     LeaseInfo,
@@ -34,12 +36,10 @@ from raftlease.client._protocol import (
     Failed,
     Held,
     KeepaliveMachine,
-    Lost,
     Send,
     SendAcquire,
     SendRenew,
     Sleep,
-    Stopped,
 )
 from raftlease.client._retry import Attempts, Router, attempt_cap, renew_attempt_cap
 from raftlease.client._rpc import (
@@ -50,8 +50,6 @@ from raftlease.client._rpc import (
     is_retriable,
     lease_held_error,
     map_rpc_error,
-    renew_answer,
-    renew_request,
     rpc_failure,
 )
 from raftlease.client._status import merge_status
@@ -110,14 +108,18 @@ class Lease:
     ``valid_until = max(valid_until, t_send + ttl * (1 - max_drift) / (1 + max_drift))``.
     No other grant of this name can exist before ``valid_until`` (docs/guarantees.md, guarantee 1).
 
-    Keepalives run on a daemon thread every ``ttl / 3``; a failed renewal is retried quickly
-    against the leader hint and the other endpoints (a leader answering RETRY, its own leader
-    lease lapsed for a moment, is retried itself; see ``KeepaliveState``), and validity is only
-    ever extended by a success. If no renewal has succeeded by ``valid_until - lost_margin``
-    (``lost_margin = min(0.05 * ttl, 0.25 s)``), or the server answers NOT_FOUND, the lease is
-    *lost*: first ``is_valid()`` turns false, then ``lost`` is set and ``on_lost(lease)`` is
-    called (on the keepalive thread). So the signal always fires before ``is_valid()`` would
-    turn false on its own. Losing is final: a late renewal cannot revive the lease.
+    Keepalives run every ``ttl / 3`` on the client's keepalive thread, which renews all of the
+    client's leases over one KeepAlive stream per node (batched: a renewal may go out up to
+    ``min(0.25 s, ttl / 30)`` early to join others; a server without the stream gets one
+    Renew per renewal). A failed renewal is retried quickly against the leader hint and the
+    other endpoints (a leader answering RETRY, its own leader lease lapsed for a moment, is
+    retried itself; see ``KeepaliveState``), and validity is only ever extended by a success.
+    If no renewal has succeeded by ``valid_until - lost_margin`` (``lost_margin = min(0.05 *
+    ttl, 0.25 s)``), or the server answers NOT_FOUND, the lease is *lost*: first
+    ``is_valid()`` turns false, then ``lost`` is set and ``on_lost(lease)`` is called (on the
+    keepalive thread: keep it short, the client's other leases are renewed by that thread
+    too). So the signal always fires before ``is_valid()`` would turn false on its own.
+    Losing is final: a late renewal cannot revive the lease.
 
     ``lost`` is also set by :meth:`release` (``on_lost`` is not called then), so a worker
     waiting on ``lease.lost`` stops whenever the lease ends.
@@ -145,7 +147,6 @@ class Lease:
         self._timer = timer
         self._health = health
         self._on_lost = on_lost
-        self._stop = threading.Event()
         self._keepalive = KeepaliveMachine(
             f"renew lease {name!r}",
             lease_id,
@@ -154,9 +155,7 @@ class Lease:
             round_size=len(client.endpoints),
         )
         self._released = False
-        self._thread = threading.Thread(
-            target=self._keepalive_loop, name=f"raftlease-keepalive-{name}", daemon=True
-        )
+        self._started = False
 
     # -- the public surface ---------------------------------------------------------------
 
@@ -213,10 +212,9 @@ class Lease:
         self._released = True
         self._timer.mark_lost()
         self.lost.set()
-        self._stop.set()
         self._client._forget(self)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=0.05)
+        if self._started:
+            self._client._keepalives.remove(self)
         self._client._release(self.lease_id)
 
     def check(self, margin: float = 0.0) -> None:
@@ -263,6 +261,8 @@ class Lease:
         simulate a holder that hangs.
         """
         self._keepalive.stop_renewing()
+        if self._started:
+            self._client._keepalives.nudge(self)
 
     def __enter__(self) -> Lease:
         return self
@@ -288,43 +288,32 @@ class Lease:
     # -- keepalive --------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._thread.start()
+        self._client._keepalives.add(self)
+        self._started = True
 
-    def _declare_lost(self, reason: str) -> None:
+    def _declare_lost(
+        self, reason: str, run: Callable[[Callable[[], object]], None] | None = None
+    ) -> None:
+        """Mark the lease lost (``is_valid()`` turns false), set ``lost``, then call
+        ``on_lost`` (or hand the call to ``run``: the keepalive hub calls it once the step's
+        renewals are written)."""
         if not self._timer.mark_lost():
             return
         self.lost_reason = reason
         log.warning("raftlease: lease %r lost: %s", self.name, reason)
         self.lost.set()
         on_lost = self._on_lost
-        if on_lost is not None and not self._released:
-            safe_callback(lambda: on_lost(self))
+        if on_lost is None or self._released:
+            return
 
-    def _keepalive_loop(self) -> None:
-        """Drive the keepalive machine (``_protocol.KeepaliveMachine``) with blocking calls."""
-        machine = self._keepalive
-        action: SendRenew | Sleep | Lost | Stopped = machine.poll(_clock.boot_monotonic())
-        while not self._stop.is_set():
-            if isinstance(action, Sleep):
-                self._stop.wait(max(0.0, action.until - _clock.boot_monotonic()))
-                action = machine.poll(_clock.boot_monotonic())
-            elif isinstance(action, SendRenew):
-                request = renew_request(self.lease_id, self._health)
-                try:
-                    conn = self._client._conn(action.target)
-                    resp = conn.lease.Renew(request, timeout=action.timeout)
-                except grpc.RpcError as err:
-                    if self._stop.is_set():
-                        return
-                    action = machine.on_failure(
-                        _clock.boot_monotonic(), rpc_failure(err, self._client._security.explain)
-                    )
-                else:
-                    action = machine.on_answer(_clock.boot_monotonic(), renew_answer(resp))
-            else:
-                if isinstance(action, Lost):
-                    self._declare_lost(action.reason)
-                return
+        def call() -> None:
+            if not self._released:
+                on_lost(self)
+
+        if run is None:
+            safe_callback(call)
+        else:
+            run(call)
 
 
 class LeaseClient:
@@ -364,6 +353,7 @@ class LeaseClient:
         self._router = Router(self.endpoints)
         self._conns: dict[str, _Conn] = {}
         self._leases: set[Lease] = set()
+        self._keepalives = SyncKeepalives(self)
         self._elections: weakref.WeakSet[Election] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
@@ -845,6 +835,7 @@ class LeaseClient:
                 lease.release()
             except RaftLeaseError as err:
                 log.warning("raftlease: could not release lease %r: %s", lease.name, err)
+        self._keepalives.stop()
         with self._lock:
             self._closed = True
             conns = list(self._conns.values())

@@ -339,7 +339,7 @@ def test_keepalive_retry_stays_on_the_leader() -> None:
 
 # --------------------------------------------------------------------------- purity
 CLIENT = Path(__file__).resolve().parents[2] / "raftlease" / "client"
-PURE = ("_protocol.py", "_retry.py", "_validity.py", "_keepalive.py")
+PURE = ("_protocol.py", "_retry.py", "_validity.py", "_keepalive.py", "_hub.py")
 FORBIDDEN = (
     "asyncio",
     "grpc",

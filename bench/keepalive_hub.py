@@ -1,0 +1,232 @@
+"""Keepalive hub benchmark: one client holding many leases, before and after issue 15.
+
+    .venv/bin/python bench/keepalive_hub.py                          # 1,000 leases, 30 s, both
+    .venv/bin/python bench/keepalive_hub.py --leases 10000 --modes hub
+    .venv/bin/python bench/keepalive_hub.py --json-out bench/results/keepalive_hub.json
+
+A fresh local 3-node cluster (real ``raftlease serve`` processes, LocalCluster). Per mode, one
+``LeaseClient`` acquires ``--leases`` leases (TTL ``--ttl``, acquired concurrently by a
+temporary pool of threads that is gone before the measurement), holds them for ``--hold``
+seconds, then releases them. Modes:
+
+- ``hub``: the shipped client: one keepalive thread per client, one KeepAlive stream per
+  node, renewals batched (raftlease/client/_hub.py).
+- ``per-lease``: what the client did before: one thread per lease, each driving the same
+  ``KeepaliveMachine`` with unary ``Renew`` calls (the old ``Lease._keepalive_loop``,
+  reproduced here).
+
+Measured over the hold window only: the client process's threads (``threading.active_count``
+at the middle of the window), its CPU seconds (``time.process_time``) and CPU share, the
+leader's CPU seconds (``/proc/PID/stat``, Linux), renewals answered (RENEWED) and sent,
+write bursts (hub), and leases lost (must be 0; the exit status is 1 otherwise).
+
+Prints one JSON object, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc
+
+from raftlease import clock as _clock
+from raftlease.client import Lease, LeaseClient
+from raftlease.client._protocol import Lost, SendRenew, Sleep, Stopped
+from raftlease.client._rpc import renew_answer, renew_request, rpc_failure
+from raftlease.testing.local import LocalCluster
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _proc_cpu(pid: int | None) -> float | None:
+    """utime + stime of a process in seconds (Linux), None elsewhere."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class _PerLease:
+    """The pre-hub keepalive: a thread per lease driving its KeepaliveMachine with unary
+    Renews (Lease._keepalive_loop as it was), counting answers."""
+
+    def __init__(self) -> None:
+        self.renewed = 0
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def start(self, lease: Lease) -> None:
+        threading.Thread(
+            target=self._loop, args=(lease,), name=f"keepalive-{lease.name}", daemon=True
+        ).start()
+
+    def _loop(self, lease: Lease) -> None:
+        client = lease._client
+        machine = lease._keepalive
+        action: SendRenew | Sleep | Lost | Stopped = machine.poll(_clock.boot_monotonic())
+        while not self.stop.is_set():
+            if isinstance(action, Sleep):
+                self.stop.wait(max(0.0, action.until - _clock.boot_monotonic()))
+                action = machine.poll(_clock.boot_monotonic())
+            elif isinstance(action, SendRenew):
+                request = renew_request(lease.lease_id, lease._health)
+                with self.lock:
+                    self.sent += 1
+                try:
+                    resp = client._conn(action.target).lease.Renew(request, timeout=action.timeout)
+                except grpc.RpcError as err:
+                    if self.stop.is_set():
+                        return
+                    action = machine.on_failure(
+                        _clock.boot_monotonic(), rpc_failure(err, client._security.explain)
+                    )
+                except Exception:
+                    return
+                else:
+                    answer = renew_answer(resp)
+                    if answer.outcome == "RENEWED":
+                        with self.lock:
+                            self.renewed += 1
+                    action = machine.on_answer(_clock.boot_monotonic(), answer)
+            else:
+                if isinstance(action, Lost):
+                    lease._declare_lost(action.reason)
+                return
+
+
+_ORIGINAL_START = Lease._start
+
+
+def run_mode(cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float) -> dict[str, Any]:
+    threads_idle = threading.active_count()
+    per_lease = _PerLease() if mode == "per-lease" else None
+    client = LeaseClient(cluster.endpoints, timeout=10.0)
+    if per_lease is not None:  # the client's leases start per-lease threads, not the hub
+        Lease._start = lambda self: per_lease.start(self)  # type: ignore[method-assign]
+    lost: list[str] = []
+    prefix = f"{mode}-{os.getpid()}-"
+    t0 = time.monotonic()
+    leases: list[Lease] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        futures = [
+            pool.submit(
+                client.acquire, f"{prefix}{i}", ttl=ttl, on_lost=lambda le: lost.append(le.name)
+            )
+            for i in range(n)
+        ]
+        leases = [f.result() for f in futures]
+    acquire_s = time.monotonic() - t0
+    time.sleep(min(2.0, ttl / 3))  # let the first renewals spread as they will
+    hub = client._keepalives.hub
+    stats0 = (hub.stats.renewed, hub.stats.renewals_sent, hub.stats.writes)
+    pl0 = (per_lease.renewed, per_lease.sent) if per_lease else (0, 0)
+    leader = cluster.wait_leader(10.0)
+    leader_pid = cluster.nodes[leader].pid
+    srv0 = _proc_cpu(leader_pid)
+    cpu0, w0 = time.process_time(), time.monotonic()
+    time.sleep(hold / 2)
+    threads = threading.active_count()
+    time.sleep(hold / 2)
+    cpu1, w1 = time.process_time(), time.monotonic()
+    srv1 = _proc_cpu(leader_pid)
+    if per_lease is not None:
+        renewed, sent, writes = per_lease.renewed - pl0[0], per_lease.sent - pl0[1], None
+    else:
+        renewed = hub.stats.renewed - stats0[0]
+        sent = hub.stats.renewals_sent - stats0[1]
+        writes = hub.stats.writes - stats0[2]
+    invalid = sum(1 for lease in leases if not lease.is_valid())
+    streams = len(hub.targets())
+    if per_lease is not None:
+        per_lease.stop.set()
+    t_rel = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(lambda le: le.release(), leases))
+    release_s = time.monotonic() - t_rel
+    client.close()
+    Lease._start = _ORIGINAL_START  # type: ignore[method-assign]
+    window = w1 - w0
+    return {
+        "mode": mode,
+        "leases": n,
+        "ttl_s": ttl,
+        "hold_s": round(window, 2),
+        "acquire_s": round(acquire_s, 2),
+        "release_s": round(release_s, 2),
+        "threads_before_acquire": threads_idle,
+        "threads_holding": threads,
+        "client_cpu_s": round(cpu1 - cpu0, 3),
+        "client_cpu_pct": round(100.0 * (cpu1 - cpu0) / window, 1),
+        "leader_cpu_s": None if srv0 is None or srv1 is None else round(srv1 - srv0, 3),
+        "renewals_answered": renewed,
+        "renewals_sent": sent,
+        "renewals_per_s": round(renewed / window, 1),
+        "expected_per_s": round(n / (ttl / 3), 1),
+        "write_bursts": writes,
+        "keepalive_streams": streams if per_lease is None else 0,
+        "leases_lost": len(lost),
+        "leases_invalid_at_end": invalid,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leases", type=int, default=1000)
+    parser.add_argument("--ttl", type=float, default=10.0)
+    parser.add_argument("--hold", type=float, default=30.0)
+    parser.add_argument("--modes", default="per-lease,hub", help="per-lease,hub (in that order)")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="keepalive-hub-") as tmp:
+        cluster = LocalCluster(tmp, 3, cwd=REPO, env={"RAFTLEASE_LOG_LEVEL": "WARNING"})
+        with cluster:
+            cluster.start_all()
+            cluster.wait_leader(20.0)
+            for mode in args.modes.split(","):
+                rows.append(run_mode(cluster, mode.strip(), args.leases, args.ttl, args.hold))
+    result = {"benchmark": "keepalive_hub", "cpus": os.cpu_count(), "rows": rows}
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    cols = [
+        ("mode", "mode"),
+        ("leases", "leases"),
+        ("threads_holding", "threads"),
+        ("keepalive_streams", "streams"),
+        ("client_cpu_s", "client CPU s"),
+        ("client_cpu_pct", "CPU %"),
+        ("leader_cpu_s", "leader CPU s"),
+        ("renewals_answered", "renewed"),
+        ("renewals_per_s", "renewed/s"),
+        ("expected_per_s", "n/(ttl/3)"),
+        ("write_bursts", "bursts"),
+        ("leases_lost", "lost"),
+    ]
+    print()
+    print(" | ".join(h for _, h in cols))
+    print(" | ".join("-" * len(h) for _, h in cols))
+    for row in rows:
+        print(" | ".join(str(row[k]) for k, _ in cols))
+    return 1 if any(r["leases_lost"] or r["leases_invalid_at_end"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

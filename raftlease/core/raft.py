@@ -537,23 +537,8 @@ class RaftCore:
             # until the change commits, then steps down, after telling every follower the
             # commit index (else they learn that the change committed only from the next
             # leader's no-op).
-            log = self.log
             for pid in self.peers:
-                p = self.progress[pid]
-                term = log.term_at(p.match_index)
-                if term is not None:
-                    self._send(
-                        AppendEntries(
-                            self.term,
-                            self.id,
-                            pid,
-                            p.match_index,
-                            term,
-                            (),
-                            log.committed,
-                            self.tick_count,
-                        )
-                    )
+                self._send_match_heartbeat(pid, self.progress[pid])
             self._become_follower(self.term, None)
             return
         self.heartbeat_elapsed += 1
@@ -885,7 +870,6 @@ class RaftCore:
 
     def _send_heartbeat(self, pid: NodeId) -> None:
         p = self.progress[pid]
-        log = self.log
         if p.state is ProgressState.REPLICATE:
             if p.inflight and p.match_index == p.hb_match:
                 # No progress over a whole heartbeat interval with appends outstanding: one
@@ -895,21 +879,7 @@ class RaftCore:
                 self._send_append(pid)
                 return
             p.hb_match = p.match_index
-            prev_term = log.term_at(p.match_index)
-            if prev_term is not None:
-                # Heartbeat at the known match point: never triggers a spurious rejection.
-                self._send(
-                    AppendEntries(
-                        self.term,
-                        self.id,
-                        pid,
-                        p.match_index,
-                        prev_term,
-                        (),
-                        log.committed,
-                        self.tick_count,
-                    )
-                )
+            if self._send_match_heartbeat(pid, p):
                 return
         if p.state is ProgressState.SNAPSHOT:
             # While a snapshot is on its way, keep the follower's election timer quiet with
@@ -920,6 +890,27 @@ class RaftCore:
         # PROBE: resend the probe (recovers a lost probe).
         p.probe_sent = False
         self._send_append(pid)
+
+    def _send_match_heartbeat(self, pid: NodeId, p: Progress) -> bool:
+        """An empty AppendEntries at the peer's known match point (it never triggers a
+        spurious rejection) carrying the commit index; False if that point was compacted."""
+        log = self.log
+        prev_term = log.term_at(p.match_index)
+        if prev_term is None:
+            return False
+        self._send(
+            AppendEntries(
+                self.term,
+                self.id,
+                pid,
+                p.match_index,
+                prev_term,
+                (),
+                log.committed,
+                self.tick_count,
+            )
+        )
+        return True
 
     def _send_append(self, pid: NodeId) -> None:
         p = self.progress[pid]

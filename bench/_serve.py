@@ -9,6 +9,7 @@ Environment:
   RAFTLEASE_BENCH_TRACE=PATH     record per-request timing probes (bench/probes.py) into PATH
   RAFTLEASE_BENCH_CPROFILE=PATH  run the server under cProfile, stats written to PATH on exit
   RAFTLEASE_BENCH_WHATIF=A,B     apply what-if experiments (bench/whatif.py) first
+  RAFTLEASE_BENCH_LEASEWATCH=PATH  leader-lease lapses and ack delays (bench/leasewatch.py)
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def main(argv: list[str]) -> int:
         import whatif as wi  # bench/whatif.py
 
         wi.install([w.strip() for w in whatif.split(",")])
+
+    lease_watch = os.environ.get("RAFTLEASE_BENCH_LEASEWATCH")
+    if lease_watch:
+        import leasewatch  # bench/leasewatch.py
+
+        leasewatch.install(lease_watch)
 
     import raftlease.server
     from raftlease.cli import build_parser

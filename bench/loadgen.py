@@ -3,6 +3,7 @@
     python bench/loadgen.py w1 --target HOST:PORT --n 2000 --warmup 200
     python bench/loadgen.py w2 --target HOST:PORT --clients 16 --duration 10 --warmup 2
     python bench/loadgen.py keepalive --target HOST:PORT --leases 1000 --ttl-ms 10000
+    python bench/loadgen.py burst --target HOST:PORT --clients 16 --leases 10000 --ttl-ms 30000
 
 Each prints one JSON object on its last stdout line. ``keepalive`` first acquires the leases,
 prints ``READY {...}``, keeps every lease alive (renewal every ttl/3, spread evenly over the
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import heapq
 import json
 import os
 import signal
@@ -341,6 +344,130 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------- W7 burst
+async def _burst(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 15's shape: ``clients`` concurrent clients (one channel each) acquire ``leases``
+    distinct names (TTL ``ttl_ms``, no release) as fast as they can, while every lease
+    acquired so far is kept alive on ONE KeepAlive stream (in-band outcomes, each lease
+    renewed every ttl/3 from its grant). After the burst the stream goes on for ``hold_s``."""
+    loop = asyncio.get_running_loop()
+    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.clients)]
+    ka_channel = grpc.aio.insecure_channel(args.target)
+    for ch in (*channels, ka_channel):
+        await asyncio.wait_for(ch.channel_ready(), 10)
+    tag = uuid.uuid4().hex[:6]
+    period = args.ttl_ms / 1000.0 / 3.0
+    heap: list[tuple[float, int]] = []
+    wake = asyncio.Event()
+    nxt = 0
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    granted = 0
+    ka = {"sent": 0, "renewed": 0, "refused": 0, "late_ms": []}
+    outcomes: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def client(i: int) -> None:
+        nonlocal nxt, granted
+        stub = lease_pb2_grpc.LeaseStub(channels[i])
+        while nxt < args.leases:
+            k = nxt
+            nxt += 1
+            for _attempt in range(20):
+                try:
+                    t0 = loop.time()
+                    resp = await stub.Acquire(
+                        lease_pb2.AcquireRequest(
+                            name=f"burst-{tag}-{k}",
+                            holder=HOLDER,
+                            ttl_ms=args.ttl_ms,
+                            wait_ms=0,
+                            request_id=f"{tag}-{k}",
+                        ),
+                        timeout=5,
+                    )
+                except grpc.aio.AioRpcError as e:
+                    errors[e.code().name] = errors.get(e.code().name, 0) + 1
+                    await asyncio.sleep(0.01)
+                    continue
+                lat.append((loop.time() - t0) * 1000)
+                if resp.acquired:
+                    granted += 1
+                    if args.keepalive:
+                        heapq.heappush(heap, (loop.time() + period, resp.lease.lease_id))
+                        wake.set()
+                else:
+                    errors["not_acquired"] = errors.get("not_acquired", 0) + 1
+                break
+
+    async def writer(call: Any) -> None:
+        while not stop.is_set():
+            if not heap:
+                wake.clear()
+                await wake.wait()
+                continue
+            due, lid = heap[0]
+            delay = due - loop.time()
+            if delay > 0:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
+                continue
+            heapq.heappop(heap)
+            ka["late_ms"].append((loop.time() - due) * 1000)
+            await call.write(lease_pb2.KeepAliveRequest(lease_id=lid, inband_outcomes=True))
+            ka["sent"] += 1
+            heapq.heappush(heap, (due + period, lid))
+
+    async def reader(call: Any) -> None:
+        async for resp in call:
+            if resp.outcome == lease_pb2.KeepAliveResponse.OUTCOME_RENEWED:
+                ka["renewed"] += 1
+            else:
+                ka["refused"] += 1
+                name = lease_pb2.KeepAliveResponse.Outcome.Name(resp.outcome)
+                outcomes[name] = outcomes.get(name, 0) + 1
+
+    call = lease_pb2_grpc.LeaseStub(ka_channel).KeepAlive()
+    ka_tasks = [loop.create_task(writer(call)), loop.create_task(reader(call))]
+    cpu0 = _self_cpu()
+    t0 = loop.time()
+    await asyncio.gather(*(client(i) for i in range(args.clients)))
+    burst_s = loop.time() - t0
+    await asyncio.sleep(args.hold_s)
+    stop.set()
+    wake.set()
+    call.cancel()
+    for t in ka_tasks:
+        t.cancel()
+    res = await asyncio.gather(*ka_tasks, return_exceptions=True)
+    ka_error = [
+        repr(r)
+        for r in res
+        if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError)
+    ]
+    cpu = _self_cpu() - cpu0
+    for ch in (*channels, ka_channel):
+        await ch.close()
+    late = sorted(ka.pop("late_ms"))
+    lat.sort()
+    return {
+        "leases": args.leases,
+        "granted": granted,
+        "burst_s": burst_s,
+        "acquisitions_per_s": granted / burst_s if burst_s else 0.0,
+        "acquire_p50_ms": lat[len(lat) // 2] if lat else 0.0,
+        "acquire_p99_ms": lat[int(len(lat) * 0.99)] if lat else 0.0,
+        "errors": errors,
+        "keepalive": ka,
+        "keepalive_outcomes": outcomes,
+        "keepalive_error": ka_error,
+        "renewal_late_p99_ms": late[int(len(late) * 0.99)] if late else 0.0,
+        "client_cpu_s": cpu,
+        "wall_s": burst_s + args.hold_s,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -367,11 +494,20 @@ def main() -> None:
     a3.add_argument(
         "--mark-at", type=int, default=0, help="pause after this many acquisitions (MARK line)"
     )
+    a4 = sub.add_parser("burst")
+    a4.add_argument("--target", required=True)
+    a4.add_argument("--clients", type=int, default=16)
+    a4.add_argument("--leases", type=int, default=10_000)
+    a4.add_argument("--ttl-ms", type=int, default=30_000)
+    a4.add_argument("--hold-s", type=float, default=10.0)
+    a4.add_argument("--no-keepalive", dest="keepalive", action="store_false")
     args = ap.parse_args()
     if args.cmd == "w1":
         out = w1(args)
     elif args.cmd == "w2":
         out = asyncio.run(_w2(args))
+    elif args.cmd == "burst":
+        out = asyncio.run(_burst(args))
     else:
         out = asyncio.run(_keepalive(args))
     print(json.dumps(out), flush=True)

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --quick         # 1 run each, short windows (~2 min)
     .venv/bin/python bench/run.py --only w1,w2    # a subset
     .venv/bin/python bench/run.py --w7            # also the 10-minute stability run
+    .venv/bin/python bench/run.py --only w7b      # W7 burst: 10,000 acquisitions, lease lapses
     .venv/bin/python bench/run.py --profile       # py-spy profiles + W1 timeline, no table runs
                                                   # (combine with --only to run both)
 
@@ -26,6 +27,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -60,6 +62,8 @@ GOALS: dict[str, tuple[str, str, float, str]] = {
     "w6_leader_bytes_per_lease_kept_alive": ("B", "<=", 1024.0, ""),
     "w6_cpu_ratio_10k_over_1k": ("x", "<=", 10.0, ""),
     "w7_leader_changes": ("", "<=", 0.0, ""),
+    "w7b_leader_lease_lapses": ("", "<=", 0.0, ""),
+    "w7b_leader_changes": ("", "<=", 0.0, ""),
 }
 
 
@@ -591,6 +595,85 @@ def run_w7(o: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------- W7 burst
+def run_w7burst(o: argparse.Namespace) -> dict[str, Any]:
+    """Issue 15: 10,000 acquisitions (TTL 30 s) from 16 clients as fast as they go, every
+    lease kept alive on one KeepAlive stream, then 10 s more of that stream. Counts the
+    leader's lease lapses and its ack delays (bench/leasewatch.py, on every node) and the
+    leader changes (servers' logs)."""
+    leases = 2000 if o.quick else o.burst_leases
+    watch = Path(tempfile.mkdtemp(prefix="raftlease-leasewatch-"))
+    env_for = {
+        f"n{i}": {"RAFTLEASE_BENCH_LEASEWATCH": str(watch / f"n{i}.json")} for i in (1, 2, 3)
+    }
+    c, leader = fresh_cluster(env_for)
+    with c:
+        cpu0 = c.cpu_snapshot()
+        r = loadgen(
+            [
+                "burst",
+                "--target",
+                c.nodes[leader].address,
+                "--clients",
+                "16",
+                "--leases",
+                str(leases),
+                "--ttl-ms",
+                "30000",
+                "--hold-s",
+                str(o.burst_hold_s),
+            ],
+            600,
+        )
+        cpu1 = c.cpu_snapshot()
+        changes = len(c.leader_changes_in_logs()) - 1
+    # The nodes wrote their figures when they stopped (and every 2 s before).
+    figs = {}
+    for nid in c.nodes:
+        with contextlib.suppress(OSError, ValueError):
+            figs[nid] = json.loads((watch / f"{nid}.json").read_text())
+    shutil.rmtree(watch, ignore_errors=True)
+    lead = figs.get(leader, {})
+    lapses = sum(f.get("lapses", 0) for f in figs.values())
+    lapse_s = [x for f in figs.values() for x in f.get("lapse_s", [])]
+    ka = r["keepalive"]
+
+    def fig(series: str, q: str) -> float | None:
+        v = lead.get(series, {}).get(q)
+        return float(v) if v is not None else None
+
+    return {
+        "w7b_leader_lease_lapses": lapses,
+        "w7b_lapse_ms_total": 1000.0 * sum(lapse_s),
+        "w7b_lapse_ms_max": 1000.0 * max(lapse_s) if lapse_s else 0.0,
+        "w7b_leader_changes": changes,
+        "w7b_acquisitions_per_s": r["acquisitions_per_s"],
+        "w7b_burst_s": r["burst_s"],
+        "w7b_granted": r["granted"],
+        "w7b_acquire_p50_ms": r["acquire_p50_ms"],
+        "w7b_acquire_p99_ms": r["acquire_p99_ms"],
+        "w7b_errors": sum(r["errors"].values()),
+        "w7b_renewals_ok": ka["renewed"],
+        "w7b_renewals_refused": ka["refused"],
+        "w7b_ack_at_step_p50_ms": fig("ack_at_step_ms", "p50"),
+        "w7b_ack_at_step_p99_ms": fig("ack_at_step_ms", "p99"),
+        "w7b_ack_at_step_max_ms": fig("ack_at_step_ms", "max"),
+        "w7b_ack_at_receive_p99_ms": fig("ack_at_receive_ms", "p99"),
+        "w7b_send_lag_p99_ms": fig("send_lag_ms", "p99"),
+        "w7b_send_lag_max_ms": fig("send_lag_ms", "max"),
+        "w7b_ticks_replayed_p99": fig("ticks_replayed", "p99"),
+        "w7b_leader_loop_lag_p99_ms": fig("loop_lag_ms", "p99"),
+        "w7b_leader_loop_lag_max_ms": fig("loop_lag_ms", "max"),
+        "w7b_follower_turnaround_p99_ms": max(
+            (f.get("turnaround_ms", {}).get("p99", 0.0) for n, f in figs.items() if n != leader),
+            default=None,
+        ),
+        "w7b_leader_cpu_pct": 100.0 * (cpu1[leader] - cpu0[leader]) / r["wall_s"],
+        "w7b_client_cpu_pct": 100.0 * r["client_cpu_s"] / r["wall_s"],
+        "w7b_detail": {"loadgen": r, "leasewatch": figs},
+    }
+
+
 # ---------------------------------------------------------------------------------- profile
 def _thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread name (from /proc/PID/task/*/comm and psutil)."""
@@ -856,6 +939,8 @@ LABELS = {
     "w6_leader_bytes_per_lease_kept_alive": "W6 leader RSS per lease (10k, kept alive)",
     "w6_cpu_ratio_10k_over_1k": "W6 CPU 10k leases / CPU 1k leases (linear = 10)",
     "w7_leader_changes": "W7 leader changes in 10 min under W2 load",
+    "w7b_leader_lease_lapses": "W7 burst: leader-lease lapses (10k acquisitions, 16 clients)",
+    "w7b_leader_changes": "W7 burst: leader changes",
 }
 
 
@@ -903,7 +988,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 run each, short windows")
     ap.add_argument("--runs", type=int, default=None, help="runs per workload (default 3)")
-    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,w5,w6")
+    ap.add_argument("--only", default="", help="comma list of w1,w2,w3,w4,w5,w6,w7b")
+    ap.add_argument("--burst-leases", type=int, default=10_000, help="W7 burst: acquisitions")
+    ap.add_argument("--burst-hold-s", type=float, default=10.0, help="W7 burst: keepalive after")
     ap.add_argument("--w7", action="store_true", help="also the 10-minute stability run (W7)")
     ap.add_argument("--w7-seconds", type=float, default=600.0)
     ap.add_argument("--w4-trials", type=int, default=0)
@@ -947,6 +1034,8 @@ def main() -> None:
         selected: list[str] = []
     else:
         selected = [w for w in ("w1", "w2", "w3", "w4", "w5", "w6") if not only or w in only]
+        if "w7b" in only:  # opt-in, like W7
+            selected.append("w7b")
     if "w7" in only:
         o.w7 = True
     ts = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -964,6 +1053,7 @@ def main() -> None:
         "w4": run_w4,
         "w5": run_w5,
         "w6": lambda o: run_keepalive(o, 10_000, "w6"),
+        "w7b": run_w7burst,
     }
     t_all = time.monotonic()
     for w in selected:

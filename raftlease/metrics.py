@@ -48,6 +48,8 @@ FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 # Time a lease had left when its renewal landed. Clients renew every ttl/3, so a healthy holder
 # lands with about 2/3 of its TTL left; `raftlease run` stops its command at ttl/3 left.
 MARGIN_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 300.0)
+# How long a leader lease was out before a quorum answer renewed it (or the leader stepped down).
+LAPSE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MARGIN_RATIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 READ_TIMEOUT_S = 5.0
@@ -72,6 +74,7 @@ class NodeMetrics(NodeObserver):
         self.elections_won = 0
         self.lease_counts: dict[str, int] = {"acquired": 0, "released": 0, "expired": 0}
         self.renewals = 0
+        self.lease_lapses = 0
         self.heartbeats_sent: dict[NodeId, int] = dict.fromkeys(self.peers, 0)
         self.heartbeat_responses: dict[NodeId, int] = dict.fromkeys(self.peers, 0)
         self.heartbeat_missed: dict[NodeId, int] = dict.fromkeys(self.peers, 0)
@@ -101,6 +104,12 @@ class NodeMetrics(NodeObserver):
             "raftlease_renew_margin_ratio",
             "Fraction of its TTL a lease had left when a renewal of it was served.",
             buckets=MARGIN_RATIO_BUCKETS,
+            registry=reg,
+        )
+        self.lease_lapse_seconds = Histogram(
+            "raftlease_leader_lease_lapse_seconds",
+            "How long each leader-lease lapse lasted (an upper bound: until the loop saw it).",
+            buckets=LAPSE_BUCKETS,
             registry=reg,
         )
         reg.register(_NodeCollector(self))
@@ -173,6 +182,10 @@ class NodeMetrics(NodeObserver):
 
     def on_lease_event(self, kind: EventKind) -> None:
         self.lease_counts[kind] = self.lease_counts.get(kind, 0) + 1
+
+    def on_lease_lapse(self, seconds: float) -> None:
+        self.lease_lapses += 1
+        self.lease_lapse_seconds.observe(seconds)
 
     # -- exposition -----------------------------------------------------------------------------
 
@@ -277,6 +290,12 @@ class _NodeCollector:
             m.elections_started,
         )
         yield _counter("raftlease_elections_won", "Elections this node won.", m.elections_won)
+        yield _counter(
+            "raftlease_leader_lease_lapses",
+            "Times this node's leader lease ran out while it led, before a quorum answer "
+            "renewed it (renewals and reads answered RETRY meanwhile).",
+            m.lease_lapses,
+        )
         yield _per_peer_counter(
             "raftlease_heartbeats_sent",
             "Empty AppendEntries (heartbeats) this node sent as leader, per peer.",

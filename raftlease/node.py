@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import random
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -78,6 +80,15 @@ class Node:
         )
         self._saved_vote = (loaded.hard_state.term, loaded.hard_state.voted_for)
         self._last_snapshot_index = self.core.applied_index
+        # Nodes snapshot at different indexes: 0-7 64ths of snapshot_entries later, fixed per
+        # node id. A snapshot of 10,000 leases held a node's loop for 56-345 ms on the
+        # project's 2-vCPU VM, and both followers doing it at the same index left the leader
+        # with no answers to count: its lease lapsed, and a follower stalled past its election
+        # timeout campaigned (issue 15, docs/benchmarks.md). A hash can still give two ids
+        # the same slot: this spreads, it does not ensure.
+        slot = zlib.crc32(cfg.node_id.encode()) % 8
+        self._snapshot_offset = slot * (cfg.snapshot_entries // 64)
+        self._compaction: concurrent.futures.Future[None] | None = None
         self.tick_s = cfg.tick_s
         self._t0 = clock.monotonic()
         self._ticks_done = 0
@@ -109,6 +120,10 @@ class Node:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
         self.leader_changes = 0
+        # Leader-lease lapses: the lease ran out while this node led (no quorum answer to a
+        # message sent in the last lease_ticks was stepped in time); see _watch_lease.
+        self.lease_lapses = 0
+        self._lease_until = -math.inf  # the last deadline seen while the lease was valid
         self.observer: NodeObserver = NOOP_OBSERVER  # metrics (raftlease/observe.py)
 
     def _tick_time(self, k: int) -> float:
@@ -342,7 +357,11 @@ class Node:
                     core.step(inbox.popleft())
                 self._run_ops()
                 svc.after_step()
-                svc.tick(self.clock.monotonic())
+                now = self.clock.monotonic()
+                until = self._lease_until
+                if svc.lease_deadline != until or now >= until > -math.inf:
+                    self._watch_lease(now)  # counts lapses only
+                svc.tick(now)
                 self._deliver_replies()
                 if core.has_ready():
                     rd = core.ready()
@@ -382,6 +401,32 @@ class Node:
                 if not op.fut.done():
                     op.fut.set_exception(NotLeader("node stopped", None))
             self._executor.shutdown(wait=True)
+            pending = self._compaction
+            if pending is not None and pending.exception() is not None:
+                log.error("%s: storing a snapshot failed: %s", self.id, pending.exception())
+
+    def _watch_lease(self, now: float) -> None:
+        """Count a leader-lease lapse: the deadline last seen valid passed before a newer
+        quorum answer moved it (or before the node stopped leading). Called after each
+        ``after_step`` whose deadline differs from the last one seen, or has passed. Counts
+        only; the lease itself is decided by the service, from the core's ticks."""
+        until = self._lease_until
+        deadline = self.service.lease_deadline
+        if until > -math.inf and now >= until and deadline != until:
+            # The lease was out from ``until`` until now (at most: the loop saw it now).
+            self.lease_lapses += 1
+            self.observer.on_lease_lapse(now - until)
+            log.info(
+                "%s: leader lease lapsed for up to %.0f ms (no quorum answer in time)",
+                self.id,
+                (now - until) * 1000,
+            )
+        if deadline > now:
+            self._lease_until = deadline
+        elif now >= until and deadline == until:
+            return  # lapsed and not counted yet: counted when the deadline moves
+        else:
+            self._lease_until = -math.inf  # gave the lease up before it ran out (step-down)
 
     def _step_answers_first(self) -> None:
         inbox = self._inbox
@@ -538,13 +583,24 @@ class Node:
             log.info("%s follows leader %s at term %d", self.id, soft.leader_id, soft.term)
 
     def _maybe_snapshot(self) -> None:
+        pending = self._compaction
+        if pending is not None:
+            if not pending.done():
+                return
+            self._compaction = None
+            pending.result()  # a StorageError ends the loop: the node must exit
         svc = self.service
-        if svc.applied_index - self._last_snapshot_index < self.cfg.snapshot_entries:
+        due = self.cfg.snapshot_entries + self._snapshot_offset
+        if svc.applied_index - self._last_snapshot_index < due:
             return
         index = svc.applied_index
         snap = self.core.compact(index, svc.table.snapshot())
         self._last_snapshot_index = index
-        self.storage.compact(snap)  # rare; a short synchronous write is acceptable here
+        # Storing it (drop the compacted entries, write the table, fsync) runs on the fsync
+        # thread, which keeps it before every later save (they wait for it); the loop
+        # goes on stepping, so heartbeats are answered (they need no save) meanwhile. Until
+        # it is stored, the log on disk still holds every entry: a crash loses nothing.
+        self._compaction = self._executor.submit(self.storage.compact, snap)
         log.info("%s: snapshot at index %d (%d leases)", self.id, index, len(svc.table))
 
     # ------------------------------------------------------------------ what servers read

@@ -6,9 +6,9 @@ Prometheus counters and histograms; nothing here imports prometheus_client. Faul
 (raftlease/testing/faults.py) wraps it to hit a failpoint between commit and apply.
 
 Only *events* come through here (a role change, an fsync, a proposal applied, a renewal, a
-lease event, a batch of outgoing messages, committed entries about to be applied). Levels
-(term, indexes, leases held, peer status) are read from the node when metrics are scraped, not
-pushed on every change.
+lease event, a leader-lease lapse, a batch of outgoing messages, committed entries about to be
+applied). Levels (term, indexes, leases held, peer status) are read from the node when metrics
+are scraped, not pushed on every change.
 
 Every method is called on the node's event loop, except :meth:`NodeObserver.on_save`, which
 runs in the node's fsync thread. A method must be cheap and must not raise.
@@ -55,6 +55,10 @@ class NodeObserver:
 
     def on_lease_event(self, kind: EventKind) -> None:
         """A lease was acquired, released or expired (applied on this node)."""
+
+    def on_lease_lapse(self, seconds: float) -> None:
+        """This leader's leader lease ran out before a quorum answer renewed it (or before
+        it stopped leading); it was out for at most ``seconds`` (until the loop saw it)."""
 
 
 NOOP_OBSERVER = NodeObserver()

@@ -3,6 +3,7 @@
     .venv/bin/python bench/keepalive_hub.py                          # 1,000 leases, 30 s, both
     .venv/bin/python bench/keepalive_hub.py --leases 10000 --modes hub
     .venv/bin/python bench/keepalive_hub.py --json-out bench/results/keepalive_hub.json
+    .venv/bin/python bench/keepalive_hub.py --leases 10000 --clients 10 --modes hub
 
 A fresh local 3-node cluster (real ``raftlease serve`` processes, LocalCluster). Per mode, one
 ``LeaseClient`` acquires ``--leases`` leases (TTL ``--ttl``, acquired concurrently by a
@@ -10,15 +11,19 @@ temporary pool of threads that is gone before the measurement), holds them for `
 seconds, then releases them. Modes:
 
 - ``hub``: the shipped client: one keepalive thread per client, one KeepAlive stream per
-  node, renewals batched (raftlease/client/_hub.py).
-- ``per-lease``: what the client did before: one thread per lease, each driving the same
+  node, renewals batched, many leases per message (raftlease/client/_hub.py).
+  ``--clients N``: N such clients in this process, ``--leases`` each (holder ``bench-I``).
+- ``hub-single``: the hub as it was before batches: one lease per KeepAliveRequest message
+  (``KeepaliveMessages.requests`` patched to write unbatched).
+- ``per-lease``: what the client did before the hub: one thread per lease, each driving the same
   ``KeepaliveMachine`` with unary ``Renew`` calls (the old ``Lease._keepalive_loop``,
   reproduced here).
 
 Measured over the hold window only: the client process's threads (``threading.active_count``
 at the middle of the window), its CPU seconds (``time.process_time``) and CPU share, the
 leader's CPU seconds (``/proc/PID/stat``, Linux), renewals answered (RENEWED) and sent,
-write bursts (hub), and leases lost (must be 0; the exit status is 1 otherwise).
+write bursts and KeepAliveRequest messages (hub), and leases lost (must be 0; the exit
+status is 1 otherwise).
 
 Prints one JSON object, then a table.
 """
@@ -43,7 +48,7 @@ import grpc
 from raftlease import clock as _clock
 from raftlease.client import Lease, LeaseClient
 from raftlease.client._protocol import Lost, SendRenew, Sleep, Stopped
-from raftlease.client._rpc import renew_answer, renew_request, rpc_failure
+from raftlease.client._rpc import KeepaliveMessages, renew_answer, renew_request, rpc_failure
 from raftlease.testing.local import LocalCluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,14 +116,38 @@ class _PerLease:
 
 
 _ORIGINAL_START = Lease._start
+_ORIGINAL_REQUESTS = KeepaliveMessages.requests
 
 
-def run_mode(cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float) -> dict[str, Any]:
+def _unbatched_requests(
+    self: KeepaliveMessages, lease_ids: Any, health: Any, *, batched: bool
+) -> Any:
+    return _ORIGINAL_REQUESTS(self, lease_ids, health, batched=False)
+
+
+def _hub_totals(clients: list[LeaseClient]) -> tuple[int, int, int, int]:
+    """(renewed, renewals sent, write bursts, messages) over every client's hub."""
+    hubs = [c._keepalives.hub.stats for c in clients]
+    return (
+        sum(h.renewed for h in hubs),
+        sum(h.renewals_sent for h in hubs),
+        sum(h.writes for h in hubs),
+        sum(h.messages for h in hubs),
+    )
+
+
+def run_mode(
+    cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float, n_clients: int = 1
+) -> dict[str, Any]:
     threads_idle = threading.active_count()
     per_lease = _PerLease() if mode == "per-lease" else None
-    client = LeaseClient(cluster.endpoints, timeout=10.0)
+    if per_lease is not None and n_clients != 1:
+        raise SystemExit("--clients applies to the hub mode only")
+    clients = [LeaseClient(cluster.endpoints, timeout=10.0) for _ in range(n_clients)]
     if per_lease is not None:  # the client's leases start per-lease threads, not the hub
         Lease._start = lambda self: per_lease.start(self)  # type: ignore[method-assign]
+    if mode == "hub-single":
+        KeepaliveMessages.requests = _unbatched_requests  # type: ignore[method-assign]
     lost: list[str] = []
     prefix = f"{mode}-{os.getpid()}-"
     t0 = time.monotonic()
@@ -126,15 +155,19 @@ def run_mode(cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float) 
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
         futures = [
             pool.submit(
-                client.acquire, f"{prefix}{i}", ttl=ttl, on_lost=lambda le: lost.append(le.name)
+                c.acquire,
+                f"{prefix}{k}-{i}",
+                ttl=ttl,
+                holder=f"bench-{k}",
+                on_lost=lambda le: lost.append(le.name),
             )
             for i in range(n)
+            for k, c in enumerate(clients)
         ]
         leases = [f.result() for f in futures]
     acquire_s = time.monotonic() - t0
     time.sleep(min(2.0, ttl / 3))  # let the first renewals spread as they will
-    hub = client._keepalives.hub
-    stats0 = (hub.stats.renewed, hub.stats.renewals_sent, hub.stats.writes)
+    stats0 = _hub_totals(clients)
     pl0 = (per_lease.renewed, per_lease.sent) if per_lease else (0, 0)
     leader = cluster.wait_leader(10.0)
     leader_pid = cluster.nodes[leader].pid
@@ -145,26 +178,30 @@ def run_mode(cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float) 
     time.sleep(hold / 2)
     cpu1, w1 = time.process_time(), time.monotonic()
     srv1 = _proc_cpu(leader_pid)
+    messages: int | None = None
     if per_lease is not None:
         renewed, sent, writes = per_lease.renewed - pl0[0], per_lease.sent - pl0[1], None
     else:
-        renewed = hub.stats.renewed - stats0[0]
-        sent = hub.stats.renewals_sent - stats0[1]
-        writes = hub.stats.writes - stats0[2]
+        stats1 = _hub_totals(clients)
+        renewed, sent, writes, messages = (b - a for a, b in zip(stats0, stats1, strict=True))
     invalid = sum(1 for lease in leases if not lease.is_valid())
-    streams = len(hub.targets())
+    streams = sum(len(c._keepalives.hub.targets()) for c in clients)
+    unbatched = sum(c._keepalives.hub.stats.unbatched for c in clients)
     if per_lease is not None:
         per_lease.stop.set()
     t_rel = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
         list(pool.map(lambda le: le.release(), leases))
     release_s = time.monotonic() - t_rel
-    client.close()
+    for c in clients:
+        c.close()
     Lease._start = _ORIGINAL_START  # type: ignore[method-assign]
+    KeepaliveMessages.requests = _ORIGINAL_REQUESTS  # type: ignore[method-assign]
     window = w1 - w0
     return {
         "mode": mode,
-        "leases": n,
+        "clients": n_clients,
+        "leases": n * n_clients,
         "ttl_s": ttl,
         "hold_s": round(window, 2),
         "acquire_s": round(acquire_s, 2),
@@ -177,8 +214,11 @@ def run_mode(cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float) 
         "renewals_answered": renewed,
         "renewals_sent": sent,
         "renewals_per_s": round(renewed / window, 1),
-        "expected_per_s": round(n / (ttl / 3), 1),
+        "expected_per_s": round(n * n_clients / (ttl / 3), 1),
         "write_bursts": writes,
+        "messages": messages,
+        "renewals_per_message": round(sent / messages, 1) if messages else None,
+        "batches_unbatched": unbatched if per_lease is None else None,
         "keepalive_streams": streams if per_lease is None else 0,
         "leases_lost": len(lost),
         "leases_invalid_at_end": invalid,
@@ -187,10 +227,13 @@ def run_mode(cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--leases", type=int, default=1000)
+    parser.add_argument("--leases", type=int, default=1000, help="per client")
+    parser.add_argument("--clients", type=int, default=1, help="hub mode: clients in this process")
     parser.add_argument("--ttl", type=float, default=10.0)
     parser.add_argument("--hold", type=float, default=30.0)
-    parser.add_argument("--modes", default="per-lease,hub", help="per-lease,hub (in that order)")
+    parser.add_argument(
+        "--modes", default="per-lease,hub", help="per-lease,hub-single,hub (in that order)"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
     rows = []
@@ -200,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster.start_all()
             cluster.wait_leader(20.0)
             for mode in args.modes.split(","):
-                rows.append(run_mode(cluster, mode.strip(), args.leases, args.ttl, args.hold))
+                rows.append(
+                    run_mode(cluster, mode.strip(), args.leases, args.ttl, args.hold, args.clients)
+                )
     result = {"benchmark": "keepalive_hub", "cpus": os.cpu_count(), "rows": rows}
     print(json.dumps(result, indent=2))
     if args.json_out:
@@ -208,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     cols = [
         ("mode", "mode"),
+        ("clients", "clients"),
         ("leases", "leases"),
         ("threads_holding", "threads"),
         ("keepalive_streams", "streams"),
@@ -218,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         ("renewals_per_s", "renewed/s"),
         ("expected_per_s", "n/(ttl/3)"),
         ("write_bursts", "bursts"),
+        ("messages", "messages"),
         ("leases_lost", "lost"),
     ]
     print()

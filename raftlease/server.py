@@ -359,6 +359,10 @@ class HealthServicer(health.aio.HealthServicer):
 
 _OUTCOME = lease_pb2.KeepAliveResponse
 
+#: The most renewals one KeepAliveRequest may carry in ``items`` (a batch); more ends the
+#: stream INVALID_ARGUMENT naming this bound (protos/raftlease/v1/lease.proto).
+MAX_KEEPALIVE_ITEMS = 1000
+
 
 class _Refusal:
     """Why one renewal failed: its in-band outcome, and the status that ends the call when
@@ -544,6 +548,9 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
         give_back = await self._slot(self.streams, context)
         try:
             async for req in request_iterator:
+                if req.items:
+                    yield await self._keepalive_batch(req, context)
+                    continue
                 if not req.inband_outcomes:
                     # What a client from before in-band outcomes expects: any failure ends
                     # the stream with its status code (for every lease renewed on it).
@@ -568,6 +575,57 @@ class LeaseServicer(lease_pb2_grpc.LeaseServicer):
                 )
         finally:
             give_back()
+
+    async def _keepalive_batch(
+        self, req: lease_pb2.KeepAliveRequest, context: Ctx
+    ) -> lease_pb2.KeepAliveResponse:
+        """One KeepAliveRequest with ``items``: every item renewed (or refused) in one pass
+        and answered, in order, in one response's ``items``. A broken bound ends the call
+        INVALID_ARGUMENT before anything is renewed.
+
+        The pass is synchronous (nothing awaited between the first item and the last), and
+        each item is a full renewal: ``node.renew`` checks the leader lease at its own clock
+        reading, so a leader lease that lapses during a long batch answers the remaining
+        items RETRY; no item relies on a check made for another."""
+        items = req.items
+        if not req.inband_outcomes:
+            await self._invalid(
+                context,
+                "a KeepAliveRequest with items (a batch) needs inband_outcomes = true: each "
+                "item's failure is answered in its response item; nothing was renewed",
+            )
+        if len(items) > MAX_KEEPALIVE_ITEMS:
+            await self._invalid(
+                context,
+                f"a KeepAliveRequest carries at most {MAX_KEEPALIVE_ITEMS} items, got "
+                f"{len(items)}: split the batch; nothing was renewed",
+            )
+        if req.lease_id and req.lease_id != items[0].lease_id:
+            await self._invalid(
+                context,
+                f"a KeepAliveRequest with items must have lease_id 0 or items[0].lease_id "
+                f"({items[0].lease_id}), got {req.lease_id}; nothing was renewed",
+            )
+        resp = lease_pb2.KeepAliveResponse()
+        add = resp.items.add
+        renewed = _OUTCOME.OUTCOME_RENEWED
+        for item in items:
+            result = self._try_renew(item.lease_id, item.health)
+            if isinstance(result, _Refusal):
+                add(
+                    lease_id=item.lease_id,
+                    outcome=result.outcome,
+                    message=result.message,
+                    leader_hint=result.leader_hint,
+                )
+            else:
+                add(
+                    lease_id=result.lease_id,
+                    ttl_ms=result.ttl_ms,
+                    fencing_token=result.fencing_token,
+                    outcome=renewed,
+                )
+        return resp
 
     async def Release(
         self, request: lease_pb2.ReleaseRequest, context: Ctx

@@ -80,13 +80,16 @@ def batch_ahead(ttl: float) -> float:
 # ---------------------------------------------------------------------------------- effects
 @dataclass(frozen=True, slots=True)
 class StreamWrite:
-    """Write one ``KeepAliveRequest`` per lease of ``lease_ids`` (in that order) on the
-    KeepAlive stream ``call`` to ``target``; open that stream first when ``opens``."""
+    """Write the renewals of ``lease_ids`` (in that order) on the KeepAlive stream ``call``
+    to ``target``; open that stream first when ``opens``. ``batched``: as few messages as the
+    bounds allow, many leases per message (``items``); else one ``KeepAliveRequest`` per
+    lease (a server that ignores ``items``)."""
 
     call: int
     target: str
     lease_ids: tuple[int, ...]
     opens: bool
+    batched: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,8 @@ class HubStats:
     answers: int = 0
     renewed: int = 0
     writes: int = 0  # StreamWrite bursts
+    messages: int = 0  # KeepAliveRequest messages written (counted by the driver)
+    unbatched: int = 0  # batches a server answered as a plain request (it ignores items)
     streams_opened: int = 0
     streams_failed: int = 0
     unary_sent: int = 0
@@ -157,6 +162,7 @@ class _Call:
     """One KeepAlive stream (or one unary Renew) to ``target``."""
 
     __slots__ = (
+        "batched",
         "id",
         "idle_after",
         "in_flight",
@@ -172,6 +178,7 @@ class _Call:
         self.id = call_id
         self.target = target
         self.unary = unary
+        self.batched = not unary  # many leases per message, until the server ignores items
         self.pending: dict[int, int] = {}  # lease id -> renewals in flight on this call
         self.in_flight = 0
         self.progress_at = -math.inf  # the last answer, or the write that ended an idle spell
@@ -200,7 +207,8 @@ class KeepaliveHub:
     - Feed back :meth:`on_answer` for each stream answer or unary Renew answer,
       :meth:`on_call_failed` when a stream ends (however: status, broken connection, clean
       end) or a unary Renew fails, :meth:`on_unsupported` when a stream is answered
-      UNIMPLEMENTED. Events for a call the hub closed or forgot are ignored.
+      UNIMPLEMENTED, :meth:`on_unbatched` when a batch was answered as a plain request.
+      Events for a call the hub closed or forgot are ignored.
     """
 
     def __init__(self) -> None:
@@ -309,6 +317,32 @@ class KeepaliveHub:
         if not call.unary:
             self.stats.streams_failed += 1
         self._fail_call(call, now, failure)
+
+    def on_unbatched(self, now: float, call_id: int, lease_ids: tuple[int, ...]) -> None:
+        """A batch on the stream ``call_id`` was answered as a plain request (its first lease
+        only): the server ignores ``items``. The other leases of that batch (``lease_ids``)
+        are written again on the same stream, one per message, at the next poll; they stay
+        in flight with their ORIGINAL send times (validity counts from then: earlier than
+        the renewal can happen, so never later than the truth). The stream is written
+        unbatched from now on."""
+        call = self._calls.get(call_id)
+        if call is None or call.unary:
+            return
+        call.batched = False
+        call.progress_at = now  # it answered
+        self.stats.unbatched += 1
+        again = []
+        for lease_id in lease_ids:
+            entry = self._leases.get(lease_id)
+            if entry is None or not entry.awaiting or not call.pending.get(lease_id):
+                continue
+            again.append(lease_id)
+        if again:
+            self._step.writes.append(
+                StreamWrite(call.id, call.target, tuple(again), opens=False, batched=False)
+            )
+            self.stats.writes += 1
+            self.stats.renewals_sent += len(again)
 
     def on_unsupported(self, now: float, call_id: int) -> None:
         """The stream ``call_id`` was answered UNIMPLEMENTED: its target gets unary Renews
@@ -474,7 +508,7 @@ class KeepaliveHub:
         for call_id, lease_ids in batches.items():
             call = self._calls[call_id]
             self._step.writes.append(
-                StreamWrite(call_id, call.target, tuple(lease_ids), call_id in opened)
+                StreamWrite(call_id, call.target, tuple(lease_ids), call_id in opened, call.batched)
             )
             self.stats.writes += 1
             self.stats.renewals_sent += len(lease_ids)

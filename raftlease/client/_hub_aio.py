@@ -24,7 +24,7 @@ from raftlease import clock as _clock
 from raftlease.client._hub import HubStep, KeepaliveHub
 from raftlease.client._retry import Failure
 from raftlease.client._rpc import (
-    keepalive_request,
+    KeepaliveMessages,
     renew_answer,
     renew_request,
     rpc_code,
@@ -58,6 +58,7 @@ class _Stream:
     ) -> None:
         self.call_id = call_id
         self.target = target
+        self.messages = KeepaliveMessages()  # the hub thread's / task's
         self._post = post
         self._cancelled = False
         self._requests: asyncio.Queue[list[lease_pb2.KeepAliveRequest] | None] = asyncio.Queue()
@@ -201,7 +202,18 @@ class AsyncKeepalives:
         kind = event[0]
         if kind == "answer":
             _, call_id, resp = event
-            hub.on_answer(now, call_id, resp.lease_id, renew_answer(resp))
+            stream = self._calls.get(call_id)
+            if not isinstance(stream, _Stream):
+                return True  # a stream we closed
+            answers, rest = stream.messages.answers(resp)
+            for lease_id, answer in answers:
+                hub.on_answer(now, call_id, lease_id, renew_answer(answer))
+            if rest:
+                log.info(
+                    "raftlease: %s ignores batched keepalives: one lease per message",
+                    stream.target,
+                )
+                hub.on_unbatched(now, call_id, rest)
         elif kind == "ended":
             _, call_id, err = event
             self._calls.pop(call_id, None)
@@ -238,6 +250,9 @@ class AsyncKeepalives:
             return False
         return True
 
+    def _health_of(self, lease_id: int) -> dict[str, str]:
+        return self._leases[lease_id]._health
+
     def _carry_out(self, step: HubStep) -> None:
         lost: list[AsyncLease] = []
         for ended in step.ended:  # first every lost lease is marked and signalled ...
@@ -259,8 +274,11 @@ class AsyncKeepalives:
                 self._calls[write.call] = stream
                 self._targets[write.call] = write.target
             assert isinstance(stream, _Stream)
-            leases = self._leases
-            stream.write([keepalive_request(lid, leases[lid]._health) for lid in write.lease_ids])
+            requests = stream.messages.requests(
+                write.lease_ids, self._health_of, batched=write.batched
+            )
+            self.hub.stats.messages += len(requests)
+            stream.write(requests)
         loop = asyncio.get_running_loop()
         for unary in step.unary:
             request = renew_request(unary.lease_id, self._leases[unary.lease_id]._health)

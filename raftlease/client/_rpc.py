@@ -5,6 +5,7 @@ sans-I/O protocol (``_protocol.py``: :class:`Failure`, :class:`RenewAnswer`, the
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -29,8 +30,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNEL_OPTIONS",
+    "KEEPALIVE_BATCH_BYTES",
+    "KEEPALIVE_BATCH_ITEMS",
     "LEADER_METADATA_KEY",
     "RETRIABLE_CODES",
+    "KeepaliveMessages",
     "acquire_request",
     "describe_rpc_error",
     "feed_acquire_response",
@@ -173,6 +177,105 @@ def keepalive_request(lease_id: int, health: Mapping[str, str]) -> lease_pb2.Kee
     """One renewal on the keepalive hub's KeepAlive stream, with in-band outcomes (one
     lease's failure leaves the stream open for the others)."""
     return lease_pb2.KeepAliveRequest(lease_id=lease_id, health=dict(health), inband_outcomes=True)
+
+
+#: At most this many renewals in one KeepAliveRequest (the server's bound on ``items``:
+#: ``raftlease.server.MAX_KEEPALIVE_ITEMS``; tests/client/test_hub.py keeps the two equal) ...
+KEEPALIVE_BATCH_ITEMS = 1000
+#: ... and about this many bytes: a 16th of the servers' default --max-request-bytes (1 MiB),
+#: and still 1,000 items of leases with small health payloads.
+KEEPALIVE_BATCH_BYTES = 64 * 1024
+_ITEM_OVERHEAD = 16  # bytes per item besides its health payload (tags, lengths, lease id)
+_ENTRY_OVERHEAD = 8  # bytes per health entry besides its key and value
+
+
+def _item_bytes(health: Mapping[str, str]) -> int:
+    n = _ITEM_OVERHEAD
+    for k, v in health.items():
+        n += _ENTRY_OVERHEAD + len(k.encode()) + len(v.encode())
+    return n
+
+
+class KeepaliveMessages:
+    """The ``KeepAliveRequest`` messages written on one KeepAlive stream, and the matching of
+    its answers to them (a server answers a stream's requests in order, one response each).
+    Pure: the hub drivers (``_hub_sync.py``, ``_hub_aio.py``) keep one per stream.
+
+    - :meth:`requests`: the renewals of one :class:`~raftlease.client._hub.StreamWrite`. Batched:
+      as few messages as the bounds allow (:data:`KEEPALIVE_BATCH_ITEMS` items, about
+      :data:`KEEPALIVE_BATCH_BYTES`), each a batch (``items``) whose top-level ``lease_id`` and
+      ``health`` are its first item's; a message of one lease is a plain request. Not batched:
+      one plain request per lease.
+    - :meth:`answers`: one response, as (lease id, answer) pairs, plus the lease ids of a batch
+      the server did not answer: a response without ``items`` to a batch comes from a server
+      that ignores ``items`` (from before them); it renewed the top-level lease only, and the
+      others are to be sent again one per request (``KeepaliveHub.on_unbatched``).
+    """
+
+    __slots__ = ("_sent",)
+
+    def __init__(self) -> None:
+        # per message written, oldest first: a batch's lease ids, or None for a plain request
+        self._sent: deque[tuple[int, ...] | None] = deque()
+
+    def requests(
+        self,
+        lease_ids: Sequence[int],
+        health: Callable[[int], Mapping[str, str]],
+        *,
+        batched: bool,
+    ) -> list[lease_pb2.KeepAliveRequest]:
+        out: list[lease_pb2.KeepAliveRequest] = []
+        sent = self._sent
+        if not batched or len(lease_ids) == 1:
+            for lid in lease_ids:
+                out.append(keepalive_request(lid, health(lid)))
+                sent.append(None)
+            return out
+        groups: list[tuple[lease_pb2.KeepAliveRequest, list[int]]] = []
+        size = KEEPALIVE_BATCH_BYTES
+        for lid in lease_ids:
+            h = health(lid)
+            n = _item_bytes(h) if h else _ITEM_OVERHEAD
+            if (
+                not groups
+                or len(groups[-1][1]) >= KEEPALIVE_BATCH_ITEMS
+                or size + n > (KEEPALIVE_BATCH_BYTES)
+            ):
+                req = lease_pb2.KeepAliveRequest(lease_id=lid, health=h, inband_outcomes=True)
+                groups.append((req, []))
+                size = n
+            req, ids = groups[-1]
+            req.items.add(lease_id=lid, health=h)
+            ids.append(lid)
+            size += n
+        for req, ids in groups:
+            if len(ids) == 1:  # alone in its message: a plain request
+                del req.items[:]
+                sent.append(None)
+            else:
+                sent.append(tuple(ids))
+            out.append(req)
+        return out
+
+    def answers(
+        self, resp: lease_pb2.KeepAliveResponse
+    ) -> tuple[list[tuple[int, lease_pb2.KeepAliveResponse]], tuple[int, ...]]:
+        head = self._sent.popleft() if self._sent else None
+        if resp.items:  # a batch's answer: one per item
+            return [(a.lease_id, a) for a in resp.items], ()
+        answered = [(resp.lease_id, resp)]
+        if head is None:
+            return answered, ()
+        # A batch answered like a plain request: the server ignores ``items``.
+        rest = list(head)
+        if resp.lease_id in rest:
+            rest.remove(resp.lease_id)
+        return answered, tuple(rest)
+
+    def __len__(self) -> int:
+        """Messages written and not answered yet."""
+        return len(self._sent)
 
 
 def renew_answer(resp: lease_pb2.RenewResponse | lease_pb2.KeepAliveResponse) -> RenewAnswer:

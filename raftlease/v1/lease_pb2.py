@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18raftlease/v1/lease.proto\x12\x0craftlease.v1\"\xee\x02\n\tLeaseInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\x04\x12\x15\n\rfencing_token\x18\x03 \x01(\x04\x12\x0e\n\x06holder\x18\x04 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x05 \x01(\x04\x12\x37\n\x08metadata\x18\x06 \x03(\x0b\x32%.raftlease.v1.LeaseInfo.MetadataEntry\x12\x33\n\x06health\x18\x07 \x03(\x0b\x32#.raftlease.v1.LeaseInfo.HealthEntry\x12\x14\n\x0cremaining_ms\x18\x08 \x01(\x04\x12\x0f\n\x07waiters\x18\t \x01(\r\x12\x15\n\rgranted_index\x18\n \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x0e\x41\x63quireRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x04 \x01(\x04\x12<\n\x08metadata\x18\x05 \x03(\x0b\x32*.raftlease.v1.AcquireRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x0f\x41\x63quireResponse\x12\x10\n\x08\x61\x63quired\x18\x01 \x01(\x08\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\x12(\n\x07\x63urrent\x18\x03 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\"\xa8\x01\n\x10KeepAliveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12:\n\x06health\x18\x02 \x03(\x0b\x32*.raftlease.v1.KeepAliveRequest.HealthEntry\x12\x17\n\x0finband_outcomes\x18\x03 \x01(\x08\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbd\x02\n\x11KeepAliveResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x04\x12\x15\n\rfencing_token\x18\x03 \x01(\x04\x12\x38\n\x07outcome\x18\x04 \x01(\x0e\x32\'.raftlease.v1.KeepAliveResponse.Outcome\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x13\n\x0bleader_hint\x18\x06 \x01(\t\"\x8e\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_RENEWED\x10\x01\x12\x15\n\x11OUTCOME_NOT_FOUND\x10\x02\x12\x11\n\rOUTCOME_RETRY\x10\x03\x12\x16\n\x12OUTCOME_NOT_LEADER\x10\x04\x12\x13\n\x0fOUTCOME_INVALID\x10\x05\"\xa0\x01\n\x0cRenewRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12\x36\n\x06health\x18\x02 \x03(\x0b\x32&.raftlease.v1.RenewRequest.HealthEntry\x12\x17\n\x0finband_outcomes\x18\x03 \x01(\x08\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\rRenewResponse\x12\x0e\n\x06ttl_ms\x18\x01 \x01(\x04\x12\x15\n\rfencing_token\x18\x02 \x01(\x04\x12\x38\n\x07outcome\x18\x03 \x01(\x0e\x32\'.raftlease.v1.KeepAliveResponse.Outcome\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bleader_hint\x18\x05 \x01(\t\"\"\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\x1a\n\nGetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x0bGetResponse\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\"\x1d\n\x0bListRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"7\n\x0cListResponse\x12\'\n\x06leases\x18\x01 \x03(\x0b\x32\x17.raftlease.v1.LeaseInfo\"\x1c\n\x0cWatchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe6\x01\n\nWatchEvent\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.raftlease.v1.WatchEvent.Kind\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0c\n\x04name\x18\x04 \x01(\t\"f\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CURRENT\x10\x01\x12\x11\n\rKIND_ACQUIRED\x10\x02\x12\x11\n\rKIND_RELEASED\x10\x03\x12\x10\n\x0cKIND_EXPIRED\x10\x04\"8\n\x11\x43heckTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x04\"L\n\x12\x43heckTokenResponse\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x08\x12\x15\n\rcurrent_token\x18\x02 \x01(\x04\x12\x0e\n\x06holder\x18\x03 \x01(\t2\xb8\x04\n\x05Lease\x12\x46\n\x07\x41\x63quire\x12\x1c.raftlease.v1.AcquireRequest\x1a\x1d.raftlease.v1.AcquireResponse\x12P\n\tKeepAlive\x12\x1e.raftlease.v1.KeepAliveRequest\x1a\x1f.raftlease.v1.KeepAliveResponse(\x01\x30\x01\x12@\n\x05Renew\x12\x1a.raftlease.v1.RenewRequest\x1a\x1b.raftlease.v1.RenewResponse\x12\x46\n\x07Release\x12\x1c.raftlease.v1.ReleaseRequest\x1a\x1d.raftlease.v1.ReleaseResponse\x12:\n\x03Get\x12\x18.raftlease.v1.GetRequest\x1a\x19.raftlease.v1.GetResponse\x12=\n\x04List\x12\x19.raftlease.v1.ListRequest\x1a\x1a.raftlease.v1.ListResponse\x12?\n\x05Watch\x12\x1a.raftlease.v1.WatchRequest\x1a\x18.raftlease.v1.WatchEvent0\x01\x12O\n\nCheckToken\x12\x1f.raftlease.v1.CheckTokenRequest\x1a .raftlease.v1.CheckTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18raftlease/v1/lease.proto\x12\x0craftlease.v1\"\xee\x02\n\tLeaseInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\x04\x12\x15\n\rfencing_token\x18\x03 \x01(\x04\x12\x0e\n\x06holder\x18\x04 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x05 \x01(\x04\x12\x37\n\x08metadata\x18\x06 \x03(\x0b\x32%.raftlease.v1.LeaseInfo.MetadataEntry\x12\x33\n\x06health\x18\x07 \x03(\x0b\x32#.raftlease.v1.LeaseInfo.HealthEntry\x12\x14\n\x0cremaining_ms\x18\x08 \x01(\x04\x12\x0f\n\x07waiters\x18\t \x01(\r\x12\x15\n\rgranted_index\x18\n \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd2\x01\n\x0e\x41\x63quireRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x04 \x01(\x04\x12<\n\x08metadata\x18\x05 \x03(\x0b\x32*.raftlease.v1.AcquireRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"u\n\x0f\x41\x63quireResponse\x12\x10\n\x08\x61\x63quired\x18\x01 \x01(\x08\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\x12(\n\x07\x63urrent\x18\x03 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\"\xd4\x01\n\x10KeepAliveRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12:\n\x06health\x18\x02 \x03(\x0b\x32*.raftlease.v1.KeepAliveRequest.HealthEntry\x12\x17\n\x0finband_outcomes\x18\x03 \x01(\x08\x12*\n\x05items\x18\x04 \x03(\x0b\x32\x1b.raftlease.v1.KeepAliveItem\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\rKeepAliveItem\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12\x37\n\x06health\x18\x02 \x03(\x0b\x32\'.raftlease.v1.KeepAliveItem.HealthEntry\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x02\n\x11KeepAliveResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\x04\x12\x15\n\rfencing_token\x18\x03 \x01(\x04\x12\x38\n\x07outcome\x18\x04 \x01(\x0e\x32\'.raftlease.v1.KeepAliveResponse.Outcome\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x13\n\x0bleader_hint\x18\x06 \x01(\t\x12.\n\x05items\x18\x07 \x03(\x0b\x32\x1f.raftlease.v1.KeepAliveResponse\"\x8e\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_RENEWED\x10\x01\x12\x15\n\x11OUTCOME_NOT_FOUND\x10\x02\x12\x11\n\rOUTCOME_RETRY\x10\x03\x12\x16\n\x12OUTCOME_NOT_LEADER\x10\x04\x12\x13\n\x0fOUTCOME_INVALID\x10\x05\"\xa0\x01\n\x0cRenewRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\x12\x36\n\x06health\x18\x02 \x03(\x0b\x32&.raftlease.v1.RenewRequest.HealthEntry\x12\x17\n\x0finband_outcomes\x18\x03 \x01(\x08\x1a-\n\x0bHealthEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\rRenewResponse\x12\x0e\n\x06ttl_ms\x18\x01 \x01(\x04\x12\x15\n\rfencing_token\x18\x02 \x01(\x04\x12\x38\n\x07outcome\x18\x03 \x01(\x0e\x32\'.raftlease.v1.KeepAliveResponse.Outcome\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x13\n\x0bleader_hint\x18\x05 \x01(\t\"\"\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\x04\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\x1a\n\nGetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x0bGetResponse\x12\x0c\n\x04held\x18\x01 \x01(\x08\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\"\x1d\n\x0bListRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"7\n\x0cListResponse\x12\'\n\x06leases\x18\x01 \x03(\x0b\x32\x17.raftlease.v1.LeaseInfo\"\x1c\n\x0cWatchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe6\x01\n\nWatchEvent\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.raftlease.v1.WatchEvent.Kind\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x17.raftlease.v1.LeaseInfo\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x0c\n\x04name\x18\x04 \x01(\t\"f\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cKIND_CURRENT\x10\x01\x12\x11\n\rKIND_ACQUIRED\x10\x02\x12\x11\n\rKIND_RELEASED\x10\x03\x12\x10\n\x0cKIND_EXPIRED\x10\x04\"8\n\x11\x43heckTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rfencing_token\x18\x02 \x01(\x04\"L\n\x12\x43heckTokenResponse\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x08\x12\x15\n\rcurrent_token\x18\x02 \x01(\x04\x12\x0e\n\x06holder\x18\x03 \x01(\t2\xb8\x04\n\x05Lease\x12\x46\n\x07\x41\x63quire\x12\x1c.raftlease.v1.AcquireRequest\x1a\x1d.raftlease.v1.AcquireResponse\x12P\n\tKeepAlive\x12\x1e.raftlease.v1.KeepAliveRequest\x1a\x1f.raftlease.v1.KeepAliveResponse(\x01\x30\x01\x12@\n\x05Renew\x12\x1a.raftlease.v1.RenewRequest\x1a\x1b.raftlease.v1.RenewResponse\x12\x46\n\x07Release\x12\x1c.raftlease.v1.ReleaseRequest\x1a\x1d.raftlease.v1.ReleaseResponse\x12:\n\x03Get\x12\x18.raftlease.v1.GetRequest\x1a\x19.raftlease.v1.GetResponse\x12=\n\x04List\x12\x19.raftlease.v1.ListRequest\x1a\x1a.raftlease.v1.ListResponse\x12?\n\x05Watch\x12\x1a.raftlease.v1.WatchRequest\x1a\x18.raftlease.v1.WatchEvent0\x01\x12O\n\nCheckToken\x12\x1f.raftlease.v1.CheckTokenRequest\x1a .raftlease.v1.CheckTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACQUIREREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_KEEPALIVEREQUEST_HEALTHENTRY']._loaded_options = None
   _globals['_KEEPALIVEREQUEST_HEALTHENTRY']._serialized_options = b'8\001'
+  _globals['_KEEPALIVEITEM_HEALTHENTRY']._loaded_options = None
+  _globals['_KEEPALIVEITEM_HEALTHENTRY']._serialized_options = b'8\001'
   _globals['_RENEWREQUEST_HEALTHENTRY']._loaded_options = None
   _globals['_RENEWREQUEST_HEALTHENTRY']._serialized_options = b'8\001'
   _globals['_LEASEINFO']._serialized_start=43
@@ -54,41 +56,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACQUIRERESPONSE']._serialized_start=624
   _globals['_ACQUIRERESPONSE']._serialized_end=741
   _globals['_KEEPALIVEREQUEST']._serialized_start=744
-  _globals['_KEEPALIVEREQUEST']._serialized_end=912
+  _globals['_KEEPALIVEREQUEST']._serialized_end=956
   _globals['_KEEPALIVEREQUEST_HEALTHENTRY']._serialized_start=364
   _globals['_KEEPALIVEREQUEST_HEALTHENTRY']._serialized_end=409
-  _globals['_KEEPALIVERESPONSE']._serialized_start=915
-  _globals['_KEEPALIVERESPONSE']._serialized_end=1232
-  _globals['_KEEPALIVERESPONSE_OUTCOME']._serialized_start=1090
-  _globals['_KEEPALIVERESPONSE_OUTCOME']._serialized_end=1232
-  _globals['_RENEWREQUEST']._serialized_start=1235
-  _globals['_RENEWREQUEST']._serialized_end=1395
+  _globals['_KEEPALIVEITEM']._serialized_start=959
+  _globals['_KEEPALIVEITEM']._serialized_end=1096
+  _globals['_KEEPALIVEITEM_HEALTHENTRY']._serialized_start=364
+  _globals['_KEEPALIVEITEM_HEALTHENTRY']._serialized_end=409
+  _globals['_KEEPALIVERESPONSE']._serialized_start=1099
+  _globals['_KEEPALIVERESPONSE']._serialized_end=1464
+  _globals['_KEEPALIVERESPONSE_OUTCOME']._serialized_start=1322
+  _globals['_KEEPALIVERESPONSE_OUTCOME']._serialized_end=1464
+  _globals['_RENEWREQUEST']._serialized_start=1467
+  _globals['_RENEWREQUEST']._serialized_end=1627
   _globals['_RENEWREQUEST_HEALTHENTRY']._serialized_start=364
   _globals['_RENEWREQUEST_HEALTHENTRY']._serialized_end=409
-  _globals['_RENEWRESPONSE']._serialized_start=1398
-  _globals['_RENEWRESPONSE']._serialized_end=1548
-  _globals['_RELEASEREQUEST']._serialized_start=1550
-  _globals['_RELEASEREQUEST']._serialized_end=1584
-  _globals['_RELEASERESPONSE']._serialized_start=1586
-  _globals['_RELEASERESPONSE']._serialized_end=1621
-  _globals['_GETREQUEST']._serialized_start=1623
-  _globals['_GETREQUEST']._serialized_end=1649
-  _globals['_GETRESPONSE']._serialized_start=1651
-  _globals['_GETRESPONSE']._serialized_end=1718
-  _globals['_LISTREQUEST']._serialized_start=1720
-  _globals['_LISTREQUEST']._serialized_end=1749
-  _globals['_LISTRESPONSE']._serialized_start=1751
-  _globals['_LISTRESPONSE']._serialized_end=1806
-  _globals['_WATCHREQUEST']._serialized_start=1808
-  _globals['_WATCHREQUEST']._serialized_end=1836
-  _globals['_WATCHEVENT']._serialized_start=1839
-  _globals['_WATCHEVENT']._serialized_end=2069
-  _globals['_WATCHEVENT_KIND']._serialized_start=1967
-  _globals['_WATCHEVENT_KIND']._serialized_end=2069
-  _globals['_CHECKTOKENREQUEST']._serialized_start=2071
-  _globals['_CHECKTOKENREQUEST']._serialized_end=2127
-  _globals['_CHECKTOKENRESPONSE']._serialized_start=2129
-  _globals['_CHECKTOKENRESPONSE']._serialized_end=2205
-  _globals['_LEASE']._serialized_start=2208
-  _globals['_LEASE']._serialized_end=2776
+  _globals['_RENEWRESPONSE']._serialized_start=1630
+  _globals['_RENEWRESPONSE']._serialized_end=1780
+  _globals['_RELEASEREQUEST']._serialized_start=1782
+  _globals['_RELEASEREQUEST']._serialized_end=1816
+  _globals['_RELEASERESPONSE']._serialized_start=1818
+  _globals['_RELEASERESPONSE']._serialized_end=1853
+  _globals['_GETREQUEST']._serialized_start=1855
+  _globals['_GETREQUEST']._serialized_end=1881
+  _globals['_GETRESPONSE']._serialized_start=1883
+  _globals['_GETRESPONSE']._serialized_end=1950
+  _globals['_LISTREQUEST']._serialized_start=1952
+  _globals['_LISTREQUEST']._serialized_end=1981
+  _globals['_LISTRESPONSE']._serialized_start=1983
+  _globals['_LISTRESPONSE']._serialized_end=2038
+  _globals['_WATCHREQUEST']._serialized_start=2040
+  _globals['_WATCHREQUEST']._serialized_end=2068
+  _globals['_WATCHEVENT']._serialized_start=2071
+  _globals['_WATCHEVENT']._serialized_end=2301
+  _globals['_WATCHEVENT_KIND']._serialized_start=2199
+  _globals['_WATCHEVENT_KIND']._serialized_end=2301
+  _globals['_CHECKTOKENREQUEST']._serialized_start=2303
+  _globals['_CHECKTOKENREQUEST']._serialized_end=2359
+  _globals['_CHECKTOKENRESPONSE']._serialized_start=2361
+  _globals['_CHECKTOKENRESPONSE']._serialized_end=2437
+  _globals['_LEASE']._serialized_start=2440
+  _globals['_LEASE']._serialized_end=3008
 # @@protoc_insertion_point(module_scope)

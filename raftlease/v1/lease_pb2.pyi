@@ -267,6 +267,7 @@ class KeepAliveRequest(_message.Message):
     LEASE_ID_FIELD_NUMBER: _builtins.int
     HEALTH_FIELD_NUMBER: _builtins.int
     INBAND_OUTCOMES_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.int
     """The grant to renew."""
     inband_outcomes: _builtins.bool
@@ -280,20 +281,83 @@ class KeepAliveRequest(_message.Message):
     def health(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Health payload to record (replaces the previous one)."""
 
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeepAliveItem]:
+        """A batch: several renewals in one message, each item renewed as a request naming only its
+        lease_id and health would be, in order, in one pass. A server that knows this field
+        answers a request with items by ONE response whose `items` answer them (items[i] answers
+        items[i]). Bounds (a broken one ends the stream INVALID_ARGUMENT, naming it, and nothing
+        is renewed): a batch needs `inband_outcomes = true` (each item's failure is answered in
+        its response item); at most 1000 items; `lease_id` is 0 or items[0].lease_id. With items,
+        `lease_id` and `health` are not renewed or recorded on their own: a client sets them to
+        the first item's, so that a server from before this field (which ignores `items`) renews
+        that one lease and answers it with a response without `items`, which tells the client to
+        send the other leases one per request on that server.
+        """
+
     def __init__(
         self,
         *,
         lease_id: _builtins.int = ...,
         health: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         inband_outcomes: _builtins.bool = ...,
+        items: _abc.Iterable[Global___KeepAliveItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "inband_outcomes", b"inband_outcomes", "lease_id", b"lease_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "inband_outcomes", b"inband_outcomes", "items", b"items", "lease_id", b"lease_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeepAliveRequest: _TypeAlias = KeepAliveRequest  # noqa: Y015
+
+@_typing.final
+class KeepAliveItem(_message.Message):
+    """One renewal of a batch (KeepAliveRequest.items)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HealthEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.int
+    """The grant to renew."""
+    @_builtins.property
+    def health(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Health payload to record (replaces the previous one)."""
+
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.int = ...,
+        health: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "lease_id", b"lease_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeepAliveItem: _TypeAlias = KeepAliveItem  # noqa: Y015
 
 @_typing.final
 class KeepAliveResponse(_message.Message):
@@ -308,8 +372,9 @@ class KeepAliveResponse(_message.Message):
     class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[KeepAliveResponse._Outcome.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         OUTCOME_UNSPECIFIED: KeepAliveResponse._Outcome.ValueType  # 0
-        """Never sent by a server that knows this field. A server from before it sends 0 on every
-        response, and only on success (it ends the call on any failure): read it as RENEWED.
+        """Never sent by a server that knows this field, except on the answer to a batch (whose
+        `items` carry the outcomes). A server from before it sends 0 on every response, and
+        only on success (it ends the call on any failure): read it as RENEWED.
         """
         OUTCOME_RENEWED: KeepAliveResponse._Outcome.ValueType  # 1
         """The lease was renewed: `ttl_ms` and `fencing_token` are set."""
@@ -331,8 +396,9 @@ class KeepAliveResponse(_message.Message):
         """What became of one renewal request."""
 
     OUTCOME_UNSPECIFIED: KeepAliveResponse.Outcome.ValueType  # 0
-    """Never sent by a server that knows this field. A server from before it sends 0 on every
-    response, and only on success (it ends the call on any failure): read it as RENEWED.
+    """Never sent by a server that knows this field, except on the answer to a batch (whose
+    `items` carry the outcomes). A server from before it sends 0 on every response, and
+    only on success (it ends the call on any failure): read it as RENEWED.
     """
     OUTCOME_RENEWED: KeepAliveResponse.Outcome.ValueType  # 1
     """The lease was renewed: `ttl_ms` and `fencing_token` are set."""
@@ -356,6 +422,7 @@ class KeepAliveResponse(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     LEADER_HINT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.int
     """The grant the request named (also when it was not renewed)."""
     ttl_ms: _builtins.int
@@ -370,6 +437,13 @@ class KeepAliveResponse(_message.Message):
     """Why a renewal failed, in words (empty when RENEWED)."""
     leader_hint: _builtins.str
     """With NOT_LEADER: the leader's client address (HOST:PORT) when this node knows it."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeepAliveResponse]:
+        """The answer to a batch (a request with `items`): one answer per request item, in the
+        request's order, each with its lease_id, outcome, message, leader_hint and (RENEWED)
+        ttl_ms and fencing_token; never nested further. The fields above are then unset.
+        """
+
     def __init__(
         self,
         *,
@@ -379,10 +453,11 @@ class KeepAliveResponse(_message.Message):
         outcome: Global___KeepAliveResponse.Outcome.ValueType = ...,
         message: _builtins.str = ...,
         leader_hint: _builtins.str = ...,
+        items: _abc.Iterable[Global___KeepAliveResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fencing_token", b"fencing_token", "leader_hint", b"leader_hint", "lease_id", b"lease_id", "message", b"message", "outcome", b"outcome", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fencing_token", b"fencing_token", "items", b"items", "leader_hint", b"leader_hint", "lease_id", b"lease_id", "message", b"message", "outcome", b"outcome", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -90,10 +90,11 @@ class LeaseServicer:
         raise NotImplementedError('Method not implemented!')
 
     def KeepAlive(self, request_iterator, context):
-        """Keep leases alive: each request renews one lease (and updates its health payload); each
-        response answers one request, in order. Answered only under a valid leader lease. With
-        `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
-        stream stays open; without it, any failure ends the stream with its status code.
+        """Keep leases alive: each request renews one lease (and updates its health payload), or a
+        batch of leases (`items`); each response answers one request, in order. Answered only
+        under a valid leader lease. With `inband_outcomes` a failed renewal is answered by a
+        response (or response item) with its `outcome` and the stream stays open; without it,
+        any failure ends the stream with its status code.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

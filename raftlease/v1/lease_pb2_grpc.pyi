@@ -57,10 +57,11 @@ class LeaseStub:
     release hands the lease to the next waiter. Answers after the grant commits.
     """
     KeepAlive: _grpc.StreamStreamMultiCallable[_lease_pb2.KeepAliveRequest, _lease_pb2.KeepAliveResponse]
-    """Keep leases alive: each request renews one lease (and updates its health payload); each
-    response answers one request, in order. Answered only under a valid leader lease. With
-    `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
-    stream stays open; without it, any failure ends the stream with its status code.
+    """Keep leases alive: each request renews one lease (and updates its health payload), or a
+    batch of leases (`items`); each response answers one request, in order. Answered only
+    under a valid leader lease. With `inband_outcomes` a failed renewal is answered by a
+    response (or response item) with its `outcome` and the stream stays open; without it,
+    any failure ends the stream with its status code.
     """
     Renew: _grpc.UnaryUnaryMultiCallable[_lease_pb2.RenewRequest, _lease_pb2.RenewResponse]
     """One renewal, as a single KeepAlive request (the same `inband_outcomes` choice)."""
@@ -90,10 +91,11 @@ class LeaseAsyncStub(LeaseStub):
     release hands the lease to the next waiter. Answers after the grant commits.
     """
     KeepAlive: _aio.StreamStreamMultiCallable[_lease_pb2.KeepAliveRequest, _lease_pb2.KeepAliveResponse]  # type: ignore[assignment]
-    """Keep leases alive: each request renews one lease (and updates its health payload); each
-    response answers one request, in order. Answered only under a valid leader lease. With
-    `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
-    stream stays open; without it, any failure ends the stream with its status code.
+    """Keep leases alive: each request renews one lease (and updates its health payload), or a
+    batch of leases (`items`); each response answers one request, in order. Answered only
+    under a valid leader lease. With `inband_outcomes` a failed renewal is answered by a
+    response (or response item) with its `outcome` and the stream stays open; without it,
+    any failure ends the stream with its status code.
     """
     Renew: _aio.UnaryUnaryMultiCallable[_lease_pb2.RenewRequest, _lease_pb2.RenewResponse]  # type: ignore[assignment]
     """One renewal, as a single KeepAlive request (the same `inband_outcomes` choice)."""
@@ -132,10 +134,11 @@ class LeaseServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_lease_pb2.KeepAliveRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_lease_pb2.KeepAliveResponse], _abc.AsyncIterator[_lease_pb2.KeepAliveResponse]]:
-        """Keep leases alive: each request renews one lease (and updates its health payload); each
-        response answers one request, in order. Answered only under a valid leader lease. With
-        `inband_outcomes` a failed renewal is answered by a response with its `outcome` and the
-        stream stays open; without it, any failure ends the stream with its status code.
+        """Keep leases alive: each request renews one lease (and updates its health payload), or a
+        batch of leases (`items`); each response answers one request, in order. Answered only
+        under a valid leader lease. With `inband_outcomes` a failed renewal is answered by a
+        response (or response item) with its `outcome` and the stream stays open; without it,
+        any failure ends the stream with its status code.
         """
 
     @_abc_1.abstractmethod

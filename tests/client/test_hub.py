@@ -20,7 +20,15 @@ from raftlease.client._hub import (
 from raftlease.client._keepalive import RenewAnswer
 from raftlease.client._protocol import KeepaliveMachine, Lost, SendRenew, Sleep
 from raftlease.client._retry import Failure, Router, renew_attempt_cap
+from raftlease.client._rpc import (
+    KEEPALIVE_BATCH_BYTES,
+    KEEPALIVE_BATCH_ITEMS,
+    KeepaliveMessages,
+    renew_answer,
+)
 from raftlease.client._validity import LeaseTimer, effective_ttl
+from raftlease.server import MAX_KEEPALIVE_ITEMS
+from raftlease.v1 import lease_pb2
 
 NODES = ["n1:1", "n2:2", "n3:3"]
 TTL = 9.0  # renewals every 3 s; batch window 0.25 s; attempt cap 1 s
@@ -28,6 +36,7 @@ DRIFT = 0.01
 EFF = effective_ttl(TTL, DRIFT)
 CAP = renew_attempt_cap(TTL)
 RENEWED = RenewAnswer("RENEWED", ttl=TTL)
+KA = lease_pb2.KeepAliveResponse
 
 
 def _router(leader: str | None = "n1:1") -> Router:
@@ -408,3 +417,180 @@ def test_the_hub_never_polls_a_machine_with_a_renewal_in_flight() -> None:
     assert step.wake == 103.0 + CAP
     with pytest.raises(ValueError, match="already"):
         hub.add(103.05, 1, m1)
+
+
+# ---------------------------------------------------------------- several leases per message
+# (issue 15: gRPC's cost is per message; KeepAliveRequest.items carries many renewals)
+
+
+def _health(lid: int) -> dict[str, str]:
+    return {}
+
+
+def _batch_answer(req: lease_pb2.KeepAliveRequest, **outcomes: str) -> lease_pb2.KeepAliveResponse:
+    """What a server that knows ``items`` answers: one item per request item, in order."""
+    resp = lease_pb2.KeepAliveResponse()
+    for item in req.items:
+        name = outcomes.get(f"l{item.lease_id}", "RENEWED")
+        if name == "RENEWED":
+            resp.items.add(
+                lease_id=item.lease_id,
+                ttl_ms=9000,
+                fencing_token=item.lease_id,
+                outcome=KA.OUTCOME_RENEWED,
+            )
+        else:
+            resp.items.add(lease_id=item.lease_id, outcome=KA.Outcome.Value(f"OUTCOME_{name}"))
+    return resp
+
+
+def _old_answer(req: lease_pb2.KeepAliveRequest) -> lease_pb2.KeepAliveResponse:
+    """What a server from before ``items`` answers: the top-level lease only, no items."""
+    return lease_pb2.KeepAliveResponse(
+        lease_id=req.lease_id, ttl_ms=9000, outcome=KA.OUTCOME_RENEWED
+    )
+
+
+def test_the_client_bound_is_the_servers() -> None:
+    assert KEEPALIVE_BATCH_ITEMS == MAX_KEEPALIVE_ITEMS == 1000
+
+
+def test_a_batched_write_is_one_message_whose_top_level_is_its_first_item() -> None:
+    msgs = KeepaliveMessages()
+    health = {2: {"load": "0.5"}}
+    (req,) = msgs.requests([1, 2, 3], lambda lid: health.get(lid, {}), batched=True)
+    assert req.inband_outcomes
+    assert [(i.lease_id, dict(i.health)) for i in req.items] == [
+        (1, {}),
+        (2, {"load": "0.5"}),
+        (3, {}),
+    ]
+    # a server from before items renews the first one (with its health): nothing else
+    assert (req.lease_id, dict(req.health)) == (1, {})
+    assert len(msgs) == 1
+    answers, rest = msgs.answers(_batch_answer(req, l2="NOT_FOUND"))
+    assert [(lid, a.outcome) for lid, a in answers] == [
+        (1, KA.OUTCOME_RENEWED),
+        (2, KA.OUTCOME_NOT_FOUND),
+        (3, KA.OUTCOME_RENEWED),
+    ]
+    assert rest == ()
+    assert len(msgs) == 0
+
+
+def test_a_message_of_one_lease_and_an_unbatched_write_are_plain_requests() -> None:
+    msgs = KeepaliveMessages()
+    (one,) = msgs.requests([5], _health, batched=True)
+    assert (one.lease_id, len(one.items), one.inband_outcomes) == (5, 0, True)
+    plain = msgs.requests([6, 7], _health, batched=False)
+    assert [(r.lease_id, len(r.items)) for r in plain] == [(6, 0), (7, 0)]
+    for lid in (5, 6, 7):
+        answers, rest = msgs.answers(
+            lease_pb2.KeepAliveResponse(lease_id=lid, outcome=KA.OUTCOME_RENEWED)
+        )
+        assert [x for x, _ in answers] == [lid]
+        assert rest == ()
+
+
+def test_batches_split_at_the_item_bound_and_the_byte_budget() -> None:
+    msgs = KeepaliveMessages()
+    ids = list(range(1, 2501))
+    reqs = msgs.requests(ids, _health, batched=True)
+    assert [len(r.items) for r in reqs] == [1000, 1000, 500]
+    assert [r.lease_id for r in reqs] == [1, 1001, 2001]
+    assert [i.lease_id for r in reqs for i in r.items] == ids
+    assert len(msgs) == 3
+    # 1000 items one byte short of the bound each: split by bytes, each message within budget
+    big = {"k": "x" * 1000}
+    reqs = msgs.requests(list(range(1, 201)), lambda lid: big, batched=True)
+    assert len(reqs) > 3
+    assert sum(len(r.items) for r in reqs) == 200
+    assert all(r.ByteSize() <= KEEPALIVE_BATCH_BYTES + 2048 for r in reqs)
+    # a last group of one lease is a plain request (1001 leases: 1000 + 1)
+    reqs = KeepaliveMessages().requests(list(range(1, 1002)), _health, batched=True)
+    assert [(len(r.items), r.lease_id) for r in reqs] == [(1000, 1), (0, 1001)]
+
+
+def test_an_answer_without_items_to_a_batch_comes_from_a_server_that_ignores_them() -> None:
+    msgs = KeepaliveMessages()
+    (req,) = msgs.requests([4, 5, 6], _health, batched=True)
+    answers, rest = msgs.answers(_old_answer(req))
+    assert [lid for lid, _ in answers] == [4]
+    assert rest == (5, 6)
+
+
+def test_batched_answers_drive_each_lease_from_its_own_send_time() -> None:
+    """1,500 leases due together: one StreamWrite, two messages; the answers, item by item,
+    extend each lease's validity from the send."""
+    n = 1500
+    hub, machines = _hub(*([100.0] * n))
+    step = hub.poll(103.0)
+    (write,) = step.writes
+    assert write == StreamWrite(1, "n1:1", tuple(range(1, n + 1)), opens=True, batched=True)
+    msgs = KeepaliveMessages()
+    reqs = msgs.requests(write.lease_ids, _health, batched=write.batched)
+    assert [len(r.items) for r in reqs] == [1000, 500]
+    # the second message is answered first (no server does, but matching is by lease id)
+    for req, t in ((reqs[1], 103.05), (reqs[0], 103.2)):
+        answers, rest = msgs.answers(_batch_answer(req, l7="RETRY", l1200="NOT_FOUND"))
+        assert rest == ()
+        for lid, answer in answers:
+            hub.on_answer(t, 1, lid, renew_answer(answer))
+    step = hub.poll(103.2)
+    assert [e.lease_id for e in step.ended] == [1200]
+    for lid in (1, 1001, n):
+        assert machines[lid - 1].timer.valid_until == pytest.approx(103.0 + EFF)
+    assert machines[6].timer.valid_until == pytest.approx(100.0 + EFF)  # RETRY never extends
+    assert hub.stats.renewed == n - 2
+    assert step.wake is not None
+    retry = hub.poll(step.wake)  # lease 7 alone: on the same stream
+    assert retry.writes == [StreamWrite(1, "n1:1", (7,), opens=False, batched=True)]
+
+
+def test_a_server_that_ignores_items_gets_the_rest_again_one_per_message() -> None:
+    hub, machines = _hub(100.0, 100.0, 100.0, 100.1)
+    (write,) = hub.poll(103.0).writes
+    assert write.lease_ids == (1, 2, 3, 4)
+    msgs = KeepaliveMessages()
+    (req,) = msgs.requests(write.lease_ids, _health, batched=True)
+    answers, rest = msgs.answers(_old_answer(req))
+    assert [lid for lid, _ in answers] == [1]
+    hub.on_answer(103.1, 1, 1, renew_answer(answers[0][1]))
+    hub.on_unbatched(103.1, 1, rest)
+    assert machines[0].timer.valid_until == pytest.approx(103.0 + EFF)
+    step = hub.poll(103.1)
+    # the others again, on the same stream, unbatched, still in flight since 103.0
+    assert step.writes == [StreamWrite(1, "n1:1", (2, 3, 4), opens=False, batched=False)]
+    assert hub.in_flight(2) == [(1, 103.0)]
+    assert hub.in_flight(4) == [(1, 103.0)]  # sent early in the batch: counts from then
+    reqs = msgs.requests(step.writes[0].lease_ids, _health, batched=False)
+    assert [len(r.items) for r in reqs] == [0, 0, 0]
+    for r in reqs:
+        answers, rest = msgs.answers(_old_answer(r))
+        assert rest == ()
+        hub.on_answer(103.15, 1, r.lease_id, renew_answer(answers[0][1]))
+    for m in machines:
+        assert m.timer.valid_until == pytest.approx(103.0 + EFF)  # from the ORIGINAL send
+    assert hub.stats.unbatched == 1
+    # from then on this stream is written unbatched ...
+    (write,) = hub.poll(106.0).writes
+    assert (write.call, write.batched) == (1, False)
+    # ... and a new stream (the node may have been upgraded) tries batches again
+    hub.on_call_failed(106.1, 1, Failure("UNAVAILABLE: connection reset"))
+    now, writes = 106.1, list[StreamWrite]()
+    while not writes:
+        step = hub.poll(now)
+        writes = step.writes
+        assert step.wake is not None
+        now = step.wake
+    assert {(w.call, w.batched, w.opens) for w in writes} == {(2, True, True)}
+
+
+def test_an_unbatched_report_for_leases_no_longer_in_flight_sends_nothing() -> None:
+    hub, _ = _hub(100.0, 100.0)
+    hub.poll(103.0)
+    hub.remove(2)
+    hub.on_unbatched(103.1, 1, (2,))
+    hub.on_unbatched(103.1, 9, (1,))  # a call we do not know
+    step = hub.poll(103.1)
+    assert step.writes == []

@@ -2,8 +2,9 @@
 
 A renewal that asks for ``inband_outcomes`` is answered with its outcome (RENEWED, NOT_FOUND,
 RETRY, NOT_LEADER, INVALID) and the KeepAlive stream stays open for the other leases on it;
-a renewal that does not ask ends the stream with a status code, as before. The last test
-holds a lease with LeaseClient through a brief lapse of the leader's leader lease.
+a renewal that does not ask ends the stream with a status code, as before. A batch (a
+request with ``items``) gets one response whose items carry each lease's outcome. The last
+test holds a lease with LeaseClient through a brief lapse of the leader's leader lease.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ class Stream:
         assert resp is not grpc.aio.EOF, "the server ended the stream"
         return cast("lease_pb2.KeepAliveResponse", resp)
 
+    async def batch(
+        self, items: list[tuple[int, dict[str, str]]], *, inband: bool = True
+    ) -> lease_pb2.KeepAliveResponse:
+        """Several renewals in one message (``items``), as the clients send them."""
+        req = lease_pb2.KeepAliveRequest(
+            lease_id=items[0][0], health=items[0][1], inband_outcomes=inband
+        )
+        for lid, health in items:
+            req.items.add(lease_id=lid, health=health)
+        await self.call.write(req)
+        resp = await asyncio.wait_for(self.call.read(), 5.0)
+        assert resp is not grpc.aio.EOF, "the server ended the stream"
+        return cast("lease_pb2.KeepAliveResponse", resp)
+
     def cancel(self) -> None:
         self.call.cancel()
 
@@ -109,6 +124,65 @@ async def test_one_lease_not_found_leaves_the_stream_open(cluster: Cluster) -> N
         stream.cancel()
     finally:
         await raw.close()
+
+
+async def test_a_batch_answers_every_item_in_one_response(cluster: Cluster) -> None:
+    """Mixed outcomes in one batch (renewed, not found, invalid health), plain requests with
+    and without the flag on the same stream, a batch on a follower (NOT_LEADER per item),
+    and a batch over the bound (INVALID_ARGUMENT naming it, the stream ends)."""
+    leader, followers = _leader_and_followers(cluster)
+    raw = Raw(cluster.nodes[leader].address)
+    on_follower = Raw(cluster.nodes[followers[0]].address)
+    try:
+        ids = [await raw.acquire(f"batch-{i}") for i in range(4)]
+        await raw.stub.Release(lease_pb2.ReleaseRequest(lease_id=ids[1]), timeout=5)
+        stream = raw.stream()
+        too_big = {"k": "x" * 2000}  # over the 1024-byte health bound
+        for _ in range(2):  # the stream stays open
+            resp = await stream.batch(
+                [(ids[0], {"load": "0.1"}), (ids[1], {}), (ids[2], too_big), (ids[3], {})]
+            )
+            assert (resp.lease_id, resp.outcome) == (0, KA.OUTCOME_UNSPECIFIED)
+            assert [(a.lease_id, a.outcome) for a in resp.items] == [
+                (ids[0], KA.OUTCOME_RENEWED),
+                (ids[1], KA.OUTCOME_NOT_FOUND),
+                (ids[2], KA.OUTCOME_INVALID),
+                (ids[3], KA.OUTCOME_RENEWED),
+            ]
+            assert resp.items[0].ttl_ms == resp.items[3].ttl_ms == 10_000
+            assert resp.items[0].fencing_token == ids[0]
+            assert f"lease {ids[1]} is not held" in resp.items[1].message
+            assert "health" in resp.items[2].message
+            # plain requests on the same stream, as before
+            plain = await stream.renew(ids[3])
+            assert (plain.lease_id, plain.outcome, len(plain.items)) == (
+                ids[3],
+                KA.OUTCOME_RENEWED,
+                0,
+            )
+            old = await stream.renew(ids[0], inband=False)
+            assert (old.lease_id, old.outcome) == (ids[0], KA.OUTCOME_RENEWED)
+        got = await raw.stub.Get(lease_pb2.GetRequest(name="batch-0"), timeout=5)
+        assert dict(got.lease.health) == {"load": "0.1"}  # the item's health was recorded
+        # on a follower: every item NOT_LEADER with the hint
+        resp = await on_follower.stream().batch([(ids[0], {}), (ids[3], {})])
+        assert [(a.lease_id, a.outcome, a.leader_hint) for a in resp.items] == [
+            (ids[0], KA.OUTCOME_NOT_LEADER, cluster.nodes[leader].address),
+            (ids[3], KA.OUTCOME_NOT_LEADER, cluster.nodes[leader].address),
+        ]
+        # over the bound: INVALID_ARGUMENT naming it, and the stream is over
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stream.batch([(ids[0], {})] * 1001)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "at most 1000 items, got 1001" in (info.value.details() or "")
+        # without in-band outcomes a batch is refused the same way
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw.stream().batch([(ids[0], {}), (ids[3], {})], inband=False)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "needs inband_outcomes = true" in (info.value.details() or "")
+    finally:
+        await raw.close()
+        await on_follower.close()
 
 
 async def test_without_the_flag_a_failure_still_ends_the_stream(cluster: Cluster) -> None:

@@ -138,9 +138,11 @@ class _Recording:
 
     def __iter__(self) -> Iterator[lease_pb2.KeepAliveResponse]:
         for resp in self._call:
-            what = f"{KA.Outcome.Name(resp.outcome)}: {resp.message}"
+            now = boot_monotonic()
             with self._lock:
-                self._log.append(_Seen(boot_monotonic(), self._target, resp.lease_id, what))
+                for answer in resp.items or [resp]:  # a batch's answer: one per item
+                    what = f"{KA.Outcome.Name(answer.outcome)}: {answer.message}"
+                    self._log.append(_Seen(now, self._target, answer.lease_id, what))
             yield resp
 
     def cancel(self) -> None:
@@ -148,11 +150,25 @@ class _Recording:
 
 
 class _RecordingStub:
-    def __init__(self, inner: Any, target: str, log: list[_Seen], lock: threading.Lock) -> None:
+    """Records every renewal sent and answered. ``ignore_items``: strip ``items`` from every
+    request before it leaves, so that the node answers as a server from before them does
+    (the top-level lease only)."""
+
+    def __init__(
+        self,
+        inner: Any,
+        target: str,
+        log: list[_Seen],
+        lock: threading.Lock,
+        *,
+        ignore_items: bool = False,
+    ) -> None:
         self._inner = inner
         self._target = target
         self._log = log
         self._lock = lock
+        self._ignore_items = ignore_items
+        self.messages = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -160,8 +176,15 @@ class _RecordingStub:
     def KeepAlive(self, requests: Iterator[lease_pb2.KeepAliveRequest]) -> _Recording:
         def sent() -> Iterator[lease_pb2.KeepAliveRequest]:
             for req in requests:
+                if self._ignore_items and req.items:
+                    req = lease_pb2.KeepAliveRequest(
+                        lease_id=req.lease_id, health=req.health, inband_outcomes=True
+                    )
+                now = boot_monotonic()
                 with self._lock:
-                    self._log.append(_Seen(boot_monotonic(), self._target, req.lease_id, "sent"))
+                    self.messages += 1
+                    for item in req.items or [req]:
+                        self._log.append(_Seen(now, self._target, item.lease_id, "sent"))
                 yield req
 
         return _Recording(self._inner.KeepAlive(sent()), self._target, self._log, self._lock)
@@ -238,3 +261,79 @@ def test_a_closed_client_cancels_its_stream(cluster: Cluster) -> None:
     assert hub._calls == {}  # its streams were cancelled
     time.sleep(0.2)
     assert not any(t.name.startswith("raftlease-keepalive-stream") for t in threading.enumerate())
+
+
+def _recording(
+    client: client_sync.LeaseClient,
+    monkeypatch: pytest.MonkeyPatch,
+    seen: list[_Seen],
+    *,
+    ignore_items: bool = False,
+) -> dict[str, _RecordingStub]:
+    stubs: dict[str, _RecordingStub] = {}
+    lock = threading.Lock()
+    plain_conn = client._conn
+
+    def recording_conn(target: str) -> client_sync._Conn:
+        conn = plain_conn(target)
+        if target not in stubs:
+            stubs[target] = _RecordingStub(
+                conn.lease, target, seen, lock, ignore_items=ignore_items
+            )
+        return client_sync._Conn(conn.channel, stubs[target], conn.cluster)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "_conn", recording_conn)
+    return stubs
+
+
+def test_renewals_that_fall_due_together_share_a_message(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: gRPC's cost is per message, so the hub writes many leases per message."""
+    seen: list[_Seen] = []
+    with cluster.client() as client:
+        stubs = _recording(client, monkeypatch, seen)
+        leases = [client.acquire(f"batched-{i}", ttl=3.0) for i in range(200)]
+        time.sleep(3.5)
+        hub = client._keepalives.hub
+        stats = hub.stats
+        assert stats.renewed >= 2 * 200
+        assert stats.unbatched == 0
+        messages = sum(stub.messages for stub in stubs.values())
+        assert messages == stats.messages
+        assert messages < stats.renewals_sent / 10, (messages, stats.renewals_sent)
+        answered = [s for s in seen if s.what.startswith("OUTCOME_RENEWED")]
+        assert len(answered) >= stats.renewed
+        for lease in leases:
+            assert lease.is_valid(), lease.lost_reason
+
+
+def test_a_server_that_ignores_items_gets_one_lease_per_message(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a node that ignores ``items`` (here: the requests are stripped of them before
+    they leave, so the node sees what a server from before them would: the top-level lease,
+    which the client sets to the batch's first), each batch's first lease is renewed and the
+    others are sent again one per message on the same stream: nothing is lost."""
+    seen: list[_Seen] = []
+    lost: list[str] = []
+    with cluster.client() as client:
+        stubs = _recording(client, monkeypatch, seen, ignore_items=True)
+        leases = [
+            client.acquire(f"old-{i}", ttl=3.0, on_lost=lambda le: lost.append(le.lost_reason))
+            for i in range(30)
+        ]
+        time.sleep(4.0)  # longer than the TTL
+        assert not lost, lost
+        hub = client._keepalives.hub
+        assert hub.stats.unbatched >= 1
+        assert hub.stats.renewed >= 30
+        assert hub.stats.streams_opened == 1  # the same stream, unbatched from then on
+        for lease in leases:
+            assert lease.is_valid(), lease.lost_reason
+        # every renewal the node saw was a plain request; each lease was answered
+        assert all(s.lease_id for s in seen)
+        assert {s.lease_id for s in seen if s.what.startswith("OUTCOME_RENEWED")} == {
+            le.lease_id for le in leases
+        }
+        assert sum(stub.messages for stub in stubs.values()) >= hub.stats.renewed

@@ -17,6 +17,7 @@ from raftlease.client.errors import (
     InvalidArgument,
     LeaseHeld,
     LeaseNotFound,
+    LimitExceeded,
     PermissionDenied,
     RpcFailed,
     Unauthenticated,
@@ -78,7 +79,6 @@ RETRIABLE_CODES = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
 
@@ -144,6 +144,8 @@ def map_rpc_error(err: grpc.RpcError) -> Exception:
         return PermissionDenied(f"permission denied: {details}", code.name)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(f"unauthenticated: {details}", code.name)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return LimitExceeded(f"limit reached: {details}", code.name)
     return RpcFailed(f"server answered {describe_rpc_error(err)}", code.name)
 
 

@@ -62,6 +62,13 @@ class PermissionDenied(RpcFailed):
     says what it may do). Nothing changed."""
 
 
+class LimitExceeded(RpcFailed):
+    """A server limit refused the call (RESOURCE_EXHAUSTED: too many waiting acquires or open
+    streams from this client, too many leases for this holder, a request too large; the
+    message names the limit and the server flag that raises it). Nothing changed; the client
+    does not retry it on its own, since waiting rarely frees the slot it needs."""
+
+
 class StaleToken(RaftLeaseError):
     """A fencing token is older than one already seen for the same lease name.
 

@@ -286,3 +286,31 @@ def test_attempts_follow_hints_at_once_and_back_off_per_round() -> None:
     err = attempts.unavailable(5.0)
     assert err.tried == ("a:1",)
     assert "tried a:1; last error: UNAVAILABLE: not the leader" in str(err)
+
+
+class _Status(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_a_server_limit_is_not_retried_and_names_the_limit() -> None:
+    """RESOURCE_EXHAUSTED is a server limit (docs/operations.md, "Limits"): the caller gets
+    LimitExceeded with the server's one line at once, instead of retries until its timeout."""
+    from raftlease.client import LimitExceeded
+    from raftlease.client._rpc import is_retriable, map_rpc_error
+
+    err = _Status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "client 127.0.0.1 has 2 Acquire calls waiting: the limit is 2 (--max-waits-per-client)",
+    )
+    assert not is_retriable(err)
+    mapped = map_rpc_error(err)
+    assert isinstance(mapped, LimitExceeded)
+    assert "--max-waits-per-client" in str(mapped)
+    assert is_retriable(_Status(grpc.StatusCode.UNAVAILABLE, "not the leader"))

@@ -99,4 +99,4 @@ jepsen-membership: install
 	$(BIN)/python jepsen-style/runner.py --membership --seed $(JEPSEN_SEED)
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)

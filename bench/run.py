@@ -997,6 +997,12 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy + W1 timeline (see docs)")
     ap.add_argument("--keepalive-mode", choices=["stream", "renew"], default="stream")
     ap.add_argument(
+        "--with-etcd",
+        action="store_true",
+        help="side by side: W1-W5 on raftlease and on a local 3-member etcd 3.4 cluster, "
+        "interleaved, with ratios (bench/etcd/sidebyside.py; needs `etcd` on PATH)",
+    )
+    ap.add_argument(
         "--no-quiet-wait",
         action="store_true",
         help="do not wait (up to 60 s) for other processes to go quiet before each run",
@@ -1038,6 +1044,11 @@ def main() -> None:
             selected.append("w7b")
     if "w7" in only:
         o.w7 = True
+    if o.with_etcd:
+        from etcd import sidebyside
+
+        sidebyside.main(o, selected, runs, sys.modules[__name__])
+        return
     ts = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = Path(o.out) if o.out else RESULTS / f"{ts}.json"

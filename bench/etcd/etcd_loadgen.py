@@ -1,0 +1,287 @@
+"""Load generators for the etcd side of ``bench/run.py --with-etcd``: the shapes of
+bench/loadgen.py's w1, w2 and keepalive, spoken to etcd's v3 API with raw gRPC stubs
+(bench/etcd/gen, see regen_stubs.py).
+
+One lease acquisition in etcd = ``LeaseGrant`` (TTL 10 s) + ``Txn`` put-if-absent (compare
+the key's create_revision with 0; on success put the key with the lease): two Raft
+proposals, what an etcd client does to take a named lock with a fresh lease. A release is
+``LeaseRevoke`` (one proposal; it deletes the key). A renewal is one message on a
+``LeaseKeepAlive`` stream (served by the leader's lessor, no Raft proposal).
+
+    python bench/etcd/etcd_loadgen.py w1 --target HOST:PORT --n 2000 --warmup 200
+    python bench/etcd/etcd_loadgen.py w2 --target HOST:PORT --clients 16 --duration 15
+    python bench/etcd/etcd_loadgen.py keepalive --target HOST:PORT --leases 1000
+
+Each prints one JSON object on its last stdout line; ``keepalive`` prints ``READY {...}``
+after the acquisitions, keeps every lease alive (one stream per lease, renewal every ttl/3,
+spread evenly) until SIGTERM/SIGINT, then prints its counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gen"))
+
+import grpc
+from etcdpb import rpc_pb2, rpc_pb2_grpc
+
+HOLDER = f"bench:{os.getpid()}".encode()
+TTL_S = 10
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def put_if_absent(key: bytes, lease_id: int) -> rpc_pb2.TxnRequest:
+    return rpc_pb2.TxnRequest(
+        compare=[
+            rpc_pb2.Compare(
+                key=key,
+                target=rpc_pb2.Compare.CREATE,
+                result=rpc_pb2.Compare.EQUAL,
+                create_revision=0,
+            )
+        ],
+        success=[
+            rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=HOLDER, lease=lease_id))
+        ],
+        failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=key))],
+    )
+
+
+# ---------------------------------------------------------------------------------- W1
+def w1(args: argparse.Namespace) -> dict[str, Any]:
+    channel = grpc.insecure_channel(args.target)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    lease = rpc_pb2_grpc.LeaseStub(channel)
+    kv = rpc_pb2_grpc.KVStub(channel)
+    key = f"w1-{uuid.uuid4().hex[:8]}".encode()
+    acq: list[float] = []
+    grant: list[float] = []
+    txn: list[float] = []
+    rel: list[float] = []
+    cpu0 = _self_cpu()
+    t_start = time.monotonic()
+    for i in range(args.warmup + args.n):
+        t0 = time.monotonic()
+        g = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=TTL_S), timeout=5)
+        t1 = time.monotonic()
+        r = kv.Txn(put_if_absent(key, g.ID), timeout=5)
+        t2 = time.monotonic()
+        if not r.succeeded:
+            raise SystemExit(f"w1: put-if-absent of {key!r} refused")
+        lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=g.ID), timeout=5)
+        t3 = time.monotonic()
+        if i >= args.warmup:
+            acq.append((t2 - t0) * 1000)
+            grant.append((t1 - t0) * 1000)
+            txn.append((t2 - t1) * 1000)
+            rel.append((t3 - t2) * 1000)
+    wall = time.monotonic() - t_start
+    channel.close()
+    return {
+        "acquire_ms": acq,
+        "grant_ms": grant,
+        "txn_ms": txn,
+        "release_ms": rel,
+        "client_cpu_s": _self_cpu() - cpu0,
+        "wall_s": wall,
+    }
+
+
+# ---------------------------------------------------------------------------------- W2
+async def _w2(args: argparse.Namespace) -> dict[str, Any]:
+    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.clients)]
+    for ch in channels:
+        await asyncio.wait_for(ch.channel_ready(), 10)
+    loop = asyncio.get_running_loop()
+    t_begin = loop.time() + args.warmup
+    t_end = t_begin + args.duration
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    counts = [0] * args.clients
+    tag = uuid.uuid4().hex[:6]
+
+    async def client(i: int) -> None:
+        lease = rpc_pb2_grpc.LeaseStub(channels[i])
+        kv = rpc_pb2_grpc.KVStub(channels[i])
+        key = f"w2-{tag}-{i}".encode()
+        while loop.time() < t_end:
+            try:
+                t0 = loop.time()
+                g = await lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=TTL_S), timeout=5)
+                r = await kv.Txn(put_if_absent(key, g.ID), timeout=5)
+                t1 = loop.time()
+                if r.succeeded:
+                    if t_begin <= t1 < t_end:
+                        counts[i] += 1
+                        lat.append((t1 - t0) * 1000)
+                else:
+                    errors["not_acquired"] = errors.get("not_acquired", 0) + 1
+                await lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=g.ID), timeout=5)
+            except grpc.aio.AioRpcError as e:
+                k = e.code().name
+                errors[k] = errors.get(k, 0) + 1
+                await asyncio.sleep(0.01)
+
+    cpu0 = _self_cpu()
+    await asyncio.gather(*(client(i) for i in range(args.clients)))
+    cpu = _self_cpu() - cpu0
+    for ch in channels:
+        await ch.close()
+    total = sum(counts)
+    return {
+        "acquisitions": total,
+        "per_s": total / args.duration,
+        "per_client": counts,
+        "acquire_ms": lat,
+        "errors": errors,
+        "client_cpu_s": cpu,
+        "duration_s": args.duration,
+    }
+
+
+# ---------------------------------------------------------------------------------- W3
+async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
+    nch = max(1, min(args.channels, args.leases))
+    channels = [grpc.aio.insecure_channel(args.target) for _ in range(nch)]
+    for ch in channels:
+        await asyncio.wait_for(ch.channel_ready(), 10)
+    leases = [rpc_pb2_grpc.LeaseStub(ch) for ch in channels]
+    kvs = [rpc_pb2_grpc.KVStub(ch) for ch in channels]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tag = uuid.uuid4().hex[:6]
+    ttl_s = max(1, args.ttl_ms // 1000)
+    lease_ids = [0] * args.leases
+    sem = asyncio.Semaphore(args.concurrency)
+    t0 = loop.time()
+
+    async def acquire(i: int) -> None:
+        async with sem:
+            for _attempt in range(50):
+                try:
+                    g = await leases[i % nch].LeaseGrant(
+                        rpc_pb2.LeaseGrantRequest(TTL=ttl_s), timeout=10
+                    )
+                    r = await kvs[i % nch].Txn(
+                        put_if_absent(f"ka-{tag}-{i}".encode(), g.ID), timeout=10
+                    )
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.05)
+                    continue
+                if r.succeeded:
+                    lease_ids[i] = g.ID
+                    return
+            raise SystemExit(f"keepalive: could not acquire lease {i}")
+
+    await asyncio.gather(*(acquire(i) for i in range(args.leases)))
+    acquire_s = loop.time() - t0
+
+    period = ttl_s / 3.0
+    sent = ok = failed = lost = 0
+    late: list[float] = []
+    base = 0.0
+
+    async def keep_stream(i: int) -> None:
+        nonlocal sent, ok, failed, lost
+        due = base + period * i / args.leases
+        req = rpc_pb2.LeaseKeepAliveRequest(ID=lease_ids[i])
+        while not stop.is_set():
+            call = leases[i % nch].LeaseKeepAlive()
+            try:
+                while not stop.is_set():
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    late.append(loop.time() - due)
+                    await call.write(req)
+                    sent += 1
+                    resp = await call.read()
+                    if resp is grpc.aio.EOF or resp.TTL <= 0:
+                        lost += 1
+                        return
+                    ok += 1
+                    due += period
+            except grpc.aio.AioRpcError:
+                failed += 1
+                await asyncio.sleep(0.05)
+            finally:
+                call.cancel()
+
+    print("READY " + json.dumps({"acquire_s": acquire_s}), flush=True)
+    await asyncio.sleep(args.pause_s)
+    base = loop.time() + 0.05
+    tasks = [loop.create_task(keep_stream(i)) for i in range(args.leases)]
+    cpu0 = _self_cpu()
+    t_keep = loop.time()
+    await stop.wait()
+    wall = loop.time() - t_keep
+    cpu = _self_cpu() - cpu0
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for ch in channels:
+        await ch.close()
+    late.sort()
+    return {
+        "leases": args.leases,
+        "period_s": period,
+        "acquire_s": acquire_s,
+        "renewals_sent": sent,
+        "renewals_ok": ok,
+        "renewals_failed": failed,
+        "leases_lost": lost,
+        "renewals_per_s": ok / wall if wall > 0 else 0.0,
+        "late_p50_ms": late[len(late) // 2] * 1000 if late else 0.0,
+        "late_p99_ms": late[int(len(late) * 0.99)] * 1000 if late else 0.0,
+        "client_cpu_s": cpu,
+        "wall_s": wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a1 = sub.add_parser("w1")
+    a1.add_argument("--target", required=True)
+    a1.add_argument("--n", type=int, default=2000)
+    a1.add_argument("--warmup", type=int, default=200)
+    a2 = sub.add_parser("w2")
+    a2.add_argument("--target", required=True)
+    a2.add_argument("--clients", type=int, default=16)
+    a2.add_argument("--duration", type=float, default=10.0)
+    a2.add_argument("--warmup", type=float, default=2.0)
+    a3 = sub.add_parser("keepalive")
+    a3.add_argument("--target", required=True)
+    a3.add_argument("--leases", type=int, default=1000)
+    a3.add_argument("--ttl-ms", type=int, default=10_000)
+    a3.add_argument("--channels", type=int, default=8)
+    a3.add_argument("--concurrency", type=int, default=64)
+    a3.add_argument("--pause-s", type=float, default=2.0)
+    args = ap.parse_args()
+    if args.cmd == "w1":
+        out = w1(args)
+    elif args.cmd == "w2":
+        out = asyncio.run(_w2(args))
+    else:
+        out = asyncio.run(_keepalive(args))
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

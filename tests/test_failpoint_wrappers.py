@@ -196,6 +196,7 @@ def test_observer_passes_every_event_on() -> None:
         "on_proposal_applied": (0.001,),
         "on_renewal": (1.0, 2.0),
         "on_lease_event": ("acquired",),
+        "on_lease_lapse": (0.05,),
     }
     for name in sorted(hooks):
         getattr(obs, name)(*args[name])
@@ -203,6 +204,7 @@ def test_observer_passes_every_event_on() -> None:
         "after-commit-before-apply",
         "on_commit_ready",
         "on_lease_event",
+        "on_lease_lapse",
         "on_proposal_applied",
         "on_renewal",
         "on_save",

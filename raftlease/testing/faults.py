@@ -150,6 +150,9 @@ class FailpointObserver(NodeObserver):
     def on_lease_event(self, kind: EventKind) -> None:
         self.inner.on_lease_event(kind)
 
+    def on_lease_lapse(self, seconds: float) -> None:
+        self.inner.on_lease_lapse(seconds)
+
 
 class FaultInjector:
     """Builds the wrappers for one node from the armed failpoints (the server's entry point)."""

@@ -22,12 +22,11 @@ import grpc.aio
 
 from raftlease import clock as _clock
 from raftlease.client._hub import HubStep, KeepaliveHub
-from raftlease.client._retry import Failure
+from raftlease.client._hub_io import stream_answered, stream_ended
 from raftlease.client._rpc import (
     KeepaliveMessages,
     renew_answer,
     renew_request,
-    rpc_code,
     rpc_failure,
 )
 from raftlease.client.errors import ClusterUnavailable
@@ -203,30 +202,13 @@ class AsyncKeepalives:
         if kind == "answer":
             _, call_id, resp = event
             stream = self._calls.get(call_id)
-            if not isinstance(stream, _Stream):
-                return True  # a stream we closed
-            answers, rest = stream.messages.answers(resp)
-            for lease_id, answer in answers:
-                hub.on_answer(now, call_id, lease_id, renew_answer(answer))
-            if rest:
-                log.info(
-                    "raftlease: %s ignores batched keepalives: one lease per message",
-                    stream.target,
-                )
-                hub.on_unbatched(now, call_id, rest)
+            if isinstance(stream, _Stream):  # else a stream we closed
+                stream_answered(hub, now, call_id, stream.target, stream.messages, resp)
         elif kind == "ended":
             _, call_id, err = event
             self._calls.pop(call_id, None)
             target = self._targets.pop(call_id, "?")
-            if isinstance(err, grpc.RpcError) and rpc_code(err) == grpc.StatusCode.UNIMPLEMENTED:
-                log.info("raftlease: %s has no KeepAlive stream: renewing with Renew", target)
-                hub.on_unsupported(now, call_id)
-            elif isinstance(err, grpc.RpcError):
-                hub.on_call_failed(now, call_id, rpc_failure(err, self._client._security.explain))
-            else:
-                why = f": {err}" if err is not None else ""
-                failure = Failure(f"UNAVAILABLE: the KeepAlive stream to {target} ended{why}")
-                hub.on_call_failed(now, call_id, failure)
+            stream_ended(hub, now, call_id, target, err, self._client._security.explain)
         elif kind == "unary":
             _, call_id, lease_id, resp = event
             self._calls.pop(call_id, None)

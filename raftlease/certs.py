@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from raftlease.types import NAME_PATTERN
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -61,7 +63,7 @@ CA_DAYS = 3650
 LEAF_DAYS = 825  # the longest validity common TLS clients accept for a leaf certificate
 
 # Node ids and client names go into file names and URIs: keep them to a safe alphabet.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = NAME_PATTERN
 
 
 class CertsError(ValueError):

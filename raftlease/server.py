@@ -62,7 +62,7 @@ from raftlease.transport.grpc import (
     GrpcTransport,
     PeerServicer,
 )
-from raftlease.types import NodeId
+from raftlease.types import NAME_MAX, NAME_PATTERN, NodeId
 from raftlease.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -945,18 +945,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         )
 
 
-#: Node ids: what a data dir, a log line and a metric label can carry without quoting.
-_MEMBER_ID_MAX = 64
-
-
 def member_id_problems(node_id: str) -> list[str]:
-    """Why ``node_id`` cannot be a member id (empty when it can)."""
+    """Why ``node_id`` cannot be a member id (empty when it can; types.NAME_PATTERN)."""
     if not node_id:
         return ["a member id must not be empty"]
-    if len(node_id) > _MEMBER_ID_MAX:
-        return [f"member id is {len(node_id)} characters; at most {_MEMBER_ID_MAX}"]
-    if not all(c.isalnum() or c in "-_." for c in node_id):
-        return [f"member id {node_id!r} may use only letters, digits, '-', '_' and '.'"]
+    if len(node_id) > NAME_MAX:
+        return [f"member id is {len(node_id)} characters; at most {NAME_MAX}"]
+    if not NAME_PATTERN.match(node_id):
+        return [
+            f"member id {node_id!r} may use only letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit"
+        ]
     return []
 
 

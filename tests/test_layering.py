@@ -169,9 +169,10 @@ ALLOWED: dict[str, frozenset[str]] = {
         # transport (no codec) and never imports a client.
         "metrics": (ROOT, "clock", "config", "core", "errors", "fsm", "node", "observe", "types"),
         # A node's TLS credentials and the auth rules' interceptor (docs/security.md); the
-        # development CA of `raftlease certs` (the cryptography package only).
+        # development CA of `raftlease certs` (the cryptography package, and the name rule
+        # node ids share).
         "auth": ("errors", "v1"),
-        "certs": (),
+        "certs": ("types",),
         # The server reads RAFTLEASE_FAILPOINTS and, only when it arms something, wraps the
         # node's seams with raftlease.testing.faults (imported then, never otherwise).
         "server": (

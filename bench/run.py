@@ -32,7 +32,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -414,13 +417,32 @@ def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------- W4
-class _Prober:
-    """Threads, one per endpoint, each trying Acquire every ~5 ms until one succeeds."""
+def _acquire_attempt(channel: grpc.Channel) -> Callable[[str], bool]:
+    """One raftlease acquisition of a fresh name (the W4 probe's attempt)."""
+    stub = lease_pb2_grpc.LeaseStub(channel)
 
-    def __init__(self, endpoints: list[str]) -> None:
+    def attempt(name: str) -> bool:
+        request = lease_pb2.AcquireRequest(
+            name=name, holder="w4", ttl_ms=10_000, wait_ms=0, request_id=uuid.uuid4().hex
+        )
+        return bool(stub.Acquire(request, timeout=0.5).acquired)
+
+    return attempt
+
+
+class _Prober:
+    """Threads, one per endpoint, each trying an acquisition every ~5 ms until one succeeds.
+    ``make_attempt(channel)`` builds one endpoint's attempt (default: raftlease's Acquire;
+    bench/etcd/sidebyside.py gives etcd's)."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        make_attempt: Callable[[grpc.Channel], Callable[[str], bool]] = _acquire_attempt,
+    ) -> None:
         self.endpoints = endpoints
         self.channels = [grpc.insecure_channel(e) for e in endpoints]
-        self.stubs = [lease_pb2_grpc.LeaseStub(ch) for ch in self.channels]
+        self.attempts = [make_attempt(ch) for ch in self.channels]
         for ch in self.channels:
             with contextlib.suppress(grpc.FutureTimeoutError):
                 grpc.channel_ready_future(ch).result(timeout=2)
@@ -435,21 +457,11 @@ class _Prober:
         lock = threading.Lock()
 
         def worker(i: int) -> None:
-            stub = self.stubs[i]
+            attempt = self.attempts[i]
             name = f"w4-{trial}-{i}"
             while not done.is_set() and time.monotonic() - t_kill < timeout:
                 try:
-                    resp = stub.Acquire(
-                        lease_pb2.AcquireRequest(
-                            name=name,
-                            holder="w4",
-                            ttl_ms=10_000,
-                            wait_ms=0,
-                            request_id=uuid.uuid4().hex,
-                        ),
-                        timeout=0.5,
-                    )
-                    if resp.acquired:
+                    if attempt(name):
                         t = time.monotonic()
                         with lock:
                             won.append((t, self.endpoints[i]))
@@ -459,7 +471,7 @@ class _Prober:
                     pass
                 time.sleep(0.005)
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(self.stubs))]
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(self.attempts))]
         for th in threads:
             th.start()
         for th in threads:

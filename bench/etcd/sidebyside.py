@@ -40,14 +40,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from .etcd_cluster import ELECTION_MS, HEARTBEAT_MS, EtcdCluster, etcd_binary, etcd_version
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
     from types import ModuleType
+
+    import grpc
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "etcd_loadgen.py"
@@ -268,59 +268,20 @@ def etcd_w3(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- W4
-class _Prober:
-    """bench/run.py's W4 prober for etcd: one thread per endpoint, each trying an acquire
-    (LeaseGrant + Txn put-if-absent, 0.5 s timeout each) every ~5 ms until one succeeds."""
+def _etcd_attempt(channel: grpc.Channel) -> Callable[[str], bool]:
+    """bench/run.py's W4 probe attempt for etcd: an acquisition is LeaseGrant + Txn
+    put-if-absent (0.5 s timeout each)."""
+    from etcdpb import rpc_pb2, rpc_pb2_grpc
 
-    def __init__(self, endpoints: list[str]) -> None:
-        from etcdpb import rpc_pb2_grpc
+    from .etcd_loadgen import put_if_absent
 
-        self.endpoints = endpoints
-        self.channels = [grpc.insecure_channel(e) for e in endpoints]
-        self.leases = [rpc_pb2_grpc.LeaseStub(ch) for ch in self.channels]
-        self.kvs = [rpc_pb2_grpc.KVStub(ch) for ch in self.channels]
-        for ch in self.channels:
-            with contextlib.suppress(grpc.FutureTimeoutError):
-                grpc.channel_ready_future(ch).result(timeout=2)
+    leases, kv = rpc_pb2_grpc.LeaseStub(channel), rpc_pb2_grpc.KVStub(channel)
 
-    def close(self) -> None:
-        for ch in self.channels:
-            ch.close()
+    def attempt(name: str) -> bool:
+        g = leases.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=10), timeout=0.5)
+        return bool(kv.Txn(put_if_absent(name.encode(), g.ID), timeout=0.5).succeeded)
 
-    def probe(self, trial: str, t_kill: float, timeout: float = 15.0) -> tuple[float, str]:
-        from etcdpb import rpc_pb2
-
-        from .etcd_loadgen import put_if_absent
-
-        done = threading.Event()
-        won: list[tuple[float, str]] = []
-        lock = threading.Lock()
-
-        def worker(i: int) -> None:
-            key = f"w4-{trial}-{i}".encode()
-            while not done.is_set() and time.monotonic() - t_kill < timeout:
-                try:
-                    g = self.leases[i].LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=10), timeout=0.5)
-                    r = self.kvs[i].Txn(put_if_absent(key, g.ID), timeout=0.5)
-                    if r.succeeded:
-                        t = time.monotonic()
-                        with lock:
-                            won.append((t, self.endpoints[i]))
-                        done.set()
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.005)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(self.channels))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        if not won:
-            return float("inf"), ""
-        t, ep = min(won)
-        return t - t_kill, ep
+    return attempt
 
 
 def etcd_w4(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
@@ -330,7 +291,7 @@ def etcd_w4(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
     detail: list[dict[str, Any]] = []
     bg = h.Background()
     with c:
-        prober = _Prober(c.endpoints)
+        prober = h._Prober(c.endpoints, _etcd_attempt)
         try:
             for t in range(trials):
                 leader = c.wait_stable(60, settle=1.0)
@@ -338,7 +299,7 @@ def etcd_w4(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
                 t_kill = time.monotonic()
                 wall_kill = time.time()
                 c.kill(leader)
-                dt_s, ep = prober.probe(f"{t}-{uuid.uuid4().hex[:4]}", t_kill)
+                dt_s, ep = prober.probe(f"{t}-{uuid.uuid4().hex[:4]}", t_kill, timeout=15.0)
                 times.append(dt_s)
                 elected = c.first_election_after(wall_kill)
                 detail.append(

@@ -69,7 +69,6 @@ class NodeProc:
         self.transport_faults = ""
         self.faketime_file = self.dir / "faketime.txt"
         self.env_extra: dict[str, str] = {}
-        self.serve_extra: list[str] = []  # more `serve` arguments for every start (joiners)
         self.log_offset = 0  # where the current incarnation's output starts in node.log
 
     @property
@@ -204,19 +203,14 @@ class Cluster:
         give ``member add``."""
         if nid not in self.spare_ports or nid in self.nodes:
             raise ValueError(f"{nid} is not an unused spare node")
-        local = self.local.add_node(nid)
-        # LocalCluster.add_node puts the data dir and log next to the first node's data dir
-        # (nodes/n1/<id>); keep the harness layout nodes/<id>/{data,node.log} and the port
-        # reserved for it (the clients already know it)
-        local.address = f"127.0.0.1:{self.spare_ports[nid]}"
-        local.data_dir = self.run_dir / "nodes" / nid / "data"
-        local.log_path = self.run_dir / "nodes" / nid / "node.log"
+        # the port reserved for it (the clients already know it); data and log follow the
+        # cluster's templates (nodes/<id>/{data,node.log})
+        local = self.local.add_node(nid, port=self.spare_ports[nid])
         node = NodeProc(self, local)
         node.dir.mkdir(parents=True, exist_ok=True)
         peers = {nid: local.address}
         taken = list(self.spare_ports.values())
-        # every node started so far, removed ones included: LocalCluster gives the joiner
-        # --client-addresses of all of them, and serve wants --peers to name each
+        # its own links to every node started so far, removed ones included
         for m in list(self.nodes):
             out_port = free_port(avoid=taken)
             taken.append(out_port)
@@ -228,18 +222,15 @@ class Cluster:
             # below, which hands m's connections to this link
             self.proxies.add_link(m, nid, in_port, local.port)
             if self.local.peer_addresses is not None:
-                # for m's LATER starts: LocalCluster gives every node --client-addresses of
-                # all nodes, n4 included, which serve refuses unless --peers names n4 too
-                # (an address book once the data dir holds a configuration)
+                # for m's LATER starts: its --peers (an address book once the data dir holds
+                # a configuration) routes m -> nid through this link's proxy
                 self.local.peer_addresses.setdefault(m, {})[nid] = f"127.0.0.1:{in_port}"
         self.peer_maps[nid] = peers
         if self.local.peer_addresses is not None:
-            # LocalCluster.command looks the node's own view up even for a joiner (which
-            # starts with --join, not --peers): give it one; the map goes in as serve_extra
+            # the joiner's own view of its links: LocalCluster passes it with --join as --peers
             self.local.peer_addresses[nid] = dict(peers)
         demux = free_port(avoid=taken)
         self.proxies.add_demux(nid, demux, local.port, self._sender)
-        node.serve_extra = ["--peers", ",".join(f"{k}={v}" for k, v in peers.items())]
         with self._lock:
             self.nodes[nid] = node
             self.joiners.append(nid)
@@ -331,7 +322,7 @@ class Cluster:
                     f"failpoints={failpoints!r}{tf} ===\n".encode()
                 )
                 node.log_offset = lf.tell()
-            self.local.start(nid, *node.serve_extra, env=e)
+            self.local.start(nid, env=e)
             node.state = "up"
             node.expect_exit = False
         self.event(

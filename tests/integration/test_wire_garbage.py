@@ -118,6 +118,18 @@ def terms(cluster: Cluster) -> dict[str, tuple[str, int]]:
     return out
 
 
+def settled_terms(cluster: Cluster, leader: str) -> dict[str, tuple[str, int]]:
+    """The terms once every node has heard from the leader (a follower that has not yet
+    had its first heartbeat answers with no leader and term 0, which is not a change)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        seen = terms(cluster)
+        if all(seen_leader == leader for seen_leader, _ in seen.values()):
+            return seen
+        assert time.monotonic() < deadline, f"the followers never heard from {leader}: {seen}"
+        time.sleep(0.1)
+
+
 def garbage_calls(cluster: Cluster, leader: str, rng: random.Random) -> dict[str, set[str]]:
     node = cluster.nodes[leader]
     peers = {NodeId(n): cluster.nodes[n].address for n in cluster.nodes}
@@ -175,7 +187,7 @@ def raw_tcp(address: str, rng: random.Random) -> None:
 
 def test_garbage_on_the_port_changes_nothing(cluster: Cluster) -> None:
     leader = cluster.leader()
-    before = terms(cluster)
+    before = settled_terms(cluster, leader)
     proc = psutil.Process(cluster.nodes[leader].pid)
     rng = random.Random(14)
 

@@ -337,12 +337,19 @@ def _container_scripts_with_a_nodes_own_certificate(machines: Path, env: dict[st
     )
     container = DEPLOY / "container"
     for args in ([], ["raftlease.v1.Ready"]):
-        check = subprocess.run(
-            [sys.executable, str(container / "healthcheck.py"), *args],
-            env=node_env,
-            capture_output=True,
-            text=True,
-        )
+        # A leader that has just been elected is not Ready until its leader lease is valid
+        # (up to an election timeout later), as a probe that runs every few seconds sees.
+        deadline = time.monotonic() + 10.0
+        while True:
+            check = subprocess.run(
+                [sys.executable, str(container / "healthcheck.py"), *args],
+                env=node_env,
+                capture_output=True,
+                text=True,
+            )
+            if check.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert check.returncode == 0, (check.stdout, check.stderr)
     res = subprocess.run(
         [sys.executable, str(container / "step-down.py")],

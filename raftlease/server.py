@@ -934,11 +934,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         except NotLeader as e:
             await _unavailable(context, e)
         index = node.applied_index
-        data = node.table.snapshot()  # taken in this turn of the loop: consistent at index
+        term = node.core.log.term_at(index) or node.core.term
+        view = node.table.view()  # frozen in this turn of the loop: consistent at index
         listed = self._member_list()
+        pieces = []
+        for piece in view.encode():  # one slice per turn: the node's loop runs between
+            pieces.append(piece)
+            await asyncio.sleep(0)
+        data = b"".join(pieces)
         return cluster_pb2.SnapshotResponse(
             index=index,
-            term=node.core.log.term_at(index) or node.core.term,
+            term=term,
             cluster_id=node.cfg.cluster_id,
             members=listed.members,
             data=data,

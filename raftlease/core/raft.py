@@ -293,12 +293,16 @@ class RaftCore:
                 retryable=True,
             )
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
+    def compact(self, index: int, data: bytes) -> Snapshot | None:
         """Record a state-machine snapshot at ``index`` (already applied) and drop older log.
 
-        The driver then persists it with ``Storage.compact``. Returns the snapshot.
+        The driver then persists it with ``Storage.compact``. Returns the snapshot, or None
+        when the log is already compacted to ``index`` or past it: a driver that encodes a
+        big table over many turns may find that an InstallSnapshot overtook it meanwhile.
         """
         self._check_no_ready()
+        if index <= self.log.snapshot_index:
+            return None
         term = self.log.term_at(index)
         if term is None:
             raise ValueError(f"cannot snapshot at {index}: not in the retained log")

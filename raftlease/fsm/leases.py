@@ -26,7 +26,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, assert_never
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, assert_never
 
 from raftlease.fsm.commands import (
     Acquire,
@@ -45,6 +45,9 @@ from raftlease.fsm.limits import (
     validate_ttl_ms,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = [
     "ApplyResult",
     "Expired",
@@ -57,6 +60,7 @@ __all__ = [
     "Queued",
     "Rejected",
     "Released",
+    "TableView",
     "WaitCancelled",
     "Waiter",
 ]
@@ -392,37 +396,21 @@ class LeaseTable:
         """The whole state as canonical bytes: equal tables give equal bytes.
 
         Compact JSON with sorted keys: ``applied_index``, ``format`` and ``leases`` (sorted by
-        name; each lease carries its FIFO ``waiters``).
+        name; each lease carries its FIFO ``waiters``). The same bytes as joining
+        ``self.view().encode()``, which a driver uses to build a big table's snapshot in
+        slices between other work.
         """
-        leases = []
-        for name in sorted(self._by_name):
-            lease = self._by_name[name]
-            queue = self._queues.get(name)
-            leases.append(
-                {
-                    "name": lease.name,
-                    "lease_id": lease.lease_id,
-                    "fencing_token": lease.fencing_token,
-                    "holder": lease.holder,
-                    "ttl_ms": lease.ttl_ms,
-                    "metadata": [list(pair) for pair in lease.metadata],
-                    "granted_index": lease.granted_index,
-                    "request_id": lease.request_id,
-                    "waiters": [
-                        {
-                            "holder": waiter.holder,
-                            "ttl_ms": waiter.ttl_ms,
-                            "request_id": waiter.request_id,
-                            "metadata": [list(pair) for pair in waiter.metadata],
-                        }
-                        for waiter in (queue.values() if queue is not None else ())
-                    ],
-                }
-            )
-        state = {"format": SNAPSHOT_FORMAT, "applied_index": self._applied_index, "leases": leases}
-        return json.dumps(
-            state, separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False
-        ).encode("ascii")
+        return b"".join(self.view().encode())
+
+    def view(self) -> TableView:
+        """The table as it is now, frozen: O(leases) pointer copies and no encoding (about
+        2 ms for 100,000 leases), so it can be taken in one turn of a driver's loop and
+        encoded later, slice by slice, while this table goes on applying entries."""
+        return TableView(
+            self._applied_index,
+            dict(self._by_name),
+            {name: tuple(queue.values()) for name, queue in self._queues.items()},
+        )
 
     def state_hash(self) -> str:
         """SHA-256 (hex) of :meth:`snapshot`, to compare replicas cheaply."""
@@ -440,6 +428,67 @@ class LeaseTable:
             return _restore(data)
         except _SnapshotError as exc:
             raise ValueError(f"invalid lease table snapshot: {exc}") from None
+
+
+SNAPSHOT_SLICE = 2_000
+"""Leases per piece of :meth:`TableView.encode`: about 10 ms of encoding on a small VM."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableView:
+    """A lease table frozen at ``applied_index`` (see :meth:`LeaseTable.view`).
+
+    Its records and waiters are immutable and its dicts are its own, so it stays valid
+    while the table it came from changes.
+    """
+
+    applied_index: int
+    leases: dict[str, LeaseRecord]
+    queues: dict[str, tuple[Waiter, ...]]
+
+    def __len__(self) -> int:
+        return len(self.leases)
+
+    def encode(self, per_slice: int = SNAPSHOT_SLICE) -> Iterator[bytes]:
+        """:meth:`LeaseTable.snapshot`'s bytes in pieces of at most ``per_slice`` leases
+        each: a driver takes one piece per turn of its loop, so a table of any size never
+        holds the loop for longer than one piece (the whole of 100,000 leases took ~0.5 s
+        in one go, longer than an election timeout)."""
+        if per_slice < 1:
+            raise ValueError(f"per_slice must be >= 1, got {per_slice}")
+        yield (
+            b'{"applied_index":%d,"format":%d,"leases":[' % (self.applied_index, SNAPSHOT_FORMAT)
+        )
+        names = sorted(self.leases)
+        for start in range(0, len(names), per_slice):
+            piece = [self._lease_state(name) for name in names[start : start + per_slice]]
+            text = json.dumps(
+                piece, separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False
+            )
+            yield (b"," if start else b"") + text[1:-1].encode("ascii")
+        yield b"]}"
+
+    def _lease_state(self, name: str) -> dict[str, Any]:
+        lease = self.leases[name]
+        return {
+            "name": lease.name,
+            "lease_id": lease.lease_id,
+            "fencing_token": lease.fencing_token,
+            "holder": lease.holder,
+            "ttl_ms": lease.ttl_ms,
+            "metadata": [list(pair) for pair in lease.metadata],
+            "granted_index": lease.granted_index,
+            "request_id": lease.request_id,
+            "waiters": [
+                {
+                    "holder": waiter.holder,
+                    "ttl_ms": waiter.ttl_ms,
+                    "request_id": waiter.request_id,
+                    "metadata": [list(pair) for pair in waiter.metadata],
+                }
+                for waiter in self.queues.get(name, ())
+            ],
+        }
 
 
 def _check_same_holder(name: str, request_id: str, known: str, holder: str) -> None:

@@ -256,6 +256,9 @@ class Cluster:
     def cmd_compact(self, args: list[str]) -> None:
         n, index = self.nodes[NodeId(args[0])], int(args[1])
         snap = self._core(n.id).compact(index, _encode([s for s in n.state if s[0] <= index]))
+        if snap is None:
+            self.out.append("already compacted")
+            return
         n.store.compact(snap)
         self.out.append(f"snapshot=({snap.index},{snap.term})")
 

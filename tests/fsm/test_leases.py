@@ -555,6 +555,33 @@ def build_busy_table() -> Log:
     return log
 
 
+@pytest.mark.parametrize("per_slice", [1, 2, 3, 1000])
+def test_a_view_encodes_to_the_snapshot_in_pieces_of_any_size(per_slice: int) -> None:
+    table = build_busy_table().table
+    pieces = list(table.view().encode(per_slice))
+    assert b"".join(pieces) == table.snapshot()
+    assert len(pieces) == 2 + -(-len(table) // per_slice)  # header, slices, trailer
+
+
+def test_a_view_stays_as_it_was_while_the_table_changes() -> None:
+    """A driver takes a view in one turn and encodes it over many: entries applied
+    meanwhile (a grant, a release that hands over, a new waiter) must not show."""
+    log = build_busy_table()
+    before = log.table.snapshot()
+    view = log.table.view()
+    log.apply(acquire("d", "w7", "r7"))
+    log.apply(Release(1))  # "b" goes to its first waiter
+    log.apply(acquire("a", "w8", "r8", wait=True))
+    assert log.table.snapshot() != before
+    assert b"".join(view.encode(1)) == before
+    assert view.applied_index == 8
+
+
+def test_a_view_refuses_an_empty_slice() -> None:
+    with pytest.raises(ValueError, match="per_slice must be >= 1"):
+        next(LeaseTable().view().encode(0))
+
+
 def test_empty_snapshot_bytes() -> None:
     assert LeaseTable().snapshot() == b'{"applied_index":0,"format":1,"leases":[]}'
 

@@ -218,3 +218,28 @@ def test_a_node_that_could_win_without_a_committed_entry_is_caught() -> None:
     with pytest.raises(SafetyViolation) as exc:
         chk.check_committed(ids[0], e)
     assert exc.value.name == "commit-unsafe"
+
+
+def test_a_snapshot_overtaken_by_an_install_is_dropped() -> None:
+    """node.py freezes its table, encodes it over many turns, then compacts at the frozen
+    index; if an InstallSnapshot moved the log past that index meanwhile, the core drops
+    the late snapshot (compact() returns None) and the node goes on from the installed one."""
+    sim = SimCluster(3, 4, propose_every_us=(2 * MS, 5 * MS))
+    lead = _leader(sim)
+    follower = next(n.id for n in sim.nodes if n.id != lead)
+    sim.run_for(50 * MS)
+    assert sim.begin_snapshot(follower)  # frozen at its applied index
+    frozen = sim.node(follower).applied_index
+    sim.isolate(follower)
+    sim.run_for(300 * MS)
+    snap = sim.compact(lead)  # the leader's log no longer reaches back to the follower
+    assert snap is not None
+    sim.heal()
+    assert sim.run_until_true(lambda: sim.node(follower).applied_index > snap.index, 1_000 * MS)
+    core = sim.node(follower).core
+    assert core is not None
+    assert core.log.snapshot_index > frozen  # it installed the leader's snapshot
+    assert sim.finish_snapshot(follower) is None
+    assert core.log.snapshot_index > frozen
+    sim.final_heal()
+    sim.check_liveness()

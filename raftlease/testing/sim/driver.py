@@ -699,26 +699,53 @@ class SimDriver(SimOracles):
         return where
 
     def compact(self, nid: str) -> Snapshot | None:
-        """Snapshot a node at its applied index and compact.
+        """Snapshot a node at its applied index and compact, in one go.
 
         The payload is the state hash followed by ``table.snapshot()`` (node.py's payload).
         """
+        if not self.begin_snapshot(nid):
+            return None
+        return self.finish_snapshot(nid)
+
+    def begin_snapshot(self, nid: str) -> bool:
+        """Freeze a node's table at its applied index, as node.py does before it encodes
+        the table over many turns; :meth:`finish_snapshot` compacts at that index later."""
         node = self.node(nid)
         core = node.core
         if (
             not node.up
             or node.paused
             or core is None
+            or node.service is None
+            or node.snapshot_job is not None
             or node.applied_index <= core.log.snapshot_index
         ):
+            return False
+        # The table's own applied_index may be lower (no-op and CONFIG entries leave it);
+        # the snapshot is at the node's, as in node.py.
+        node.snapshot_job = (node.applied_index, node.state_hash, node.service.table.view())
+        return True
+
+    def finish_snapshot(self, nid: str) -> Snapshot | None:
+        """Encode the frozen table and compact the core at its index; the core drops it
+        (None) when the log was compacted past it meanwhile (an InstallSnapshot)."""
+        node = self.node(nid)
+        core = node.core
+        job = node.snapshot_job
+        if not node.up or node.paused or core is None or job is None:
             return None
-        table = node.table.snapshot()
+        node.snapshot_job = None
+        index, state_hash, view = job
+        table = b"".join(view.encode())
         try:
-            snap = core.compact(node.applied_index, node.state_hash + table)
+            snap = core.compact(index, state_hash + table)
         except SafetyViolation:
             raise
         except Exception as exc:
             raise self._core_error(node, "compact", exc) from exc
+        if snap is None:
+            self._log(f"{node.id} snapshot at {index} dropped: compacted past it")
+            return None
         self.lease_checks.on_snapshot_taken(node.id, snap.index, table)
         self.checkers.on_snapshot_durable(node.id, snap.index)
         node.storage.compact(snap)
@@ -797,9 +824,19 @@ class SimDriver(SimOracles):
         self.propose()
 
     def _workload_compact(self) -> None:
+        """Begin a snapshot on a node and finish it 0-10 ms later, as node.py encodes a big
+        table over many turns: the entries applied (and snapshots installed) meanwhile are
+        what the core's compact() must take. A job left by a pause is finished first."""
         up = [n for n in self.nodes if n.up]
         if up:
-            self.compact(self.workload_rng.choice(up).id)
+            nid = self.workload_rng.choice(up).id
+            self.finish_snapshot(nid)
+            if self.begin_snapshot(nid):
+
+                def finish() -> None:
+                    self.finish_snapshot(nid)
+
+                self.after(self.workload_rng.randint(0, 10_000), finish)
 
     def _workload_transfer(self) -> None:
         self.transfer_leadership()

@@ -96,6 +96,7 @@ class SimFaults(SimDriver):
         node.applied_index = st.snapshot.index if st.snapshot is not None else 0
         node.state_hash = st.snapshot.data[:HASH_LEN] if st.snapshot is not None else ZERO_HASH
         node.applied_log = {}  # the state machine is volatile: rebuilt from snapshot + log
+        node.snapshot_job = None
         node.paused = False
         node.inbox = []
         node.seen_role = core.role

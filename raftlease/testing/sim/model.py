@@ -27,7 +27,7 @@ from raftlease.core.messages import (
 )
 from raftlease.core.raft import RaftCore
 from raftlease.core.ready import HardState
-from raftlease.fsm.leases import LeaseTable
+from raftlease.fsm.leases import LeaseTable, TableView
 from raftlease.service import LeaseService
 from raftlease.storage.memory import MemoryStorage
 from raftlease.testing.clients import ClientRequest
@@ -165,6 +165,9 @@ class SimNode:
     # force (-1: not so) and when its configuration in force last changed.
     retired: bool = False
     config_index: int = 0
+    # A snapshot begun and not yet compacted (node.py encodes a table over many turns):
+    # the index and state hash it was taken at, and the frozen table (volatile).
+    snapshot_job: tuple[int, bytes, TableView] | None = None
     removed_since_tick: int = -1
     config_since_tick: int = 0
 

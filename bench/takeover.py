@@ -16,8 +16,9 @@ the same worker. The worker sends a datagram "<fencing token> <pid>" every 10 ms
   token).
 - `hang`: SIGSTOP of A's worker (a hung worker). A stops receiving beats and after
   `--heartbeat-timeout` sends SIGTERM + SIGCONT (SIGKILL after `--kill-grace`) and restarts
-  it after `--restart-delay` (jittered) under the same lease. Measured: the first accepted
-  write of the new worker (a new pid). B stays queued.
+  it under the same lease, at once: it is A's first failure, and only later failures within
+  the window wait `--restart-delay` and more. Measured: the first accepted write of the new
+  worker (a new pid). B stays queued.
 - `pause`: SIGSTOP of A, the active supervisor (a paused holder). A's watchdog kills A's worker
   before the lease could pass; B gets the lease when it expires. Measured: the first accepted
   write of B's worker. Then A is resumed (SIGCONT) and the paused holder's late write is
@@ -328,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", default="kill,hang,pause", help="default kill,hang,pause")
     p.add_argument("--heartbeat-timeout", default="1s", help="for the hang fault (default 1s)")
     p.add_argument("--kill-grace", default="500ms", help="(default 500ms)")
-    p.add_argument("--restart-delay", default="100ms", help="(default 100ms)")
+    p.add_argument(
+        "--restart-delay",
+        default="1s",
+        help="(default 1s, as raftlease run's; a hang trial's one restart does not wait it)",
+    )
     p.add_argument("--json-out", default=None, help="also write the JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     args = p.parse_args(argv)

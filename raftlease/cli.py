@@ -1111,15 +1111,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_wait_arg,
         default=None,
         metavar="DURATION",
-        help="the circuit breaker's window (default forever: N failures in total)",
+        help="the window in which the circuit breaker and the restart backoff count "
+        "failures (default forever: N failures in total)",
     )
     p.add_argument(
         "--restart-delay",
         type=parse_duration_arg,
         default=1.0,
         metavar="DURATION",
-        help="first restart backoff, doubled per failure in the window, at most 30s, plus up "
-        "to 20%% jitter (default 1s)",
+        help="backoff before restarting a failed CMD: none after the first failure within "
+        "--restart-window, DURATION after the 2nd, then doubling per failure, at most 30s, "
+        "plus up to 20%% jitter; 0 = never wait (default 1s)",
     )
     p.add_argument(
         "--heartbeat-timeout",

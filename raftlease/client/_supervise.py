@@ -1,6 +1,7 @@
 """The pure parts of ``raftlease run``'s child checks (docs/singleton.md): the heartbeat
 deadline and status payload, the health-check failure count, the restart backoff with jitter
-and the restart circuit breaker. No I/O, no clock: every method takes the time.
+(the first restart immediate, then growing) and the restart circuit breaker. No I/O, no
+clock: every method takes the time.
 """
 
 from __future__ import annotations
@@ -21,18 +22,26 @@ __all__ = [
 ]
 
 BACKOFF_CAP_S = 30.0
-JITTER = 0.2  # a restart waits between 1x and 1.2x its exponential delay
+JITTER = 0.2  # a delayed restart waits between 1x and 1.2x its exponential delay
 
 
 def backoff_delay(
     failures: int, base: float = 1.0, cap: float = BACKOFF_CAP_S, u: float = 0.0
 ) -> float:
-    """Seconds before restart number ``failures`` (1-based, counted in the breaker's window):
-    ``min(cap, base * 2 ** (failures - 1))``, stretched by up to :data:`JITTER` with
-    ``u`` in [0, 1) (a uniform random draw; 0 gives the bare schedule)."""
-    if base <= 0:
+    """Seconds before restart number ``failures`` (1-based: the failures counted in the
+    breaker's window, this one included).
+
+    The first restart is immediate (0, no jitter): a single crash or hang costs no extra
+    downtime. From the second on the backoff grows: ``min(cap, base * 2 ** (failures - 2))``
+    (``base``, ``2 * base``, ``4 * base`` ...), stretched by up to :data:`JITTER` with ``u``
+    in [0, 1) (a uniform random draw; 0 gives the bare schedule). So a crash loop never
+    spins: a restart is the first only when no other failure is in the window, so two
+    immediate restarts are more than a window apart (with no window: only the very first
+    restart of the supervisor is immediate), and every failure within a window of another one
+    waits at least ``min(base, cap)``. ``base <= 0``: every restart is immediate."""
+    if base <= 0 or failures <= 1:
         return 0.0
-    exponent = max(0, failures - 1)
+    exponent = failures - 2
     delay = cap if exponent >= 64 else min(cap, base * 2.0**exponent)
     return delay * (1.0 + JITTER * min(max(u, 0.0), 1.0))
 

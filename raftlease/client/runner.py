@@ -19,8 +19,9 @@ docs/singleton.md.
   the lease's health map. A hung or unhealthy CMD gets SIGTERM (and SIGCONT), then SIGKILL
   after ``kill_grace``, and counts as a failure.
 - A CMD that fails (exits non-zero, or is killed as hung or unhealthy) is restarted while the
-  lease is held, after ``restart_delay`` (1 s), 2x, 4x ... (capped at 30 s), each stretched by
-  up to 20 % of random jitter. The circuit breaker: more than ``max_restarts`` failures within
+  lease is held: at once after the first failure in ``restart_window``, then after
+  ``restart_delay`` (1 s), 2x, 4x ... (capped at 30 s), each stretched by up to 20 % of
+  random jitter. The circuit breaker: more than ``max_restarts`` failures within
   ``restart_window`` (default: the supervisor's whole life) releases the lease, so a standby
   elsewhere takes over, and the supervisor exits with CMD's code (1 if that was 0). When CMD
   exits 0 the lease is released and the supervisor exits 0.
@@ -122,7 +123,8 @@ class WaitExpired(RunnerError):
 
 def restart_delay(crashes: int) -> float:
     """The default backoff schedule before restart number ``crashes`` (1-based), without
-    jitter: 1 s, 2 s, 4 s ... capped at 30 s (:func:`backoff_delay` with its defaults)."""
+    jitter: 0 (the first restart is immediate), 1 s, 2 s, 4 s ... capped at 30 s
+    (:func:`backoff_delay` with its defaults)."""
     return backoff_delay(crashes)
 
 
@@ -741,9 +743,9 @@ class SingletonRunner:
                 )
                 return code or 1
             delay = backoff_delay(failures, cfg.restart_delay, u=random.random())
+            when = f"in {format_duration(delay)}" if delay > 0 else "now"
             self.say(
-                f"{what}; restarting in {format_duration(delay)} "
-                f"(restart {failures} of {cfg.max_restarts}{within})"
+                f"{what}; restarting {when} (restart {failures} of {cfg.max_restarts}{within})"
             )
             pause = await self._pause(lease, delay)
             if pause == "signal":
@@ -765,13 +767,15 @@ class SingletonRunner:
         """Wait before a restart, watching the lease and signals: "ok", "lease" or "signal"."""
         term_at, _kill_at, tick = self._thresholds(lease)
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while True:  # checked once even for no wait: never start CMD on a lease in trouble
             if self._signal is not None:
                 return "signal"
             if lease.lost.is_set() or lease.time_left() <= term_at:
                 return "lease"
-            await self._sleep_or_signal(min(tick, max(0.0, end - time.monotonic())))
-        return "ok"
+            left = end - time.monotonic()
+            if left <= 0:
+                return "ok"
+            await self._sleep_or_signal(min(tick, left))
 
     async def _start(self, lease: AsyncLease) -> _Watched:
         """Start the watchdog, which starts CMD once it heard from us that the lease holds."""

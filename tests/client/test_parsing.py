@@ -126,7 +126,7 @@ def test_leader_hint_from_metadata() -> None:
 
 
 def test_restart_delay_and_exit_code() -> None:
-    assert [restart_delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    assert [restart_delay(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 30, 30]
     assert exit_code(3) == 3
     assert exit_code(-9) == 137
     assert exit_code(-15) == 143

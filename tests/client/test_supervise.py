@@ -5,6 +5,7 @@ payload bounds, and the checks on the new options."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -141,17 +142,60 @@ def test_health_checks_need_retries_failures_in_a_row() -> None:
 
 
 def test_backoff_schedule_and_jitter() -> None:
-    assert [backoff_delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
-    assert [backoff_delay(n, base=0.1) for n in range(1, 4)] == pytest.approx([0.1, 0.2, 0.4])
+    # The first restart is immediate; from the second on: base, 2x, 4x ... capped at 30 s.
+    assert [backoff_delay(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 30, 30]
+    assert [backoff_delay(n, base=0.1) for n in range(1, 5)] == pytest.approx([0, 0.1, 0.2, 0.4])
     assert backoff_delay(1000) == 30.0  # no overflow
     assert backoff_delay(3, base=0.0) == 0.0
-    assert backoff_delay(1, u=0.5) == pytest.approx(1.1)
-    assert backoff_delay(6, u=0.999) == pytest.approx(30 * 1.1998)
+    assert backoff_delay(2, u=0.5) == pytest.approx(1.1)
+    assert backoff_delay(7, u=0.999) == pytest.approx(30 * 1.1998)
+    assert backoff_delay(0) == 0.0  # not a restart number, but never negative
     # Jitter only stretches: never below the schedule, never above 1.2x.
     for u in (0.0, 0.25, 0.75, 0.9999):
-        for n in range(1, 8):
+        for n in range(1, 9):
             bare = backoff_delay(n)
             assert bare <= backoff_delay(n, u=u) <= 1.2 * bare
+
+
+def test_first_restart_is_immediate_and_the_second_waits_the_delay() -> None:
+    # Whatever the jitter draw: no wait (no jitter either) for the first, >= base after that.
+    for u in (0.0, 0.5, 0.9999):
+        for base in (0.1, 1.0, 5.0):
+            assert backoff_delay(1, base, u=u) == 0.0
+            assert base <= backoff_delay(2, base, u=u) <= 1.2 * base
+            assert 2 * base <= backoff_delay(3, base, u=u) <= 2.4 * base
+
+
+def test_a_crash_loop_never_spins() -> None:
+    # The runner's use: the delay before restart number breaker.failures(now). A command that
+    # dies at once, with any window: after an immediate restart the next failure waits base,
+    # and the delays grow until the breaker opens.
+    for window in (math.inf, 60.0):
+        b = RestartBreaker(max_restarts=5, window=window)
+        now, delays = 0.0, []
+        while not b.failure(now):
+            delays.append(backoff_delay(b.failures(now), 1.0))
+            now += delays[-1] + 0.05  # the restart, then another failure 50 ms later
+        assert delays == [0, 1, 2, 4, 8]
+    # A window shorter than the delays: the count restarts, but two immediate restarts are
+    # always more than a window apart, and between them a restart waits base.
+    b = RestartBreaker(max_restarts=5, window=1.0)
+    now, immediate = 0.0, []
+    for _ in range(20):
+        assert not b.failure(now)
+        delay = backoff_delay(b.failures(now), 1.0)
+        if delay == 0:
+            immediate.append(now)
+        now += delay + 0.05
+    assert len(immediate) == 10  # every other restart
+    assert all(later - earlier > 1.0 for earlier, later in itertools.pairwise(immediate))
+    # A failure after a quiet window is a first failure again: restarted at once.
+    b = RestartBreaker(max_restarts=5, window=10.0)
+    delays = []
+    for t in (0.0, 1.0, 12.0, 30.0):
+        b.failure(t)
+        delays.append(backoff_delay(b.failures(t)))
+    assert delays == [0, 1, 0, 0]  # at 12 and 30 the earlier failures are over 10 s old
 
 
 def test_breaker_opens_after_more_than_n_failures_within_the_window() -> None:

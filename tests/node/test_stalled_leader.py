@@ -79,7 +79,10 @@ async def play(seed: int) -> list[tuple[float, list[NodeId]]]:
     tasks = [loop.create_task(n.run()) for n in nodes.values()]
     overlaps: list[tuple[float, list[NodeId]]] = []
 
-    async def advance(seconds: float) -> None:
+    async def advance(seconds: float, real_s: float = 0.0) -> None:
+        """``real_s``: also let this much real time pass per step, for the set-up phases
+        that wait on the nodes' fsync threads (a loaded machine may not run them within a
+        few loop turns)."""
         end = clock.now + seconds
         while clock.now < end - 1e-9:
             clock.advance(TICK / 2)
@@ -87,6 +90,8 @@ async def play(seed: int) -> list[tuple[float, list[NodeId]]]:
                 n._wake.set()
             for _ in range(8):
                 await asyncio.sleep(0)
+            if real_s:
+                await asyncio.sleep(real_s)
             holders = [i for i, n in nodes.items() if n.lease_ok()]
             if len(holders) > 1:
                 overlaps.append((clock.now, holders))
@@ -94,7 +99,7 @@ async def play(seed: int) -> list[tuple[float, list[NodeId]]]:
     try:
         a: NodeId | None = None
         for _ in range(400):
-            await advance(TICK)
+            await advance(TICK, real_s=0.001)
             a = next((i for i, n in nodes.items() if n.lease_ok()), None)
             if a is not None:
                 break
@@ -107,13 +112,13 @@ async def play(seed: int) -> list[tuple[float, list[NodeId]]]:
         stores[a].gate.clear()
         pending = loop.create_task(nodes[a].propose(Acquire("job", "x", 1000, False, "r1")))
         for _ in range(100):
-            await advance(TICK)
+            await advance(TICK, real_s=0.001)
             if stores[a].blocked.is_set():
                 break
         assert stores[a].blocked.is_set(), "A's loop did not reach its save"
         b: NodeId | None = None
         for _ in range(200):
-            await advance(TICK)
+            await advance(TICK, real_s=0.001)
             b = next((i for i in b_or_c if nodes[i].core.role is Role.LEADER), None)
             if b is not None:
                 break

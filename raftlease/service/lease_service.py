@@ -23,7 +23,8 @@ so the simulator's sweep drives the very rules that ship. What lives here:
 * **expiry**: a leader that committed in its term proposes ``Expire`` once a lease's deadline
   passes on its clock;
 * **taking office**: a new leader restarts every lease's deadline (S2) and, a grace period
-  later, cancels inherited waits that no client re-attached to;
+  later, cancels inherited waits that no client re-attached to; an expiry it proposes within
+  that grace first cancels those of the expiring name;
 * **losing office**: every call waiting on this node fails "not the leader" (the outcome of
   its write is unknown; the client retries with the same request id).
 
@@ -400,8 +401,9 @@ class LeaseService:
                     self._propose_unwatched(CancelWait(name, request_id))
         core = self.core
         if core.role is Role.LEADER and core.committed_in_term():
-            self._maybe_expire(now)
+            # Inherited waits first: an expiry due in the same turn must find them gone.
             self._maybe_cancel_inherited(now)
+            self._maybe_expire(now)
         if self._reads:
             self._release_reads(now)
 
@@ -562,10 +564,20 @@ class LeaseService:
         self._reads = keep
 
     def _maybe_expire(self, now: float) -> None:
+        """Propose ``Expire`` for every lease past its deadline. Within the grace after taking
+        office (``_inherited_check_at`` pending), the name's queued acquires that no call on
+        this leader waits for leave the queue first (CancelWait, ahead of the Expire in the
+        log): the deadlines restarted at office (S2) pass a TTL later, which can be before
+        the grace is over (TTLs from 1 s, grace 2 s), and the expiry would otherwise hand the
+        name to a waiter whose client went away while no leader could cancel it (a "ghost"
+        handover). A client still alive re-attaches by retrying, so it is in ``_waiters`` and
+        keeps its place; one that retries later queues again or finds the name free."""
         keeper = self.keeper
         if keeper.next_deadline() > now:
             return
         for rec in keeper.due(self.table, now):
+            if self._inherited_check_at is not None:
+                self._cancel_unattached(rec.name)
             log.info(
                 "%s: lease %r (id %d, holder %r) passed its deadline; expiring",
                 self.id,
@@ -582,12 +594,23 @@ class LeaseService:
         that no call on this leader waits for. Its client waited on an earlier leader (that
         wait's timer died with it) and has not retried here; without this, the name would
         later be handed to nobody and stay blocked for the grant's TTL (a "ghost" handover).
-        A client that retries later simply queues again, at the back."""
+        A client that retries later simply queues again, at the back. An expiry within the
+        grace does this early for its own name (:meth:`_maybe_expire`)."""
         at = self._inherited_check_at
         if at is None or now < at:
             return
         self._inherited_check_at = None
-        for name, request_id in self.table.queued():
+        self._cancel_unattached()
+
+    def _cancel_unattached(self, only: str | None = None) -> None:
+        """Propose CancelWait for every queued acquire (of the name ``only``, or of every
+        name) that no call on this leader waits for; stop if the core refuses one."""
+        queued = (
+            self.table.queued()
+            if only is None
+            else [(only, w.request_id) for w in self.table.waiters(only)]
+        )
+        for name, request_id in queued:
             if request_id in self._waiters:
                 continue
             log.info(

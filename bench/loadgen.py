@@ -3,20 +3,29 @@
     python bench/loadgen.py w1 --target HOST:PORT --n 2000 --warmup 200
     python bench/loadgen.py w2 --target HOST:PORT --clients 16 --duration 10 --warmup 2
     python bench/loadgen.py keepalive --target HOST:PORT --leases 1000 --ttl-ms 10000
+    python bench/loadgen.py keepalive --mode batch --target HOST:PORT --endpoints A,B,C \
+        --clients 100 --leases 100000 --ttl-ms 30000
     python bench/loadgen.py burst --target HOST:PORT --clients 16 --leases 10000 --ttl-ms 30000
 
 Each prints one JSON object on its last stdout line. ``keepalive`` first acquires the leases,
 prints ``READY {...}``, keeps every lease alive (renewal every ttl/3, spread evenly over the
-period) until SIGTERM/SIGINT, then prints its counters.
+period) until SIGTERM/SIGINT, then prints its counters. ``--mode stream`` (one KeepAlive
+stream per lease, an old client) and ``--mode renew`` (unary Renew per renewal) acquire every
+lease first; ``--mode batch`` (W6) plays ``--clients`` clients, each holding its share of the
+leases on ONE KeepAlive stream renewed in ``items`` batches, from each lease's grant on: see
+:class:`_BatchKeepalive`. In batch mode SIGUSR1 starts the measured phase ("hold"): the
+counters before it are reported as the acquisition phase.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import heapq
 import json
+import math
 import os
 import signal
 import sys
@@ -149,6 +158,14 @@ async def _w2(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- W3/W6
+def _channel_closed() -> bool:
+    """In an ``except asyncio.CancelledError``: True when the error came from a grpc call
+    whose channel was closed under it (grpc.aio cancels the calls of a closed channel),
+    not from a cancellation of this task."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 class _Target:
     """The leader's channels; re-found through Cluster.Status when the leader moves."""
 
@@ -189,13 +206,17 @@ class _Target:
                 if new:
                     break
                 await asyncio.sleep(0.05)
-            old = self.channels
-            self.address = new or self.address
-            self._open(self.address)
             self.gen += 1
+            if not new or new == self.address:
+                # Same leader (e.g. it answered UNAVAILABLE while its leader lease lapsed):
+                # keep the channels. Closing them would cancel every other call on them.
+                return
+            old = self.channels
+            self.address = new
+            self._open(self.address)
             self.retargets += 1
             for ch in old:
-                await ch.close()
+                await ch.close()  # calls still on them end with CancelledError: see below
 
     async def close(self) -> None:
         for ch in self.channels:
@@ -236,6 +257,10 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.05)
                     await tgt.retarget(gen)
                     continue
+                except asyncio.CancelledError:
+                    if not _channel_closed():
+                        raise
+                    continue  # the leader moved under this call: again on the new one
                 if resp.acquired:
                     lease_ids[i] = resp.lease.lease_id
                     return
@@ -256,10 +281,32 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
     period = args.ttl_ms / 1000.0 / 3.0
     sent = ok = failed = lost = 0
     late: list[float] = []
+    fail_codes: dict[str, int] = {}
+    fail_details: dict[str, int] = {}
+    lost_reasons: dict[str, int] = {}
     base = loop.time() + 0.05
 
+    def failure(e: grpc.aio.AioRpcError) -> None:
+        """Count one failed call by status code (and by code + details)."""
+        failed_with(e.code(), e.details())
+
+    def failed_with(code: grpc.StatusCode, details: str | None) -> None:
+        nonlocal failed, lost
+        failed += 1
+        _count(fail_codes, code.name)
+        _count_detail(fail_details, code.name, details)
+        if code == grpc.StatusCode.NOT_FOUND:
+            lost += 1
+            _count(lost_reasons, f"status:{code.name}")
+
+    def closed() -> None:
+        nonlocal failed
+        failed += 1
+        _count(fail_codes, "CANCELLED")
+        _count_detail(fail_details, "CANCELLED", "local: channel closed (the leader moved)")
+
     async def keep_stream(i: int) -> None:
-        nonlocal sent, ok, failed, lost
+        nonlocal sent, ok
         lid = lease_ids[i]
         due = base + period * i / args.leases
         req = lease_pb2.KeepAliveRequest(lease_id=lid)
@@ -278,17 +325,29 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
                     ok += 1
                     due += period
             except grpc.aio.AioRpcError as e:
-                failed += 1
+                failure(e)
                 if e.code() == grpc.StatusCode.NOT_FOUND:
-                    lost += 1
                     return
                 await asyncio.sleep(0.05)
                 await tgt.retarget(gen)
+            except asyncio.InvalidStateError:
+                # A write to a stream that already ended (the server ended it: a deposed
+                # leader, a lapse): its status says why.
+                code = await call.code()
+                failed_with(code, await call.details())
+                if code == grpc.StatusCode.NOT_FOUND:
+                    return
+                await asyncio.sleep(0.05)
+                await tgt.retarget(gen)
+            except asyncio.CancelledError:
+                if not _channel_closed():
+                    raise
+                closed()  # the leader moved and its channel closed: reopen on the new one
             finally:
                 call.cancel()
 
     async def keep_unary(i: int) -> None:
-        nonlocal sent, ok, failed, lost
+        nonlocal sent, ok
         lid = lease_ids[i]
         due = base + period * i / args.leases
         req = lease_pb2.RenewRequest(lease_id=lid)
@@ -304,12 +363,15 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
                 ok += 1
                 due += period
             except grpc.aio.AioRpcError as e:
-                failed += 1
+                failure(e)
                 if e.code() == grpc.StatusCode.NOT_FOUND:
-                    lost += 1
                     return
                 await asyncio.sleep(0.05)
                 await tgt.retarget(gen)
+            except asyncio.CancelledError:
+                if not _channel_closed():
+                    raise
+                closed()
 
     keep = keep_stream if args.mode == "stream" else keep_unary
     print("READY " + json.dumps({"acquire_s": acquire_s}), flush=True)
@@ -334,7 +396,10 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
         "renewals_sent": sent,
         "renewals_ok": ok,
         "renewals_failed": failed,
+        "failure_codes": fail_codes,
+        "failure_details": fail_details,
         "leases_lost": lost,
+        "lost_reasons": lost_reasons,
         "retargets": tgt.retargets,
         "renewals_per_s": ok / wall if wall > 0 else 0.0,
         "late_p50_ms": late[len(late) // 2] * 1000 if late else 0.0,
@@ -342,6 +407,552 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
         "client_cpu_s": cpu,
         "wall_s": wall,
     }
+
+
+# ---------------------------------------------------------------------------------- W6 batch
+def _count(d: dict[str, int], key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
+_MAX_DETAILS = 40
+
+
+def _count_detail(d: dict[str, int], code: str, details: str | None) -> None:
+    """Count a failure by ``CODE: details`` (details cut to 160 characters; past
+    ``_MAX_DETAILS`` distinct texts, new ones are counted under ``CODE: (other)``)."""
+    key = f"{code}: {(details or '').strip()[:160]}"
+    if key not in d and len(d) >= _MAX_DETAILS:
+        key = f"{code}: (other)"
+    _count(d, key)
+
+
+_RENEWED = lease_pb2.KeepAliveResponse.OUTCOME_RENEWED
+_RETRY = lease_pb2.KeepAliveResponse.OUTCOME_RETRY
+_NOT_LEADER = lease_pb2.KeepAliveResponse.OUTCOME_NOT_LEADER
+_OUTCOME_NAME = lease_pb2.KeepAliveResponse.Outcome.Name
+
+
+class _Phase:
+    """The counters of one phase of a batch-mode run: ``acquire`` (from the start until the
+    driver's SIGUSR1) and ``hold`` (from SIGUSR1 to SIGTERM)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.batches = 0  # KeepAliveRequest messages written
+        self.sent = 0  # renewal items written
+        self.renewed = 0  # items answered RENEWED
+        self.refused: dict[str, int] = {}  # items answered otherwise, by outcome
+        self.latency_ms: list[float] = []  # per batch: write -> its answer
+        self.late_ms: list[float] = []  # per renewal round (tick): how late it was sent
+        self.late_renewals = 0  # items sent more than --late-ms after due
+        self.ticks_skipped = 0  # whole rounds skipped: a round was more than a period late
+        self.max_gap_s = 0.0  # longest time between two RENEWED answers of one lease
+        self.gaps_over = 0  # RENEWED answers that came > 1.5 periods after the one before
+        self.lost: dict[str, int] = {}  # leases lost, by reason
+        self.stream_failures: dict[str, int] = {}  # by status code
+        self.oddities: dict[str, int] = {}  # answers that match nothing, and the like
+        self.cpu0 = _self_cpu()
+        self.t0 = time.monotonic()
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+
+    def close(self) -> None:
+        self.cpu_s = _self_cpu() - self.cpu0
+        self.wall_s = time.monotonic() - self.t0
+
+    def result(self) -> dict[str, Any]:
+        lat = sorted(self.latency_ms)
+        late = sorted(self.late_ms)
+        return {
+            "wall_s": self.wall_s,
+            "client_cpu_s": self.cpu_s,
+            "batches": self.batches,
+            "renewals_sent": self.sent,
+            "renewals_ok": self.renewed,
+            "renewals_per_s": self.renewed / self.wall_s if self.wall_s else 0.0,
+            "refused": self.refused,
+            "leases_lost": sum(self.lost.values()),
+            "lost_reasons": self.lost,
+            "stream_failures": sum(self.stream_failures.values()),
+            "stream_failure_codes": self.stream_failures,
+            "latency_p50_ms": _q(lat, 0.5),
+            "latency_p99_ms": _q(lat, 0.99),
+            "latency_max_ms": lat[-1] if lat else 0.0,
+            "late_p50_ms": _q(late, 0.5),
+            "late_p99_ms": _q(late, 0.99),
+            "late_max_ms": late[-1] if late else 0.0,
+            "late_renewals": self.late_renewals,
+            "ticks_skipped": self.ticks_skipped,
+            "max_gap_s": self.max_gap_s,
+            "gaps_over_1_5_periods": self.gaps_over,
+            "oddities": self.oddities,
+            # raw, so that a driver running several load generators can merge percentiles
+            "latency_ms": [round(x, 3) for x in self.latency_ms],
+            "late_ms": [round(x, 3) for x in self.late_ms],
+        }
+
+
+def _q(s: list[float], q: float) -> float:
+    return s[min(len(s) - 1, int(len(s) * q))] if s else 0.0
+
+
+class _Leader:
+    """Where the leader is, for every client of a batch-mode run: one search at a time
+    (Cluster.Status on each endpoint), bounded to ``search_s`` so that a leader that stalls
+    without losing its office is kept (and retried) rather than searched for indefinitely."""
+
+    def __init__(self, address: str, endpoints: list[str], search_s: float = 2.0) -> None:
+        self.address = address
+        self.endpoints = endpoints or [address]
+        self.search_s = search_s
+        self.gen = 0
+        self.searches = 0
+        self.moves = 0
+        self._lock = asyncio.Lock()
+        self._status = {
+            ep: cluster_pb2_grpc.ClusterStub(grpc.aio.insecure_channel(ep)) for ep in self.endpoints
+        }
+
+    async def find(self, seen_gen: int) -> None:
+        async with self._lock:
+            if self.gen != seen_gen:
+                return  # another client already searched since this one looked
+            loop = asyncio.get_running_loop()
+            self.searches += 1
+            deadline = loop.time() + self.search_s
+            found = ""
+            while not found and loop.time() < deadline:
+                for ep, stub in self._status.items():
+                    try:
+                        st = await stub.Status(cluster_pb2.StatusRequest(), timeout=0.3)
+                    except grpc.aio.AioRpcError:
+                        continue
+                    if st.leader_id and st.leader_id == st.node_id:
+                        found = ep
+                        break
+                if not found:
+                    await asyncio.sleep(0.05)
+            if found and found != self.address:
+                self.moves += 1
+                self.address = found
+            self.gen += 1
+
+
+class _BatchClient:
+    """One client of a batch-mode run: its own channel (its own TCP connection), its leases,
+    ONE KeepAlive stream. ``valid[lease]`` is the client's own view of a lease's validity:
+    the write time of its last renewal answered RENEWED, plus the TTL (counted from the
+    Acquire's send time before the first renewal); past it the lease is lost."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.holder = f"{HOLDER}:c{k}"
+        self.address = ""
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: lease_pb2_grpc.LeaseAsyncStub | None = None
+        self.valid: dict[int, float] = {}
+        self.last_ok: dict[int, float] = {}  # lease -> when its last RENEWED answer came
+        self.bad: dict[int, str] = {}  # lease -> its last refusal, until renewed again
+        self.pending: collections.deque[tuple[float, list[int]]] = collections.deque()
+        self.last_answer = -math.inf
+        self.retry: set[int] = set()
+        self.retry_at = math.inf
+        self.move = False  # an item answered NOT_LEADER: find the leader, reopen
+        self.failed_at = -math.inf  # the last stream failure: when, and its code
+        self.failed_code = ""
+        self.wake = asyncio.Event()
+
+    def on_reader_done(self, _task: asyncio.Task[None]) -> None:
+        self.wake.set()  # the writer loop looks at how the stream ended
+
+    async def connect(self, address: str) -> None:
+        if self.channel is not None and address == self.address:
+            return
+        old = self.channel
+        # A local subchannel pool: every client gets its own connection, as separate
+        # processes would (grpc otherwise shares one connection between equal channels).
+        self.channel = grpc.aio.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        self.stub = lease_pb2_grpc.LeaseStub(self.channel)
+        self.address = address
+        if old is not None:
+            await old.close()
+
+
+class _BatchKeepalive:
+    """``keepalive --mode batch``: this process plays ``--clients`` clients holding
+    ``--leases`` leases between them (lease i belongs to client i % clients).
+
+    Acquisitions run ``--concurrency`` at a time across all clients, on ``--channels``
+    shared channels to the leader. A granted lease joins its client's set at once. Each
+    client renews its whole set every ttl/3 (the clients' rounds spread evenly over the
+    period), on its one KeepAlive stream, in messages of at most ``--batch-max`` items
+    (``inband_outcomes``), and matches each answer's items to its leases by lease id.
+    Outcomes: RENEWED extends validity from the batch's write time; RETRY re-sends the item
+    on the same stream after ``--retry-ms``; NOT_LEADER finds the leader and reopens the
+    stream there; NOT_FOUND and INVALID lose the lease. A stream that ends (any status) or
+    that answers nothing for ``--attempt-s`` (closed here, counted as a local
+    DEADLINE_EXCEEDED, as the shipped client does) is reopened on the leader and the
+    whole set re-sent. A lease whose validity passes is lost, with the reason: the last
+    refusal of it, else the code of a stream failure since its last renewal, else
+    "no answer"."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.loop = asyncio.get_running_loop()
+        self.ttl = args.ttl_ms / 1000.0
+        self.period = self.ttl / 3.0
+        self.late_s = args.late_ms / 1000.0
+        self.attempt_s = args.attempt_s
+        self.retry_s = args.retry_ms / 1000.0
+        self.bmax = max(1, min(1000, args.batch_max))
+        self.nclients = max(1, min(args.clients, args.leases or 1))
+        endpoints = [e for e in (args.endpoints or args.target).split(",") if e]
+        self.leader = _Leader(args.target, endpoints)
+        self.clients = [_BatchClient(k) for k in range(self.nclients)]
+        self.tag = uuid.uuid4().hex[:6]
+        self.phase = _Phase("acquire")
+        self.phases = [self.phase]
+        self.stream_details: dict[str, int] = {}
+        self.acquire_errors: dict[str, int] = {}
+        self.acquire_details: dict[str, int] = {}
+        self.acquired = 0
+        self.acquire_failed = 0
+        self.reconnects = 0
+        self.next_i = 0
+        self.base = 0.0
+        self.acq_address = ""
+        self.acq_stubs: list[lease_pb2_grpc.LeaseAsyncStub] = []
+        self.acq_channels: list[grpc.aio.Channel] = []
+
+    # -------------------------------------------------------------- phases
+    def start_hold(self) -> None:
+        if self.phase.name == "hold":
+            return
+        self.phase.close()
+        self.phase = _Phase("hold")
+        self.phases.append(self.phase)
+
+    def lose(self, cl: _BatchClient, lid: int, reason: str) -> None:
+        cl.valid.pop(lid, None)
+        cl.last_ok.pop(lid, None)
+        cl.bad.pop(lid, None)
+        cl.retry.discard(lid)
+        _count(self.phase.lost, reason)
+
+    def expire(self, cl: _BatchClient, now: float) -> None:
+        gone = [lid for lid, v in cl.valid.items() if v <= now]
+        for lid in gone:
+            why = cl.bad.get(lid)
+            if why is not None:
+                reason = f"expired after item:{why}"
+            elif cl.failed_at > cl.last_ok.get(lid, -math.inf):
+                reason = f"expired after stream:{cl.failed_code}"
+            else:
+                reason = "expired: no answer in time"
+            self.lose(cl, lid, reason)
+
+    # -------------------------------------------------------------- acquisitions
+    async def _acq_stubs(self) -> list[lease_pb2_grpc.LeaseAsyncStub]:
+        if self.acq_address != self.leader.address:
+            old = self.acq_channels
+            self.acq_address = self.leader.address
+            n = max(1, self.args.channels)
+            self.acq_channels = [grpc.aio.insecure_channel(self.acq_address) for _ in range(n)]
+            self.acq_stubs = [lease_pb2_grpc.LeaseStub(ch) for ch in self.acq_channels]
+            for ch in old:
+                await ch.close()
+        return self.acq_stubs
+
+    async def acquirer(self) -> None:
+        args = self.args
+        while self.next_i < args.leases:
+            i = self.next_i
+            self.next_i += 1
+            cl = self.clients[i % self.nclients]
+            req = lease_pb2.AcquireRequest(
+                name=f"ka-{self.tag}-{i}",
+                holder=cl.holder,
+                ttl_ms=args.ttl_ms,
+                wait_ms=0,
+                request_id=f"{self.tag}-{i}",
+            )
+            for _attempt in range(100):
+                gen = self.leader.gen
+                stubs = await self._acq_stubs()
+                t0 = self.loop.time()
+                try:
+                    resp = await stubs[i % len(stubs)].Acquire(req, timeout=10)
+                except grpc.aio.AioRpcError as e:
+                    _count(self.acquire_errors, e.code().name)
+                    _count_detail(self.acquire_details, e.code().name, e.details())
+                    await asyncio.sleep(0.05)
+                    if e.code() != grpc.StatusCode.CANCELLED:  # CANCELLED: we moved
+                        await self.leader.find(gen)
+                    continue
+                except asyncio.CancelledError:
+                    if not _channel_closed():
+                        raise
+                    _count(self.acquire_errors, "CANCELLED")  # its channel closed: we moved
+                    continue
+                if resp.acquired:
+                    self.acquired += 1
+                    cl.valid[resp.lease.lease_id] = t0 + self.ttl
+                    cl.last_ok[resp.lease.lease_id] = self.loop.time()
+                else:
+                    _count(self.acquire_errors, "not_acquired")
+                    self.acquire_failed += 1
+                break
+            else:
+                self.acquire_failed += 1
+
+    # -------------------------------------------------------------- keepalive
+    async def read(self, cl: _BatchClient, call: Any) -> None:
+        period_gap = 1.5 * self.period
+        async for resp in call:
+            now = self.loop.time()
+            ph = self.phase
+            if not cl.pending:
+                _count(ph.oddities, "answer without a batch in flight")
+                continue
+            sent, ids = cl.pending.popleft()
+            cl.last_answer = now
+            ph.latency_ms.append((now - sent) * 1000.0)
+            items = resp.items
+            if len(items) != len(ids):
+                _count(ph.oddities, "answer with a different item count")
+                if not items:
+                    continue  # a server without batches: nothing to match
+            valid = cl.valid
+            last_ok = cl.last_ok
+            until = sent + self.ttl
+            renewed = 0
+            for it in items:
+                lid = it.lease_id
+                oc = it.outcome
+                if oc == _RENEWED:
+                    renewed += 1
+                    if lid not in valid:
+                        _count(ph.oddities, "RENEWED for a lease given up or unknown")
+                        continue
+                    if until > valid[lid]:
+                        valid[lid] = until
+                    gap = now - last_ok[lid]
+                    if gap > ph.max_gap_s:
+                        ph.max_gap_s = gap
+                    if gap > period_gap:
+                        ph.gaps_over += 1
+                    last_ok[lid] = now
+                    if cl.bad:
+                        cl.bad.pop(lid, None)
+                    continue
+                name = _OUTCOME_NAME(oc)
+                _count(ph.refused, name)
+                if lid not in valid:
+                    continue
+                if oc in (_RETRY, _NOT_LEADER):
+                    cl.bad[lid] = name
+                    cl.retry.add(lid)
+                    if oc == _NOT_LEADER:
+                        cl.move = True
+                    elif cl.retry_at == math.inf:
+                        cl.retry_at = now + self.retry_s
+                    cl.wake.set()
+                else:  # NOT_FOUND, INVALID: gone for good
+                    self.lose(cl, lid, f"item:{name}")
+            ph.renewed += renewed
+
+    async def send(self, cl: _BatchClient, call: Any, ids: list[int]) -> None:
+        ph = self.phase
+        for j in range(0, len(ids), self.bmax):
+            chunk = ids[j : j + self.bmax]
+            req = lease_pb2.KeepAliveRequest(lease_id=chunk[0], inband_outcomes=True)
+            add = req.items.add
+            for lid in chunk:
+                add(lease_id=lid)
+            cl.pending.append((self.loop.time(), chunk))
+            await call.write(req)
+            ph.batches += 1
+            ph.sent += len(chunk)
+
+    def stream_failed(self, cl: _BatchClient, code: str, details: str | None) -> None:
+        _count(self.phase.stream_failures, code)
+        _count_detail(self.stream_details, code, details)
+        cl.failed_at = self.loop.time()
+        cl.failed_code = code
+
+    async def client(self, cl: _BatchClient) -> None:
+        loop = self.loop
+        tick = self.base + self.period * cl.k / self.nclients
+        resend = False
+        while True:
+            gen = self.leader.gen
+            await cl.connect(self.leader.address)
+            assert cl.stub is not None
+            call = cl.stub.KeepAlive()
+            cl.pending.clear()
+            cl.last_answer = -math.inf
+            cl.move = False
+            reader = loop.create_task(self.read(cl, call))
+            reader.add_done_callback(cl.on_reader_done)
+            failure: tuple[str, str | None] | None = None
+            try:
+                if resend:  # after a reconnect: the whole set at once
+                    self.expire(cl, loop.time())
+                    cl.retry.clear()
+                    cl.retry_at = math.inf
+                    await self.send(cl, call, list(cl.valid))
+                    resend = False
+                while True:
+                    now = loop.time()
+                    if reader.done():
+                        failure = _ended(reader)
+                        break
+                    if cl.move:
+                        break
+                    wake = tick
+                    if cl.pending:
+                        quiet = max(cl.last_answer, cl.pending[0][0]) + self.attempt_s
+                        if now >= quiet:
+                            failure = (
+                                "DEADLINE_EXCEEDED",
+                                f"local: the stream answered nothing for {self.attempt_s} s",
+                            )
+                            break
+                        wake = min(wake, quiet)
+                    if cl.retry:
+                        wake = min(wake, cl.retry_at)
+                    if now < wake:
+                        cl.wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(cl.wake.wait(), wake - now)
+                        continue
+                    ph = self.phase
+                    if now >= tick:
+                        self.expire(cl, now)
+                        late = now - tick
+                        ph.late_ms.append(late * 1000.0)
+                        ids = list(cl.valid)
+                        if late > self.late_s:
+                            ph.late_renewals += len(ids)
+                        tick += self.period
+                        while tick <= now:
+                            tick += self.period
+                            ph.ticks_skipped += 1
+                        cl.retry.clear()
+                    else:
+                        ids = [lid for lid in cl.retry if lid in cl.valid]
+                        cl.retry.clear()
+                    cl.retry_at = math.inf
+                    if ids:
+                        await self.send(cl, call, ids)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
+                # a write to a call that ended: its status is the reader's
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader), 1.0)
+                failure = _ended(reader) if reader.done() else (type(e).__name__, str(e))
+            finally:
+                call.cancel()
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+            if failure is not None:
+                self.stream_failed(cl, *failure)
+                await asyncio.sleep(0.05)
+            self.reconnects += 1
+            resend = True
+            await self.leader.find(gen)
+
+    # -------------------------------------------------------------- run
+    async def run(self) -> dict[str, Any]:
+        args = self.args
+        loop = self.loop
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, self.start_hold)
+        await self.leader.find(0)  # the --target may not be the leader
+        for cl in self.clients:
+            await cl.connect(self.leader.address)
+            assert cl.channel is not None
+            await asyncio.wait_for(cl.channel.channel_ready(), 10)
+        cpu0 = _self_cpu()
+        t_start = loop.time()
+        self.base = t_start + self.period / self.nclients
+        tasks = [loop.create_task(self.client(cl)) for cl in self.clients]
+        acq = [loop.create_task(self.acquirer()) for _ in range(max(1, args.concurrency))]
+        await asyncio.wait([*acq, loop.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        acquire_s = loop.time() - t_start
+        if not stop.is_set():
+            await asyncio.gather(*acq)
+            acquire_s = loop.time() - t_start
+            info = {"acquire_s": acquire_s, "acquired": self.acquired}
+            print("READY " + json.dumps(info), flush=True)
+            await stop.wait()
+        now = loop.time()
+        for cl in self.clients:  # the losses nobody looked for since the last round
+            self.expire(cl, now)
+        self.phase.close()
+        wall = loop.time() - t_start
+        cpu = _self_cpu() - cpu0
+        for t in (*tasks, *acq):
+            t.cancel()
+        await asyncio.gather(*tasks, *acq, return_exceptions=True)
+        for cl in self.clients:
+            if cl.channel is not None:
+                await cl.channel.close()
+        for ch in self.acq_channels:
+            await ch.close()
+        held = sum(len(cl.valid) for cl in self.clients)
+        lost: dict[str, int] = {}
+        failures: dict[str, int] = {}
+        for ph in self.phases:
+            for k, v in ph.lost.items():
+                _count(lost, k, v)
+            for k, v in ph.stream_failures.items():
+                _count(failures, k, v)
+        return {
+            "leases": args.leases,
+            "mode": "batch",
+            "clients": self.nclients,
+            "ttl_ms": args.ttl_ms,
+            "period_s": self.period,
+            "batch_max": self.bmax,
+            "acquire_s": acquire_s,
+            "acquired": self.acquired,
+            "acquire_failed": self.acquire_failed,
+            "acquire_errors": self.acquire_errors,
+            "acquire_error_details": self.acquire_details,
+            "held_at_end": held,
+            "leases_lost": sum(lost.values()),
+            "lost_reasons": lost,
+            "stream_failures": sum(failures.values()),
+            "stream_failure_codes": failures,
+            "stream_failure_details": self.stream_details,
+            "reconnects": self.reconnects,
+            "leader_searches": self.leader.searches,
+            "retargets": self.leader.moves,
+            "phases": {ph.name: ph.result() for ph in self.phases},
+            "client_cpu_s": cpu,
+            "wall_s": wall,
+        }
+
+
+def _ended(reader: asyncio.Task[None]) -> tuple[str, str | None]:
+    """How a stream's reader ended: (status code name, details)."""
+    if reader.cancelled():
+        return ("CANCELLED", "local: reader cancelled")
+    e = reader.exception()
+    if e is None:
+        return ("OK", "the server ended the stream")
+    if isinstance(e, grpc.aio.AioRpcError):
+        return (e.code().name, e.details())
+    return (type(e).__name__, str(e))
+
+
+async def _keepalive_batch(args: argparse.Namespace) -> dict[str, Any]:
+    return await _BatchKeepalive(args).run()
 
 
 # ---------------------------------------------------------------------------------- W7 burst
@@ -363,7 +974,7 @@ async def _burst(args: argparse.Namespace) -> dict[str, Any]:
     lat: list[float] = []
     errors: dict[str, int] = {}
     granted = 0
-    ka = {"sent": 0, "renewed": 0, "refused": 0, "late_ms": []}
+    ka: dict[str, Any] = {"sent": 0, "renewed": 0, "refused": 0, "late_ms": []}
     outcomes: dict[str, int] = {}
     stop = asyncio.Event()
 
@@ -487,9 +1098,27 @@ def main() -> None:
     a3.add_argument("--endpoints", default="", help="all nodes, to find a new leader")
     a3.add_argument("--leases", type=int, default=1000)
     a3.add_argument("--ttl-ms", type=int, default=10_000)
-    a3.add_argument("--mode", choices=["stream", "renew"], default="stream")
+    a3.add_argument(
+        "--mode",
+        choices=["stream", "renew", "batch"],
+        default="stream",
+        help="stream: one KeepAlive stream per lease; renew: unary Renew; batch: --clients "
+        "clients, one stream each, renewals in `items` batches",
+    )
     a3.add_argument("--channels", type=int, default=8)
-    a3.add_argument("--concurrency", type=int, default=64)
+    a3.add_argument("--concurrency", type=int, default=64, help="acquisitions in flight")
+    a3.add_argument("--clients", type=int, default=100, help="batch: clients played")
+    a3.add_argument("--batch-max", type=int, default=1000, help="batch: items per message")
+    a3.add_argument(
+        "--late-ms", type=float, default=1000.0, help="batch: a renewal this late is counted"
+    )
+    a3.add_argument(
+        "--attempt-s",
+        type=float,
+        default=1.0,
+        help="batch: a stream that answers nothing this long is closed and reopened",
+    )
+    a3.add_argument("--retry-ms", type=float, default=100.0, help="batch: RETRY re-send delay")
     a3.add_argument("--pause-s", type=float, default=2.0)
     a3.add_argument(
         "--mark-at", type=int, default=0, help="pause after this many acquisitions (MARK line)"
@@ -508,6 +1137,8 @@ def main() -> None:
         out = asyncio.run(_w2(args))
     elif args.cmd == "burst":
         out = asyncio.run(_burst(args))
+    elif args.mode == "batch":
+        out = asyncio.run(_keepalive_batch(args))
     else:
         out = asyncio.run(_keepalive(args))
     print(json.dumps(out), flush=True)

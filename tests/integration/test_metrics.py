@@ -174,8 +174,14 @@ def test_counters_and_gauges_after_known_traffic(mcluster: MetricsCluster) -> No
 def test_a_killed_follower_shows_as_missed_heartbeats(mcluster: MetricsCluster) -> None:
     leader = mcluster.leader()
     dead, alive = sorted(set(mcluster.nodes) - {leader})
-    before = mcluster.scrape(leader)
-    assert value(before, "raftlease_peer_last_heard_seconds", peer=dead) < 1.0
+    # A leader elected a moment ago has not heard a heartbeat answer yet (last heard: inf).
+    deadline = time.monotonic() + 5.0
+    while True:
+        before = mcluster.scrape(leader)
+        if value(before, "raftlease_peer_last_heard_seconds", peer=dead) < 1.0:
+            break
+        assert time.monotonic() < deadline, "the leader never heard from its follower"
+        time.sleep(0.05)
     missed_dead = value(before, "raftlease_heartbeat_missed_total", peer=dead)
     missed_alive = value(before, "raftlease_heartbeat_missed_total", peer=alive)
     answered_dead = value(before, "raftlease_heartbeat_responses_total", peer=dead)

@@ -22,12 +22,10 @@ import grpc.aio
 
 from raftlease import clock as _clock
 from raftlease.client._hub import HubStep, KeepaliveHub
-from raftlease.client._hub_io import stream_answered, stream_ended
+from raftlease.client._hub_io import HubEvents, StreamBase
 from raftlease.client._rpc import (
     KeepaliveMessages,
-    renew_answer,
     renew_request,
-    rpc_failure,
 )
 from raftlease.client.errors import ClusterUnavailable
 
@@ -44,7 +42,7 @@ log = logging.getLogger("raftlease.client")
 _MAX_EVENTS = 512  # events handled between two polls at most
 
 
-class _Stream:
+class _Stream(StreamBase):
     """One KeepAlive stream: writes go through a queue to the request iterator grpc.aio
     consumes; a reader task turns every answer (and the end) into an event for the hub."""
 
@@ -98,7 +96,7 @@ class _Stream:
             post(("ended", call_id, None))
 
 
-class AsyncKeepalives:
+class AsyncKeepalives(HubEvents):
     """The hub task of one :class:`AsyncLeaseClient`."""
 
     def __init__(self, client: AsyncLeaseClient) -> None:
@@ -194,46 +192,6 @@ class AsyncKeepalives:
             if not self._handle(events.popleft()):
                 return False
         return True
-
-    def _handle(self, event: tuple[Any, ...]) -> bool:
-        hub = self.hub
-        now = _clock.boot_monotonic()
-        kind = event[0]
-        if kind == "answer":
-            _, call_id, resp = event
-            stream = self._calls.get(call_id)
-            if isinstance(stream, _Stream):  # else a stream we closed
-                stream_answered(hub, now, call_id, stream.target, stream.messages, resp)
-        elif kind == "ended":
-            _, call_id, err = event
-            self._calls.pop(call_id, None)
-            target = self._targets.pop(call_id, "?")
-            stream_ended(hub, now, call_id, target, err, self._client._security.explain)
-        elif kind == "unary":
-            _, call_id, lease_id, resp = event
-            self._calls.pop(call_id, None)
-            self._targets.pop(call_id, None)
-            hub.on_answer(now, call_id, lease_id, renew_answer(resp))
-        elif kind == "unary_failed":
-            _, call_id, err = event
-            self._calls.pop(call_id, None)
-            self._targets.pop(call_id, None)
-            hub.on_call_failed(now, call_id, rpc_failure(err, self._client._security.explain))
-        elif kind == "add":
-            lease = event[1]
-            self._leases[lease.lease_id] = lease
-            hub.add(now, lease.lease_id, lease._keepalive)
-        elif kind == "remove":
-            self._leases.pop(event[1], None)
-            hub.remove(event[1])
-        elif kind == "nudge":
-            hub.nudge(now, event[1])
-        elif kind == "stop":
-            return False
-        return True
-
-    def _health_of(self, lease_id: int) -> dict[str, str]:
-        return self._leases[lease_id]._health
 
     def _carry_out(self, step: HubStep) -> None:
         lost: list[AsyncLease] = []

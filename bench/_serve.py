@@ -10,6 +10,8 @@ Environment:
   RAFTLEASE_BENCH_CPROFILE=PATH  run the server under cProfile, stats written to PATH on exit
   RAFTLEASE_BENCH_WHATIF=A,B     apply what-if experiments (bench/whatif.py) first
   RAFTLEASE_BENCH_LEASEWATCH=PATH  leader-lease lapses and ack delays (bench/leasewatch.py)
+  RAFTLEASE_BENCH_GC=A,B,C       the collector's thresholds instead of the server's
+                                 (raftlease.server.GC_THRESHOLDS); 700,10,10 is CPython's
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def main(argv: list[str]) -> int:
         import whatif as wi  # bench/whatif.py
 
         wi.install([w.strip() for w in whatif.split(",")])
+
+    gc_thresholds = os.environ.get("RAFTLEASE_BENCH_GC")
+    if gc_thresholds:  # an experiment: the collector's thresholds, e.g. 700,10,10 (CPython's)
+        import raftlease.server as srv
+
+        chosen = tuple(int(x) for x in gc_thresholds.split(","))
+        srv.tune_collector = functools.partial(srv.tune_collector, chosen)
 
     lease_watch = os.environ.get("RAFTLEASE_BENCH_LEASEWATCH")
     if lease_watch:

@@ -1,6 +1,6 @@
 """Leader-lease probe for the benchmarks (installed by bench/_serve.py, bench only).
 
-    RAFTLEASE_BENCH_LEASEWATCH=PATH   write this node's figures to PATH (JSON, every ~2 s
+    RAFTLEASE_BENCH_LEASEWATCH=PATH   write this node's figures to PATH (JSON, every ~30 s
                                       and at exit)
 
 Monkeypatches a node so that the same measurement runs on any commit (the baseline has no
@@ -28,7 +28,9 @@ lapse counter of its own). What it records, on the leader, on the node's own clo
 - ``ack_gaps``: on the leader, silences above 60 ms between two answers stepped from any
   follower (wall time at the end of the gap, ms); ``ae_gaps``: on a follower, silences above
   60 ms between two AppendEntries reaching ``Node.receive``.
-- ``gc_ms``: garbage-collector pauses above 5 ms (generation, wall time, ms).
+- ``gc_ms``: garbage-collector pauses above 5 ms (generation, wall time, ms); at exit,
+  ``gc_tracked`` (objects the collector tracks) and ``gc_types`` (the 30 commonest types);
+  ``gc_runs`` and ``gc_collected``: collections and cyclic garbage freed, per generation.
 - ``slow_saves``: ``Storage.save`` calls (one fsync'd batch, on the fsync thread) above 50 ms
   (wall time at the end, ms); ``save_ms``: all of them.
 """
@@ -36,6 +38,7 @@ lapse counter of its own). What it records, on the leader, on the node's own clo
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import time
@@ -90,6 +93,8 @@ def install(path: str) -> None:
         "last_ae": None,
         "gc_ms": [],
         "gc_t0": 0.0,
+        "gc_collected": {},  # generation -> unreachable objects freed (cyclic garbage)
+        "gc_runs": {},  # generation -> collections
         "save_ms": [],
         "slow_saves": [],
     }
@@ -116,21 +121,36 @@ def install(path: str) -> None:
             "save_ms": _pcts(_state["save_ms"]),
             "slow_saves": _state["slow_saves"][-100:],
             "leader_changes": node.leader_changes if node is not None else 0,
+            "gc_tracked": _state.get("gc_tracked"),
+            "gc_collected": _state["gc_collected"],
+            "gc_runs": _state["gc_runs"],
+            "gc_types": _state.get("gc_types"),
         }
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(out, f)
         os.replace(tmp, path)
 
-    atexit.register(dump)
+    def final_dump() -> None:
+        import collections
 
-    import gc
+        counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        _state["gc_types"] = counts.most_common(30)
+        _state["gc_tracked"] = sum(counts.values())
+        dump()
+
+    atexit.register(final_dump)  # the server leaves with os._exit: also when run() ends
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             _state["gc_t0"] = time.perf_counter()
         else:
             ms = 1000.0 * (time.perf_counter() - _state["gc_t0"])
+            gen = info.get("generation", 0)
+            col = _state["gc_collected"]
+            col[gen] = col.get(gen, 0) + info.get("collected", 0)
+            runs = _state["gc_runs"]
+            runs[gen] = runs.get(gen, 0) + 1
             if ms > 5.0:
                 _state["gc_ms"].append((info.get("generation"), time.time(), ms))
 
@@ -163,7 +183,9 @@ def install(path: str) -> None:
                 _state["lapses"].append((time.time() - (now - until), now - until))
             _state["valid_until"] = None  # lapsed, or gave the lease up (step-down)
         if now >= _state["next_flush"]:
-            _state["next_flush"] = now + 2.0
+            # Rarely: sorting the series for the percentiles holds the loop for tens of ms
+            # once they are long (every 2 s, it showed up as lapses of its own).
+            _state["next_flush"] = now + 30.0
             dump()
 
     LeaseService.after_step = after_step  # type: ignore[method-assign]
@@ -284,5 +306,7 @@ def install(path: str) -> None:
             await orig_run(self)
         finally:
             mon.cancel()
+            if _state["node"] is self:
+                final_dump()
 
     Node.run = run  # type: ignore[method-assign]

@@ -546,7 +546,13 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
     hold = w6_hold(o)
     nclients = max(1, min(o.w6_clients, leases))
     nprocs = max(1, min(o.w6_procs, nclients))
-    c, leader = fresh_cluster()
+    watch = Path(tempfile.mkdtemp(prefix="raftlease-leasewatch-")) if o.w6_watch else None
+    env_for = (
+        {f"n{i}": {"RAFTLEASE_BENCH_LEASEWATCH": str(watch / f"n{i}.json")} for i in (1, 2, 3)}
+        if watch
+        else None
+    )
+    c, leader = fresh_cluster(env_for)
     with c:
         lead = c.nodes[leader]
         time.sleep(1.0)
@@ -653,6 +659,7 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
                     p.wait()
         changes = c.leader_changes_in_logs()
         lapses = lease_lapses_in_logs(c)
+    stalls = _w6_stalls(watch) if watch else {}
     hold_phase = [r["phases"].get("hold", {}) for r in results]
     lat = [x for h in hold_phase for x in h.get("latency_ms", [])]
     lat_acq = [x for r in results for x in r["phases"].get("acquire", {}).get("latency_ms", [])]
@@ -735,7 +742,38 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
         f"{x}_leader_rss_growth_bytes": growth.get(hl),
         f"{x}_max_node_bytes_per_lease": max(growth.values()) / leases if growth else None,
         f"{x}_node_rss_mib": {k: v / 2**20 for k, v in rss_end.items()},
+        **{f"{x}_{k}": v for k, v in stalls.items()},
     }
+
+
+def _w6_stalls(watch: Path) -> dict[str, Any]:
+    """What bench/leasewatch.py saw on each node (``--w6-watch``): GC pauses, slow fsyncs,
+    loop lag and lapses with their wall times, to line lapses up with their causes."""
+    out: dict[str, Any] = {}
+    for i in (1, 2, 3):
+        nid = f"n{i}"
+        try:
+            f = json.loads((watch / f"{nid}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        gcs = f.get("gc_ms", [])
+        out[f"watch_{nid}"] = {
+            "gc_pauses_over_5ms": len(gcs),
+            "gc_max_ms": max((ms for _g, _t, ms in gcs), default=0.0),
+            "gc_gen2_ms": [round(ms, 1) for g, _t, ms in gcs if g == 2],
+            "gc": [(g, round(t, 3), round(ms, 1)) for g, t, ms in gcs],
+            "slow_saves": f.get("slow_saves", []),
+            "save_ms": f.get("save_ms"),
+            "loop_lag_ms": f.get("loop_lag_ms"),
+            "big_lags": f.get("big_lags", []),
+            "snapshot_ms": f.get("snapshot_ms", []),
+            "lapse_at": f.get("lapse_at", []),
+            "lapse_s": f.get("lapse_s", []),
+            "gc_tracked": f.get("gc_tracked"),
+            "gc_types": f.get("gc_types"),
+        }
+    shutil.rmtree(watch, ignore_errors=True)
+    return out
 
 
 def run_w6(o: argparse.Namespace) -> dict[str, Any]:
@@ -1094,7 +1132,7 @@ def run_w7burst(o: argparse.Namespace) -> dict[str, Any]:
         )
         cpu1 = c.cpu_snapshot()
         changes = len(c.leader_changes_in_logs()) - 1
-    # The nodes wrote their figures when they stopped (and every 2 s before).
+    # The nodes wrote their figures when they stopped (and every 30 s before).
     figs = {}
     for nid in c.nodes:
         with contextlib.suppress(OSError, ValueError):
@@ -1481,6 +1519,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--w6-procs", type=int, default=1, help="W6 load generator processes sharing the clients"
+    )
+    ap.add_argument(
+        "--w6-watch",
+        action="store_true",
+        help="W6: run bench/leasewatch.py in every node (GC pauses, slow fsyncs, loop lag)",
     )
     ap.add_argument(
         "--w6-concurrency", type=int, default=64, help="W6 acquisitions in flight (all procs)"

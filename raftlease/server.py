@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import gc
 import importlib.metadata
 import inspect
 import logging
@@ -1345,6 +1346,30 @@ async def serve(
 
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
+# The garbage collector's thresholds in a serving process (CPython's default: 700, 10, 10).
+# With the default, anything alive across ~10 young collections (a few ms under load: every
+# request in flight) reaches the oldest generation, so a full collection, which walks every
+# tracked object (one or more per held lease), ran every 2-4 s while clients acquired and
+# took 100-150 ms at 100,000 leases on a 2-vCPU VM: longer than the leader lease's slack,
+# and each one lapsed it (docs/benchmarks.md, issue 15). With a young generation of 20,000
+# objects a request's objects die young; full collections come only after 100 middle ones
+# and once the long-lived heap has grown by a quarter (CPython's own rule).
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def tune_collector(thresholds: tuple[int, ...] = GC_THRESHOLDS) -> None:
+    """Set the collector's thresholds for a serving process (``GC_THRESHOLDS``)."""
+    gc.set_threshold(*thresholds)
+
+
+def freeze_startup_heap() -> None:
+    """After start-up: move every object alive now (modules, the table restored from the
+    data dir) out of the collector's reach, so a full collection does not walk them again.
+    They are still freed by reference counting; only a cycle among them would be kept. No
+    collection first: the node already takes part in the cluster, and a full collection of
+    a restored 100,000-lease table would hold its loop for ~0.1 s."""
+    gc.freeze()
+
 
 def event_loop_factory(
     choice: str | None = None,
@@ -1432,6 +1457,7 @@ def main_serve(
     except ValueError as e:
         _refuse(e)
     factory, loop_name = event_loop_factory()
+    tune_collector()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -1442,6 +1468,7 @@ def main_serve(
 
         async def announce() -> None:  # after start-up: a refusal stays ONE line on stderr
             await started.wait()
+            freeze_startup_heap()
             log.info("event loop: %s", loop_name)
 
         announcer = loop.create_task(announce())

@@ -31,6 +31,8 @@ lapse counter of its own). What it records, on the leader, on the node's own clo
 - ``gc_ms``: garbage-collector pauses above 5 ms (generation, wall time, ms); at exit,
   ``gc_tracked`` (objects the collector tracks) and ``gc_types`` (the 30 commonest types);
   ``gc_runs`` and ``gc_collected``: collections and cyclic garbage freed, per generation.
+  With ``RAFTLEASE_BENCH_TRACEMALLOC=1`` also, at exit, ``tracemalloc_total`` and
+  ``tracemalloc_top``: Python's allocations by source line (slow: measurements only).
 - ``slow_saves``: ``Storage.save`` calls (one fsync'd batch, on the fsync thread) above 50 ms
   (wall time at the end, ms); ``save_ms``: all of them.
 """
@@ -125,14 +127,28 @@ def install(path: str) -> None:
             "gc_collected": _state["gc_collected"],
             "gc_runs": _state["gc_runs"],
             "gc_types": _state.get("gc_types"),
+            "tracemalloc_total": _state.get("tracemalloc_total"),
+            "tracemalloc_top": _state.get("tracemalloc_top"),
         }
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(out, f)
         os.replace(tmp, path)
 
+    import tracemalloc
+
+    if os.environ.get("RAFTLEASE_BENCH_TRACEMALLOC"):
+        tracemalloc.start(1)
+
     def final_dump() -> None:
         import collections
+
+        if tracemalloc.is_tracing():
+            snap = tracemalloc.take_snapshot()
+            _state["tracemalloc_total"] = sum(st.size for st in snap.statistics("filename"))
+            _state["tracemalloc_top"] = [
+                (str(st.traceback), st.size, st.count) for st in snap.statistics("lineno")[:40]
+            ]
 
         counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
         _state["gc_types"] = counts.most_common(30)
@@ -302,6 +318,18 @@ def install(path: str) -> None:
                     _state["big_lags"].append((time.time(), lag))
 
         mon = asyncio.get_running_loop().create_task(lag_monitor())
+        if os.environ.get("RAFTLEASE_BENCH_TRIM"):  # experiment: glibc's malloc_trim every 5 s
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+
+            async def trimmer() -> None:
+                while True:
+                    await asyncio.sleep(5.0)
+                    libc.malloc_trim(0)
+
+            trim_task = asyncio.get_running_loop().create_task(trimmer())
+            trim_task.add_done_callback(lambda _t: None)
         try:
             await orig_run(self)
         finally:

@@ -620,7 +620,7 @@ class Node:
         index = svc.applied_index
         view = svc.table.view()
         self._last_snapshot_index = index
-        self._snapshot_job = _SnapshotJob(index, len(view), view.encode(), [])
+        self._snapshot_job = _SnapshotJob(index, len(view), view.encode(compress=True), [])
 
     def _compact(self, index: int, data: bytes, leases: int) -> None:
         snap = self.core.compact(index, data)

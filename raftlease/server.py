@@ -939,7 +939,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         view = node.table.view()  # frozen in this turn of the loop: consistent at index
         listed = self._member_list()
         pieces = []
-        for piece in view.encode():  # one slice per turn: the node's loop runs between
+        for piece in view.encode(compress=True):  # a slice per turn: the loop runs between
             pieces.append(piece)
             await asyncio.sleep(0)
         data = b"".join(pieces)

@@ -18,6 +18,7 @@ import itertools
 import json
 import pathlib
 import random
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -48,6 +49,8 @@ from raftlease.fsm import (
     Waiter,
     encode_command,
 )
+from raftlease.fsm import leases as leases_module
+from raftlease.fsm.leases import decompress_snapshot
 
 
 def acquire(
@@ -565,6 +568,50 @@ def test_a_view_encodes_to_the_snapshot_in_pieces_of_any_size(per_slice: int) ->
     assert len(pieces) == 2 + -(-len(table) // per_slice)  # header, slices, trailer
 
 
+@pytest.mark.parametrize("per_slice", [1, 3, 1000])
+def test_a_compressed_view_is_one_zlib_stream_of_the_snapshot(per_slice: int) -> None:
+    """What nodes keep, store and send: the canonical snapshot as one zlib stream, built
+    piece by piece, and restored to an equal table."""
+    table = build_busy_table().table
+    payload = b"".join(table.view().encode(per_slice, compress=True))
+    assert zlib.decompress(payload) == table.snapshot()
+    assert decompress_snapshot(payload) == table.snapshot()
+    assert decompress_snapshot(table.snapshot()) == table.snapshot()  # plain JSON passes
+    restored = LeaseTable.restore(payload)
+    assert restored == table
+    assert restored.snapshot() == table.snapshot()
+
+
+def test_a_compressed_snapshot_of_many_leases_is_smaller() -> None:
+    log = Log()
+    for i in range(2000):
+        log.apply(acquire(f"jobs/worker-{i:05d}", f"host-{i % 20}", f"req-{i:08x}"))
+    plain = log.table.snapshot()
+    payload = b"".join(log.table.view().encode(compress=True))
+    assert len(payload) * 3 < len(plain)
+    assert LeaseTable.restore(payload) == log.table
+
+
+def test_a_damaged_compressed_snapshot_is_refused() -> None:
+    payload = b"".join(build_busy_table().table.view().encode(compress=True))
+    with pytest.raises(ValueError, match="truncated or trailing zlib data"):
+        LeaseTable.restore(payload[:-3])
+    with pytest.raises(ValueError, match="truncated or trailing zlib data"):
+        LeaseTable.restore(payload + b"x")
+    damaged = payload[:2] + bytes([payload[2] ^ 0xFF]) + payload[3:]
+    with pytest.raises(ValueError, match="invalid lease table snapshot"):
+        LeaseTable.restore(damaged)
+
+
+def test_a_snapshot_that_decompresses_past_the_limit_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    payload = b"".join(build_busy_table().table.view().encode(compress=True))
+    monkeypatch.setattr(leases_module, "SNAPSHOT_MAX_BYTES", 50)
+    with pytest.raises(ValueError, match="decompresses to more than 50 bytes"):
+        LeaseTable.restore(payload)
+
+
 def test_a_view_stays_as_it_was_while_the_table_changes() -> None:
     """A driver takes a view in one turn and encodes it over many: entries applied
     meanwhile (a grant, a release that hands over, a new waiter) must not show."""
@@ -1078,6 +1125,7 @@ ALLOWED_IMPORTS = {
     "raftlease.fsm.commands",
     "raftlease.fsm.leases",
     "raftlease.fsm.limits",
+    "zlib",  # leases.py: snapshots kept, stored and sent as one zlib stream (pure, in memory)
 }
 
 

@@ -42,7 +42,7 @@ from raftlease.core.messages import (
 )
 from raftlease.errors import NoLeaderLease, NotLeader, ProposalDropped
 from raftlease.fsm.keeper import LeaseKeeper
-from raftlease.fsm.leases import Rejected, Released
+from raftlease.fsm.leases import Rejected, Released, decompress_snapshot
 from raftlease.service import Acquired, Internal, LeaseService, NotAcquired, Reconfigured
 from raftlease.testing.checkers import SafetyViolation
 from raftlease.testing.clients import (
@@ -356,7 +356,9 @@ class SimDriver(SimOracles):
                 node.applied_index = snap.index
                 node.state_hash = snap.data[:HASH_LEN]
                 svc.apply_snapshot(snap.data[HASH_LEN:], snap.index, self.local_clock(node))
-                self.lease_checks.on_table_restored(nid, snap.index, snap.data[HASH_LEN:])
+                self.lease_checks.on_table_restored(
+                    nid, snap.index, decompress_snapshot(snap.data[HASH_LEN:])
+                )
                 self._log(f"{nid} installed snapshot {snap.index}/{snap.term}")
             if rd.committed_entries:
                 self._apply_entries(node, svc, rd.committed_entries)
@@ -736,9 +738,10 @@ class SimDriver(SimOracles):
             return None
         node.snapshot_job = None
         index, state_hash, view = job
-        table = b"".join(view.encode())
+        payload = b"".join(view.encode(compress=True))  # as node.py keeps it
+        table = decompress_snapshot(payload)
         try:
-            snap = core.compact(index, state_hash + table)
+            snap = core.compact(index, state_hash + payload)
         except SafetyViolation:
             raise
         except Exception as exc:

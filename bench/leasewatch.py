@@ -68,6 +68,44 @@ def _pcts(xs: list[float]) -> dict[str, float]:
     }
 
 
+def _smaps_rollup() -> dict[str, int]:
+    """/proc/self/smaps_rollup in bytes (Rss, Anonymous, ...): where the RSS is."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _pymalloc_stats() -> dict[str, int]:
+    """The totals of ``sys._debugmallocstats()`` (CPython's small-object allocator): bytes in
+    blocks in use, free in its pools and arenas, and its arenas' total."""
+    import sys
+    import tempfile
+
+    out: dict[str, int] = {}
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        for line in tmp:
+            key, eq, value = line.rpartition("=")
+            value = value.strip().replace(",", "")
+            if eq and value.isdigit() and ("bytes" in key or "arenas" in key):
+                out[key.strip(" #")] = int(value)
+    return out
+
+
 def install(path: str) -> None:
     from raftlease.core.messages import AppendEntries, AppendEntriesResponse
     from raftlease.core.raft import RaftCore
@@ -127,6 +165,8 @@ def install(path: str) -> None:
             "gc_collected": _state["gc_collected"],
             "gc_runs": _state["gc_runs"],
             "gc_types": _state.get("gc_types"),
+            "smaps": _state.get("smaps"),
+            "pymalloc": _state.get("pymalloc"),
             "tracemalloc_total": _state.get("tracemalloc_total"),
             "tracemalloc_top": _state.get("tracemalloc_top"),
         }
@@ -150,6 +190,8 @@ def install(path: str) -> None:
                 (str(st.traceback), st.size, st.count) for st in snap.statistics("lineno")[:40]
             ]
 
+        _state["smaps"] = _smaps_rollup()
+        _state["pymalloc"] = _pymalloc_stats()
         counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
         _state["gc_types"] = counts.most_common(30)
         _state["gc_tracked"] = sum(counts.values())

@@ -443,6 +443,8 @@ class _Phase:
         self.renewed = 0  # items answered RENEWED
         self.refused: dict[str, int] = {}  # items answered otherwise, by outcome
         self.latency_ms: list[float] = []  # per batch: write -> its answer
+        # per renewal round of a client: its first write -> the answer to its last lease
+        self.round_ms: list[float] = []
         self.late_ms: list[float] = []  # per renewal round (tick): how late it was sent
         self.late_renewals = 0  # items sent more than --late-ms after due
         self.ticks_skipped = 0  # whole rounds skipped: a round was more than a period late
@@ -478,6 +480,8 @@ class _Phase:
             "latency_p50_ms": _q(lat, 0.5),
             "latency_p99_ms": _q(lat, 0.99),
             "latency_max_ms": lat[-1] if lat else 0.0,
+            "round_p50_ms": _q(sorted(self.round_ms), 0.5),
+            "round_p99_ms": _q(sorted(self.round_ms), 0.99),
             "late_p50_ms": _q(late, 0.5),
             "late_p99_ms": _q(late, 0.99),
             "late_max_ms": late[-1] if late else 0.0,
@@ -488,6 +492,7 @@ class _Phase:
             "oddities": self.oddities,
             # raw, so that a driver running several load generators can merge percentiles
             "latency_ms": [round(x, 3) for x in self.latency_ms],
+            "round_ms": [round(x, 3) for x in self.round_ms],
             "late_ms": [round(x, 3) for x in self.late_ms],
         }
 
@@ -553,7 +558,8 @@ class _BatchClient:
         self.valid: dict[int, float] = {}
         self.last_ok: dict[int, float] = {}  # lease -> when its last RENEWED answer came
         self.bad: dict[int, str] = {}  # lease -> its last refusal, until renewed again
-        self.pending: collections.deque[tuple[float, list[int]]] = collections.deque()
+        # (write time, lease ids, the round's first write time if this ends a round)
+        self.pending: collections.deque[tuple[float, list[int], float | None]] = collections.deque()
         self.last_answer = -math.inf
         self.retry: set[int] = set()
         self.retry_at = math.inf
@@ -716,9 +722,11 @@ class _BatchKeepalive:
             if not cl.pending:
                 _count(ph.oddities, "answer without a batch in flight")
                 continue
-            sent, ids = cl.pending.popleft()
+            sent, ids, round0 = cl.pending.popleft()
             cl.last_answer = now
             ph.latency_ms.append((now - sent) * 1000.0)
+            if round0 is not None:
+                ph.round_ms.append((now - round0) * 1000.0)
             items = resp.items
             if len(items) != len(ids):
                 _count(ph.oddities, "answer with a different item count")
@@ -763,15 +771,21 @@ class _BatchKeepalive:
                     self.lose(cl, lid, f"item:{name}")
             ph.renewed += renewed
 
-    async def send(self, cl: _BatchClient, call: Any, ids: list[int]) -> None:
+    async def send(
+        self, cl: _BatchClient, call: Any, ids: list[int], is_round: bool = False
+    ) -> None:
+        """Write ``ids`` in batches; ``is_round``: a renewal round, whose latency (first
+        write -> answer to the last batch) is counted in ``round_ms``."""
         ph = self.phase
+        round0 = self.loop.time()
         for j in range(0, len(ids), self.bmax):
             chunk = ids[j : j + self.bmax]
             req = lease_pb2.KeepAliveRequest(lease_id=chunk[0], inband_outcomes=True)
             add = req.items.add
             for lid in chunk:
                 add(lease_id=lid)
-            cl.pending.append((self.loop.time(), chunk))
+            last = is_round and j + self.bmax >= len(ids)
+            cl.pending.append((self.loop.time(), chunk, round0 if last else None))
             await call.write(req)
             ph.batches += 1
             ph.sent += len(chunk)
@@ -829,7 +843,8 @@ class _BatchKeepalive:
                             await asyncio.wait_for(cl.wake.wait(), wake - now)
                         continue
                     ph = self.phase
-                    if now >= tick:
+                    is_round = now >= tick
+                    if is_round:
                         self.expire(cl, now)
                         late = now - tick
                         ph.late_ms.append(late * 1000.0)
@@ -846,7 +861,7 @@ class _BatchKeepalive:
                         cl.retry.clear()
                     cl.retry_at = math.inf
                     if ids:
-                        await self.send(cl, call, ids)
+                        await self.send(cl, call, ids, is_round)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
                 # a write to a call that ended: its status is the reader's
                 with contextlib.suppress(TimeoutError):

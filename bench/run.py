@@ -5,6 +5,9 @@
     .venv/bin/python bench/run.py --only w1,w2    # a subset
     .venv/bin/python bench/run.py --w7            # also the 10-minute stability run
     .venv/bin/python bench/run.py --only w7b      # W7 burst: 10,000 acquisitions, lease lapses
+    .venv/bin/python bench/run.py --with-etcd     # W1-W5 side by side with etcd 3.4, ratios
+    .venv/bin/python bench/run.py --with-etcd --only w6 --w6-leases 1000,10000
+                                                  # W6 side by side with etcd 3.4, per scale
     .venv/bin/python bench/run.py --profile       # py-spy profiles + W1 timeline, no table runs
                                                   # (combine with --only to run both)
 
@@ -12,6 +15,11 @@ Each run starts a fresh cluster (3 real server processes, fresh data dirs, real 
 127.0.0.1; load generators are separate processes (bench/loadgen.py). CPU figures come from the
 processes' own accounting (psutil cpu_times user+sys deltas). Results: bench/results/<ts>.json
 plus a table on stdout comparing each figure with the goal. Timing never sets the exit code.
+With --with-etcd (bench/etcd/sidebyside.py) each workload runs on raftlease and then on a
+local 3-member etcd 3.4 cluster, and the tables give both sides and their ratio per figure:
+W1-W5 by default, W6 and W7b when --only names them (etcd: LeaseGrant + Txn put-if-absent
+per lease, one LeaseKeepAlive request per lease per renewal); results:
+bench/results/<ts>-etcd.json.
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ GOALS: dict[str, tuple[str, str, float, str]] = {
     "w6_leader_bytes_per_extra_lease": ("B", "<=", 1024.0, ""),
     "w6_keepalive_p99_ms": ("ms", "<=", 20.0, ""),
     "w7_leader_changes": ("", "<=", 0.0, ""),
+    "w7_leader_lease_lapses": ("", "<=", 0.0, ""),
     "w7b_leader_lease_lapses": ("", "<=", 0.0, ""),
     "w7b_leader_changes": ("", "<=", 0.0, ""),
 }
@@ -538,21 +547,59 @@ def _merge_counts(dicts: list[dict[str, int]]) -> dict[str, int]:
     return out
 
 
-def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
+class W6Side:
+    """What run_w6_scale needs of the system under test; this one is raftlease.
+    bench/etcd/sidebyside.py's ``EtcdW6Side`` is etcd's (``run.py --with-etcd --only w6``).
+    The cluster it returns needs ``nodes`` (each with ``address`` and ``alive()``),
+    ``endpoints``, ``rss``, ``cpu_snapshot`` and to be a context manager; the load generator
+    takes bench/loadgen.py's ``keepalive --mode batch`` flags and prints its JSON."""
+
+    name = "raftlease"
+    loadgen = BENCH_DIR / "loadgen.py"
+    leasewatch = True  # --w6-watch applies
+
+    def start(self, env_for: dict[str, dict[str, str]] | None) -> tuple[Any, str]:
+        return fresh_cluster(env_for)
+
+    def loadgen_args(self) -> list[str]:
+        return ["keepalive", "--mode", "batch"]
+
+    def leader(self, c: Any) -> str | None:
+        return current_leader(c)
+
+    def elections(self, c: Any) -> list[float | None]:
+        """Wall time of every leader election in the run (the first one included)."""
+        return [_log_stamp(ln) for _n, ln in c.leader_changes_in_logs()]
+
+    def lapses(self, c: Any) -> list[tuple[str, float | None, float]] | None:
+        """(node, wall time, ms) of every leader-lease lapse; None: no such thing."""
+        return lease_lapses_in_logs(c)
+
+
+RAFTLEASE_W6 = W6Side()
+
+
+def run_w6_scale(o: argparse.Namespace, leases: int, side: W6Side = RAFTLEASE_W6) -> dict[str, Any]:
     """One W6 scale on a fresh cluster: ``o.w6_clients`` clients over ``o.w6_procs`` load
     generator processes acquire ``leases`` leases (TTL 30 s; each kept alive from its grant,
     on its client's one KeepAlive stream, in batches), then ``w6_hold(o)`` s of keepalive
-    only: the measured window (CPU, RSS, keepalive latency)."""
+    only: the measured window (CPU, RSS, keepalive latency). ``side``: raftlease, or etcd
+    (bench/etcd/sidebyside.py)."""
     hold = w6_hold(o)
     nclients = max(1, min(o.w6_clients, leases))
     nprocs = max(1, min(o.w6_procs, nclients))
-    watch = Path(tempfile.mkdtemp(prefix="raftlease-leasewatch-")) if o.w6_watch else None
+    watch = (
+        Path(tempfile.mkdtemp(prefix="raftlease-leasewatch-"))
+        if o.w6_watch and side.leasewatch
+        else None
+    )
     env_for = (
         {f"n{i}": {"RAFTLEASE_BENCH_LEASEWATCH": str(watch / f"n{i}.json")} for i in (1, 2, 3)}
         if watch
         else None
     )
-    c, leader = fresh_cluster(env_for)
+    who = "" if side is RAFTLEASE_W6 else f"{side.name} "
+    c, leader = side.start(env_for)
     with c:
         lead = c.nodes[leader]
         time.sleep(1.0)
@@ -571,10 +618,8 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
                     [
                         *nice_prefix(BenchCluster.nice),
                         PY,
-                        str(BENCH_DIR / "loadgen.py"),
-                        "keepalive",
-                        "--mode",
-                        "batch",
+                        str(side.loadgen),
+                        *side.loadgen_args(),
                         "--target",
                         lead.address,
                         "--endpoints",
@@ -621,8 +666,8 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
             cpu_a1 = c.cpu_snapshot()
             rss_acquired = sample_rss()
             log(
-                f"  W6 {w6_label(leases)}: {sum(r['acquired'] for r in ready):,} acquired in "
-                f"{acquire_wall:.1f} s; holding {hold:.0f} s"
+                f"  {who}W6 {w6_label(leases)}: {sum(r['acquired'] for r in ready):,} acquired "
+                f"in {acquire_wall:.1f} s; holding {hold:.0f} s"
             )
             # the hold: the measured window
             for p in procs:
@@ -631,11 +676,11 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
             bg = Background()
             cpu_h0 = c.cpu_snapshot()
             t_h0 = time.monotonic()
-            leaders: list[str | None] = [current_leader(c)]  # who leads, every second
+            leaders: list[str | None] = [side.leader(c)]  # who leads, every second
             while time.monotonic() - t_h0 < hold:
                 time.sleep(min(1.0, max(0.0, hold - (time.monotonic() - t_h0))))
                 sample_rss()
-                leaders.append(current_leader(c))
+                leaders.append(side.leader(c))
             cpu_h1 = c.cpu_snapshot()
             hold_s = time.monotonic() - t_h0
             busy = bg.busy_pct() - bg.self_pct()
@@ -650,18 +695,19 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
             for rd in readers:
                 tail = "".join(rd.err)[-1500:]
                 if tail.strip():
-                    log(f"  W6 load generator stderr: {tail}")
+                    log(f"  {who}W6 load generator stderr: {tail}")
             raise
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        changes = c.leader_changes_in_logs()
-        lapses = lease_lapses_in_logs(c)
+        elected = side.elections(c)
+        lapses = side.lapses(c)
     stalls = _w6_stalls(watch) if watch else {}
     hold_phase = [r["phases"].get("hold", {}) for r in results]
     lat = [x for h in hold_phase for x in h.get("latency_ms", [])]
+    lat_round = [x for h in hold_phase for x in h.get("round_ms", [])]
     lat_acq = [x for r in results for x in r["phases"].get("acquire", {}).get("latency_ms", [])]
     late = [x for h in hold_phase for x in h.get("late_ms", [])]
     renewed = sum(h.get("renewals_ok", 0) for h in hold_phase)
@@ -673,10 +719,12 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
     hl = max(set(seen), key=seen.count) if seen else leader
     growth = {k: rss_end[k] - rss0[k] for k in rss_end if k in rss0}
     client_pct = sum(100.0 * h.get("client_cpu_s", 0.0) / hold_s for h in hold_phase)
-    in_hold = [x for x in lapses if x[1] is not None and hold_wall0 <= x[1] <= hold_wall1]
-    changes_in_hold = [
-        ln for _n, ln in changes if (s := _log_stamp(ln)) is not None and hold_wall0 <= s
-    ]
+    in_hold = (
+        None
+        if lapses is None
+        else [x for x in lapses if x[1] is not None and hold_wall0 <= x[1] <= hold_wall1]
+    )
+    changes_in_hold = [t for t in elected if t is not None and hold_wall0 <= t]
     x = f"w6_{w6_label(leases)}"
     return {
         f"{x}_leases": leases,
@@ -702,15 +750,20 @@ def run_w6_scale(o: argparse.Namespace, leases: int) -> dict[str, Any]:
         ),
         f"{x}_client_retargets": sum(r["retargets"] for r in results),
         f"{x}_stream_reopens": sum(r["reconnects"] for r in results),
-        f"{x}_leader_changes": len(changes) - 1,
+        f"{x}_leader_changes": max(0, len(elected) - 1),
         f"{x}_leader_changes_in_hold": len(changes_in_hold),
-        f"{x}_leader_lease_lapses": len(lapses),
-        f"{x}_leader_lease_lapses_in_hold": len(in_hold),
-        f"{x}_lapse_ms_max": max((ms for _n, _t, ms in lapses), default=0.0),
+        f"{x}_leader_lease_lapses": None if lapses is None else len(lapses),
+        f"{x}_leader_lease_lapses_in_hold": None if in_hold is None else len(in_hold),
+        f"{x}_lapse_ms_max": (
+            None if lapses is None else max((ms for _n, _t, ms in lapses), default=0.0)
+        ),
         f"{x}_keepalive_p50_ms": pct(lat, 0.5) if lat else None,
         f"{x}_keepalive_p99_ms": pct(lat, 0.99) if lat else None,
         f"{x}_keepalive_max_ms": max(lat) if lat else None,
         f"{x}_keepalive_batches": len(lat),
+        # a client's whole renewal round: its first write -> the answer to its last lease
+        f"{x}_keepalive_round_p50_ms": pct(lat_round, 0.5) if lat_round else None,
+        f"{x}_keepalive_round_p99_ms": pct(lat_round, 0.99) if lat_round else None,
         f"{x}_acquiring_keepalive_p99_ms": pct(lat_acq, 0.99) if lat_acq else None,
         f"{x}_renewal_late_p99_ms": pct(late, 0.99) if late else None,
         f"{x}_late_renewals": sum(h.get("late_renewals", 0) for h in hold_phase),
@@ -771,6 +824,10 @@ def _w6_stalls(watch: Path) -> dict[str, Any]:
             "lapse_s": f.get("lapse_s", []),
             "gc_tracked": f.get("gc_tracked"),
             "gc_types": f.get("gc_types"),
+            "tracemalloc_total": f.get("tracemalloc_total"),
+            "tracemalloc_top": f.get("tracemalloc_top"),
+            "smaps": f.get("smaps"),
+            "pymalloc": f.get("pymalloc"),
         }
     shutil.rmtree(watch, ignore_errors=True)
     return out
@@ -795,6 +852,13 @@ def run_w6(o: argparse.Namespace) -> dict[str, Any]:
             log(f"  W6 {w6_label(n)} failed: {e}")
             out[f"w6_{w6_label(n)}_error"] = str(e)
     BenchCluster.label = label
+    w6_derived(out, done)
+    return out
+
+
+def w6_derived(out: dict[str, Any], done: list[int]) -> None:
+    """Add to ``out`` (one side's W6 figures per scale) the slopes between consecutive scales
+    of ``done`` and the headline figures the goal table shows."""
 
     def f(n: int, key: str) -> float | None:
         v = out.get(f"w6_{w6_label(n)}_{key}")
@@ -812,7 +876,8 @@ def run_w6(o: argparse.Namespace) -> dict[str, Any]:
     if done:
         top = done[-1]
         out["w6_leases_lost"] = sum(f(n, "leases_lost") or 0 for n in done)
-        out["w6_leader_lease_lapses"] = sum(f(n, "leader_lease_lapses") or 0 for n in done)
+        if any(f(n, "leader_lease_lapses") is not None for n in done):
+            out["w6_leader_lease_lapses"] = sum(f(n, "leader_lease_lapses") or 0 for n in done)
         out["w6_leader_changes"] = sum(f(n, "leader_changes") or 0 for n in done)
         out["w6_leader_bytes_per_lease"] = f(top, "leader_bytes_per_lease")
         out["w6_keepalive_p99_ms"] = f(top, "keepalive_p99_ms")
@@ -821,7 +886,6 @@ def run_w6(o: argparse.Namespace) -> dict[str, Any]:
             out["w6_leader_bytes_per_extra_lease"] = out.get(
                 f"w6_slope_{w6_label(a)}_{w6_label(b)}_leader_bytes_per_lease"
             )
-    return out
 
 
 # name suffix, label, unit, goal (op, value) or None
@@ -842,6 +906,7 @@ W6_ROWS: list[tuple[str, str, str, tuple[str, float] | None]] = [
     ("keepalive_p50_ms", "keepalive p50 (batch write -> answer)", "ms", None),
     ("keepalive_p99_ms", "keepalive p99", "ms", ("<=", 20.0)),
     ("keepalive_max_ms", "keepalive max", "ms", None),
+    ("keepalive_round_p99_ms", "keepalive round p99 (a client's whole set)", "ms", None),
     ("acquiring_keepalive_p99_ms", "keepalive p99 while acquiring", "ms", None),
     ("renewal_late_p99_ms", "renewal round sent late, p99", "ms", None),
     ("renewals_per_s", "renewals answered RENEWED/s", "/s", None),
@@ -1087,8 +1152,11 @@ def run_w7(o: argparse.Namespace) -> dict[str, Any]:
                     break
         th.join()
         log_changes = len(c.leader_changes_in_logs()) - 1
+        lapses = lease_lapses_in_logs(c)
     r = res.get("w2", {})
     return {
+        "w7_leader_lease_lapses": len(lapses),
+        "w7_lapse_ms_max": max((ms for _n, _t, ms in lapses), default=0.0),
         "w7_leader_changes": max(len(changes), log_changes),
         "w7_leader_changes_per_hour": max(len(changes), log_changes) * 3600.0 / dur,
         "w7_changes_seen_by_status": changes,
@@ -1174,6 +1242,9 @@ def run_w7burst(o: argparse.Namespace) -> dict[str, Any]:
             default=None,
         ),
         "w7b_leader_cpu_pct": 100.0 * (cpu1[leader] - cpu0[leader]) / r["wall_s"],
+        "w7b_cluster_cpu_pct": 100.0
+        * sum(cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0)
+        / r["wall_s"],
         "w7b_client_cpu_pct": 100.0 * r["client_cpu_s"] / r["wall_s"],
         "w7b_detail": {"loadgen": r, "leasewatch": figs},
     }
@@ -1446,6 +1517,7 @@ LABELS = {
     "w6_leader_bytes_per_extra_lease": "W6 leader RSS per extra lease (two largest scales)",
     "w6_keepalive_p99_ms": "W6 keepalive p99, batch write -> answer (largest scale)",
     "w7_leader_changes": "W7 leader changes in 10 min under W2 load",
+    "w7_leader_lease_lapses": "W7 leader-lease lapses in 10 min under W2 load",
     "w7b_leader_lease_lapses": "W7 burst: leader-lease lapses (10k acquisitions, 16 clients)",
     "w7b_leader_changes": "W7 burst: leader changes",
 }
@@ -1535,7 +1607,9 @@ def main() -> None:
         "--with-etcd",
         action="store_true",
         help="side by side: W1-W5 on raftlease and on a local 3-member etcd 3.4 cluster, "
-        "interleaved, with ratios (bench/etcd/sidebyside.py; needs `etcd` on PATH)",
+        "interleaved, with ratios (bench/etcd/sidebyside.py; needs `etcd` on PATH); W6 and "
+        "W7b too when --only names them (each W6 scale on both sides; --w6-* and --burst-* "
+        "apply to both)",
     )
     ap.add_argument(
         "--no-quiet-wait",

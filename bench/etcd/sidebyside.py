@@ -17,6 +17,20 @@ functions, unchanged; the etcd side is the same shape here, with raw gRPC client
   apart) until one succeeds; restart the member and wait for a stable cluster; median and
   max over the trials.
 - W5: idle cluster CPU.
+- W6 (only when named: ``--only w6``): bench/run.py's own W6 driver (``run_w6_scale``) with
+  :class:`EtcdW6Side`: 100 clients acquire N leases (TTL 30 s; ``LeaseGrant`` + ``Txn``
+  put-if-absent, as above) and keep them alive, each lease renewed every 10 s from its
+  grant, on ONE ``LeaseKeepAlive`` stream per client (bench/etcd/etcd_loadgen.py ``w6``),
+  then a hold: leases lost, keepalive latency, leader and cluster CPU, leader RSS growth per
+  lease, leader changes. The scales alternate sides (raftlease 1k, etcd 1k, raftlease 10k,
+  ...). One keepalive latency sample is one message write -> its answer: on raftlease a
+  batch of up to 1,000 leases, on etcd one lease (etcd has no batches); the "round" figure
+  (a client's whole set, first write -> answer to its last lease) is the like-for-like one.
+- W7 burst (only when named: ``--only w7b``): 16 clients acquire 10,000 keys (TTL 30 s,
+  ``LeaseGrant`` + ``Txn`` put-if-absent, no release) as fast as they go, every lease so far
+  kept alive on ONE ``LeaseKeepAlive`` stream (etcd_loadgen.py ``burst``), then 10 s more:
+  acquisitions/s and latency, refused renewals, leader changes, CPU. Leader-lease lapses are
+  raftlease's alone (etcd has no leader lease).
 
 CPU is each server process's own accounting (psutil user+sys), as for raftlease. The ratio
 is raftlease / etcd: below 1 is better for raftlease on latency, CPU and failover, above 1
@@ -28,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -51,7 +66,9 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "etcd_loadgen.py"
-WORKLOADS = ("w1", "w2", "w3", "w4", "w5")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6", "w7b")
+# Side by side only when --only names them (minutes per scale): a plain --with-etcd is W1-W5.
+OPT_IN = ("w6", "w7b")
 
 # key, unit, label, which way is better
 FIGURES: list[tuple[str, str, str, str]] = [
@@ -76,6 +93,96 @@ EXTRAS: list[tuple[str, str, str, str]] = [
     ("w4_elected_after_median_s", "s", "W4 kill -> new leader in the logs, median", "lower"),
     ("w5_idle_leader_cpu_pct", "% core", "W5 idle leader CPU", "lower"),
 ]
+
+# W6, per scale: suffix of bench/run.py's w6_<scale>_<suffix> key, unit, label, better.
+W6_FIGURES: list[tuple[str, str, str, str]] = [
+    ("leases_lost", "", "leases lost (whole run)", "lower"),
+    ("leases_lost_in_hold", "", "leases lost in the hold", "lower"),
+    ("leader_changes", "", "leader changes", "lower"),
+    (
+        "keepalive_p50_ms",
+        "ms",
+        "keepalive p50, one message (raftlease: a batch; etcd: one lease)",
+        "lower",
+    ),
+    ("keepalive_p99_ms", "ms", "keepalive p99, one message", "lower"),
+    ("keepalive_round_p99_ms", "ms", "keepalive round p99 (a client's whole set)", "lower"),
+    ("leader_cpu_pct", "% core", "leader CPU (hold)", "lower"),
+    ("cluster_cpu_pct", "% core", "cluster CPU (hold)", "lower"),
+    ("leader_bytes_per_lease", "B", "leader RSS growth per lease", "lower"),
+]
+W6_EXTRAS: list[tuple[str, str, str, str]] = [
+    ("acquisitions_per_s", "/s", "acquisitions/s (64 in flight)", "higher"),
+    ("acquiring_cluster_cpu_pct", "% core", "cluster CPU while acquiring", "lower"),
+    ("renewals_per_s", "/s", "renewals answered/s in the hold", "higher"),
+    ("keepalive_round_p50_ms", "ms", "keepalive round p50", "lower"),
+    ("keepalive_max_ms", "ms", "keepalive max, one message", "lower"),
+    ("leader_cpu_us_per_renewal", "us", "leader CPU per lease renewed", "lower"),
+    ("follower_cpu_pct", "% core", "follower CPU (hold, mean)", "lower"),
+    ("leader_rss_mib", "MiB", "leader RSS at the end of the hold", "lower"),
+    ("max_node_bytes_per_lease", "B", "largest RSS growth per lease, any node", "lower"),
+    ("stream_failures", "", "keepalive stream failures", "lower"),
+    ("leader_lease_lapses", "", "leader-lease lapses (raftlease only)", ""),
+    ("client_cpu_pct", "% core", "load generator CPU (hold)", ""),
+    ("client_cpu_us_per_renewal", "us", "load generator CPU per lease renewed", "lower"),
+    ("background_cpu_pct", "% core", "other load on the machine (hold)", ""),
+]
+W6_SLOPES: list[tuple[str, str, str, str]] = [
+    ("leader_bytes_per_lease", "B", "leader RSS per extra lease", "lower"),
+    ("cluster_cpu_pct_per_1k_leases", "% core", "cluster CPU per extra 1k leases", "lower"),
+    ("leader_cpu_pct_per_1k_leases", "% core", "leader CPU per extra 1k leases", "lower"),
+]
+
+W7B_FIGURES: list[tuple[str, str, str, str]] = [
+    ("w7b_leader_changes", "", "W7 burst: leader changes", "lower"),
+    ("w7b_acquisitions_per_s", "/s", "W7 burst: acquisitions/s (16 clients)", "higher"),
+    ("w7b_acquire_p50_ms", "ms", "W7 burst: acquire p50", "lower"),
+    ("w7b_acquire_p99_ms", "ms", "W7 burst: acquire p99", "lower"),
+    ("w7b_errors", "", "W7 burst: acquire errors", "lower"),
+    ("w7b_renewals_ok", "", "W7 burst: renewals answered", "higher"),
+    ("w7b_renewals_refused", "", "W7 burst: renewals refused", "lower"),
+    ("w7b_leader_cpu_pct", "% core", "W7 burst: leader CPU", "lower"),
+    ("w7b_cluster_cpu_pct", "% core", "W7 burst: cluster CPU", "lower"),
+    ("w7b_client_cpu_pct", "% core", "W7 burst: load generator CPU", ""),
+    ("w7b_leader_lease_lapses", "", "W7 burst: leader-lease lapses (raftlease only)", ""),
+    ("w7b_lapse_ms_max", "ms", "W7 burst: longest lapse (raftlease only)", ""),
+]
+
+
+def w6_label(n: int) -> str:
+    """bench/run.py's w6_label (report.py prints from the JSON without run.py)."""
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def w6_figures(
+    scales: list[int], rows: list[tuple[str, str, str, str]]
+) -> list[tuple[str, str, str, str]]:
+    """``rows`` for every scale (bench/run.py's keys), in the tables' format."""
+    out = []
+    for n in scales:
+        lab = w6_label(n)
+        out += [(f"w6_{lab}_{k}", u, f"W6 {lab}: {label}", b) for k, u, label, b in rows]
+    return out
+
+
+def w6_slope_figures(scales: list[int]) -> list[tuple[str, str, str, str]]:
+    labs = [w6_label(n) for n in scales]
+    return [
+        (f"w6_slope_{a}_{b}_{k}", u, f"W6 {a} -> {b}: {label}", better)
+        for a, b in itertools.pairwise(labs)
+        for k, u, label, better in W6_SLOPES
+    ]
+
+
+def all_figures(scales: list[int]) -> list[tuple[str, str, str, str]]:
+    return (
+        FIGURES
+        + EXTRAS
+        + W7B_FIGURES
+        + w6_figures(scales, W6_FIGURES)
+        + w6_slope_figures(scales)
+        + w6_figures(scales, W6_EXTRAS)
+    )
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -351,12 +458,101 @@ def etcd_w5(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------- W6
+class EtcdW6Side:
+    """bench/run.py's ``W6Side`` for etcd: run.py's ``run_w6_scale(o, n, EtcdW6Side())``
+    runs W6 on a fresh etcd cluster with etcd_loadgen.py ``w6`` as the clients. The leader is
+    the member ``Maintenance.Status`` names (asked every second in the hold, as for
+    raftlease); elections from the members' logs; etcd has no leader lease (no lapses)."""
+
+    name = "etcd"
+    loadgen = LOADGEN
+    leasewatch = False
+
+    def start(self, env_for: dict[str, dict[str, str]] | None) -> tuple[EtcdCluster, str]:
+        return fresh_etcd()
+
+    def loadgen_args(self) -> list[str]:
+        return ["w6"]
+
+    def leader(self, c: EtcdCluster) -> str | None:
+        for n, m in c.nodes.items():
+            if not m.alive():
+                continue
+            st = c.status(n, timeout=0.3)
+            if st is not None and st.leader and st.leader == st.header.member_id:
+                return n
+        return None
+
+    def elections(self, c: EtcdCluster) -> list[float | None]:
+        return [t for _n, t in c.elections()]
+
+    def lapses(self, c: EtcdCluster) -> None:
+        return None
+
+
+ETCD_W6 = EtcdW6Side()
+
+
+def w6_scale(o: argparse.Namespace, h: ModuleType, n: int, side: str) -> dict[str, Any]:
+    """One W6 scale on one side (bench/run.py's driver for both)."""
+    return h.run_w6_scale(o, n) if side == "raftlease" else h.run_w6_scale(o, n, ETCD_W6)
+
+
+# ---------------------------------------------------------------------------------- W7 burst
+def etcd_w7b(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
+    """bench/run.py's run_w7burst on etcd (etcd_loadgen.py ``burst``): leader changes from
+    the members' logs, CPU of the first leader and of the cluster over burst + hold."""
+    leases = 2000 if o.quick else o.burst_leases
+    c, leader = fresh_etcd()
+    with c:
+        cpu0 = c.cpu_snapshot()
+        r = loadgen(
+            h,
+            [
+                "burst",
+                "--target",
+                c.nodes[leader].address,
+                "--clients",
+                "16",
+                "--leases",
+                str(leases),
+                "--ttl-ms",
+                "30000",
+                "--hold-s",
+                str(o.burst_hold_s),
+            ],
+            900,
+        )
+        cpu1 = c.cpu_snapshot()
+        changes = elections(c)
+    ka = r["keepalive"]
+    return {
+        "w7b_leader_changes": changes,
+        "w7b_acquisitions_per_s": r["acquisitions_per_s"],
+        "w7b_burst_s": r["burst_s"],
+        "w7b_granted": r["granted"],
+        "w7b_acquire_p50_ms": r["acquire_p50_ms"],
+        "w7b_acquire_p99_ms": r["acquire_p99_ms"],
+        "w7b_errors": sum(r["errors"].values()),
+        "w7b_renewals_ok": ka["renewed"],
+        "w7b_renewals_refused": ka["refused"],
+        "w7b_leader_cpu_pct": 100.0 * (cpu1[leader] - cpu0[leader]) / r["wall_s"],
+        "w7b_cluster_cpu_pct": 100.0
+        * sum(cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0)
+        / r["wall_s"],
+        "w7b_client_cpu_pct": 100.0 * r["client_cpu_s"] / r["wall_s"],
+        "w7b_detail": {"loadgen": r},
+    }
+
+
 ETCD_FNS: dict[str, Callable[[argparse.Namespace, ModuleType], dict[str, Any]]] = {
     "w1": etcd_w1,
     "w2": etcd_w2,
     "w3": etcd_w3,
     "w4": etcd_w4,
     "w5": etcd_w5,
+    "w7b": etcd_w7b,
 }
 
 
@@ -377,6 +573,11 @@ def _derive(r: dict[str, Any]) -> None:
         r.pop("w3_cluster_cpu_ms_per_renewal", None)
     if r.get("w3_renewals_per_s") and r.get("w3_cluster_cpu_pct") is not None:
         r["w3_cluster_cpu_ms_per_renewal"] = 10.0 * r["w3_cluster_cpu_pct"] / r["w3_renewals_per_s"]
+    for k in [k for k in r if k.startswith("w6_") and k.endswith("_client_cpu_pct")]:
+        pre = k.removesuffix("_client_cpu_pct")
+        ren = r.get(f"{pre}_renewals_per_s")
+        if _num(ren) and ren and _num(r[k]):
+            r[f"{pre}_client_cpu_us_per_renewal"] = 1e4 * r[k] / ren
     if r.get("w2_acquisitions_per_s") and r.get("w2_cluster_cpu_pct") is not None:
         r["w2_cluster_cpu_ms_per_acquisition"] = (
             10.0 * r["w2_cluster_cpu_pct"] / r["w2_acquisitions_per_s"]
@@ -393,7 +594,9 @@ def summarize(per_round: list[dict[str, dict[str, Any]]], key: str) -> dict[str,
     b = [r["etcd"].get(key) for r in per_round]
     av = [x for x in a if _num(x)]
     bv = [x for x in b if _num(x)]
-    ratios = [x / y for x, y in zip(a, b, strict=True) if _num(x) and _num(y) and y]
+    # Only where both are >= 0 and etcd's is not 0: a ratio of, say, two slopes of opposite
+    # sign (RSS that shrank on one side) says nothing.
+    ratios = [x / y for x, y in zip(a, b, strict=True) if _num(x) and _num(y) and x >= 0 < y]
     out: dict[str, Any] = {"raftlease": av, "etcd": bv, "ratios": ratios}
     for side, vals in (("raftlease", av), ("etcd", bv)):
         out[f"{side}_median"] = statistics.median(vals) if vals else None
@@ -408,8 +611,10 @@ def summarize(per_round: list[dict[str, dict[str, Any]]], key: str) -> dict[str,
 def _f(v: Any, unit: str) -> str:
     if v is None:
         return "-"
-    if unit == "/s":
+    if unit in ("/s", "B"):
         return f"{v:,.0f}"
+    if unit == "" and float(v).is_integer():
+        return f"{int(v)}"
     if unit == "s":
         return f"{v:.3f}"
     return f"{v:.2f}"
@@ -428,9 +633,12 @@ def table(summary: dict[str, dict[str, Any]], figures: list[tuple[str, str, str,
         cells = []
         for side in ("raftlease", "etcd"):
             med = s[f"{side}_median"]
-            u = f" {unit}" if med is not None else ""
+            u = f" {unit}" if unit else ""
             cells.append(
-                f"{_f(med, unit)}{u} ({_f(s[f'{side}_min'], unit)}-{_f(s[f'{side}_max'], unit)})"
+                "-"
+                if med is None
+                else f"{_f(med, unit)}{u} ({_f(s[f'{side}_min'], unit)}-"
+                f"{_f(s[f'{side}_max'], unit)})"
             )
         rm = s["ratio_median"]
         if rm is None or not better:
@@ -478,10 +686,22 @@ def main(o: argparse.Namespace, selected: list[str], runs: int, h: ModuleType) -
     if not version.startswith("3.4."):
         h.log(f"--with-etcd: warning: {binary} is etcd {version}, not 3.4")
     EtcdCluster.nice = h.BenchCluster.nice
-    sel = [w for w in selected if w in WORKLOADS]
+    only = {w.strip() for w in o.only.split(",") if w.strip()}
+    sel = [w for w in selected if w in WORKLOADS and (w not in OPT_IN or w in only)]
     dropped = [w for w in selected if w not in WORKLOADS]
     if dropped:
         h.log(f"--with-etcd: no etcd side for {', '.join(dropped)}; not run")
+    skipped = [w for w in selected if w in OPT_IN and w not in only]
+    if skipped:
+        h.log(f"--with-etcd: {', '.join(skipped)} side by side only with --only; not run")
+    scales = h.w6_scales(o) if "w6" in sel else []
+    # W6 runs in the first --w6-runs rounds (one W6 round is minutes long), the rest --runs.
+    count = {w: (o.w6_runs if w == "w6" else runs) for w in sel}
+    nrounds = max(count.values(), default=runs)
+    # W6 is one unit per scale, so that the sides of each scale run back to back.
+    units: list[tuple[str, int | None]] = [
+        u for w in sel for u in ([(w, n) for n in scales] if w == "w6" else [(w, None)])
+    ]
     if not o.w4_trials:
         o.w4_trials = 5 if o.quick else 10  # both sides; run.py's own default is 30
     raft_fns = {
@@ -490,6 +710,7 @@ def main(o: argparse.Namespace, selected: list[str], runs: int, h: ModuleType) -
         "w3": lambda o: h.run_keepalive(o, 1000, "w3"),
         "w4": h.run_w4,
         "w5": h.run_w5,
+        "w7b": h.run_w7burst,
     }
     ts = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     h.RESULTS.mkdir(parents=True, exist_ok=True)
@@ -500,57 +721,105 @@ def main(o: argparse.Namespace, selected: list[str], runs: int, h: ModuleType) -
     facts["etcd_binary"] = binary
     facts["etcd_version"] = version
     h.log(
-        f"side by side: {cmd}; {runs} round(s) of {sel} on raftlease then etcd {version}; "
+        f"side by side: {cmd}; {nrounds} round(s) of {sel} on raftlease then etcd {version}"
+        f"{f' (W6 scales {scales}, {o.w6_runs} round(s))' if scales else ''}; "
         f"results -> {out_path}"
     )
     rounds: list[dict[str, dict[str, Any]]] = []
     t_all = time.monotonic()
-    result: dict[str, Any] = {}
-    for i in range(runs):
+
+    def make_result(rs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+        return _result(o, h, rounds=rs, cmd=cmd, sel=sel, scales=scales, facts=facts, t_all=t_all)
+
+    result = make_result(rounds)
+    for i in range(nrounds):
         rnd: dict[str, dict[str, Any]] = {"raftlease": {}, "etcd": {}, "load": {}}
-        for w in sel:
+        w6_done: dict[str, list[int]] = {"raftlease": [], "etcd": []}
+        for w, n in units:
+            if count[w] <= i:
+                continue
+            name = w.upper() if n is None else f"{w.upper()} {n:,} leases"
+            unit = w if n is None else f"{w}_{h.w6_label(n)}"
             for side in ("raftlease", "etcd"):
-                h.log(f"round {i + 1}/{runs}: {w.upper()} on {side}")
+                h.log(f"round {i + 1}/{nrounds}: {name} on {side}")
                 h.wait_for_quiet()
-                h.BenchCluster.label = f"{w}-round{i + 1}"
+                h.BenchCluster.label = f"{unit}-round{i + 1}"
                 la0 = load_avg()
                 try:
-                    r = raft_fns[w](o) if side == "raftlease" else ETCD_FNS[w](o, h)
+                    if n is not None:
+                        r = w6_scale(o, h, n, side)
+                        w6_done[side].append(n)
+                    else:
+                        r = raft_fns[w](o) if side == "raftlease" else ETCD_FNS[w](o, h)
                 except Exception as e:  # a broken run is reported, not fatal to the others
-                    h.log(f"  {side} {w.upper()} failed: {e}")
-                    r = {f"{w}_error": str(e)}
+                    h.log(f"  {side} {name} failed: {e}")
+                    r = {f"{unit}_error": str(e)}
                 _derive(r)
                 rnd[side].update(r)
-                rnd["load"][f"{w}_{side}"] = {"before": la0, "after": load_avg()}
+                rnd["load"][f"{unit}_{side}"] = {"before": la0, "after": load_avg()}
                 brief = {
                     k: round(v, 3)
                     for k, v in r.items()
                     if isinstance(v, float) and not k.endswith("_s")
                 }
                 h.log(f"  {brief}")
+                # after every run, the round so far (a long W6 side that fails or is
+                # interrupted leaves the runs before it on disk)
+                result = make_result([*rounds, rnd])
+                out_path.write_text(json.dumps(result, indent=1, default=str))
+        if "w6" in sel and count["w6"] > i:
+            for side in ("raftlease", "etcd"):
+                h.w6_derived(rnd[side], w6_done[side])  # slopes between scales, per side
         rounds.append(rnd)
-        summary = {k: summarize(rounds, k) for k, *_ in FIGURES + EXTRAS}
-        result = {
-            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": cmd,
-            "mode": "side by side with etcd",
-            "rounds": len(rounds),
-            "workloads": sel,
-            "quick": o.quick,
-            "nice": o.nice,
-            "w4_trials": o.w4_trials,
-            "machine": facts,
-            "etcd_flags": {
-                "heartbeat_interval_ms": HEARTBEAT_MS,
-                "election_timeout_ms": ELECTION_MS,
-            },
-            "summary": summary,
-            "per_round": rounds,
-            "elapsed_s": time.monotonic() - t_all,
-        }
-        out_path.write_text(json.dumps(result, indent=1, default=str))  # after every round
+        result = make_result(rounds)
+        out_path.write_text(json.dumps(result, indent=1, default=str))
     report(result)
     print(f"results: {out_path}")
+
+
+def _result(
+    o: argparse.Namespace,
+    h: ModuleType,
+    *,
+    rounds: list[dict[str, dict[str, Any]]],
+    cmd: str,
+    sel: list[str],
+    scales: list[int],
+    facts: dict[str, Any],
+    t_all: float,
+) -> dict[str, Any]:
+    """The JSON of a --with-etcd run (written after every run)."""
+    summary = {k: summarize(rounds, k) for k, *_ in all_figures(scales)}
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": cmd,
+        "mode": "side by side with etcd",
+        "rounds": len(rounds),
+        "workloads": sel,
+        "quick": o.quick,
+        "nice": o.nice,
+        "w4_trials": o.w4_trials,
+        "w6": (
+            {
+                "scales": scales,
+                "clients": o.w6_clients,
+                "hold_s": h.w6_hold(o),
+                "procs": o.w6_procs,
+                "ttl_ms": h.W6_TTL_MS,
+                "runs": o.w6_runs,
+            }
+            if scales
+            else None
+        ),
+        "machine": facts,
+        "etcd_flags": {
+            "heartbeat_interval_ms": HEARTBEAT_MS,
+            "election_timeout_ms": ELECTION_MS,
+        },
+        "summary": summary,
+        "per_round": rounds,
+        "elapsed_s": time.monotonic() - t_all,
+    }
 
 
 def report(result: dict[str, Any]) -> None:
@@ -559,7 +828,9 @@ def report(result: dict[str, Any]) -> None:
     for rnd in rounds:
         for side in ("raftlease", "etcd"):
             _derive(rnd[side])
-    summary = {k: summarize(rounds, k) for k, *_ in FIGURES + EXTRAS}
+    w6 = result.get("w6") or {}
+    scales = w6.get("scales", [])
+    summary = {k: summarize(rounds, k) for k, *_ in all_figures(scales)}
     result["summary"] = summary
     loads = [v for rnd in rounds for x in rnd["load"].values() for v in x["after"][:1]]
     m = result["machine"]
@@ -589,8 +860,62 @@ def report(result: dict[str, Any]) -> None:
             f"1-min load average after each run: median {statistics.median(loads):.1f} "
             f"(min {min(loads):.1f}, max {max(loads):.1f}) on {m['cores_logical']} cores"
         )
-    print()
-    print(table(summary, FIGURES))
-    print()
-    print(table(summary, EXTRAS))
+    if any(
+        summary[k][f"{side}_median"] is not None
+        for k, *_ in FIGURES + EXTRAS
+        for side in ("raftlease", "etcd")
+    ):
+        print()
+        print(table(summary, FIGURES))
+        print()
+        print(table(summary, EXTRAS))
+    if any(
+        summary[k][f"{side}_median"] is not None
+        for k, *_ in W7B_FIGURES
+        for side in ("raftlease", "etcd")
+    ):
+        print()
+        print(
+            "W7 burst: acquisition = raftlease Acquire, etcd LeaseGrant + Txn put-if-absent; "
+            "every lease kept alive on one stream, one message per lease per renewal on both "
+            "sides; CPU over the burst and the 10 s after it."
+        )
+        print()
+        print(table(summary, W7B_FIGURES))
+    if scales:
+        print()
+        print(
+            f"W6: {w6['clients']} clients, one keepalive stream each, TTL "
+            f"{w6['ttl_ms'] / 1000:.0f} s, every lease renewed every "
+            f"{w6['ttl_ms'] / 3000:.0f} s, hold {w6['hold_s']:.0f} s, {w6['procs']} load "
+            "generator process(es) per side. Acquisition: raftlease Acquire; etcd LeaseGrant "
+            "+ Txn put-if-absent. One keepalive message: raftlease a KeepAlive batch of all "
+            "of a client's leases due (<= 1,000 items); etcd one LeaseKeepAliveRequest (one "
+            "lease). Round: a client's whole set, first write -> answer to its last lease."
+        )
+        print()
+        print(table(summary, w6_figures(scales, W6_FIGURES) + w6_slope_figures(scales)))
+        print()
+        print(table(summary, w6_figures(scales, W6_EXTRAS)))
+        for i, rnd in enumerate(rounds):
+            for side in ("raftlease", "etcd"):
+                for n in scales:
+                    lab = w6_label(n)
+                    got = rnd[side].get(f"w6_{lab}_renewals_per_s")
+                    exp = rnd[side].get(f"w6_{lab}_renewals_expected_per_s")
+                    if _num(got) and _num(exp) and got < W3_MIN_RENEWAL_SHARE * exp:
+                        print(
+                            f"round {i + 1} {side} W6 {lab}: {got:,.0f} renewals/s answered in "
+                            f"the hold of {exp:,.0f}/s due: its CPU figures are of a lighter load"
+                        )
+                    for what in (
+                        "error",
+                        "lost_reasons",
+                        "stream_failure_codes",
+                        "stream_failure_details",
+                        "acquire_errors",
+                    ):
+                        v = rnd[side].get(f"w6_{lab}_{what}")
+                        if v:
+                            print(f"round {i + 1} {side} W6 {lab} {what.replace('_', ' ')}: {v}")
     print()

@@ -32,13 +32,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
 
 from raftlease.v1 import cluster_pb2, cluster_pb2_grpc, lease_pb2, lease_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 HOLDER = f"bench:{os.getpid()}"
 
@@ -94,10 +97,18 @@ def w1(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- W2
 async def _w2(args: argparse.Namespace) -> dict[str, Any]:
     """N concurrent clients (asyncio tasks, one channel each), each acquiring and releasing
-    its own name in a loop. Counts acquisitions completed inside the measurement window."""
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.clients)]
-    for ch in channels:
-        await asyncio.wait_for(ch.channel_ready(), 10)
+    its own name in a loop. Counts acquisitions completed inside the measurement window.
+    With ``--endpoints`` (W7) the clients follow a new leader, found through Cluster.Status,
+    when a call fails; without it they keep to ``--target`` (W2's measurement)."""
+    tgt = _Target(
+        argparse.Namespace(
+            target=args.target,
+            endpoints=args.endpoints,
+            channels=args.clients,
+            leases=args.clients,
+        )
+    )
+    await tgt.ready()
     loop = asyncio.get_running_loop()
     t_begin = loop.time() + args.warmup
     t_end = t_begin + args.duration
@@ -107,12 +118,13 @@ async def _w2(args: argparse.Namespace) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
 
     async def client(i: int) -> None:
-        stub = lease_pb2_grpc.LeaseStub(channels[i])
         name = f"w2-{tag}-{i}"
         while True:
             now = loop.time()
             if now >= t_end:
                 return
+            gen = tgt.gen
+            stub = tgt.stubs[i]
             try:
                 t0 = loop.time()
                 resp = await stub.Acquire(
@@ -139,15 +151,21 @@ async def _w2(args: argparse.Namespace) -> dict[str, Any]:
                 k = e.code().name
                 errors[k] = errors.get(k, 0) + 1
                 await asyncio.sleep(0.01)
+                if args.endpoints:
+                    await tgt.retarget(gen)
+            except asyncio.CancelledError:
+                if not _channel_closed():
+                    raise
+                errors["moved"] = errors.get("moved", 0) + 1  # the leader moved under it
 
     cpu0 = _self_cpu()
     await asyncio.gather(*(client(i) for i in range(args.clients)))
     cpu = _self_cpu() - cpu0
-    for ch in channels:
-        await ch.close()
+    await tgt.close()
     total = sum(counts)
     return {
         "acquisitions": total,
+        "retargets": tgt.retargets,
         "per_s": total / args.duration,
         "per_client": counts,
         "acquire_ms": lat,
@@ -971,11 +989,51 @@ async def _keepalive_batch(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- W7 burst
-async def _burst(args: argparse.Namespace) -> dict[str, Any]:
+class BurstTarget:
+    """What :func:`_burst` needs of the system under test; this one is raftlease, and
+    bench/etcd/etcd_loadgen.py has etcd's. ``acquirer`` returns one client's acquire: one
+    attempt at name number ``k``, the lease id if granted, None if refused, an
+    ``AioRpcError`` to retry. ``outcome``: None for a renewal, else its refusal's name."""
+
+    def acquirer(
+        self, channel: grpc.aio.Channel, tag: str, ttl_ms: int
+    ) -> Callable[[int], Awaitable[int | None]]:
+        stub = lease_pb2_grpc.LeaseStub(channel)
+
+        async def acquire(k: int) -> int | None:
+            resp = await stub.Acquire(
+                lease_pb2.AcquireRequest(
+                    name=f"burst-{tag}-{k}",
+                    holder=HOLDER,
+                    ttl_ms=ttl_ms,
+                    wait_ms=0,
+                    request_id=f"{tag}-{k}",
+                ),
+                timeout=5,
+            )
+            return int(resp.lease.lease_id) if resp.acquired else None
+
+        return acquire
+
+    def keepalive_call(self, channel: grpc.aio.Channel) -> Any:
+        return lease_pb2_grpc.LeaseStub(channel).KeepAlive()
+
+    def keepalive_request(self, lease_id: int) -> Any:
+        return lease_pb2.KeepAliveRequest(lease_id=lease_id, inband_outcomes=True)
+
+    def outcome(self, resp: Any) -> str | None:
+        if resp.outcome == lease_pb2.KeepAliveResponse.OUTCOME_RENEWED:
+            return None
+        return str(lease_pb2.KeepAliveResponse.Outcome.Name(resp.outcome))
+
+
+async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) -> dict[str, Any]:
     """Issue 15's shape: ``clients`` concurrent clients (one channel each) acquire ``leases``
     distinct names (TTL ``ttl_ms``, no release) as fast as they can, while every lease
     acquired so far is kept alive on ONE KeepAlive stream (in-band outcomes, each lease
-    renewed every ttl/3 from its grant). After the burst the stream goes on for ``hold_s``."""
+    renewed every ttl/3 from its grant). After the burst the stream goes on for ``hold_s``.
+    ``target``: raftlease (default) or another system (bench/etcd/etcd_loadgen.py)."""
+    target = target or BurstTarget()
     loop = asyncio.get_running_loop()
     channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.clients)]
     ka_channel = grpc.aio.insecure_channel(args.target)
@@ -995,32 +1053,23 @@ async def _burst(args: argparse.Namespace) -> dict[str, Any]:
 
     async def client(i: int) -> None:
         nonlocal nxt, granted
-        stub = lease_pb2_grpc.LeaseStub(channels[i])
+        acquire = target.acquirer(channels[i], tag, args.ttl_ms)
         while nxt < args.leases:
             k = nxt
             nxt += 1
             for _attempt in range(20):
                 try:
                     t0 = loop.time()
-                    resp = await stub.Acquire(
-                        lease_pb2.AcquireRequest(
-                            name=f"burst-{tag}-{k}",
-                            holder=HOLDER,
-                            ttl_ms=args.ttl_ms,
-                            wait_ms=0,
-                            request_id=f"{tag}-{k}",
-                        ),
-                        timeout=5,
-                    )
+                    lease_id = await acquire(k)
                 except grpc.aio.AioRpcError as e:
                     errors[e.code().name] = errors.get(e.code().name, 0) + 1
                     await asyncio.sleep(0.01)
                     continue
                 lat.append((loop.time() - t0) * 1000)
-                if resp.acquired:
+                if lease_id is not None:
                     granted += 1
                     if args.keepalive:
-                        heapq.heappush(heap, (loop.time() + period, resp.lease.lease_id))
+                        heapq.heappush(heap, (loop.time() + period, lease_id))
                         wake.set()
                 else:
                     errors["not_acquired"] = errors.get("not_acquired", 0) + 1
@@ -1041,20 +1090,20 @@ async def _burst(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             heapq.heappop(heap)
             ka["late_ms"].append((loop.time() - due) * 1000)
-            await call.write(lease_pb2.KeepAliveRequest(lease_id=lid, inband_outcomes=True))
+            await call.write(target.keepalive_request(lid))
             ka["sent"] += 1
             heapq.heappush(heap, (due + period, lid))
 
     async def reader(call: Any) -> None:
         async for resp in call:
-            if resp.outcome == lease_pb2.KeepAliveResponse.OUTCOME_RENEWED:
+            name = target.outcome(resp)
+            if name is None:
                 ka["renewed"] += 1
             else:
                 ka["refused"] += 1
-                name = lease_pb2.KeepAliveResponse.Outcome.Name(resp.outcome)
                 outcomes[name] = outcomes.get(name, 0) + 1
 
-    call = lease_pb2_grpc.LeaseStub(ka_channel).KeepAlive()
+    call = target.keepalive_call(ka_channel)
     ka_tasks = [loop.create_task(writer(call)), loop.create_task(reader(call))]
     cpu0 = _self_cpu()
     t0 = loop.time()
@@ -1108,6 +1157,7 @@ def main() -> None:
     a2.add_argument("--clients", type=int, default=16)
     a2.add_argument("--duration", type=float, default=10.0)
     a2.add_argument("--warmup", type=float, default=2.0)
+    a2.add_argument("--endpoints", default="", help="all nodes: follow a new leader (W7)")
     a3 = sub.add_parser("keepalive")
     a3.add_argument("--target", required=True)
     a3.add_argument("--endpoints", default="", help="all nodes, to find a new leader")

@@ -1111,7 +1111,11 @@ def run_w5(o: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- W7
 def run_w7(o: argparse.Namespace) -> dict[str, Any]:
     dur = o.w7_seconds
-    c, leader0 = fresh_cluster()
+    # bench/leasewatch.py in every node: each lapse next to the GC pauses and slow fsyncs
+    watch = Path(tempfile.mkdtemp(prefix="raftlease-leasewatch-"))
+    c, leader0 = fresh_cluster(
+        {f"n{i}": {"RAFTLEASE_BENCH_LEASEWATCH": str(watch / f"n{i}.json")} for i in (1, 2, 3)}
+    )
     changes: list[dict[str, Any]] = []
     with c:
         stop = threading.Event()
@@ -1124,6 +1128,8 @@ def run_w7(o: argparse.Namespace) -> dict[str, Any]:
                         "w2",
                         "--target",
                         c.nodes[leader0].address,
+                        "--endpoints",  # W7 follows a new leader (W2 keeps to the first)
+                        ",".join(c.endpoints),
                         "--clients",
                         "16",
                         "--duration",
@@ -1162,6 +1168,8 @@ def run_w7(o: argparse.Namespace) -> dict[str, Any]:
         "w7_changes_seen_by_status": changes,
         "w7_changes_in_logs": log_changes,
         "w7_acquisitions_per_s": r.get("per_s"),
+        "w7_client_retargets": r.get("retargets"),
+        **{f"w7_{k}": v for k, v in _w6_stalls(watch).items()},
         "w7_errors": r.get("errors"),
         "w7_seconds": dur,
         "w7_error": res.get("error"),

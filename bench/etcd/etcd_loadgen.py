@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import heapq
 import json
 import math
 import os
@@ -39,7 +38,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gen"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/
@@ -47,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/
 import grpc
 import loadgen as rl  # bench/loadgen.py: W6's phase counters and helpers, shared
 from etcdpb import rpc_pb2, rpc_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 HOLDER = f"bench:{os.getpid()}".encode()
 TTL_S = 10
@@ -685,129 +687,44 @@ async def _w6(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- W7 burst
-async def _burst(args: argparse.Namespace) -> dict[str, Any]:
-    """bench/loadgen.py's ``burst`` on etcd: ``clients`` concurrent clients (one channel each)
-    acquire ``leases`` distinct keys (``LeaseGrant`` TTL ``ttl_ms`` + ``Txn`` put-if-absent,
-    no release) as fast as they can, while every lease acquired so far is kept alive on ONE
-    ``LeaseKeepAlive`` stream (one request per lease every ttl/3 from its grant; an answer
-    with TTL <= 0 is a refusal). After the burst the stream goes on for ``hold_s``."""
-    loop = asyncio.get_running_loop()
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.clients)]
-    ka_channel = grpc.aio.insecure_channel(args.target)
-    for ch in (*channels, ka_channel):
-        await asyncio.wait_for(ch.channel_ready(), 10)
-    tag = uuid.uuid4().hex[:6]
-    ttl_s = max(1, round(args.ttl_ms / 1000))
-    period = args.ttl_ms / 1000.0 / 3.0
-    heap: list[tuple[float, int]] = []
-    wake = asyncio.Event()
-    nxt = 0
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    granted = 0
-    ka: dict[str, Any] = {"sent": 0, "renewed": 0, "refused": 0, "late_ms": []}
-    outcomes: dict[str, int] = {}
-    stop = asyncio.Event()
+class _EtcdBurst(rl.BurstTarget):
+    """bench/loadgen.py's ``burst`` on etcd: a name is acquired with ``LeaseGrant`` (TTL
+    ``ttl_ms``, rounded to whole seconds) + ``Txn`` put-if-absent (a retry reuses its lease
+    until etcd no longer knows it); every lease is kept alive on ONE ``LeaseKeepAlive``
+    stream, one request per lease; an answer with TTL <= 0 is a refusal."""
 
-    async def client(i: int) -> None:
-        nonlocal nxt, granted
-        lease_stub = rpc_pb2_grpc.LeaseStub(channels[i])
-        kv = rpc_pb2_grpc.KVStub(channels[i])
-        while nxt < args.leases:
-            k = nxt
-            nxt += 1
-            key = f"burst-{tag}-{k}".encode()
-            lid = 0
-            for _attempt in range(20):
-                try:
-                    t0 = loop.time()
-                    if not lid:
-                        g = await lease_stub.LeaseGrant(
-                            rpc_pb2.LeaseGrantRequest(TTL=ttl_s), timeout=5
-                        )
-                        lid = g.ID
-                    r = await kv.Txn(put_if_absent(key, lid), timeout=5)
-                except grpc.aio.AioRpcError as e:
-                    errors[e.code().name] = errors.get(e.code().name, 0) + 1
-                    if e.code() == grpc.StatusCode.NOT_FOUND:
-                        lid = 0
-                    await asyncio.sleep(0.01)
-                    continue
-                lat.append((loop.time() - t0) * 1000)
-                if r.succeeded or _held_by(r, lid):
-                    granted += 1
-                    if args.keepalive:
-                        heapq.heappush(heap, (loop.time() + period, lid))
-                        wake.set()
-                else:
-                    errors["not_acquired"] = errors.get("not_acquired", 0) + 1
-                break
+    def acquirer(
+        self, channel: grpc.aio.Channel, tag: str, ttl_ms: int
+    ) -> Callable[[int], Awaitable[int | None]]:
+        lease_stub = rpc_pb2_grpc.LeaseStub(channel)
+        kv = rpc_pb2_grpc.KVStub(channel)
+        ttl_s = max(1, round(ttl_ms / 1000))
+        granted: dict[int, int] = {}  # name number -> its lease, across retries
 
-    async def writer(call: Any) -> None:
-        while not stop.is_set():
-            if not heap:
-                wake.clear()
-                await wake.wait()
-                continue
-            due, lid = heap[0]
-            delay = due - loop.time()
-            if delay > 0:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), delay)
-                continue
-            heapq.heappop(heap)
-            ka["late_ms"].append((loop.time() - due) * 1000)
-            await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lid))
-            ka["sent"] += 1
-            heapq.heappush(heap, (due + period, lid))
+        async def acquire(k: int) -> int | None:
+            lid = granted.get(k, 0)
+            try:
+                if not lid:
+                    g = await lease_stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=ttl_s), timeout=5)
+                    lid = granted[k] = g.ID
+                r = await kv.Txn(put_if_absent(f"burst-{tag}-{k}".encode(), lid), timeout=5)
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    granted.pop(k, None)  # the lease is gone: grant a new one
+                raise
+            granted.pop(k, None)
+            return int(lid) if r.succeeded or _held_by(r, lid) else None
 
-    async def reader(call: Any) -> None:
-        async for resp in call:
-            if resp.TTL > 0:
-                ka["renewed"] += 1
-            else:
-                ka["refused"] += 1
-                outcomes["TTL<=0"] = outcomes.get("TTL<=0", 0) + 1
+        return acquire
 
-    call = rpc_pb2_grpc.LeaseStub(ka_channel).LeaseKeepAlive()
-    ka_tasks = [loop.create_task(writer(call)), loop.create_task(reader(call))]
-    cpu0 = _self_cpu()
-    t0 = loop.time()
-    await asyncio.gather(*(client(i) for i in range(args.clients)))
-    burst_s = loop.time() - t0
-    await asyncio.sleep(args.hold_s)
-    stop.set()
-    wake.set()
-    call.cancel()
-    for t in ka_tasks:
-        t.cancel()
-    res = await asyncio.gather(*ka_tasks, return_exceptions=True)
-    ka_error = [
-        repr(r)
-        for r in res
-        if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError)
-    ]
-    cpu = _self_cpu() - cpu0
-    for ch in (*channels, ka_channel):
-        await ch.close()
-    late = sorted(ka.pop("late_ms"))
-    lat.sort()
-    return {
-        "leases": args.leases,
-        "granted": granted,
-        "burst_s": burst_s,
-        "acquisitions_per_s": granted / burst_s if burst_s else 0.0,
-        "acquire_p50_ms": lat[len(lat) // 2] if lat else 0.0,
-        "acquire_p99_ms": lat[int(len(lat) * 0.99)] if lat else 0.0,
-        "errors": errors,
-        "keepalive": ka,
-        "keepalive_outcomes": outcomes,
-        "keepalive_error": ka_error,
-        "renewal_late_p99_ms": late[int(len(late) * 0.99)] if late else 0.0,
-        "client_cpu_s": cpu,
-        "wall_s": burst_s + args.hold_s,
-    }
+    def keepalive_call(self, channel: grpc.aio.Channel) -> Any:
+        return rpc_pb2_grpc.LeaseStub(channel).LeaseKeepAlive()
+
+    def keepalive_request(self, lease_id: int) -> Any:
+        return rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)
+
+    def outcome(self, resp: Any) -> str | None:
+        return None if resp.TTL > 0 else "TTL<=0"
 
 
 def main() -> None:
@@ -859,7 +776,7 @@ def main() -> None:
     elif args.cmd == "w6":
         out = asyncio.run(_w6(args))
     elif args.cmd == "burst":
-        out = asyncio.run(_burst(args))
+        out = asyncio.run(rl._burst(args, _EtcdBurst()))
     else:
         out = asyncio.run(_keepalive(args))
     print(json.dumps(out), flush=True)

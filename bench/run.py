@@ -1208,7 +1208,7 @@ def run_w7burst(o: argparse.Namespace) -> dict[str, Any]:
         )
         cpu1 = c.cpu_snapshot()
         changes = len(c.leader_changes_in_logs()) - 1
-    # The nodes wrote their figures when they stopped (and every 30 s before).
+    # The nodes wrote their figures when they stopped.
     figs = {}
     for nid in c.nodes:
         with contextlib.suppress(OSError, ValueError):

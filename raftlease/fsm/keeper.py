@@ -206,21 +206,10 @@ class LeaseKeeper:
 
     def _refile_all(self) -> None:
         """File every lease in ``deadlines`` afresh (in its order: deterministic)."""
-        buckets: dict[int, list[int]] = {}
-        mins: dict[int, float] = {}
-        for lease_id, d in self.deadlines.items():
-            bn = math.floor(d * BUCKETS_PER_S)
-            lids = buckets.get(bn)
-            if lids is None:
-                buckets[bn] = [lease_id]
-                mins[bn] = d
-            else:
-                lids.append(lease_id)
-                if d < mins[bn]:
-                    mins[bn] = d
-        self._buckets = buckets
-        self._mins = mins
-        self._order = list(buckets)
-        heapq.heapify(self._order)
+        self._buckets = {}
+        self._mins = {}
+        self._order = []
         self._near = []
-        self._filed = len(self.deadlines)
+        self._filed = 0
+        for lease_id, d in self.deadlines.items():
+            self._file(lease_id, d)

@@ -119,6 +119,7 @@ class Node:
         self._inbox: deque[Message] = deque()
         self._ops: deque[_Op] = deque()
         self._wake = asyncio.Event()
+        self._save_wake = asyncio.Event()  # a peer message while a Ready is being saved
         self._stopping = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
@@ -137,6 +138,7 @@ class Node:
         """A peer message arrived (called by the RaftPeer servicer)."""
         self._inbox.append(m)
         self._wake.set()
+        self._save_wake.set()
 
     async def acquire(self, cmd: Acquire, wait_s: float) -> Outcome:
         """Run the acquire procedure (LeaseService.acquire): Acquired, NotAcquired or
@@ -349,21 +351,11 @@ class Node:
             while not self._stopping:
                 inbox = self._inbox
                 core = self.core
-                # Catch the ticks up with the clock BEFORE stepping peer messages, so that no
-                # message is dated at a stale tick (docs/safety.md, L2); only a leader's own
-                # answers may go first (RaftCore.steps_before_ticks says which, and why).
-                due = self._ticks_due()
-                if inbox and due > self._ticks_done and core.role is Role.LEADER:
-                    self._step_answers_first()  # only when ticks are behind: else same order
-                self._sync_ticks(due)
+                self._catch_up_ticks()
                 while inbox:
                     core.step(inbox.popleft())
                 self._run_ops()
-                svc.after_step()
-                now = self.clock.monotonic()
-                until = self._lease_until
-                if svc.lease_deadline != until or now >= until > -math.inf:
-                    self._watch_lease(now)  # counts lapses only
+                now = self._after_step()
                 svc.tick(now)
                 self._deliver_replies()
                 # Before the Ready, so that a busy loop (a Ready every turn) still advances
@@ -412,6 +404,17 @@ class Node:
             if pending is not None and pending.exception() is not None:
                 log.error("%s: storing a snapshot failed: %s", self.id, pending.exception())
 
+    def _after_step(self) -> float:
+        """After the core took inputs: the service's leader-lease deadline, and the lapse
+        count. Returns the time it read."""
+        svc = self.service
+        svc.after_step()
+        now = self.clock.monotonic()
+        until = self._lease_until
+        if svc.lease_deadline != until or now >= until > -math.inf:
+            self._watch_lease(now)  # counts lapses only
+        return now
+
     def _watch_lease(self, now: float) -> None:
         """Count a leader-lease lapse: the deadline last seen valid passed before a newer
         quorum answer moved it (or before the node stopped leading). Called after each
@@ -446,6 +449,55 @@ class Node:
             else:
                 held.append(m)
         inbox.extendleft(reversed(held))
+
+    def _catch_up_ticks(self) -> None:
+        """Catch the ticks up with the clock BEFORE stepping peer messages, so that no message
+        is dated at a stale tick (docs/safety.md, L2); only a leader's own answers may go
+        first (RaftCore.steps_before_ticks says which, and why)."""
+        due = self._ticks_due()
+        if self._inbox and due > self._ticks_done and self.core.role is Role.LEADER:
+            self._step_answers_first()  # only when ticks are behind: else same order
+        self._sync_ticks(due)
+
+    async def _while_saving(self, save: asyncio.Future[None]) -> None:
+        """Keep the clock and the heartbeats going while the fsync thread saves a Ready.
+
+        A disk stalled for 0.2-1.9 s (seen on all three nodes at once, issue 15) used to
+        stop the node: a leader neither sent heartbeats nor counted answers and lost its
+        lease, a follower answered nothing and then campaigned. Now ticks go on, the
+        messages ``RaftCore.steps_while_saving`` admits are stepped (the rest wait in the
+        inbox, in order, for the next turn of ``run``), and what ``take_messages`` releases
+        is sent at once. Client calls wait: nothing is proposed while a Ready is out."""
+        if save.done():
+            return
+        loop = asyncio.get_running_loop()
+        wake = self._save_wake
+        core = self.core
+        save.add_done_callback(lambda _: wake.set())
+        while not save.done():
+            wake.clear()
+            if self._inbox or self._ticks_due() > self._ticks_done:
+                self._catch_up_ticks()
+                inbox = self._inbox
+                held: list[Message] = []
+                while inbox:
+                    m = inbox.popleft()
+                    if core.steps_while_saving(m):
+                        core.step(m)
+                    else:
+                        held.append(m)
+                inbox.extendleft(reversed(held))
+                msgs = core.take_messages()
+                if msgs:
+                    self._send_messages(msgs)
+                self._after_step()
+            next_tick = self._t0 + (self._ticks_done + core.ticks_until_timer()) * self.tick_s
+            delay = max(0.0, (next_tick - self.clock.monotonic()) / self.clock.rate)
+            timer = loop.call_later(delay + TIMER_SLACK_S, wake.set)
+            if not save.done():
+                await wake.wait()
+            timer.cancel()
+        save.result()
 
     def _ticks_due(self) -> int:
         return int((self.clock.monotonic() - self._t0) / self.tick_s)
@@ -522,7 +574,7 @@ class Node:
         if early:
             self._send(rd)
         if self._needs_save(rd):
-            await loop.run_in_executor(self._executor, self._save, rd)
+            await self._while_saving(loop.run_in_executor(self._executor, self._save, rd))
         if not early:
             self._send(rd)
         if rd.committed_entries:
@@ -533,8 +585,11 @@ class Node:
         self._deliver_replies()
 
     def _send(self, rd: Ready) -> None:
-        self.observer.on_send(rd.messages)
-        self.transport.send(rd.messages)
+        self._send_messages(rd.messages)
+
+    def _send_messages(self, msgs: tuple[Message, ...]) -> None:
+        self.observer.on_send(msgs)
+        self.transport.send(msgs)
 
     def _needs_save(self, rd: Ready) -> bool:
         """Is there anything to fsync? A Ready whose only change is the commit index is not

@@ -7,7 +7,9 @@ Rules of this module (as h11's):
     ``transfer_leadership(target)``. Every output comes out of ``ready()``.
   * The driver follows the READY CONTRACT in ``ready.py``: PERSIST hard state and entries
     BEFORE SENDING the messages of the same Ready, then apply, then ``advance()``.
-    No input may be given between ``ready()`` and ``advance()``.
+    Between ``ready()`` and ``advance()`` (while the driver saves) only ``tick()`` and the
+    messages ``steps_while_saving`` admits may be given; ``take_messages()`` says what of
+    their output may be sent before the save is done.
   * Only ``_become_follower``, ``_become_pre_candidate``, ``_become_candidate`` and
     ``_become_leader`` write ``self.role``.
 
@@ -124,8 +126,8 @@ class RaftCore:
 
     # ------------------------------------------------------------------ public inputs
     def tick(self) -> None:
-        """Advance this node's logical clock by one tick."""
-        self._check_no_ready()
+        """Advance this node's logical clock by one tick. Allowed while a Ready is being
+        saved: a stalled disk must not stop the clock (see ``steps_while_saving``)."""
         self.tick_count += 1
         self.ticks_since_leader += 1
         if self.role is Role.LEADER:
@@ -150,8 +152,13 @@ class RaftCore:
         return index, self.term
 
     def step(self, m: Message) -> None:
-        """Feed one message received from a peer."""
-        self._check_no_ready()
+        """Feed one message received from a peer (while a Ready is being saved, only one
+        that ``steps_while_saving`` admits)."""
+        if self._ready_outstanding and not self.steps_while_saving(m):
+            raise RuntimeError(
+                "RaftCore.step() between ready() and advance() of a message "
+                "steps_while_saving() does not admit"
+            )
         if m.dst != self.id or m.src == self.id:
             return  # not for us: the transport should have refused it
         # Messages from outside our configuration are processed (thesis §4.1): a lagging node
@@ -415,6 +422,70 @@ class RaftCore:
             and m.term == self.term
             and m.dst == self.id
         )
+
+    def steps_while_saving(self, m: Message) -> bool:
+        """May a driver step ``m`` while it is saving a Ready (between ``ready()`` and
+        ``advance()``)? Only what keeps a leader lease alive through a slow fsync and needs
+        nothing of the Ready being saved (issue 15: a disk stalled for a second on every
+        node at once must not cost the leader its lease):
+
+          * a leader's answers of its own term. They count toward its commit index only what
+            each follower reported durable, and the leader counts itself only up to what
+            ``advance`` reported persisted (``_maybe_commit``);
+          * a follower's AppendEntries of its own term from the leader it follows, whose
+            ``prev_log_index`` lies in the durable part of its log (``_ackable_index``) and
+            that brings no entry it does not hold already: a heartbeat, or a retransmit or
+            probe of entries it is saving (a leader that hears of no progress for a heartbeat
+            interval resends them instead of a heartbeat). No snapshot may be pending. The
+            answer acknowledges no more than the durable part.
+
+        Everything else waits for ``advance()``: a vote or a newer term changes what must be
+        durable before the answer, entries change the log being saved. ``tick()`` is always
+        allowed. The node and the simulator both ask this method, so the rule exists once.
+        """
+        if m.term != self.term or m.dst != self.id:
+            return False
+        if self.role is Role.LEADER:
+            return type(m) in _OWN_TERM_ANSWERS
+        return (
+            self.role is Role.FOLLOWER
+            and isinstance(m, AppendEntries)
+            and m.src == self.leader_id
+            and (not m.entries or self._holds(m.entries[-1]))
+            and m.prev_log_index <= self._ackable_index()
+            and self.log.pending_snapshot is None
+        )
+
+    def take_messages(self) -> tuple[Message, ...]:
+        """While a Ready is being saved: the messages produced since ``ready()`` (by ticks and
+        by what ``steps_while_saving`` admitted) if they may be sent before that save is done,
+        else () and they wait for the next Ready. They may while this node leads or follows
+        with the term and vote that are already durable (those of the last Ready that
+        ``advance`` saw): its heartbeats and answers then rest on durable state only. A node
+        that began an election meanwhile keeps its requests for the next Ready, which makes
+        its new term and vote durable first."""
+        prev = self._prev_hard
+        if (
+            not self._msgs
+            or self.role not in (Role.LEADER, Role.FOLLOWER)
+            or self.term != prev.term
+            or self.voted_for != prev.voted_for
+        ):
+            return ()
+        msgs = tuple(self._msgs)
+        self._msgs = []
+        return msgs
+
+    def _holds(self, e: Entry) -> bool:
+        """Does our log hold ``e`` (and so, by Log Matching, every entry before it)?"""
+        return e.index > self.log.snapshot_index and self.log.term_at(e.index) == e.term
+
+    def _ackable_index(self) -> int:
+        """The highest log index this node may acknowledge now: its last one, except while a
+        Ready is being saved, when only the entries below ``unstable_from`` are durable."""
+        if self._ready_outstanding:
+            return min(self.log.last_index, self.log.unstable_from - 1)
+        return self.log.last_index
 
     def lease_start_tick(self) -> int:
         """The newest own send_tick that a quorum of the voters in force (this leader
@@ -700,10 +771,13 @@ class RaftCore:
                 first = log.first_index_of_term(prev)
                 self._respond_append(m, False, match=prev, conflict_term=term, conflict_index=first)
             return
-        if entries:
+        if entries and not self._holds(entries[-1]):  # else a duplicate: nothing to change
             log.truncate_and_append(entries)
             self._configs_appended(entries)
-        last_new = max(prev, m.prev_log_index + len(m.entries))
+        # While a Ready is being saved (steps_while_saving: no new entries here),
+        # acknowledge only what is durable, even where ``prev`` was raised to our commit
+        # index or the message repeats entries we are still saving.
+        last_new = min(max(prev, m.prev_log_index + len(m.entries)), self._ackable_index())
         log.commit_to(min(m.leader_commit, last_new))
         self._respond_append(m, True, match=last_new)
 

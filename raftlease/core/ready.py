@@ -10,8 +10,12 @@ THE READY CONTRACT (Raft thesis §3.8; etcd raft ``Ready``), for every driver:
      ``commit``) and carries no snapshot, the driver MAY send the messages BEFORE the
      fsync, so that followers write in parallel with the leader. A leader's messages never
      depend on its own entries being durable, and the core counts the leader itself in the
-     commit quorum only up to the entries that ``advance`` reported persisted. The driver
-     cannot ``step`` anything into the core between ``ready()`` and ``advance()`` (it raises).
+     commit quorum only up to the entries that ``advance`` reported persisted.
+     WHILE IT SAVES (between ``ready()`` and ``advance()``) the driver may ``tick()`` and
+     ``step`` the messages ``RaftCore.steps_while_saving`` admits (a leader's own-term
+     answers; a follower's heartbeats within its durable log), and send at once what
+     ``take_messages()`` returns; any other input raises. A stalled fsync then costs
+     no leader its lease, and nothing acknowledges an entry that is still being saved.
   2. SEND ``messages`` (any order; they may be lost, which Raft tolerates).
   3. APPLY ``snapshot`` to the state machine if set, then ``committed_entries`` in order.
      Nothing is acknowledged to a client before its entry is applied here.

@@ -283,8 +283,9 @@ def test_propose_on_follower_raises_not_leader_with_hint() -> None:
 
 
 INPUTS: dict[str, Callable[[RaftCore], object]] = {
-    "tick": lambda c: c.tick(),
-    "step": lambda c: c.step(AppendEntriesResponse(1, N2, N1, True, 1)),
+    # A vote request is never admitted while saving (tick() and a leader's own-term answers
+    # are: tests/core/test_save_window.py).
+    "step": lambda c: c.step(RequestVote(2, N2, N1, 1, 1)),
     "propose": lambda c: c.propose(b"x"),
     "campaign": lambda c: c.campaign(),
     "transfer_leadership": lambda c: c.transfer_leadership(N2),

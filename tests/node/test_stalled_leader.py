@@ -7,6 +7,11 @@ must catch its ticks up before it steps B's message: then A stays sticky to B an
 elected for term 3 while B's lease is valid. The old ordering (a leader stepped every queued
 message before catching up) is planted through ``RaftCore.steps_before_ticks`` to show the
 test has teeth.
+
+Since the save window (``Node._while_saving``) a slow fsync no longer stalls a node's loop:
+A would keep leading through it (tests/node/test_lease_lapses.py). So this test puts the old
+blocking wait back (``blocking_save``): it stands for a loop that stalls outright, as under a
+long pause of the process, which is what rule L2 is about.
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class LossyTransport(MemoryTransport):
 
     def send(self, messages: Sequence[Message]) -> None:
         super().send([m for m in messages if not self.lose(m)])
+
+
+async def blocking_save(self: Node, save: asyncio.Future[None]) -> None:
+    """``Node._while_saving`` as it was before the save window: the loop takes no input."""
+    await save
 
 
 async def play(seed: int) -> list[tuple[float, list[NodeId]]]:
@@ -147,7 +157,10 @@ async def play(seed: int) -> list[tuple[float, list[NodeId]]]:
                 await t
 
 
-async def test_stalled_leader_never_gives_two_leader_leases() -> None:
+async def test_stalled_leader_never_gives_two_leader_leases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Node, "_while_saving", blocking_save)
     for seed in range(4):
         overlaps = await play(seed)
         assert overlaps == [], f"seed {seed}: two valid leader leases at {overlaps[:3]}"
@@ -160,6 +173,7 @@ async def test_old_ordering_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
         return self.role is Role.LEADER
 
     monkeypatch.setattr(RaftCore, "steps_before_ticks", old_rule)
+    monkeypatch.setattr(Node, "_while_saving", blocking_save)
     # The fsync thread's timing varies, so not every seed overlaps (5-6 of 8 in runs on the
     # project's VM); eight seeds make a miss of all of them vanishingly rare.
     broken = []

@@ -573,7 +573,7 @@ class Node:
         early = rd.may_send_before_persist(*self._saved_vote)
         if early:
             self._send(rd)
-        if self._needs_save(rd):
+        if rd.must_fsync(*self._saved_vote):
             await self._while_saving(loop.run_in_executor(self._executor, self._save, rd))
         if not early:
             self._send(rd)
@@ -590,18 +590,6 @@ class Node:
     def _send_messages(self, msgs: tuple[Message, ...]) -> None:
         self.observer.on_send(msgs)
         self.transport.send(msgs)
-
-    def _needs_save(self, rd: Ready) -> bool:
-        """Is there anything to fsync? A Ready whose only change is the commit index is not
-        written on its own: Raft does not need the commit index durable (a restarted node
-        learns it again from the leader), so it rides along with the next entries or vote.
-        This saves one fsync per write on every node."""
-        if rd.entries or rd.snapshot is not None:
-            return True
-        hs = rd.hard_state
-        if hs is None:
-            return False
-        return (hs.term, hs.voted_for) != self._saved_vote
 
     def _save(self, rd: Ready) -> None:
         start = self.clock.monotonic()

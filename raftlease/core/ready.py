@@ -61,6 +61,17 @@ class Ready:
     def must_sync(self) -> bool:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
+    def must_fsync(self, saved_term: int, saved_vote: NodeId | None) -> bool:
+        """Is there anything to fsync? A Ready whose only change is the commit index need not
+        be written on its own: Raft does not need the commit index durable (a restarted node
+        learns it again from the leader), so it rides along with the next entries or vote.
+        This saves one fsync per write on every node. ``saved_term`` / ``saved_vote``: the
+        term and vote the driver last made durable."""
+        if self.entries or self.snapshot is not None:
+            return True
+        hs = self.hard_state
+        return hs is not None and (hs.term, hs.voted_for) != (saved_term, saved_vote)
+
     def may_send_before_persist(self, saved_term: int, saved_vote: NodeId | None) -> bool:
         """May the driver send this Ready's messages before fsyncing its entries? (rule 1's
         exception; false when there are no entries, as there is then nothing to overlap)

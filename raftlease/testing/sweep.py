@@ -153,6 +153,14 @@ class FaultMix:
     member_retire: float = 0.3
     member_burst: float = 0.3
     member_eager: float = 0.3
+    # Slow disks (node.py's save window): for ``slow_disk_for_us`` every save of one node
+    # (the leader with probability ``slow_disk_leader``), or of every node at once with
+    # probability ``slow_disk_shared`` (one disk under all of them), takes ``slow_save_us``.
+    w_slow_disk: float = 0.0
+    slow_disk_for_us: tuple[int, int] = (100 * MS, 1_500 * MS)
+    slow_save_us: tuple[int, int] = (20 * MS, 300 * MS)
+    slow_disk_shared: float = 0.5
+    slow_disk_leader: float = 0.5
     # What the swarm drew for this seed, one "dimension: intensities" item each.
     drew: tuple[str, ...] = ()
 
@@ -168,6 +176,7 @@ class FaultMix:
                 ("client-cut", self.w_client if self.clients is not None else 0.0),
                 ("skew", self.w_skew),
                 ("quiet", self.w_quiet),
+                ("slow-disk", self.w_slow_disk),
             )
             if w > 0
         ]
@@ -465,12 +474,30 @@ def swarm_mix(rng: random.Random) -> FaultMix:
             f"remove-leader {member['member_remove_leader']} retire {member['member_retire']} "
             f"burst {member['member_burst']} eager {member['member_eager']}"
         )
+    duration_us = rng.randint(2_000, 5_000) * MS
+    # Drawn after everything else, so that every other choice is the one earlier versions
+    # drew for the same seed.
+    w_slow_disk = weight(0.35)
+    slow_disk_for_us = _span(rng, ((50 * MS, 300 * MS), (200 * MS, 1_500 * MS)))
+    slow_save_us = _span(rng, ((1 * MS, 20 * MS), (20 * MS, 300 * MS), (100 * MS, 2_000 * MS)))
+    slow_disk_shared = rng.choice((0.0, 0.5, 1.0))
+    slow_disk_leader = rng.choice((0.0, 0.5, 0.9))
+    if w_slow_disk:
+        drew.append(
+            f"slow-disk w={w_slow_disk} for {_ms(slow_disk_for_us)} saves {_ms(slow_save_us)} "
+            f"shared {slow_disk_shared} leader {slow_disk_leader}"
+        )
     return FaultMix(
         n=n,
-        duration_us=rng.randint(2_000, 5_000) * MS,
+        duration_us=duration_us,
         config=config,
         link=link,
         gap_us=gap_us,
+        w_slow_disk=w_slow_disk,
+        slow_disk_for_us=slow_disk_for_us,
+        slow_save_us=slow_save_us,
+        slow_disk_shared=slow_disk_shared,
+        slow_disk_leader=slow_disk_leader,
         w_partition=w_partition,
         w_crash=w_crash,
         w_flaky=w_flaky,
@@ -534,7 +561,17 @@ def schedule_faults(
     sim: SimCluster, mix: FaultMix, rng: random.Random, log: Callable[[str], None]
 ) -> None:
     """Put the mix's faults on the sim's event heap, up to ``mix.duration_us``."""
-    kinds = ["partition", "crash", "flaky", "transfer", "pause", "client-cut", "skew", "quiet"]
+    kinds = [
+        "partition",
+        "crash",
+        "flaky",
+        "transfer",
+        "pause",
+        "client-cut",
+        "skew",
+        "quiet",
+        "slow-disk",  # last, weight 0 in older mixes: their seeds replay as before
+    ]
     w_client = mix.w_client if sim.clients else 0.0
     weights = [
         mix.w_partition,
@@ -545,6 +582,7 @@ def schedule_faults(
         w_client,
         mix.w_skew,
         mix.w_quiet,
+        mix.w_slow_disk,
     ]
     if not any(weights):
         return
@@ -666,6 +704,16 @@ def schedule_faults(
         elif kind == "quiet":
             sim.quiet_window(rng.randint(*mix.quiet_us))
             log("fault: quiet window")
+        elif kind == "slow-disk":
+            lead = sim.leader()
+            if rng.random() < mix.slow_disk_shared:
+                slow = list(sim.ids)
+            elif lead is not None and rng.random() < mix.slow_disk_leader:
+                slow = [lead.id]
+            else:
+                slow = [rng.choice(sim.ids)]
+            sim.slow_disk(slow, rng.randint(*mix.slow_disk_for_us), mix.slow_save_us)
+            log(f"fault: slow-disk {slow}")
         else:
             to = sim.transfer_leadership()
             log(f"fault: transfer leadership to {to}")

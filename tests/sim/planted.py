@@ -126,6 +126,15 @@ class NoStickinessCore(RaftCore):
 
 
 # --------------------------------------------------------------------------- lease servers
+class AckUnsavedEntriesCore(RaftCore):
+    """A follower that, while it saves a Ready (the save window), acknowledges entries it
+    holds only in memory: a heartbeat or retransmit is answered with what it holds, not with
+    what is durable. The leader may then count an entry that a crash would lose."""
+
+    def _ackable_index(self) -> int:
+        return self.log.last_index
+
+
 class NoRestartKeeper(LeaseKeeper):
     """(e1) ``restart_all`` keeps every deadline it already knows: a new leader honours the
     deadlines it computed when it APPLIED each grant as a follower, and ignores every renewal

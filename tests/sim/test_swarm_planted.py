@@ -34,6 +34,7 @@ from raftlease.testing.sweep import SeedResult, run_seed
 
 from .planted import (
     AckArrivalLeaseCore,
+    AckUnsavedEntriesCore,
     ApplyBeyondCommitCore,
     EarlyExpiryKeeperSim,
     Figure8Core,
@@ -122,6 +123,8 @@ BUGS = (
     Bug("apply-beyond-commit", 20, RAFT_SAFETY, core=ApplyBeyondCommitCore),
     Bug("transfer-keeps-lease", 20, LEASE, core=TransferKeepsLeaseCore),
     Bug("expiry-before-ttl", 20, LEASE, sim_class=EarlyExpiryKeeperSim),
+    # The save window (slow disks: only the swarm seeds that draw them exercise it).
+    Bug("ack-unsaved-entries", 40, RAFT_SAFETY, core=AckUnsavedEntriesCore),
     # Membership changes (only the swarm seeds that draw them exercise these).
     Bug("two-changes-in-flight", 25, MEMBERSHIP | RAFT_SAFETY, core=TwoChangesInFlightCore),
     Bug(

@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING
 
 from raftlease.core.membership import MembershipError
 from raftlease.core.messages import (
+    AppendEntries,
     AppendEntriesResponse,
+    InstallSnapshot,
     InstallSnapshotResponse,
     RequestVote,
     RequestVoteResponse,
@@ -70,6 +72,7 @@ from raftlease.testing.sim.scheduler import ACTION, CREP, CREQ, MSG, TICK, Event
 from raftlease.types import NodeId, Role
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import Callable, Sequence
 
     from raftlease.core.membership import Membership
@@ -100,6 +103,7 @@ class SimDriver(SimOracles):
     resource: FencedResource
     ghosts: list[tuple[int, str, str]]  # (token, request id, why)
     failpoints: dict[str, float]
+    fault_rng: random.Random
     next_command: int
     proposed: int
     leader_history: list[tuple[int, NodeId, int]]  # (time, node, term)
@@ -120,6 +124,8 @@ class SimDriver(SimOracles):
 
         def _crash_now(self, node: SimNode) -> None: ...
 
+        def resume(self, nid: str) -> None: ...
+
     # ================================================================ events
     def _dispatch(self, ev: Event) -> None:
         t, _, kind, idx, payload = ev
@@ -129,7 +135,7 @@ class SimDriver(SimOracles):
         self.events += 1
         if kind == TICK:
             node = self.nodes[idx]
-            if node.up and node.incarnation == payload and node.paused:
+            if node.up and node.incarnation == payload and node.paused and node.saving is None:
                 node.missed_ticks += 1
                 if node.lease:
                     node.pause_lease_left -= 1
@@ -176,12 +182,14 @@ class SimDriver(SimOracles):
         node = self._by_id[m.dst]
         if not node.up or (m.src, m.dst) in self.net.blocked:
             return
-        if node.paused:
-            node.inbox.append(m)
-            return
         core = node.core
         assert core is not None
+        if node.paused and (node.saving is None or not core.steps_while_saving(m)):
+            node.inbox.append(m)
+            return
         node.heard_tick[self._by_id[m.src].index] = core.tick_count
+        if (type(m) is AppendEntries or type(m) is InstallSnapshot) and m.send_tick:
+            node.stepped_us[(m.src, m.send_tick)] = self.now
         if (
             (type(m) is AppendEntriesResponse or type(m) is InstallSnapshotResponse)
             and m.term == core.term
@@ -223,10 +231,17 @@ class SimDriver(SimOracles):
                 )
             if core.role is Role.LEADER:
                 self.check_config_change(node, core)
-        self._duties(node)  # node.py: every loop iteration, before the Ready
+        if node.saving is not None:
+            # node.py's save window (Node._while_saving): send what the core releases; no
+            # service duties and no Ready until the save is done.
+            msgs = core.take_messages()
+            if msgs:
+                self._send_all(node, msgs)
+        else:
+            self._duties(node)  # node.py: every loop iteration, before the Ready
         if core.role is Role.LEADER and self.failpoints and self._acked_crash(node, core):
             return
-        if core.has_ready():
+        if node.saving is None and core.has_ready():
             try:
                 self._ready_loop(node, core)
             except Crashed:
@@ -278,7 +293,14 @@ class SimDriver(SimOracles):
         chk = self.checkers
         nid = node.id
         if rd.hard_state is not None:
-            chk.on_term(nid, rd.hard_state.term)
+            # The durable term never goes back. (The core's term may have moved on while this
+            # Ready was being saved: a tick can start an election in the save window.)
+            stored = node.storage.hard_state.term
+            if rd.hard_state.term < stored:
+                raise chk._fail(
+                    "term-monotonic",
+                    f"{nid} stores term {rd.hard_state.term} over its stored term {stored}",
+                )
         if rd.entries:
             first = rd.entries[0].index
             prev_term = core.log.term_at(first - 1)
@@ -295,9 +317,9 @@ class SimDriver(SimOracles):
         # Durable now: the core's log (and so its configuration in force) is the stored one.
         chk.on_durable_config(nid, core.membership)
 
-    def _send_all(self, node: SimNode, rd: Ready) -> None:
+    def _send_all(self, node: SimNode, messages: tuple[Message, ...]) -> None:
         chk = self.checkers
-        for m in rd.messages:
+        for m in messages:
             t = type(m)
             if t is RequestVoteResponse:
                 if m.granted:  # type: ignore[union-attr]
@@ -312,68 +334,123 @@ class SimDriver(SimOracles):
             elif t is TimeoutNow:
                 node.timeout_now_term = m.term
             elif (t is AppendEntriesResponse or t is InstallSnapshotResponse) and m.send_tick:  # type: ignore[union-attr]
-                node.acked_at_us = self.now  # it counts toward the leader's lease
+                # It counts toward the leader's lease. Its stickiness window began when the
+                # node STEPPED the message it answers (which reset its election timer); the
+                # answer may leave later, after a slow save.
+                stepped = node.stepped_us.pop((m.dst, m.send_tick), self.now)  # type: ignore[union-attr]
+                node.acked_at_us = max(node.acked_at_us, stepped)
                 node.acked_term = m.term
                 node.acked_leader = m.dst
             self._send(m)
 
     def _ready_loop(self, node: SimNode, core: RaftCore) -> None:
-        chk = self.checkers
-        nid = node.id
-        storage = node.storage
         for _ in range(10_000):
             rd = core.ready()
-            fps = self.failpoints
-            if self._sends_before_persist(storage, rd):
-                # A leader replicates BEFORE its own fsync (ready.py, rule 1's exception;
-                # node.py does it). ``before-send`` here: persisted, but every message was
-                # lost (a crash right after the fsync while the network dropped the sends).
-                if fps and self._fails(node, rd, "before-send"):
-                    self._persist(node, core, rd)
-                    self._crash_now(node)
-                self._send_all(node, rd)
-                if fps:  # sent, nothing persisted: followers may have what the leader lost
-                    self._maybe_fail(node, rd, "before-save")
-                self._persist(node, core, rd)
-            else:
-                # 1. PERSIST (hard state, snapshot, entries) BEFORE sending anything. A crash
-                # before the fsync loses this whole Ready (nothing persisted, nothing sent).
-                if fps:
-                    self._maybe_fail(node, rd, "before-save")
-                self._persist(node, core, rd)
-                if fps:
-                    self._maybe_fail(node, rd, "before-send")
-                # 2. SEND.
-                self._send_all(node, rd)
-            if fps:
-                self._maybe_fail(node, rd, "after-send")
-            # 3. APPLY the snapshot, then committed entries (node.py ``_apply``).
-            svc = node.service
-            assert svc is not None
-            if rd.snapshot is not None:
-                snap = rd.snapshot
-                chk.on_snapshot_applied(nid, snap, snap.data[:HASH_LEN])
-                node.applied_index = snap.index
-                node.state_hash = snap.data[:HASH_LEN]
-                svc.apply_snapshot(snap.data[HASH_LEN:], snap.index, self.local_clock(node))
-                self.lease_checks.on_table_restored(
-                    nid, snap.index, decompress_snapshot(snap.data[HASH_LEN:])
-                )
-                self._log(f"{nid} installed snapshot {snap.index}/{snap.term}")
-            if rd.committed_entries:
-                self._apply_entries(node, svc, rd.committed_entries)
-            if fps:
-                self._maybe_fail(node, rd, "after-apply")
-            # 4. ADVANCE, then the soft state (node.py ``_on_soft_state``).
-            core.advance(rd)
-            soft = rd.soft_state
-            if svc.on_soft_state(soft, self.local_clock(node)):
-                self._log(f"{nid} soft state: {soft.role.value} leader={soft.leader_id}")
-            self._send_replies(node, svc)
-            self._duties(node)  # node.py: the next loop iteration
+            early = self._sends_before_persist(node.storage, rd)
+            self._begin_ready(node, rd, early)
+            delay = self._save_delay(node, rd)
+            if delay:
+                self._slow_save(node, rd, early, delay)
+                return
+            self._finish_ready(node, core, rd, early)
             if not core.has_ready():
                 return
-        raise SafetyViolation("driver", f"{nid}: Ready loop did not settle (at t={self.now}us)")
+        raise SafetyViolation("driver", f"{node.id}: Ready loop did not settle (at t={self.now}us)")
+
+    def _begin_ready(self, node: SimNode, rd: Ready, early: bool) -> None:
+        """Up to the save: a leader replicates BEFORE its own fsync (ready.py, rule 1's
+        exception; node.py does it). ``before-send`` there: persisted, but every message was
+        lost (a crash right after the fsync while the network dropped the sends)."""
+        fps = self.failpoints
+        if early:
+            if fps and self._fails(node, rd, "before-send"):
+                assert node.core is not None
+                self._persist(node, node.core, rd)
+                self._crash_now(node)
+            self._send_all(node, rd.messages)
+        # A crash before the fsync loses this whole Ready (nothing persisted; sent only if
+        # early: then followers may have what the leader lost).
+        if fps:
+            self._maybe_fail(node, rd, "before-save")
+
+    def _finish_ready(self, node: SimNode, core: RaftCore, rd: Ready, early: bool) -> None:
+        """The save is done: 1. PERSIST, 2. SEND (unless sent early), 3. APPLY, 4. ADVANCE."""
+        chk = self.checkers
+        nid = node.id
+        fps = self.failpoints
+        self._persist(node, core, rd)
+        if not early:
+            if fps:
+                self._maybe_fail(node, rd, "before-send")
+            self._send_all(node, rd.messages)
+        if fps:
+            self._maybe_fail(node, rd, "after-send")
+        # 3. APPLY the snapshot, then committed entries (node.py ``_apply``).
+        svc = node.service
+        assert svc is not None
+        if rd.snapshot is not None:
+            snap = rd.snapshot
+            chk.on_snapshot_applied(nid, snap, snap.data[:HASH_LEN])
+            node.applied_index = snap.index
+            node.state_hash = snap.data[:HASH_LEN]
+            svc.apply_snapshot(snap.data[HASH_LEN:], snap.index, self.local_clock(node))
+            self.lease_checks.on_table_restored(
+                nid, snap.index, decompress_snapshot(snap.data[HASH_LEN:])
+            )
+            self._log(f"{nid} installed snapshot {snap.index}/{snap.term}")
+        if rd.committed_entries:
+            self._apply_entries(node, svc, rd.committed_entries)
+        if fps:
+            self._maybe_fail(node, rd, "after-apply")
+        # 4. ADVANCE, then the soft state (node.py ``_on_soft_state``).
+        core.advance(rd)
+        soft = rd.soft_state
+        if svc.on_soft_state(soft, self.local_clock(node)):
+            self._log(f"{nid} soft state: {soft.role.value} leader={soft.leader_id}")
+        self._send_replies(node, svc)
+        self._duties(node)  # node.py: the next loop iteration
+
+    def _save_delay(self, node: SimNode, rd: Ready) -> int:
+        """How long this Ready's fsync takes: 0 (at once) unless the node's disk is slow
+        (SimFaults.slow_disk) and there is something to fsync (node.py skips the rest)."""
+        if self.now >= node.slow_until_us:
+            return 0
+        hs = node.storage.hard_state
+        if not rd.must_fsync(hs.term, hs.voted_for):
+            return 0
+        return self.fault_rng.randint(*node.slow_save_us)
+
+    def _slow_save(self, node: SimNode, rd: Ready, early: bool, delay: int) -> None:
+        """Start a save that takes ``delay``: the node takes ticks and what the core admits
+        meanwhile (node.py's save window); the rest waits as for a paused node. A crash
+        before it is done loses the Ready."""
+        node.saving = rd
+        node.save_early = early
+        node.paused = True
+        node.missed_ticks = 0
+        node.inbox = []
+        inc = node.incarnation
+        self._log(f"{node.id} SLOW SAVE for {delay / 1000:.1f}ms")
+
+        def done() -> None:
+            if gone(node, inc) or node.saving is not rd:
+                return
+            core = node.core
+            assert core is not None
+            node.saving = None
+            self._log(f"{node.id} save done")
+            try:
+                self._finish_ready(node, core, rd, node.save_early)
+            except Crashed:
+                return
+            except SafetyViolation:
+                raise
+            except Exception as exc:
+                raise self._core_error(node, "the end of a slow save", exc) from exc
+            self.resume(node.id)  # what waited; the Ready loop goes on from there
+
+        node.save_done = done
+        self.after(delay, done)
 
     def _sends_before_persist(self, storage: MemoryStorage, rd: Ready) -> bool:
         """Does the driver send this Ready's messages before its fsync? (ready.py rule 1's

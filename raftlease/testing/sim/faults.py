@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from raftlease.testing.sim.model import SimNode
 
 
+def _ms(span: tuple[int, int]) -> str:
+    return f"{span[0] / 1000:.0f}-{span[1] / 1000:.0f}ms"
+
+
 def _persists_vote(rd: Ready) -> bool:
     """Does this Ready persist a vote (a granted RequestVote answer, or a candidate's own,
     which goes with its RequestVotes)?"""
@@ -98,6 +102,8 @@ class SimFaults(SimDriver):
         node.applied_log = {}  # the state machine is volatile: rebuilt from snapshot + log
         node.snapshot_job = None
         node.paused = False
+        node.saving = None
+        node.stepped_us = {}
         node.inbox = []
         node.seen_role = core.role
         node.seen_term = core.term
@@ -147,6 +153,26 @@ class SimFaults(SimDriver):
         node.min_tick_interval_us = min(node.min_tick_interval_us, node.tick_interval_us)
         self._log(f"{node.id} clock rate -> {rate}")
 
+    def slow_disk(self, nids: Sequence[str], for_us: int, save_us: tuple[int, int]) -> None:
+        """For ``for_us``, every save of these nodes takes a random time from ``save_us``
+        (one disk stalling, or a disk the nodes share stalling for all of them at once, as
+        on the project's benchmark VM: 0.2-1.9 s). Meanwhile a node takes ticks and what
+        RaftCore.steps_while_saving admits, as node.py's save window does; a crash loses the
+        save in progress."""
+        for nid in nids:
+            node = self.node(nid)
+            node.slow_until_us = self.now + for_us
+            node.slow_save_us = save_us
+        self._log(f"SLOW DISK {list(nids)} for {for_us / 1000:.0f}ms: saves {_ms(save_us)}")
+
+    def heal_disks(self) -> None:
+        """Disks save at once again; a save still running ends now (not up to 2 s later,
+        which a liveness bound after a heal does not allow for)."""
+        for node in self.nodes:
+            node.slow_until_us = 0
+            if node.up and node.saving is not None and node.save_done is not None:
+                node.save_done()
+
     def pause(self, nid: str, pause_us: int) -> None:
         """SIGSTOP a node for ``pause_us``, then SIGCONT it (fault matrix row 9).
 
@@ -175,8 +201,9 @@ class SimFaults(SimDriver):
         self.after(pause_us, resume)
 
     def resume(self, nid: str) -> None:
+        """SIGCONT (and the end of a slow save, which is otherwise not resumed)."""
         node = self.node(nid)
-        if not node.up or not node.paused:
+        if not node.up or not node.paused or node.saving is not None:
             return
         node.paused = False
         inc = node.incarnation
@@ -253,6 +280,10 @@ class SimFaults(SimDriver):
                 req: ClientRequest = call.token
                 self._reply(ClientReply(node.id, req.src, req.seq, UNAVAILABLE))
         node.service = None
+        # A term it moved to while a save was running (a tick can start an election in the
+        # save window) was never durable: it comes back with its stored term. (The durable
+        # term never goes back: SimDriver._persist checks that.)
+        self.checkers.max_term[node.id] = node.storage.hard_state.term
         self.check_durable(f"crash of {node.id}")
 
     def restart(self, nid: str) -> None:

@@ -86,6 +86,7 @@ class SimLiveness(SimFaults):
         self.net.reset_links(pinned=False)
         self.client_net.heal()
         self.client_net.reset_links()
+        self.heal_disks()
         self.quiet_windows += 1
         for node in self.nodes:
             if not node.up:
@@ -136,6 +137,7 @@ class SimLiveness(SimFaults):
         self.net.unpin_all()
         self.client_net.heal()
         self.client_net.reset_links()
+        self.heal_disks()
         self._log("FINAL HEAL")
         for node in self.nodes:
             if not node.up:

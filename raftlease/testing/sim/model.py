@@ -26,7 +26,7 @@ from raftlease.core.messages import (
     TimeoutNow,
 )
 from raftlease.core.raft import RaftCore
-from raftlease.core.ready import HardState
+from raftlease.core.ready import HardState, Ready
 from raftlease.fsm.leases import LeaseTable, TableView
 from raftlease.service import LeaseService
 from raftlease.storage.memory import MemoryStorage
@@ -150,6 +150,9 @@ class SimNode:
     # (real us, -1: never; survives crashes: the window is real time), the shortest real
     # interval between its ticks so far, and the transfer vote requests it was sent.
     acked_at_us: int = -1
+    # (leader, send tick) -> when this incarnation stepped that AppendEntries/InstallSnapshot
+    # (its answer, which may leave after a slow save, dates the window by it).
+    stepped_us: dict[tuple[NodeId, int], int] = field(default_factory=dict)
     booted_at_us: int = 0  # boot counts as contact with a leader (docs/safety.md R1)
     timeout_now_term: int = 0  # the last term in which it sent TimeoutNow (a transfer)
     # As leader: the highest send tick each peer's delivered answers of its term echoed.
@@ -170,6 +173,15 @@ class SimNode:
     snapshot_job: tuple[int, bytes, TableView] | None = None
     removed_since_tick: int = -1
     config_since_tick: int = 0
+    # A slow disk (SimFaults.slow_disk): until ``slow_until_us`` every save of this node takes
+    # a random time from ``slow_save_us``. ``saving``: the Ready whose save is running; the
+    # node is then ``paused`` except for ticks and what RaftCore.steps_while_saving admits
+    # (node.py's save window); ``save_early``: its messages left before the save (a leader).
+    slow_until_us: int = 0
+    slow_save_us: tuple[int, int] = (0, 0)
+    saving: Ready | None = None
+    save_early: bool = False
+    save_done: Callable[[], None] | None = None  # ends the running save (idempotent)
 
     @property
     def is_leader(self) -> bool:

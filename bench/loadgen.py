@@ -5,7 +5,8 @@
     python bench/loadgen.py keepalive --target HOST:PORT --leases 1000 --ttl-ms 10000
     python bench/loadgen.py keepalive --mode batch --target HOST:PORT --endpoints A,B,C \
         --clients 100 --leases 100000 --ttl-ms 30000
-    python bench/loadgen.py burst --target HOST:PORT --clients 16 --leases 10000 --ttl-ms 30000
+    python bench/loadgen.py burst --target HOST:PORT --endpoints A,B,C --clients 16 \
+        --leases 10000 --ttl-ms 30000
 
 Each prints one JSON object on its last stdout line. ``keepalive`` first acquires the leases,
 prints ``READY {...}``, keeps every lease alive (renewal every ttl/3, spread evenly over the
@@ -14,7 +15,8 @@ stream per lease, an old client) and ``--mode renew`` (unary Renew per renewal) 
 lease first; ``--mode batch`` (W6) plays ``--clients`` clients, each holding its share of the
 leases on ONE KeepAlive stream renewed in ``items`` batches, from each lease's grant on: see
 :class:`_BatchKeepalive`. In batch mode SIGUSR1 starts the measured phase ("hold"): the
-counters before it are reported as the acquisition phase.
+counters before it are reported as the acquisition phase. ``burst`` (W7 burst, see
+:func:`_burst`) follows a new leader when given ``--endpoints``, as ``w2`` does.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -522,7 +524,8 @@ def _q(s: list[float], q: float) -> float:
 class _Leader:
     """Where the leader is, for every client of a batch-mode run: one search at a time
     (Cluster.Status on each endpoint), bounded to ``search_s`` so that a leader that stalls
-    without losing its office is kept (and retried) rather than searched for indefinitely."""
+    without losing its office is kept (and retried) rather than searched for indefinitely.
+    Another system overrides ``status_stub`` and ``leads`` (bench/etcd/etcd_loadgen.py)."""
 
     def __init__(self, address: str, endpoints: list[str], search_s: float = 2.0) -> None:
         self.address = address
@@ -533,8 +536,16 @@ class _Leader:
         self.moves = 0
         self._lock = asyncio.Lock()
         self._status = {
-            ep: cluster_pb2_grpc.ClusterStub(grpc.aio.insecure_channel(ep)) for ep in self.endpoints
+            ep: self.status_stub(grpc.aio.insecure_channel(ep)) for ep in self.endpoints
         }
+
+    def status_stub(self, channel: grpc.aio.Channel) -> Any:
+        return cluster_pb2_grpc.ClusterStub(channel)
+
+    async def leads(self, stub: Any) -> bool:
+        """Whether the endpoint behind ``stub`` says it is the leader (AioRpcError: no answer)."""
+        st = await stub.Status(cluster_pb2.StatusRequest(), timeout=0.3)
+        return bool(st.leader_id and st.leader_id == st.node_id)
 
     async def find(self, seen_gen: int) -> None:
         async with self._lock:
@@ -547,12 +558,11 @@ class _Leader:
             while not found and loop.time() < deadline:
                 for ep, stub in self._status.items():
                     try:
-                        st = await stub.Status(cluster_pb2.StatusRequest(), timeout=0.3)
+                        if await self.leads(stub):
+                            found = ep
+                            break
                     except grpc.aio.AioRpcError:
                         continue
-                    if st.leader_id and st.leader_id == st.node_id:
-                        found = ep
-                        break
                 if not found:
                     await asyncio.sleep(0.05)
             if found and found != self.address:
@@ -572,7 +582,6 @@ class _BatchClient:
         self.holder = f"{HOLDER}:c{k}"
         self.address = ""
         self.channel: grpc.aio.Channel | None = None
-        self.stub: lease_pb2_grpc.LeaseAsyncStub | None = None
         self.valid: dict[int, float] = {}
         self.last_ok: dict[int, float] = {}  # lease -> when its last RENEWED answer came
         self.bad: dict[int, str] = {}  # lease -> its last refusal, until renewed again
@@ -598,10 +607,14 @@ class _BatchClient:
         self.channel = grpc.aio.insecure_channel(
             address, options=[("grpc.use_local_subchannel_pool", 1)]
         )
-        self.stub = lease_pb2_grpc.LeaseStub(self.channel)
         self.address = address
         if old is not None:
             await old.close()
+
+
+# One acquisition attempt on an acquisition stub: (the lease id if granted, else None; the
+# time the lease's TTL counts from). An AioRpcError is retried.
+_Attempt: TypeAlias = "Callable[[Any], Awaitable[tuple[int | None, float]]]"
 
 
 class _BatchKeepalive:
@@ -620,20 +633,31 @@ class _BatchKeepalive:
     DEADLINE_EXCEEDED, as the shipped client does) is reopened on the leader and the
     whole set re-sent. A lease whose validity passes is lost, with the reason: the last
     refusal of it, else the code of a stream failure since its last renewal, else
-    "no answer"."""
+    "no answer".
+
+    What is raftlease's alone is in the hooks ``leader_type``, ``acq_stub``,
+    ``acquisition``, ``open_stream``, ``keepalive_request`` and ``answered`` (and the
+    ``mode``/``unit`` labels); bench/etcd/etcd_loadgen.py's ``_W6Keepalive`` overrides
+    them for etcd and shares the rest: acquisitions and their retries, the stream loop,
+    failures, expiry, phases and the JSON."""
+
+    leader_type: type[_Leader] = _Leader
+    mode = "batch"  # the JSON's "mode"
+    unit = "batch"  # what one message written on a stream is called in "oddities"
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.loop = asyncio.get_running_loop()
         self.ttl = args.ttl_ms / 1000.0
         self.period = self.ttl / 3.0
+        self.period_gap = 1.5 * self.period
         self.late_s = args.late_ms / 1000.0
         self.attempt_s = args.attempt_s
         self.retry_s = args.retry_ms / 1000.0
         self.bmax = max(1, min(1000, args.batch_max))
         self.nclients = max(1, min(args.clients, args.leases or 1))
         endpoints = [e for e in (args.endpoints or args.target).split(",") if e]
-        self.leader = _Leader(args.target, endpoints)
+        self.leader = self.leader_type(args.target, endpoints)
         self.clients = [_BatchClient(k) for k in range(self.nclients)]
         self.tag = uuid.uuid4().hex[:6]
         self.phase = _Phase("acquire")
@@ -647,8 +671,77 @@ class _BatchKeepalive:
         self.next_i = 0
         self.base = 0.0
         self.acq_address = ""
-        self.acq_stubs: list[lease_pb2_grpc.LeaseAsyncStub] = []
+        self.acq_stubs: list[Any] = []
         self.acq_channels: list[grpc.aio.Channel] = []
+
+    # -------------------------------------------------------------- what is raftlease's
+    def acq_stub(self, channel: grpc.aio.Channel) -> Any:
+        """What ``acquisition``'s attempts are given: the stub(s) on one shared channel."""
+        return lease_pb2_grpc.LeaseStub(channel)
+
+    def acquisition(self, i: int, cl: _BatchClient) -> _Attempt:
+        """Lease number ``i`` (client ``cl``'s): one Acquire, its request reused on retries."""
+        req = lease_pb2.AcquireRequest(
+            name=f"ka-{self.tag}-{i}",
+            holder=cl.holder,
+            ttl_ms=self.args.ttl_ms,
+            wait_ms=0,
+            request_id=f"{self.tag}-{i}",
+        )
+
+        async def attempt(stub: lease_pb2_grpc.LeaseAsyncStub) -> tuple[int | None, float]:
+            t0 = self.loop.time()
+            resp = await stub.Acquire(req, timeout=10)
+            return (resp.lease.lease_id if resp.acquired else None), t0
+
+        return attempt
+
+    def open_stream(self, channel: grpc.aio.Channel) -> Any:
+        return lease_pb2_grpc.LeaseStub(channel).KeepAlive()
+
+    def keepalive_request(self, ids: list[int]) -> Any:
+        """One message renewing ``ids`` (at most ``bmax`` of them)."""
+        req = lease_pb2.KeepAliveRequest(lease_id=ids[0], inband_outcomes=True)
+        add = req.items.add
+        for lid in ids:
+            add(lease_id=lid)
+        return req
+
+    def answered(
+        self, cl: _BatchClient, ph: _Phase, resp: Any, ids: list[int], sent: float, now: float
+    ) -> None:
+        """The answer ``resp`` to the message that renewed ``ids``, written at ``sent``:
+        each item's outcome (matched by lease id)."""
+        items = resp.items
+        if len(items) != len(ids):
+            _count(ph.oddities, "answer with a different item count")
+            if not items:
+                return  # a server without batches: nothing to match
+        until = sent + self.ttl
+        renewed = 0
+        for it in items:
+            lid = it.lease_id
+            oc = it.outcome
+            if oc == _RENEWED:
+                renewed += 1
+                if not self.extend(cl, ph, lid, until, now):
+                    _count(ph.oddities, "RENEWED for a lease given up or unknown")
+                continue
+            name = _OUTCOME_NAME(oc)
+            _count(ph.refused, name)
+            if lid not in cl.valid:
+                continue
+            if oc in (_RETRY, _NOT_LEADER):
+                cl.bad[lid] = name
+                cl.retry.add(lid)
+                if oc == _NOT_LEADER:
+                    cl.move = True
+                elif cl.retry_at == math.inf:
+                    cl.retry_at = now + self.retry_s
+                cl.wake.set()
+            else:  # NOT_FOUND, INVALID: gone for good
+                self.lose(cl, lid, f"item:{name}")
+        ph.renewed += renewed
 
     # -------------------------------------------------------------- phases
     def start_hold(self) -> None:
@@ -677,14 +770,32 @@ class _BatchKeepalive:
                 reason = "expired: no answer in time"
             self.lose(cl, lid, reason)
 
+    def extend(self, cl: _BatchClient, ph: _Phase, lid: int, until: float, now: float) -> bool:
+        """Lease ``lid`` renewed, valid ``until``, the answer at ``now``; False: ``cl`` does
+        not hold it (given up, or unknown)."""
+        valid = cl.valid
+        if lid not in valid:
+            return False
+        if until > valid[lid]:
+            valid[lid] = until
+        gap = now - cl.last_ok[lid]
+        if gap > ph.max_gap_s:
+            ph.max_gap_s = gap
+        if gap > self.period_gap:
+            ph.gaps_over += 1
+        cl.last_ok[lid] = now
+        if cl.bad:
+            cl.bad.pop(lid, None)
+        return True
+
     # -------------------------------------------------------------- acquisitions
-    async def _acq_stubs(self) -> list[lease_pb2_grpc.LeaseAsyncStub]:
+    async def _acq_stubs(self) -> list[Any]:
         if self.acq_address != self.leader.address:
             old = self.acq_channels
             self.acq_address = self.leader.address
             n = max(1, self.args.channels)
             self.acq_channels = [grpc.aio.insecure_channel(self.acq_address) for _ in range(n)]
-            self.acq_stubs = [lease_pb2_grpc.LeaseStub(ch) for ch in self.acq_channels]
+            self.acq_stubs = [self.acq_stub(ch) for ch in self.acq_channels]
             for ch in old:
                 await ch.close()
         return self.acq_stubs
@@ -695,19 +806,12 @@ class _BatchKeepalive:
             i = self.next_i
             self.next_i += 1
             cl = self.clients[i % self.nclients]
-            req = lease_pb2.AcquireRequest(
-                name=f"ka-{self.tag}-{i}",
-                holder=cl.holder,
-                ttl_ms=args.ttl_ms,
-                wait_ms=0,
-                request_id=f"{self.tag}-{i}",
-            )
+            attempt = self.acquisition(i, cl)
             for _attempt in range(100):
                 gen = self.leader.gen
                 stubs = await self._acq_stubs()
-                t0 = self.loop.time()
                 try:
-                    resp = await stubs[i % len(stubs)].Acquire(req, timeout=10)
+                    lid, t0 = await attempt(stubs[i % len(stubs)])
                 except grpc.aio.AioRpcError as e:
                     _count(self.acquire_errors, e.code().name)
                     _count_detail(self.acquire_details, e.code().name, e.details())
@@ -720,10 +824,10 @@ class _BatchKeepalive:
                         raise
                     _count(self.acquire_errors, "CANCELLED")  # its channel closed: we moved
                     continue
-                if resp.acquired:
+                if lid is not None:
                     self.acquired += 1
-                    cl.valid[resp.lease.lease_id] = t0 + self.ttl
-                    cl.last_ok[resp.lease.lease_id] = self.loop.time()
+                    cl.valid[lid] = t0 + self.ttl
+                    cl.last_ok[lid] = self.loop.time()
                 else:
                     _count(self.acquire_errors, "not_acquired")
                     self.acquire_failed += 1
@@ -733,75 +837,29 @@ class _BatchKeepalive:
 
     # -------------------------------------------------------------- keepalive
     async def read(self, cl: _BatchClient, call: Any) -> None:
-        period_gap = 1.5 * self.period
         async for resp in call:
             now = self.loop.time()
             ph = self.phase
             if not cl.pending:
-                _count(ph.oddities, "answer without a batch in flight")
+                _count(ph.oddities, f"answer without a {self.unit} in flight")
                 continue
             sent, ids, round0 = cl.pending.popleft()
             cl.last_answer = now
             ph.latency_ms.append((now - sent) * 1000.0)
             if round0 is not None:
                 ph.round_ms.append((now - round0) * 1000.0)
-            items = resp.items
-            if len(items) != len(ids):
-                _count(ph.oddities, "answer with a different item count")
-                if not items:
-                    continue  # a server without batches: nothing to match
-            valid = cl.valid
-            last_ok = cl.last_ok
-            until = sent + self.ttl
-            renewed = 0
-            for it in items:
-                lid = it.lease_id
-                oc = it.outcome
-                if oc == _RENEWED:
-                    renewed += 1
-                    if lid not in valid:
-                        _count(ph.oddities, "RENEWED for a lease given up or unknown")
-                        continue
-                    if until > valid[lid]:
-                        valid[lid] = until
-                    gap = now - last_ok[lid]
-                    if gap > ph.max_gap_s:
-                        ph.max_gap_s = gap
-                    if gap > period_gap:
-                        ph.gaps_over += 1
-                    last_ok[lid] = now
-                    if cl.bad:
-                        cl.bad.pop(lid, None)
-                    continue
-                name = _OUTCOME_NAME(oc)
-                _count(ph.refused, name)
-                if lid not in valid:
-                    continue
-                if oc in (_RETRY, _NOT_LEADER):
-                    cl.bad[lid] = name
-                    cl.retry.add(lid)
-                    if oc == _NOT_LEADER:
-                        cl.move = True
-                    elif cl.retry_at == math.inf:
-                        cl.retry_at = now + self.retry_s
-                    cl.wake.set()
-                else:  # NOT_FOUND, INVALID: gone for good
-                    self.lose(cl, lid, f"item:{name}")
-            ph.renewed += renewed
+            self.answered(cl, ph, resp, ids, sent, now)
 
     async def send(
         self, cl: _BatchClient, call: Any, ids: list[int], is_round: bool = False
     ) -> None:
-        """Write ``ids`` in batches; ``is_round``: a renewal round, whose latency (first
-        write -> answer to the last batch) is counted in ``round_ms``."""
+        """Write ``ids`` in messages of at most ``bmax``; ``is_round``: a renewal round, whose
+        latency (first write -> answer to the last message) is counted in ``round_ms``."""
         ph = self.phase
         round0 = self.loop.time()
         for j in range(0, len(ids), self.bmax):
             chunk = ids[j : j + self.bmax]
-            req = lease_pb2.KeepAliveRequest(lease_id=chunk[0], inband_outcomes=True)
-            add = req.items.add
-            for lid in chunk:
-                add(lease_id=lid)
+            req = self.keepalive_request(chunk)
             last = is_round and j + self.bmax >= len(ids)
             cl.pending.append((self.loop.time(), chunk, round0 if last else None))
             await call.write(req)
@@ -821,8 +879,8 @@ class _BatchKeepalive:
         while True:
             gen = self.leader.gen
             await cl.connect(self.leader.address)
-            assert cl.stub is not None
-            call = cl.stub.KeepAlive()
+            assert cl.channel is not None
+            call = self.open_stream(cl.channel)
             cl.pending.clear()
             cl.last_answer = -math.inf
             cl.move = False
@@ -947,7 +1005,7 @@ class _BatchKeepalive:
                 _count(failures, k, v)
         return {
             "leases": args.leases,
-            "mode": "batch",
+            "mode": self.mode,
             "clients": self.nclients,
             "ttl_ms": args.ttl_ms,
             "period_s": self.period,
@@ -993,7 +1051,10 @@ class BurstTarget:
     """What :func:`_burst` needs of the system under test; this one is raftlease, and
     bench/etcd/etcd_loadgen.py has etcd's. ``acquirer`` returns one client's acquire: one
     attempt at name number ``k``, the lease id if granted, None if refused, an
-    ``AioRpcError`` to retry. ``outcome``: None for a renewal, else its refusal's name."""
+    ``AioRpcError`` to retry. ``outcome``: None for a renewal, else its refusal's name;
+    ``not_leader``: the refusal's name that means "renew on the leader"."""
+
+    not_leader = _OUTCOME_NAME(_NOT_LEADER)
 
     def acquirer(
         self, channel: grpc.aio.Channel, tag: str, ttl_ms: int
@@ -1032,13 +1093,27 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
     distinct names (TTL ``ttl_ms``, no release) as fast as they can, while every lease
     acquired so far is kept alive on ONE KeepAlive stream (in-band outcomes, each lease
     renewed every ttl/3 from its grant). After the burst the stream goes on for ``hold_s``.
-    ``target``: raftlease (default) or another system (bench/etcd/etcd_loadgen.py)."""
+    ``target``: raftlease (default) or another system (bench/etcd/etcd_loadgen.py).
+
+    With ``--endpoints`` (raftlease, W7) the clients and the stream follow a new leader, as
+    W2's clients do (:class:`_Target`, Cluster.Status on each endpoint): a client after a
+    failed call, the stream when it ends or a renewal is answered NOT_LEADER (it is reopened
+    on the leader and goes on with the leases due; those answered NOT_LEADER are renewed at
+    their next turn). Without it (etcd) everything keeps to ``--target``, and a stream that
+    ends is not reopened."""
     target = target or BurstTarget()
+    follow = bool(args.endpoints)
     loop = asyncio.get_running_loop()
-    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.clients)]
-    ka_channel = grpc.aio.insecure_channel(args.target)
-    for ch in (*channels, ka_channel):
-        await asyncio.wait_for(ch.channel_ready(), 10)
+    # The leader's channels: one per client, the last one the KeepAlive stream's.
+    tgt = _Target(
+        argparse.Namespace(
+            target=args.target,
+            endpoints=args.endpoints,
+            channels=args.clients + 1,
+            leases=args.clients + 1,
+        )
+    )
+    await tgt.ready()
     tag = uuid.uuid4().hex[:6]
     period = args.ttl_ms / 1000.0 / 3.0
     heap: list[tuple[float, int]] = []
@@ -1049,21 +1124,34 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
     granted = 0
     ka: dict[str, Any] = {"sent": 0, "renewed": 0, "refused": 0, "late_ms": []}
     outcomes: dict[str, int] = {}
+    ka_error: list[str] = []  # what ended each KeepAlive stream
+    streams = 0
     stop = asyncio.Event()
 
     async def client(i: int) -> None:
         nonlocal nxt, granted
-        acquire = target.acquirer(channels[i], tag, args.ttl_ms)
+        gen = tgt.gen
+        acquire = target.acquirer(tgt.channels[i], tag, args.ttl_ms)
         while nxt < args.leases:
             k = nxt
             nxt += 1
             for _attempt in range(20):
+                if gen != tgt.gen:  # the leader moved: its channel
+                    gen = tgt.gen
+                    acquire = target.acquirer(tgt.channels[i], tag, args.ttl_ms)
                 try:
                     t0 = loop.time()
                     lease_id = await acquire(k)
                 except grpc.aio.AioRpcError as e:
-                    errors[e.code().name] = errors.get(e.code().name, 0) + 1
+                    _count(errors, e.code().name)
                     await asyncio.sleep(0.01)
+                    if follow:
+                        await tgt.retarget(gen)
+                    continue
+                except asyncio.CancelledError:
+                    if not _channel_closed():
+                        raise
+                    _count(errors, "moved")  # the leader moved under it
                     continue
                 lat.append((loop.time() - t0) * 1000)
                 if lease_id is not None:
@@ -1072,7 +1160,7 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
                         heapq.heappush(heap, (loop.time() + period, lease_id))
                         wake.set()
                 else:
-                    errors["not_acquired"] = errors.get("not_acquired", 0) + 1
+                    _count(errors, "not_acquired")
                 break
 
     async def writer(call: Any) -> None:
@@ -1089,8 +1177,13 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
                     await asyncio.wait_for(wake.wait(), delay)
                 continue
             heapq.heappop(heap)
-            ka["late_ms"].append((loop.time() - due) * 1000)
-            await call.write(target.keepalive_request(lid))
+            late_ms = (loop.time() - due) * 1000
+            try:
+                await call.write(target.keepalive_request(lid))
+            except BaseException:
+                heapq.heappush(heap, (due, lid))  # not sent: first on the next stream
+                raise
+            ka["late_ms"].append(late_ms)
             ka["sent"] += 1
             heapq.heappush(heap, (due + period, lid))
 
@@ -1101,10 +1194,32 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
                 ka["renewed"] += 1
             else:
                 ka["refused"] += 1
-                outcomes[name] = outcomes.get(name, 0) + 1
+                _count(outcomes, name)
+                if follow and name == target.not_leader:
+                    return  # renew on the leader: a new stream there
 
-    call = target.keepalive_call(ka_channel)
-    ka_tasks = [loop.create_task(writer(call)), loop.create_task(reader(call))]
+    async def keepalive() -> None:
+        nonlocal streams
+        while True:
+            gen = tgt.gen
+            call = target.keepalive_call(tgt.channels[-1])
+            streams += 1
+            tasks = [loop.create_task(writer(call)), loop.create_task(reader(call))]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                call.cancel()
+                for t in tasks:
+                    t.cancel()
+                for r in await asyncio.gather(*tasks, return_exceptions=True):
+                    if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError):
+                        ka_error.append(repr(r))
+            if not follow:
+                return
+            await asyncio.sleep(0.05)
+            await tgt.retarget(gen)
+
+    ka_task = loop.create_task(keepalive())
     cpu0 = _self_cpu()
     t0 = loop.time()
     await asyncio.gather(*(client(i) for i in range(args.clients)))
@@ -1112,18 +1227,10 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
     await asyncio.sleep(args.hold_s)
     stop.set()
     wake.set()
-    call.cancel()
-    for t in ka_tasks:
-        t.cancel()
-    res = await asyncio.gather(*ka_tasks, return_exceptions=True)
-    ka_error = [
-        repr(r)
-        for r in res
-        if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError)
-    ]
+    ka_task.cancel()
+    await asyncio.gather(ka_task, return_exceptions=True)
     cpu = _self_cpu() - cpu0
-    for ch in (*channels, ka_channel):
-        await ch.close()
+    await tgt.close()
     late = sorted(ka.pop("late_ms"))
     lat.sort()
     return {
@@ -1137,6 +1244,8 @@ async def _burst(args: argparse.Namespace, target: BurstTarget | None = None) ->
         "keepalive": ka,
         "keepalive_outcomes": outcomes,
         "keepalive_error": ka_error,
+        "keepalive_streams": streams,
+        "retargets": tgt.retargets,
         "renewal_late_p99_ms": late[int(len(late) * 0.99)] if late else 0.0,
         "client_cpu_s": cpu,
         "wall_s": burst_s + args.hold_s,
@@ -1190,6 +1299,7 @@ def main() -> None:
     )
     a4 = sub.add_parser("burst")
     a4.add_argument("--target", required=True)
+    a4.add_argument("--endpoints", default="", help="all nodes: follow a new leader (W7)")
     a4.add_argument("--clients", type=int, default=16)
     a4.add_argument("--leases", type=int, default=10_000)
     a4.add_argument("--ttl-ms", type=int, default=30_000)

@@ -1195,6 +1195,8 @@ def run_w7burst(o: argparse.Namespace) -> dict[str, Any]:
                 "burst",
                 "--target",
                 c.nodes[leader].address,
+                "--endpoints",  # follows a new leader, as W7's load does
+                ",".join(c.endpoints),
                 "--clients",
                 "16",
                 "--leases",

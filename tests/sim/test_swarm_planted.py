@@ -116,7 +116,9 @@ BUGS = (
     Bug("vote-not-persisted", 20, RAFT_SAFETY, core=ForgetVoteCore),
     Bug("no-check-quorum", 20, LIVENESS, core=NoCheckQuorumCore),
     Bug("renew-without-leader-lease", 20, LEASE, sim_class=RenewWithoutLeaderLeaseSim),
-    Bug("client-validity-from-answer", 40, LEASE, patch=plant_client_ack_time),
+    # Rare (10 of seeds 0-299 on 2026-12-03); its first failing seed moved from 2 to 45 when
+    # the slow-disk dimension changed every seed's schedule.
+    Bug("client-validity-from-answer", 140, LEASE, patch=plant_client_ack_time),
     Bug("stale-pre-step", 20, LEASE, patch=plant_stale_pre_step),
     Bug("new-leader-keeps-deadlines", 25, LEASE, sim_class=NoRestartKeeperSim),
     Bug("lease-from-ack-arrival", 20, LEASE, core=AckArrivalLeaseCore),

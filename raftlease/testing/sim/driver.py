@@ -188,8 +188,8 @@ class SimDriver(SimOracles):
             node.inbox.append(m)
             return
         node.heard_tick[self._by_id[m.src].index] = core.tick_count
-        if (type(m) is AppendEntries or type(m) is InstallSnapshot) and m.send_tick:
-            node.stepped_us[(m.src, m.send_tick)] = self.now
+        if (type(m) is AppendEntries or type(m) is InstallSnapshot) and m.term >= core.term:
+            node.leader_stepped_us = self.now  # RaftCore._heard_from_leader, as it steps it
         if (
             (type(m) is AppendEntriesResponse or type(m) is InstallSnapshotResponse)
             and m.term == core.term
@@ -334,11 +334,12 @@ class SimDriver(SimOracles):
             elif t is TimeoutNow:
                 node.timeout_now_term = m.term
             elif (t is AppendEntriesResponse or t is InstallSnapshotResponse) and m.send_tick:  # type: ignore[union-attr]
-                # It counts toward the leader's lease. Its stickiness window began when the
-                # node STEPPED the message it answers (which reset its election timer); the
-                # answer may leave later, after a slow save.
-                stepped = node.stepped_us.pop((m.dst, m.send_tick), self.now)  # type: ignore[union-attr]
-                node.acked_at_us = max(node.acked_at_us, stepped)
+                # It counts toward the leader's lease. The node's stickiness window runs from
+                # the last leader message it STEPPED (each one restarts its election timer),
+                # at or after the one this answers; the answer may leave later, after a
+                # slow save.
+                stepped = node.leader_stepped_us
+                node.acked_at_us = max(node.acked_at_us, stepped if stepped >= 0 else self.now)
                 node.acked_term = m.term
                 node.acked_leader = m.dst
             self._send(m)

@@ -103,7 +103,7 @@ class SimFaults(SimDriver):
         node.snapshot_job = None
         node.paused = False
         node.saving = None
-        node.stepped_us = {}
+        node.leader_stepped_us = -1
         node.inbox = []
         node.seen_role = core.role
         node.seen_term = core.term

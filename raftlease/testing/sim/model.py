@@ -150,9 +150,9 @@ class SimNode:
     # (real us, -1: never; survives crashes: the window is real time), the shortest real
     # interval between its ticks so far, and the transfer vote requests it was sent.
     acked_at_us: int = -1
-    # (leader, send tick) -> when this incarnation stepped that AppendEntries/InstallSnapshot
-    # (its answer, which may leave after a slow save, dates the window by it).
-    stepped_us: dict[tuple[NodeId, int], int] = field(default_factory=dict)
+    # When this incarnation last stepped an AppendEntries/InstallSnapshot of its term or a
+    # newer one (-1: never): its answers, which may leave after a slow save, date it by that.
+    leader_stepped_us: int = -1
     booted_at_us: int = 0  # boot counts as contact with a leader (docs/safety.md R1)
     timeout_now_term: int = 0  # the last term in which it sent TimeoutNow (a transfer)
     # As leader: the highest send tick each peer's delivered answers of its term echoed.

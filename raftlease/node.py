@@ -438,14 +438,16 @@ class Node:
         else:
             self._lease_until = -math.inf  # gave the lease up before it ran out (step-down)
 
-    def _step_answers_first(self) -> None:
+    def _step_admitted(self, admits: Callable[[Message], bool]) -> None:
+        """Step the inbox's messages that ``admits`` accepts, in arrival order; the others
+        stay in the inbox, in their order, for a later turn."""
         inbox = self._inbox
-        core = self.core
+        step = self.core.step
         held: list[Message] = []
-        for _ in range(len(inbox)):
+        while inbox:
             m = inbox.popleft()
-            if core.steps_before_ticks(m):
-                core.step(m)
+            if admits(m):
+                step(m)
             else:
                 held.append(m)
         inbox.extendleft(reversed(held))
@@ -456,7 +458,8 @@ class Node:
         first (RaftCore.steps_before_ticks says which, and why)."""
         due = self._ticks_due()
         if self._inbox and due > self._ticks_done and self.core.role is Role.LEADER:
-            self._step_answers_first()  # only when ticks are behind: else same order
+            # Only when ticks are behind: else the same order.
+            self._step_admitted(self.core.steps_before_ticks)
         self._sync_ticks(due)
 
     async def _while_saving(self, save: asyncio.Future[None]) -> None:
@@ -478,15 +481,7 @@ class Node:
             wake.clear()
             if self._inbox or self._ticks_due() > self._ticks_done:
                 self._catch_up_ticks()
-                inbox = self._inbox
-                held: list[Message] = []
-                while inbox:
-                    m = inbox.popleft()
-                    if core.steps_while_saving(m):
-                        core.step(m)
-                    else:
-                        held.append(m)
-                inbox.extendleft(reversed(held))
+                self._step_admitted(core.steps_while_saving)
                 msgs = core.take_messages()
                 if msgs:
                     self._send_messages(msgs)

@@ -171,6 +171,19 @@ class SimDriver(SimOracles):
             if (rep.src, rep.dst) not in self.client_net.blocked:
                 self.clients[idx].on_reply(rep)
 
+    def _guarded(self, node: SimNode, what: str, work: Callable[[], None]) -> bool:
+        """Run driver ``work`` on ``node``; False if a failpoint crashed the node meanwhile.
+        Any other exception than a safety violation is the core's error."""
+        try:
+            work()
+        except Crashed:
+            return False
+        except SafetyViolation:
+            raise
+        except Exception as exc:
+            raise self._core_error(node, what, exc) from exc
+        return True
+
     def _core_error(self, node: SimNode, what: str, exc: Exception) -> SafetyViolation:
         tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return SafetyViolation(
@@ -241,15 +254,12 @@ class SimDriver(SimOracles):
             self._duties(node)  # node.py: every loop iteration, before the Ready
         if core.role is Role.LEADER and self.failpoints and self._acked_crash(node, core):
             return
-        if node.saving is None and core.has_ready():
-            try:
-                self._ready_loop(node, core)
-            except Crashed:
-                return
-            except SafetyViolation:
-                raise
-            except Exception as exc:
-                raise self._core_error(node, "the Ready loop", exc) from exc
+        if (
+            node.saving is None
+            and core.has_ready()
+            and not self._guarded(node, "the Ready loop", lambda: self._ready_loop(node, core))
+        ):
+            return  # a failpoint crashed it
         term = core.term
         role = core.role
         if term != node.seen_term:
@@ -440,15 +450,9 @@ class SimDriver(SimOracles):
             assert core is not None
             node.saving = None
             self._log(f"{node.id} save done")
-            try:
-                self._finish_ready(node, core, rd, node.save_early)
-            except Crashed:
-                return
-            except SafetyViolation:
-                raise
-            except Exception as exc:
-                raise self._core_error(node, "the end of a slow save", exc) from exc
-            self.resume(node.id)  # what waited; the Ready loop goes on from there
+            finish = functools.partial(self._finish_ready, node, core, rd, node.save_early)
+            if self._guarded(node, "the end of a slow save", finish):
+                self.resume(node.id)  # what waited; the Ready loop goes on from there
 
         node.save_done = done
         self.after(delay, done)

@@ -57,10 +57,6 @@ class Ready:
     messages: tuple[Message, ...]
     committed_entries: tuple[Entry, ...]
 
-    @property
-    def must_sync(self) -> bool:
-        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
-
     def must_fsync(self, saved_term: int, saved_vote: NodeId | None) -> bool:
         """Is there anything to fsync? A Ready whose only change is the commit index need not
         be written on its own: Raft does not need the commit index durable (a restarted node

@@ -104,7 +104,7 @@ def test_vote_is_in_the_hard_state_of_the_ready_that_sends_the_grant() -> None:
     f.step(RequestVote(1, N2, N1, 0, 0))
     rd = f.ready()
     assert rd.hard_state == HardState(term=1, voted_for=N2, commit=0)
-    assert rd.must_sync
+    assert rd.must_fsync(0, None)  # the new vote must be on disk before the grant leaves
     assert rd.messages == (RequestVoteResponse(1, N1, N2, True),)
 
 

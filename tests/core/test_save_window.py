@@ -85,15 +85,21 @@ def _follower_saving(commit_with_entry: bool) -> tuple[RaftCore, Ready]:
     return f, saving
 
 
+def _answer_while_saving(f: RaftCore, m: AppendEntries) -> AppendEntriesResponse:
+    """Step ``m`` into ``f`` while it saves; its one answer, which must be sendable at once."""
+    assert f.steps_while_saving(m)
+    f.step(m)
+    (answer,) = f.take_messages()
+    assert isinstance(answer, AppendEntriesResponse)
+    assert answer.success
+    return answer
+
+
 @pytest.mark.parametrize("commit_with_entry", [False, True])
 def test_a_follower_answers_a_heartbeat_from_its_durable_log_only(commit_with_entry: bool) -> None:
     f, _ = _follower_saving(commit_with_entry)
     beat = AppendEntries(f.term, N1, N2, 1, f.log.term_at(1) or 0, (), 2, 42)
-    assert f.steps_while_saving(beat)
-    f.step(beat)
-    (answer,) = f.take_messages()
-    assert isinstance(answer, AppendEntriesResponse)
-    assert answer.success
+    answer = _answer_while_saving(f, beat)
     assert answer.send_tick == 42
     # Entry 2 is in memory but not on disk: acknowledging it could commit it on a quorum that
     # does not hold it (the simulator's planted AckUnsavedEntriesCore does just that).
@@ -106,12 +112,7 @@ def test_a_retransmit_of_entries_being_saved_is_answered_like_a_heartbeat() -> N
     instead of a heartbeat: the follower answers it too, from its durable log only."""
     f, saving = _follower_saving(False)
     again = AppendEntries(f.term, N1, N2, 1, f.log.term_at(1) or 0, saving.entries, 1, 44)
-    assert f.steps_while_saving(again)
-    f.step(again)
-    (answer,) = f.take_messages()
-    assert isinstance(answer, AppendEntriesResponse)
-    assert answer.success
-    assert answer.match_index == 1
+    assert _answer_while_saving(f, again).match_index == 1
     f.advance(saving)
     assert f.ready().entries == ()  # nothing new to save: it held them already
 

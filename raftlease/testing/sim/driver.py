@@ -436,7 +436,6 @@ class SimDriver(SimOracles):
         meanwhile (node.py's save window); the rest waits as for a paused node. A crash
         before it is done loses the Ready."""
         node.saving = rd
-        node.save_early = early
         node.paused = True
         node.missed_ticks = 0
         node.inbox = []
@@ -450,7 +449,7 @@ class SimDriver(SimOracles):
             assert core is not None
             node.saving = None
             self._log(f"{node.id} save done")
-            finish = functools.partial(self._finish_ready, node, core, rd, node.save_early)
+            finish = functools.partial(self._finish_ready, node, core, rd, early)
             if self._guarded(node, "the end of a slow save", finish):
                 self.resume(node.id)  # what waited; the Ready loop goes on from there
 

@@ -176,11 +176,10 @@ class SimNode:
     # A slow disk (SimFaults.slow_disk): until ``slow_until_us`` every save of this node takes
     # a random time from ``slow_save_us``. ``saving``: the Ready whose save is running; the
     # node is then ``paused`` except for ticks and what RaftCore.steps_while_saving admits
-    # (node.py's save window); ``save_early``: its messages left before the save (a leader).
+    # (node.py's save window).
     slow_until_us: int = 0
     slow_save_us: tuple[int, int] = (0, 0)
     saving: Ready | None = None
-    save_early: bool = False
     save_done: Callable[[], None] | None = None  # ends the running save (idempotent)
 
     @property

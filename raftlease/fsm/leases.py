@@ -96,7 +96,9 @@ _SHARED_TTLS = 1_024
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
-    """One current grant. ``lease_id == fencing_token == granted_index`` (the grant's index).
+    """One current grant. ``lease_id`` is the index of the log entry that granted it, and
+    also its ``fencing_token`` and ``granted_index`` (properties, not slots: one stored int
+    for the three keeps a 100,000-lease table 1.6 MB smaller).
 
     ``request_id`` is the id of the acquire that got this grant (directly, or as a waiter);
     a retry of that acquire gets this record back.
@@ -104,12 +106,20 @@ class LeaseRecord:
 
     name: str
     lease_id: int
-    fencing_token: int
     holder: str
     ttl_ms: int
     metadata: tuple[tuple[str, str], ...]
-    granted_index: int
     request_id: str
+
+    @property
+    def fencing_token(self) -> int:
+        """Strictly larger for every later grant of any name (the grant's log index)."""
+        return self.lease_id
+
+    @property
+    def granted_index(self) -> int:
+        """The index of the log entry that made this grant."""
+        return self.lease_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +299,7 @@ class LeaseTable:
 
         current = self._by_name.get(name)
         if current is None:
-            lease = LeaseRecord(name, index, index, holder, ttl_ms, metadata, index, request_id)
+            lease = LeaseRecord(name, index, holder, ttl_ms, metadata, request_id)
             self._by_name[name] = lease
             self._by_id[index] = lease
             return Granted(lease), [LeaseEvent("acquired", name, lease, index)]
@@ -354,14 +364,7 @@ class LeaseTable:
         if not queue:
             del self._queues[name]
         lease = LeaseRecord(
-            name,
-            index,
-            index,
-            waiter.holder,
-            waiter.ttl_ms,
-            waiter.metadata,
-            index,
-            waiter.request_id,
+            name, index, waiter.holder, waiter.ttl_ms, waiter.metadata, waiter.request_id
         )
         self._by_name[name] = lease
         self._by_id[index] = lease
@@ -649,11 +652,9 @@ def _slot_setter(field: str) -> Callable[[LeaseRecord, object], None]:
 
 _SET_NAME = _slot_setter("name")
 _SET_LEASE_ID = _slot_setter("lease_id")
-_SET_FENCING_TOKEN = _slot_setter("fencing_token")
 _SET_HOLDER = _slot_setter("holder")
 _SET_TTL_MS = _slot_setter("ttl_ms")
 _SET_METADATA = _slot_setter("metadata")
-_SET_GRANTED_INDEX = _slot_setter("granted_index")
 _SET_REQUEST_ID = _slot_setter("request_id")
 
 
@@ -661,9 +662,8 @@ def _restore_leases_v2(table: LeaseTable, leases: list[Any]) -> None:
     applied_index = table._applied_index
     by_name, by_id, queues = table._by_name, table._by_id, table._queues
     intern, new = sys.intern, object.__new__
-    set_name, set_lease_id, set_fencing_token = _SET_NAME, _SET_LEASE_ID, _SET_FENCING_TOKEN
-    set_holder, set_ttl_ms, set_metadata = _SET_HOLDER, _SET_TTL_MS, _SET_METADATA
-    set_granted_index, set_request_id = _SET_GRANTED_INDEX, _SET_REQUEST_ID
+    set_name, set_lease_id, set_holder = _SET_NAME, _SET_LEASE_ID, _SET_HOLDER
+    set_ttl_ms, set_metadata, set_request_id = _SET_TTL_MS, _SET_METADATA, _SET_REQUEST_ID
     ttls, shared_ttl = table._ttls, table._shared_ttl
     for position, raw in enumerate(leases):
         if type(raw) is not list or len(raw) != 7:
@@ -689,16 +689,13 @@ def _restore_leases_v2(table: LeaseTable, leases: list[Any]) -> None:
             raise _SnapshotError(f"leases[{position}]: name {name!r} appears twice")
         if lease_id in by_id:
             raise _SnapshotError(f"leases[{position}]: lease_id {lease_id} appears twice")
-        # LeaseRecord(name, lease_id, lease_id, holder, ...): fencing_token and granted_index
-        # are the lease_id object itself, as apply makes them.
+        # LeaseRecord(name, lease_id, holder, ttl_ms, metadata, request_id), slot by slot.
         lease = new(LeaseRecord)
         set_name(lease, name)
         set_lease_id(lease, lease_id)
-        set_fencing_token(lease, lease_id)
         set_holder(lease, intern(holder))
         set_ttl_ms(lease, ttls.get(ttl_ms) or shared_ttl(ttl_ms))
         set_metadata(lease, _pairs(metadata, f"leases[{position}]") if metadata else ())
-        set_granted_index(lease, lease_id)
         set_request_id(lease, request_id)
         by_name[name] = lease
         by_id[lease_id] = lease
@@ -816,14 +813,7 @@ def _restore_leases_v1(table: LeaseTable, leases: list[Any]) -> None:
         if lease_id in table._by_id:
             raise _SnapshotError(f"{where}: lease_id {lease_id} appears twice")
         lease = LeaseRecord(
-            name,
-            lease_id,
-            lease_id,
-            sys.intern(holder),
-            table._shared_ttl(ttl_ms),
-            metadata,
-            lease_id,
-            request_id,
+            name, lease_id, sys.intern(holder), table._shared_ttl(ttl_ms), metadata, request_id
         )
         table._by_name[name] = lease
         table._by_id[lease_id] = lease

@@ -71,7 +71,7 @@ class FakeNode:
         self.renewals.append((lease_id, health))
         if lease_id not in self.held:
             return None
-        return LeaseRecord(f"name-{lease_id}", lease_id, lease_id, "h", 9000, (), lease_id, "r")
+        return LeaseRecord(f"name-{lease_id}", lease_id, "h", 9000, (), "r")
 
 
 async def _run(

@@ -62,7 +62,7 @@ def acquire(
 def record(
     name: str, index: int, holder: str, request_id: str, ttl_ms: int = 10_000
 ) -> LeaseRecord:
-    return LeaseRecord(name, index, index, holder, ttl_ms, (), index, request_id)
+    return LeaseRecord(name, index, holder, ttl_ms, (), request_id)
 
 
 class Log:
@@ -97,7 +97,7 @@ def test_free_name_is_granted_with_lease_id_and_token_equal_to_the_entry_index()
     log = Log()
     log.apply(acquire("other", "x", "r0"))
     result, events = log.apply(Acquire("billing", "w1", 5000, False, "r1", (("zone", "eu"),)))
-    lease = LeaseRecord("billing", 2, 2, "w1", 5000, (("zone", "eu"),), 2, "r1")
+    lease = LeaseRecord("billing", 2, "w1", 5000, (("zone", "eu"),), "r1")
     assert result == Granted(lease)
     assert events == [LeaseEvent("acquired", "billing", lease, 2)]
     assert log.table.get("billing") == lease
@@ -223,7 +223,7 @@ def test_release_hands_over_to_the_first_waiter_in_the_same_entry() -> None:
     log.apply(acquire("n", "w3", "r3", wait=True))
     result, events = log.apply(Release(1))
     old = record("n", 1, "w1", "r1")
-    new = LeaseRecord("n", 4, 4, "w2", 3000, (("k", "v"),), 4, "r2")
+    new = LeaseRecord("n", 4, "w2", 3000, (("k", "v"),), "r2")
     assert result == Released(old, new)
     assert events == [LeaseEvent("released", "n", old, 4), LeaseEvent("acquired", "n", new, 4)]
     assert log.table.get("n") == new
@@ -790,9 +790,9 @@ def test_a_restored_record_is_a_whole_lease_record() -> None:
         b'{"applied_index":9,"format":2,"leases":[["n",7,"h",1000,[["k","v"]],"r",[]]]}'
     ).leases()
     assert type(lease) is LeaseRecord
-    assert lease == LeaseRecord("n", 7, 7, "h", 1000, (("k", "v"),), 7, "r")
-    assert repr(lease) == repr(LeaseRecord("n", 7, 7, "h", 1000, (("k", "v"),), 7, "r"))
-    assert hash(lease) == hash(LeaseRecord("n", 7, 7, "h", 1000, (("k", "v"),), 7, "r"))
+    assert lease == LeaseRecord("n", 7, "h", 1000, (("k", "v"),), "r")
+    assert repr(lease) == repr(LeaseRecord("n", 7, "h", 1000, (("k", "v"),), "r"))
+    assert hash(lease) == hash(LeaseRecord("n", 7, "h", 1000, (("k", "v"),), "r"))
     with pytest.raises(AttributeError):
         lease.holder = "x"  # type: ignore[misc]
 
@@ -822,9 +822,7 @@ def test_snapshot_round_trip() -> None:
         t.apply(Release(1), 9)
         t.apply(acquire("a", "w9", "r9", wait=True), 10)
     assert restored.snapshot() == table.snapshot()
-    assert restored.get("b") == record("b", 9, "w4", "r4", ttl_ms=4000).__class__(
-        "b", 9, 9, "w4", 4000, (("m", "1"),), 9, "r4"
-    )
+    assert restored.get("b") == LeaseRecord("b", 9, "w4", 4000, (("m", "1"),), "r4")
 
 
 @pytest.mark.parametrize("version", [1, 2])

@@ -159,7 +159,7 @@ C1, C2 = NodeId("c1"), NodeId("c2")
 
 
 def grant(token: int, name: str = "x", holder: str = "c1") -> LeaseRecord:
-    return LeaseRecord(name, token, token, holder, 1000, (), token, f"{holder}-{token}")
+    return LeaseRecord(name, token, holder, 1000, (), f"{holder}-{token}")
 
 
 def at(chk: LeaseCheckers, t: int) -> LeaseCheckers:

@@ -16,6 +16,7 @@ class Progress:
     __slots__ = (
         "ack_tick",
         "applied_index",
+        "beat_tick",
         "hb_match",
         "inflight",
         "last_heard_tick",
@@ -43,6 +44,7 @@ class Progress:
         self.match_tick = -1  # own tick at which match_index last rose
         self.lost_entries = 0  # times this follower's log was found shorter than its match
         self.hb_match = -1  # match_index at the previous heartbeat (loss detection)
+        self.beat_tick = -1  # own tick of the last empty append at the match point sent
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE

@@ -394,13 +394,15 @@ class RaftCore:
         for every tick: the ticks it skips are caught up from the clock when it wakes."""
         if self.role is Role.LEADER:
             c = self.config
-            return max(
-                1,
-                min(
-                    c.heartbeat_ticks - self.heartbeat_elapsed,
-                    c.election_ticks_min - self.election_elapsed,
-                ),
+            soonest = min(
+                c.heartbeat_ticks - self.heartbeat_elapsed,
+                c.election_ticks_min - self.election_elapsed,
             )
+            for p in self.progress.values():
+                due = self._late_beat_tick(p)
+                if due >= 0:
+                    soonest = min(soonest, due - self.tick_count)
+            return max(1, soonest)
         return max(1, self.randomized_election_ticks - self.election_elapsed)
 
     def steps_before_ticks(self, m: Message) -> bool:
@@ -638,6 +640,32 @@ class RaftCore:
             self.heartbeat_elapsed = 0
             for pid in self.peers:
                 self._send_heartbeat(pid)
+            return
+        progress, now = self.progress, self.tick_count
+        for pid in self.peers:
+            p = progress[pid]
+            due = self._late_beat_tick(p)
+            if 0 <= due <= now:
+                self._send_match_heartbeat(pid, p)
+
+    def _late_beat_tick(self, p: Progress) -> int:
+        """When ``p`` is owed an extra heartbeat, or -1: the last one went unanswered for half
+        a heartbeat interval (a follower whose disk stalls answers only heartbeats; a loop
+        that lags answers late). Without it the lease would rest on one answer per interval,
+        each due within ``lease_ticks - heartbeat_ticks`` ticks of its heartbeat (4 at the
+        server's timing, 40 ms); with it an answer may take up to ``lease_ticks - half``.
+        A peer not heard from for an election timeout (down, cut off) gets none: the regular
+        heartbeat keeps trying it. Idle, with answers on time, nothing extra is sent."""
+        half = self.config.heartbeat_ticks // 2
+        if (
+            half < 1
+            or p.ack_tick >= p.beat_tick
+            or p.state is ProgressState.SNAPSHOT
+            or p.last_heard_tick < 0
+            or self.tick_count - p.last_heard_tick >= self.config.election_ticks_min
+        ):
+            return -1
+        return p.beat_tick + half
 
     def _quorum_active(self) -> bool:
         progress = self.progress
@@ -994,6 +1022,7 @@ class RaftCore:
                 self.tick_count,
             )
         )
+        p.beat_tick = self.tick_count
         return True
 
     def _send_append(self, pid: NodeId) -> None:

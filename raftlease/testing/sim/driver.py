@@ -135,7 +135,7 @@ class SimDriver(SimOracles):
         self.events += 1
         if kind == TICK:
             node = self.nodes[idx]
-            if node.up and node.incarnation == payload and node.paused and node.saving is None:
+            if node.up and node.incarnation == payload and node.stopped:
                 node.missed_ticks += 1
                 if node.lease:
                     node.pause_lease_left -= 1
@@ -197,7 +197,7 @@ class SimDriver(SimOracles):
             return
         core = node.core
         assert core is not None
-        if node.paused and (node.saving is None or not core.steps_while_saving(m)):
+        if node.stopped or (node.paused and not core.steps_while_saving(m)):
             node.inbox.append(m)
             return
         node.heard_tick[self._by_id[m.src].index] = core.tick_count
@@ -363,6 +363,7 @@ class SimDriver(SimOracles):
             if delay:
                 self._slow_save(node, rd, early, delay)
                 return
+            self._persist(node, core, rd)
             self._finish_ready(node, core, rd, early)
             if not core.has_ready():
                 return
@@ -385,11 +386,11 @@ class SimDriver(SimOracles):
             self._maybe_fail(node, rd, "before-save")
 
     def _finish_ready(self, node: SimNode, core: RaftCore, rd: Ready, early: bool) -> None:
-        """The save is done: 1. PERSIST, 2. SEND (unless sent early), 3. APPLY, 4. ADVANCE."""
+        """The node saw its save (1. PERSIST, ``_persist``) done: 2. SEND (unless sent early),
+        3. APPLY, 4. ADVANCE."""
         chk = self.checkers
         nid = node.id
         fps = self.failpoints
-        self._persist(node, core, rd)
         if not early:
             if fps:
                 self._maybe_fail(node, rd, "before-send")
@@ -434,8 +435,10 @@ class SimDriver(SimOracles):
     def _slow_save(self, node: SimNode, rd: Ready, early: bool, delay: int) -> None:
         """Start a save that takes ``delay``: the node takes ticks and what the core admits
         meanwhile (node.py's save window); the rest waits as for a paused node. A crash
-        before it is done loses the Ready."""
+        before it is done loses the Ready. A node stopped (SIGSTOP) meanwhile takes nothing;
+        its fsync still ends on time, and it finishes the Ready when it resumes."""
         node.saving = rd
+        node.saved = False
         node.paused = True
         node.missed_ticks = 0
         node.inbox = []
@@ -447,8 +450,14 @@ class SimDriver(SimOracles):
                 return
             core = node.core
             assert core is not None
+            if not node.saved:  # the fsync ends: durable now, whether or not it is stopped
+                node.saved = True
+                self._persist(node, core, rd)
+                self._log(f"{node.id} save done{' (stopped)' if node.stopped else ''}")
+            if node.stopped:
+                return  # the process sees it when it resumes (SimFaults.resume)
             node.saving = None
-            self._log(f"{node.id} save done")
+            node.saved = False
             finish = functools.partial(self._finish_ready, node, core, rd, early)
             if self._guarded(node, "the end of a slow save", finish):
                 self.resume(node.id)  # what waited; the Ready loop goes on from there

@@ -102,7 +102,9 @@ class SimFaults(SimDriver):
         node.applied_log = {}  # the state machine is volatile: rebuilt from snapshot + log
         node.snapshot_job = None
         node.paused = False
+        node.stopped = False
         node.saving = None
+        node.saved = False
         node.leader_stepped_us = -1
         node.inbox = []
         node.seen_role = core.role
@@ -167,7 +169,8 @@ class SimFaults(SimDriver):
 
     def heal_disks(self) -> None:
         """Disks save at once again; a save still running ends now (not up to 2 s later,
-        which a liveness bound after a heal does not allow for)."""
+        which a liveness bound after a heal does not allow for; a stopped node sees it when
+        it resumes)."""
         for node in self.nodes:
             node.slow_until_us = 0
             if node.up and node.saving is not None and node.save_done is not None:
@@ -183,29 +186,47 @@ class SimFaults(SimDriver):
         its missed ticks (all as ONE input), then takes the remaining peer messages in
         arrival order, then the client calls. A paused node takes no client calls
         (``leader()`` skips it; requests wait in its inbox) and no compaction.
+
+        A node stopped inside a slow save (its save window) takes no ticks and no messages
+        either; the fsync it started runs on in the kernel and ends on time (durable: a crash
+        after that keeps it), but the node finishes the Ready only once resumed.
         """
         node = self.node(nid)
-        if not node.up or node.paused or node.core is None:
+        if not node.up or node.stopped or node.core is None:
             return
         node.paused = True
+        node.stopped = True
         node.missed_ticks = 0
-        node.inbox = []
         node.pause_lease_left = node.core.lease_remaining_ticks() if node.lease else 0
-        self._log(f"{node.id} PAUSE for {pause_us / 1000:.1f}ms")
+        saving = " (saving)" if node.saving is not None else ""
+        self._log(f"{node.id} PAUSE for {pause_us / 1000:.1f}ms{saving}")
         inc = node.incarnation
 
         def resume() -> None:
-            if node.up and node.paused and node.incarnation == inc:
+            if node.up and node.stopped and node.incarnation == inc:
                 self.resume(nid)
 
         self.after(pause_us, resume)
 
     def resume(self, nid: str) -> None:
-        """SIGCONT (and the end of a slow save, which is otherwise not resumed)."""
+        """SIGCONT, and the end of a slow save (``SimDriver._slow_save``).
+
+        A node stopped inside a save whose fsync ended meanwhile first finishes that Ready
+        (node.py's ``_handle_ready`` goes on), then resumes as any node. If the save still
+        runs, its save window goes on: the missed ticks are caught up and the messages the
+        core admits stepped, as below; the rest waits for the end of the save."""
         node = self.node(nid)
-        if not node.up or not node.paused or node.saving is not None:
+        if not node.up or not node.paused:
             return
-        node.paused = False
+        if node.stopped:
+            node.stopped = False
+            if node.saving is not None and node.saved and node.save_done is not None:
+                node.save_done()  # finishes the Ready, then resumes (the branch below)
+                return
+        elif node.saving is not None:
+            return  # in its save window, not stopped: the end of the save resumes it
+        window = node.saving is not None  # stopped in a save that still runs: it goes on
+        node.paused = window
         inc = node.incarnation
         missed, node.missed_ticks = node.missed_ticks, 0
         inbox, node.inbox = node.inbox, []
@@ -214,6 +235,7 @@ class SimFaults(SimDriver):
         assert core is not None
         requests = [m for m in inbox if isinstance(m, AcquireReq | RenewReq | ReleaseReq)]
         peer = [m for m in inbox if not isinstance(m, AcquireReq | RenewReq | ReleaseReq)]
+        first: list[Message] = []
         later: list[Message] = []
         try:
             # node.py's loop: the missed ticks are caught up BEFORE any peer message is
@@ -234,6 +256,7 @@ class SimFaults(SimDriver):
                     ):
                         node.echoed[m.src] = m.send_tick
                     core.step(m)
+                    first.append(m)
                 else:
                     later.append(m)
             for _ in range(missed):
@@ -242,7 +265,9 @@ class SimFaults(SimDriver):
             raise
         except Exception as exc:
             raise self._core_error(node, "resume (queued answers, missed ticks)", exc) from exc
-        for m in peer:  # received during the pause: heard "now", after the catch-up
+        # Received during the pause: heard "now", after the catch-up (in a save window that
+        # goes on, only what is stepped: _deliver dates the rest if it is admitted).
+        for m in first if window else peer:
             node.heard_tick[self._by_id[m.src].index] = core.tick_count
         self._after_input(node)
         if node.core is not None and node.core.role is Role.LEADER:
@@ -251,6 +276,9 @@ class SimFaults(SimDriver):
             if gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted
                 return
             self._deliver(pm)
+        if window:  # the rest waits for the end of the save
+            node.inbox.extend(requests)
+            return
         deferred, node.deferred = node.deferred, []
         for action in deferred:  # timers that fell due while it was stopped
             if gone(node, inc):  # crashed meanwhile (a failpoint), maybe restarted

@@ -128,9 +128,11 @@ class SimNode:
     seen_term: int = 0
     lease: bool = False
     crashes: int = 0
-    # SIGSTOP: while paused the clock runs on but the process does nothing; ticks are missed
-    # and messages wait in ``inbox``. ``pause_lease_left``: ticks its lease belief has left.
+    # ``paused``: input waits in ``inbox`` (the node is stopped, or saving: see below).
+    # ``stopped``: SIGSTOP: the clock runs on but the process does nothing; ticks are missed.
+    # ``pause_lease_left``: ticks its lease belief has left.
     paused: bool = False
+    stopped: bool = False
     missed_ticks: int = 0
     inbox: list[Message | ClientRequest] = field(default_factory=list)
     pause_lease_left: int = 0
@@ -176,10 +178,12 @@ class SimNode:
     # A slow disk (SimFaults.slow_disk): until ``slow_until_us`` every save of this node takes
     # a random time from ``slow_save_us``. ``saving``: the Ready whose save is running; the
     # node is then ``paused`` except for ticks and what RaftCore.steps_while_saving admits
-    # (node.py's save window).
+    # (node.py's save window). A stopped node's fsync runs on: ``saved`` once it is durable;
+    # the process sees it (finishes the Ready) when it resumes.
     slow_until_us: int = 0
     slow_save_us: tuple[int, int] = (0, 0)
     saving: Ready | None = None
+    saved: bool = False
     save_done: Callable[[], None] | None = None  # ends the running save (idempotent)
 
     @property

@@ -26,20 +26,27 @@ write bursts and KeepAliveRequest messages (hub), and leases lost (must be 0; th
 status is 1 otherwise).
 
 Prints one JSON object, then a table.
+
+Also W3's load generator: ``bench/loadgen.py keepalive --mode client`` (``bench/run.py --only
+w3``, the default ``--keepalive-mode client``) calls :func:`loadgen_keepalive` here: ONE
+``LeaseClient`` acquires the leases with :func:`acquire_leases` and keeps them alive with the
+shipped hub, in a process of its own, speaking loadgen.py's READY/MARK protocol.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,6 +57,9 @@ from raftlease.client import Lease, LeaseClient
 from raftlease.client._protocol import Lost, SendRenew, Sleep, Stopped
 from raftlease.client._rpc import KeepaliveMessages, renew_answer, renew_request, rpc_failure
 from raftlease.testing.local import LocalCluster
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -136,6 +146,33 @@ def _hub_totals(clients: list[LeaseClient]) -> tuple[int, int, int, int]:
     )
 
 
+def acquire_leases(
+    clients: list[LeaseClient],
+    indices: range,
+    ttl: float,
+    prefix: str,
+    on_lost: Callable[[Lease], object],
+    workers: int = 32,
+) -> list[Lease]:
+    """Acquire ``{prefix}{k}-{i}`` (holder ``bench-k``) on every client k for every i in
+    ``indices``, ``workers`` at a time on a temporary thread pool (gone when this returns):
+    each lease is kept alive by its client's hub from its grant on."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(
+                c.acquire, f"{prefix}{k}-{i}", ttl=ttl, holder=f"bench-{k}", on_lost=on_lost
+            )
+            for i in indices
+            for k, c in enumerate(clients)
+        ]
+        return [f.result() for f in futures]
+
+
+def release_leases(leases: list[Lease], workers: int = 32) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda le: le.release(), leases))
+
+
 def run_mode(
     cluster: LocalCluster, mode: str, n: int, ttl: float, hold: float, n_clients: int = 1
 ) -> dict[str, Any]:
@@ -151,20 +188,7 @@ def run_mode(
     lost: list[str] = []
     prefix = f"{mode}-{os.getpid()}-"
     t0 = time.monotonic()
-    leases: list[Lease] = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
-        futures = [
-            pool.submit(
-                c.acquire,
-                f"{prefix}{k}-{i}",
-                ttl=ttl,
-                holder=f"bench-{k}",
-                on_lost=lambda le: lost.append(le.name),
-            )
-            for i in range(n)
-            for k, c in enumerate(clients)
-        ]
-        leases = [f.result() for f in futures]
+    leases = acquire_leases(clients, range(n), ttl, prefix, lambda le: lost.append(le.name))
     acquire_s = time.monotonic() - t0
     time.sleep(min(2.0, ttl / 3))  # let the first renewals spread as they will
     stats0 = _hub_totals(clients)
@@ -190,8 +214,7 @@ def run_mode(
     if per_lease is not None:
         per_lease.stop.set()
     t_rel = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
-        list(pool.map(lambda le: le.release(), leases))
+    release_leases(leases)
     release_s = time.monotonic() - t_rel
     for c in clients:
         c.close()
@@ -222,6 +245,90 @@ def run_mode(
         "keepalive_streams": streams if per_lease is None else 0,
         "leases_lost": len(lost),
         "leases_invalid_at_end": invalid,
+    }
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def loadgen_keepalive(args: argparse.Namespace) -> dict[str, Any]:
+    """``bench/loadgen.py keepalive --mode client`` (W3): the shipped client's shape.
+
+    ONE blocking ``LeaseClient`` (endpoints: ``--endpoints``, else ``--target``) acquires
+    ``--leases`` leases of TTL ``--ttl-ms`` (:func:`acquire_leases`, 32 at a time) and keeps
+    them alive with its hub: one keepalive thread, one KeepAlive stream per node it renews on,
+    the renewals due within ``batch_ahead(ttl)`` sent together in ``items`` batches. The
+    protocol is loadgen.py's: with ``--mark-at M`` the first M leases are acquired, ``MARK``
+    printed and ``--pause-s`` slept; then the rest; then ``READY {...}``. The hub renews every
+    lease from its grant on (there is no keepalive-free pause, unlike ``--mode stream``); the
+    counters start ``--pause-s`` after READY and end at SIGTERM/SIGINT: renewals answered
+    RENEWED (and other answers), renewals sent, KeepAliveRequest messages and write bursts
+    (the hub's own counters), streams opened and failed, and this process's CPU (every
+    thread). Leases lost: ``on_lost`` calls plus leases not valid at the end, by reason. Then
+    the leases are released (32 at a time) and the client closed."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    endpoints = [e for e in (args.endpoints or args.target).split(",") if e]
+    ttl = args.ttl_ms / 1000.0
+    client = LeaseClient(endpoints, timeout=10.0)
+    lost: list[Lease] = []
+    prefix = f"ka-{os.getpid()}-"
+    t0 = time.monotonic()
+    mark = min(max(0, args.mark_at), args.leases)
+    leases = acquire_leases([client], range(mark), ttl, prefix, lost.append)
+    if mark:
+        print("MARK " + json.dumps({"leases": mark}), flush=True)
+        time.sleep(args.pause_s)
+    leases += acquire_leases([client], range(mark, args.leases), ttl, prefix, lost.append)
+    acquire_s = time.monotonic() - t0 - (args.pause_s if mark else 0.0)
+    print("READY " + json.dumps({"acquire_s": acquire_s}), flush=True)
+    stop.wait(args.pause_s)
+    stats = client._keepalives.hub.stats
+    s0 = dataclasses.asdict(stats)
+    cpu0, w0 = _cpu_s(), time.monotonic()
+    threads = threading.active_count()
+    while not stop.wait(0.5):
+        pass
+    wall = time.monotonic() - w0
+    cpu = _cpu_s() - cpu0
+    d = {k: v - s0[k] for k, v in dataclasses.asdict(stats).items()}
+    streams = len(client._keepalives.hub.targets())
+    ended = {id(le): le for le in lost}
+    ended.update({id(le): le for le in leases if not le.is_valid()})
+    reasons: dict[str, int] = {}
+    for le in ended.values():
+        why = str(getattr(le, "lost_reason", None) or "not valid at the end")[:160]
+        reasons[why] = reasons.get(why, 0) + 1
+    t_rel = time.monotonic()
+    release_leases(leases)
+    client.close()
+    return {
+        "leases": args.leases,
+        "mode": "client",
+        "period_s": ttl / 3.0,
+        "acquire_s": acquire_s,
+        "renewals_sent": d["renewals_sent"],
+        "renewals_ok": d["renewed"],
+        # answered, but not RENEWED (RETRY, NOT_LEADER, ...): the machine retries them
+        "renewals_failed": d["answers"] - d["renewed"],
+        "failure_codes": {"stream failed": d["streams_failed"]} if d["streams_failed"] else {},
+        "leases_lost": len(ended),
+        "lost_reasons": reasons,
+        "renewals_per_s": d["renewed"] / wall if wall > 0 else 0.0,
+        "messages": d["messages"],
+        "messages_per_s": d["messages"] / wall if wall > 0 else 0.0,
+        "write_bursts": d["writes"],
+        "renewals_per_message": d["renewals_sent"] / d["messages"] if d["messages"] else None,
+        "unary_renews": d["unary_sent"],
+        "streams_opened": d["streams_opened"],
+        "keepalive_streams": streams,
+        "threads": threads,
+        "client_cpu_s": cpu,
+        "wall_s": wall,
+        "release_s": time.monotonic() - t_rel,
     }
 
 

@@ -10,9 +10,12 @@
 
 Each prints one JSON object on its last stdout line. ``keepalive`` first acquires the leases,
 prints ``READY {...}``, keeps every lease alive (renewal every ttl/3, spread evenly over the
-period) until SIGTERM/SIGINT, then prints its counters. ``--mode stream`` (one KeepAlive
-stream per lease, an old client) and ``--mode renew`` (unary Renew per renewal) acquire every
-lease first; ``--mode batch`` (W6) plays ``--clients`` clients, each holding its share of the
+period) until SIGTERM/SIGINT, then prints its counters. ``--mode client`` (W3's default) is
+the shipped client: ONE ``LeaseClient`` acquires the leases and its keepalive hub renews them
+(one KeepAlive stream per node, renewals due together batched in ``items``; see
+bench/keepalive_hub.py ``loadgen_keepalive``). ``--mode stream`` (one KeepAlive stream per
+lease, an old client) and ``--mode renew`` (unary Renew per renewal) acquire every lease
+first; ``--mode batch`` (W6) plays ``--clients`` clients, each holding its share of the
 leases on ONE KeepAlive stream renewed in ``items`` batches, from each lease's grant on: see
 :class:`_BatchKeepalive`. In batch mode SIGUSR1 starts the measured phase ("hold"): the
 counters before it are reported as the acquisition phase. ``burst`` (W7 burst, see
@@ -411,6 +414,7 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "leases": args.leases,
         "mode": args.mode,
+        "keepalive_streams": args.leases if args.mode == "stream" else 0,
         "period_s": period,
         "acquire_s": acquire_s,
         "renewals_sent": sent,
@@ -422,6 +426,8 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
         "lost_reasons": lost_reasons,
         "retargets": tgt.retargets,
         "renewals_per_s": ok / wall if wall > 0 else 0.0,
+        # one KeepAliveRequest (or Renew) per renewal
+        "messages_per_s": sent / wall if wall > 0 else 0.0,
         "late_p50_ms": late[len(late) // 2] * 1000 if late else 0.0,
         "late_p99_ms": late[int(len(late) * 0.99)] * 1000 if late else 0.0,
         "client_cpu_s": cpu,
@@ -1274,9 +1280,10 @@ def main() -> None:
     a3.add_argument("--ttl-ms", type=int, default=10_000)
     a3.add_argument(
         "--mode",
-        choices=["stream", "renew", "batch"],
+        choices=["client", "stream", "renew", "batch"],
         default="stream",
-        help="stream: one KeepAlive stream per lease; renew: unary Renew; batch: --clients "
+        help="client: ONE LeaseClient (the shipped keepalive hub, bench/keepalive_hub.py); "
+        "stream: one KeepAlive stream per lease; renew: unary Renew; batch: --clients "
         "clients, one stream each, renewals in `items` batches",
     )
     a3.add_argument("--channels", type=int, default=8)
@@ -1314,6 +1321,10 @@ def main() -> None:
         out = asyncio.run(_burst(args))
     elif args.mode == "batch":
         out = asyncio.run(_keepalive_batch(args))
+    elif args.mode == "client":
+        from keepalive_hub import loadgen_keepalive  # bench/keepalive_hub.py
+
+        out = loadgen_keepalive(args)
     else:
         out = asyncio.run(_keepalive(args))
     print(json.dumps(out), flush=True)

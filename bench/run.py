@@ -5,6 +5,9 @@
     .venv/bin/python bench/run.py --only w1,w2    # a subset
     .venv/bin/python bench/run.py --w7            # also the 10-minute stability run
     .venv/bin/python bench/run.py --only w7b      # W7 burst: 10,000 acquisitions, lease lapses
+    .venv/bin/python bench/run.py --only w3 --w3-both
+                                                  # W3 as the shipped client keeps 1,000 leases
+                                                  # alive, and the old shape (a stream per lease)
     .venv/bin/python bench/run.py --with-etcd     # W1-W5 side by side with etcd 3.4, ratios
     .venv/bin/python bench/run.py --with-etcd --only w6 --w6-leases 1000,10000
                                                   # W6 side by side with etcd 3.4, per scale
@@ -13,7 +16,10 @@
 
 Each run starts a fresh cluster (3 real server processes, fresh data dirs, real fsync) on
 127.0.0.1; load generators are separate processes (bench/loadgen.py). CPU figures come from the
-processes' own accounting (psutil cpu_times user+sys deltas). Results: bench/results/<ts>.json
+processes' own accounting (psutil cpu_times user+sys deltas). W3 (--keepalive-mode client, the
+default) is ONE LeaseClient keeping 1,000 leases alive with its keepalive hub (one KeepAlive
+stream, renewals batched); --keepalive-mode stream is the old shape (a stream per lease), and
+--w3-both adds it as w3_stream_* figures. Results: bench/results/<ts>.json
 plus a table on stdout comparing each figure with the goal. Timing never sets the exit code.
 With --with-etcd (bench/etcd/sidebyside.py) each workload runs on raftlease and then on a
 local 3-member etcd 3.4 cluster, and the tables give both sides and their ratio per figure:
@@ -343,7 +349,15 @@ def run_w2(o: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- W3 / W6
-def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, Any]:
+def run_keepalive(
+    o: argparse.Namespace, leases: int, prefix: str, mode: str | None = None
+) -> dict[str, Any]:
+    """``leases`` leases (TTL 10 s) kept alive by bench/loadgen.py ``keepalive --mode MODE``
+    (default ``--keepalive-mode``) in a niced process of its own: cluster CPU over the window,
+    per node, leader RSS, renewals answered per second, leases lost, load generator CPU.
+    ``client``: ONE LeaseClient (its hub: one KeepAlive stream, batched renewals; see
+    bench/keepalive_hub.py); ``stream``: one KeepAlive stream per lease; ``renew``: unary."""
+    mode = mode or o.keepalive_mode
     window = 10.0 if o.quick else 30.0
     c, leader = fresh_cluster()
     with c:
@@ -365,7 +379,7 @@ def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, 
                 "--ttl-ms",
                 "10000",
                 "--mode",
-                o.keepalive_mode,
+                mode,
                 "--mark-at",
                 str(leases // 10),
             ],
@@ -388,6 +402,7 @@ def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, 
                 raise RuntimeError(f"keepalive loadgen: {line!r} {p.stderr.read()[-2000:]}")
             # The loadgen prints READY right after the acquisitions and waits 2 s before
             # opening any keepalive stream: this is the memory of `leases` held leases.
+            # (client mode: the client's one stream renews them from their grant on.)
             time.sleep(1.0)
             rss_held = c.rss(leader)
             time.sleep(5.0)  # the pause, then one renewal period (ttl/3) so every stream is open
@@ -421,17 +436,45 @@ def run_keepalive(o: argparse.Namespace, leases: int, prefix: str) -> dict[str, 
         f"{prefix}_leader_rss_mib": rss_kept / 2**20,
         f"{prefix}_renewals_per_s": r["renewals_per_s"],
         f"{prefix}_renewals_expected_per_s": leases / r["period_s"],
+        # KeepAliveRequest messages (or Renews) written per second: one per renewal except
+        # in client mode, where the hub batches renewals due together (`items`)
+        f"{prefix}_messages_per_s": r.get("messages_per_s"),
+        f"{prefix}_renewals_per_message": r.get("renewals_per_message"),
+        f"{prefix}_keepalive_streams": r.get("keepalive_streams"),
         f"{prefix}_renewals_failed": r["renewals_failed"],
         f"{prefix}_leases_lost": r.get("leases_lost", 0),
         f"{prefix}_lost_reasons": r.get("lost_reasons", {}),
         f"{prefix}_failure_codes": r.get("failure_codes", {}),
         f"{prefix}_failure_details": r.get("failure_details", {}),
         f"{prefix}_client_retargets": r.get("retargets", 0),
-        f"{prefix}_renewal_late_p99_ms": r.get("late_p99_ms", 0.0),
+        f"{prefix}_renewal_late_p99_ms": r.get("late_p99_ms"),  # not in client mode
         f"{prefix}_acquire_s": r["acquire_s"],
         f"{prefix}_client_cpu_pct": client_pct,
         f"{prefix}_leader_changes": changes,
     }
+
+
+def run_w3(o: argparse.Namespace) -> dict[str, Any]:
+    """W3: 1,000 leases kept alive in ``--keepalive-mode`` (default ``client``: the shipped
+    LeaseClient). With ``--w3-both`` also the old shape, a KeepAlive stream per lease, on a
+    fresh cluster: the same figures prefixed ``w3_stream_`` (``w3_stream_cluster_cpu_pct``)."""
+    r = run_keepalive(o, 1000, "w3")
+    if getattr(o, "w3_both", False):
+        if o.keepalive_mode == "stream":  # the main figure is the old shape already
+            r.update({f"w3_stream_{k[3:]}": v for k, v in r.items()})
+        else:
+            log("  W3 old shape (a stream per lease), for --w3-both")
+            wait_for_quiet()
+            r.update(run_keepalive(o, 1000, "w3_stream", "stream"))
+    return r
+
+
+W3_SHAPES = {
+    "client": "ONE LeaseClient (the shipped client): one KeepAlive stream, renewals due within "
+    "0.25 s batched in one message",
+    "stream": "a KeepAlive stream per lease (an old client), one request per renewal",
+    "renew": "a unary Renew per renewal",
+}
 
 
 # ---------------------------------------------------------------------------------- W6
@@ -1391,6 +1434,8 @@ def run_profile(o: argparse.Namespace, outdir: Path) -> dict[str, Any]:
                 "keepalive",
                 "--target",
                 c.nodes[leader].address,
+                "--endpoints",
+                ",".join(c.endpoints),
                 "--leases",
                 "1000",
                 "--mode",
@@ -1552,6 +1597,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 EXTRA_UNITS = {
+    "_messages_per_s": "msg/s",  # (before "_per_s": a few messages a second, 2 decimals)
     "_ms": "ms",
     "_pct": "% core",
     "_per_s": "/s",
@@ -1585,7 +1631,19 @@ def main() -> None:
     ap.add_argument("--w4-trials", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="py-spy + W1 timeline (see docs)")
     ap.add_argument(
-        "--keepalive-mode", choices=["stream", "renew"], default="stream", help="W3 only"
+        "--keepalive-mode",
+        choices=["client", "stream", "renew"],
+        default="client",
+        help="W3 only: client = ONE LeaseClient, the shipped keepalive (one stream, batched "
+        "renewals); stream = a KeepAlive stream per lease (the old shape); renew = unary Renew. "
+        "With --with-etcd, etcd's W3 is one shared LeaseKeepAlive stream (clientv3's shape) "
+        "for client, a stream per lease otherwise",
+    )
+    ap.add_argument(
+        "--w3-both",
+        action="store_true",
+        help="W3: also the old shape (a stream per lease) on a fresh cluster, reported as "
+        "w3_stream_* (w3_stream_cluster_cpu_pct); on both sides with --with-etcd",
     )
     ap.add_argument(
         "--w6-leases",
@@ -1683,7 +1741,7 @@ def main() -> None:
     fns = {
         "w1": run_w1,
         "w2": run_w2,
-        "w3": lambda o: run_keepalive(o, 1000, "w3"),
+        "w3": run_w3,
         "w4": run_w4,
         "w5": run_w5,
         "w6": run_w6,
@@ -1723,6 +1781,7 @@ def main() -> None:
         "runs": runs,
         "machine": facts,
         "keepalive_mode": o.keepalive_mode,
+        "w3_both": o.w3_both,
         "w6": {
             "scales": w6_scales(o),
             "clients": o.w6_clients,
@@ -1751,6 +1810,10 @@ def main() -> None:
         print(f"processes ran at niceness {o.nice} (shared machine; background load is recorded)")
     if o.whatif or NODE_OVERRIDES:
         print(f"WHAT-IF run: experiments {o.whatif or '-'}, node overrides {NODE_OVERRIDES}")
+    if "w3" in per_run:
+        print(f"W3 keepalive shape: {W3_SHAPES[o.keepalive_mode]}")
+        if o.w3_both and o.keepalive_mode != "stream":
+            print(f"W3 old shape (w3_stream_*): {W3_SHAPES['stream']}")
     print()
     print(table(summary))
     w6t = w6_table(summary, w6_scales(o)) if "w6" in per_run else ""

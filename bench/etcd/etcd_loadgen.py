@@ -16,8 +16,13 @@ proposals, what an etcd client does to take a named lock with a fresh lease. A r
     python bench/etcd/etcd_loadgen.py burst --target HOST:PORT --clients 16 --leases 10000
 
 Each prints one JSON object on its last stdout line; ``keepalive`` prints ``READY {...}``
-after the acquisitions, keeps every lease alive (one stream per lease, renewal every ttl/3,
-spread evenly) until SIGTERM/SIGINT, then prints its counters. ``w6`` is the etcd side of
+after the acquisitions, keeps every lease alive (renewal every ttl/3, spread evenly) until
+SIGTERM/SIGINT, then prints its counters: ``--mode stream`` (the default) one
+``LeaseKeepAlive`` stream per lease; ``--mode client`` the shape of etcd's Go client
+(clientv3): ONE ``LeaseKeepAlive`` stream per channel carrying every lease of that channel,
+one ``LeaseKeepAliveRequest`` per renewal (etcd has no batches), written without waiting
+for earlier answers, which a reader task matches by lease ID (bench/run.py's W3 uses
+``--channels 1``: one client, one connection, one stream). ``w6`` is the etcd side of
 bench/loadgen.py's ``keepalive --mode batch`` (W6), with the same output (see
 :class:`_W6Keepalive`): ``--clients`` clients, each with its own connection and ONE
 ``LeaseKeepAlive`` stream, one request per lease (etcd has no batches). ``burst`` is the
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import os
 import signal
@@ -54,6 +60,11 @@ TTL_S = 10
 def _self_cpu() -> float:
     t = os.times()
     return t.user + t.system
+
+
+def _q(s: list[float], q: float) -> float | None:
+    """The ``q`` quantile of the sorted ``s`` (None when empty)."""
+    return s[min(len(s) - 1, int(len(s) * q))] if s else None
 
 
 def put_if_absent(key: bytes, lease_id: int) -> rpc_pb2.TxnRequest:
@@ -180,6 +191,7 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     ttl_s = max(1, args.ttl_ms // 1000)
     lease_ids = [0] * args.leases
+    granted = [0.0] * args.leases  # LeaseGrant send time, then each renewal's answered send
     sem = asyncio.Semaphore(args.concurrency)
     t0 = loop.time()
 
@@ -187,6 +199,7 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
         async with sem:
             for _attempt in range(50):
                 try:
+                    granted[i] = loop.time()
                     g = await leases[i % nch].LeaseGrant(
                         rpc_pb2.LeaseGrantRequest(TTL=ttl_s), timeout=10
                     )
@@ -207,6 +220,9 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
     period = ttl_s / 3.0
     sent = ok = failed = lost = 0
     late: list[float] = []
+    answer_ms: list[float] = []
+    odd: dict[str, int] = {}
+    gone: set[int] = set()  # lease indices etcd answered TTL <= 0 for
     base = 0.0
 
     async def keep_stream(i: int) -> None:
@@ -235,10 +251,77 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 call.cancel()
 
+    async def read_answers(
+        call: Any, index: dict[int, int], inflight: dict[int, list[float]]
+    ) -> None:
+        """client mode: the answers of one shared stream, matched by lease ID."""
+        nonlocal ok, lost
+        while True:
+            resp = await call.read()
+            if resp is grpc.aio.EOF:
+                rl._count(odd, "stream ended by the server")
+                return
+            i = index.get(resp.ID)
+            sends = inflight.get(resp.ID)
+            if i is None or not sends:
+                rl._count(odd, "answer for no request in flight")
+                continue
+            t_send = sends.pop(0)  # etcd answers a stream's requests in order
+            answer_ms.append((loop.time() - t_send) * 1000)
+            if resp.TTL <= 0:
+                if i not in gone:
+                    gone.add(i)
+                    lost += 1
+                continue
+            ok += 1
+            granted[i] = max(granted[i], t_send)
+
+    async def keep_client(ch: int) -> None:
+        """client mode: every lease of channel ``ch`` renewed on ONE LeaseKeepAlive stream,
+        each every ``period`` (phases spread evenly over all leases), one request per
+        renewal, written as it falls due; a reader task takes the answers. A stream that ends
+        is reopened (renewals in flight on it are not re-sent: the next is a period later)."""
+        nonlocal sent, failed
+        mine = range(ch, args.leases, nch)
+        heap = [(base + period * i / args.leases, i) for i in mine]
+        heapq.heapify(heap)
+        index = {lease_ids[i]: i for i in mine}
+        while not stop.is_set():
+            call = leases[ch].LeaseKeepAlive()
+            inflight: dict[int, list[float]] = {}
+            reader = loop.create_task(read_answers(call, index, inflight))
+            try:
+                while not stop.is_set() and not reader.done():
+                    due, i = heap[0]
+                    delay = due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                        continue
+                    heapq.heapreplace(heap, (due + period, i))
+                    if i in gone:
+                        continue
+                    now = loop.time()
+                    late.append(now - due)
+                    inflight.setdefault(lease_ids[i], []).append(now)
+                    await call.write(rpc_pb2.LeaseKeepAliveRequest(ID=lease_ids[i]))
+                    sent += 1
+                if reader.done() and not reader.cancelled():
+                    reader.result()  # raises the stream's failure, if any
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                failed += 1
+            finally:
+                call.cancel()
+                reader.cancel()
+            if not stop.is_set():
+                await asyncio.sleep(0.05)
+
     print("READY " + json.dumps({"acquire_s": acquire_s}), flush=True)
     await asyncio.sleep(args.pause_s)
     base = loop.time() + 0.05
-    tasks = [loop.create_task(keep_stream(i)) for i in range(args.leases)]
+    if args.mode == "client":
+        tasks = [loop.create_task(keep_client(ch)) for ch in range(nch)]
+    else:
+        tasks = [loop.create_task(keep_stream(i)) for i in range(args.leases)]
     cpu0 = _self_cpu()
     t_keep = loop.time()
     await stop.wait()
@@ -249,16 +332,29 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for ch in channels:
         await ch.close()
+    end = loop.time()
+    expired = 0
+    if args.mode == "client":
+        # leases whose last answered renewal (or grant) is more than a TTL ago: etcd let them go
+        expired = sum(1 for i in range(args.leases) if i not in gone and granted[i] + ttl_s < end)
     late.sort()
+    answer_ms.sort()
     return {
         "leases": args.leases,
+        "mode": args.mode,
+        "keepalive_streams": nch if args.mode == "client" else args.leases,
         "period_s": period,
         "acquire_s": acquire_s,
         "renewals_sent": sent,
         "renewals_ok": ok,
         "renewals_failed": failed,
-        "leases_lost": lost,
+        "leases_lost": lost + expired,
+        "leases_expired": expired,
+        "oddities": odd,
         "renewals_per_s": ok / wall if wall > 0 else 0.0,
+        "messages_per_s": sent / wall if wall > 0 else 0.0,  # one request per renewal
+        "answer_p50_ms": _q(answer_ms, 0.5),
+        "answer_p99_ms": _q(answer_ms, 0.99),
         "late_p50_ms": late[len(late) // 2] * 1000 if late else 0.0,
         "late_p99_ms": late[int(len(late) * 0.99)] * 1000 if late else 0.0,
         "client_cpu_s": cpu,
@@ -432,6 +528,12 @@ def main() -> None:
     a3.add_argument("--target", required=True)
     a3.add_argument("--leases", type=int, default=1000)
     a3.add_argument("--ttl-ms", type=int, default=10_000)
+    a3.add_argument(
+        "--mode",
+        choices=["stream", "client"],
+        default="stream",
+        help="stream: a LeaseKeepAlive stream per lease; client: one per channel (clientv3)",
+    )
     a3.add_argument("--channels", type=int, default=8)
     a3.add_argument("--concurrency", type=int, default=64)
     a3.add_argument("--pause-s", type=float, default=2.0)

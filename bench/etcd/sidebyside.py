@@ -11,8 +11,14 @@ functions, unchanged; the etcd side is the same shape here, with raw gRPC client
   release = LeaseRevoke. Latency of the acquire pair: p50, p99.
 - W2: 16 clients (asyncio, one channel each), each acquiring and releasing its own key in a
   loop: acquisitions completed per second.
-- W3: 1,000 leases (TTL 10 s), each with its key, renewed every ttl/3 on its own
-  LeaseKeepAlive stream, phase-spread: cluster CPU over the window.
+- W3: 1,000 leases (TTL 10 s), each with its key, renewed every ttl/3, phase-spread, as
+  each system's shipped client does it (bench/run.py ``--keepalive-mode client``, the
+  default): raftlease ONE LeaseClient (one KeepAlive stream, renewals due together batched in
+  ``items``); etcd ONE LeaseKeepAlive stream on one connection, one request per renewal
+  written without waiting for earlier answers (clientv3's shape; etcd_loadgen.py
+  ``keepalive --mode client --channels 1``). With ``--keepalive-mode stream``/``renew`` both
+  sides use a stream per lease (etcd has no unary keepalive). ``--w3-both`` adds the
+  stream-per-lease shape on both sides as ``w3_stream_*``. Cluster CPU over the window.
 - W4: SIGKILL the leader; one thread per endpoint retries acquire (0.5 s timeout, ~5 ms
   apart) until one succeeds; restart the member and wait for a stable cluster; median and
   max over the trials.
@@ -76,6 +82,12 @@ FIGURES: list[tuple[str, str, str, str]] = [
     ("w1_acquire_p99_ms", "ms", "W1 acquire p99", "lower"),
     ("w2_acquisitions_per_s", "/s", "W2 acquisitions/s (16 clients)", "higher"),
     ("w3_cluster_cpu_pct", "% core", "W3 cluster CPU, 1,000 leases kept alive", "lower"),
+    (
+        "w3_stream_cluster_cpu_pct",
+        "% core",
+        "W3 old shape (a stream per lease): cluster CPU",
+        "lower",
+    ),
     ("w4_failover_median_s", "s", "W4 kill leader -> next acquire, median", "lower"),
     ("w4_failover_max_s", "s", "W4 kill leader -> next acquire, max", "lower"),
     ("w5_idle_cluster_cpu_pct", "% core", "W5 idle 3-node cluster CPU", "lower"),
@@ -88,8 +100,13 @@ EXTRAS: list[tuple[str, str, str, str]] = [
     ("w2_cluster_cpu_pct", "% core", "W2 cluster CPU", "lower"),
     ("w2_cluster_cpu_ms_per_acquisition", "ms", "W2 cluster CPU per acquisition", "lower"),
     ("w3_renewals_per_s", "/s", "W3 renewals/s (expected 300)", "higher"),
+    ("w3_messages_per_s", "msg/s", "W3 keepalive messages/s written", "lower"),
+    ("w3_leases_lost", "", "W3 leases lost", "lower"),
+    ("w3_client_cpu_pct", "% core", "W3 load generator CPU", ""),
     ("w3_cluster_cpu_ms_per_renewal", "ms", "W3 cluster CPU per renewal", "lower"),
     ("w3_leader_rss_mib", "MiB", "W3 leader RSS, 1,000 leases kept alive", "lower"),
+    ("w3_stream_renewals_per_s", "/s", "W3 old shape: renewals/s", "higher"),
+    ("w3_stream_cluster_cpu_ms_per_renewal", "ms", "W3 old shape: CPU per renewal", "lower"),
     ("w4_elected_after_median_s", "s", "W4 kill -> new leader in the logs, median", "lower"),
     ("w5_idle_leader_cpu_pct", "% core", "W5 idle leader CPU", "lower"),
 ]
@@ -305,6 +322,24 @@ def etcd_w2(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- W3
 def etcd_w3(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
+    """etcd's W3 in the shape matching raftlease's ``--keepalive-mode`` (client: one shared
+    LeaseKeepAlive stream, clientv3's; else a stream per lease); with ``--w3-both`` also the
+    stream-per-lease shape on a fresh cluster, as ``w3_stream_*``."""
+    mode = "client" if o.keepalive_mode == "client" else "stream"
+    r = etcd_keepalive(o, h, mode, "w3")
+    if getattr(o, "w3_both", False):
+        if mode == "stream":
+            r.update({f"w3_stream_{k[3:]}": v for k, v in r.items()})
+        else:
+            h.log("  etcd W3 old shape (a stream per lease), for --w3-both")
+            h.wait_for_quiet()
+            r.update(etcd_keepalive(o, h, "stream", "w3_stream"))
+    return r
+
+
+def etcd_keepalive(o: argparse.Namespace, h: ModuleType, mode: str, prefix: str) -> dict[str, Any]:
+    """1,000 etcd leases kept alive by etcd_loadgen.py ``keepalive --mode MODE`` (client: one
+    connection, one shared stream): the figures of bench/run.py's run_keepalive."""
     leases = 1000
     window = 10.0 if o.quick else 30.0
     c, leader = fresh_etcd()
@@ -324,6 +359,9 @@ def etcd_w3(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
                 str(leases),
                 "--ttl-ms",
                 "10000",
+                "--mode",
+                mode,
+                *(["--channels", "1"] if mode == "client" else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -355,22 +393,27 @@ def etcd_w3(o: argparse.Namespace, h: ModuleType) -> dict[str, Any]:
         r = json.loads(lines[-1])
         changes = elections(c)
     client_pct = 100.0 * r["client_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
+    p_ = prefix
     return {
-        "w3_background_cpu_pct": max(0.0, busy - total - client_pct),
-        "w3_cluster_cpu_pct": total,
-        "w3_leader_cpu_pct": per.get(leader),
-        "w3_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
-        "w3_leader_bytes_per_lease_held": (rss_held - rss0) / leases,
-        "w3_leader_bytes_per_lease_kept_alive": (rss_kept - rss0) / leases,
-        "w3_leader_rss_mib": rss_kept / 2**20,
-        "w3_renewals_per_s": r["renewals_per_s"],
-        "w3_renewals_expected_per_s": leases / r["period_s"],
-        "w3_renewals_failed": r["renewals_failed"],
-        "w3_leases_lost": r["leases_lost"],
-        "w3_renewal_late_p99_ms": r["late_p99_ms"],
-        "w3_acquire_s": r["acquire_s"],
-        "w3_client_cpu_pct": client_pct,
-        "w3_leader_changes": changes,
+        f"{p_}_background_cpu_pct": max(0.0, busy - total - client_pct),
+        f"{p_}_cluster_cpu_pct": total,
+        f"{p_}_leader_cpu_pct": per.get(leader),
+        f"{p_}_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
+        f"{p_}_leader_bytes_per_lease_held": (rss_held - rss0) / leases,
+        f"{p_}_leader_bytes_per_lease_kept_alive": (rss_kept - rss0) / leases,
+        f"{p_}_leader_rss_mib": rss_kept / 2**20,
+        f"{p_}_renewals_per_s": r["renewals_per_s"],
+        f"{p_}_renewals_expected_per_s": leases / r["period_s"],
+        f"{p_}_messages_per_s": r.get("messages_per_s"),
+        f"{p_}_keepalive_streams": r.get("keepalive_streams"),
+        f"{p_}_renewals_failed": r["renewals_failed"],
+        f"{p_}_leases_lost": r["leases_lost"],
+        f"{p_}_renewal_late_p99_ms": r["late_p99_ms"],
+        f"{p_}_answer_p99_ms": r.get("answer_p99_ms"),
+        f"{p_}_oddities": r.get("oddities", {}),
+        f"{p_}_acquire_s": r["acquire_s"],
+        f"{p_}_client_cpu_pct": client_pct,
+        f"{p_}_leader_changes": changes,
     }
 
 
@@ -561,18 +604,27 @@ ETCD_FNS: dict[str, Callable[[argparse.Namespace, ModuleType], dict[str, Any]]] 
 # (streams failing, a retarget) measured a different load: its CPU figure is set aside as
 # w3_cluster_cpu_pct_short_run and kept out of the medians and ratios.
 W3_MIN_RENEWAL_SHARE = 0.95
+W3_SHAPES = {
+    "client": "each system's shipped client: raftlease ONE LeaseClient (one KeepAlive stream, "
+    "renewals due within 0.25 s batched in one message); etcd ONE LeaseKeepAlive stream, one "
+    "request per renewal (clientv3)",
+    "stream": "a keepalive stream per lease on both sides, one request per renewal",
+    "renew": "raftlease a unary Renew per renewal; etcd a LeaseKeepAlive stream per lease",
+}
 # A side "wins" a figure only when every round's ratio is at least this far from 1.
 VERDICT_MARGIN = 0.05
 
 
 def _derive(r: dict[str, Any]) -> None:
-    exp = r.get("w3_renewals_expected_per_s")
-    got = r.get("w3_renewals_per_s")
-    if _num(exp) and _num(got) and got < W3_MIN_RENEWAL_SHARE * exp and "w3_cluster_cpu_pct" in r:
-        r["w3_cluster_cpu_pct_short_run"] = r.pop("w3_cluster_cpu_pct")
-        r.pop("w3_cluster_cpu_ms_per_renewal", None)
-    if r.get("w3_renewals_per_s") and r.get("w3_cluster_cpu_pct") is not None:
-        r["w3_cluster_cpu_ms_per_renewal"] = 10.0 * r["w3_cluster_cpu_pct"] / r["w3_renewals_per_s"]
+    for w3 in ("w3", "w3_stream"):  # today's shape and, with --w3-both, the old one
+        exp = r.get(f"{w3}_renewals_expected_per_s")
+        got = r.get(f"{w3}_renewals_per_s")
+        cpu = f"{w3}_cluster_cpu_pct"
+        if _num(exp) and _num(got) and got < W3_MIN_RENEWAL_SHARE * exp and cpu in r:
+            r[f"{cpu}_short_run"] = r.pop(cpu)
+            r.pop(f"{w3}_cluster_cpu_ms_per_renewal", None)
+        if r.get(f"{w3}_renewals_per_s") and r.get(cpu) is not None:
+            r[f"{w3}_cluster_cpu_ms_per_renewal"] = 10.0 * r[cpu] / r[f"{w3}_renewals_per_s"]
     for k in [k for k in r if k.startswith("w6_") and k.endswith("_client_cpu_pct")]:
         pre = k.removesuffix("_client_cpu_pct")
         ren = r.get(f"{pre}_renewals_per_s")
@@ -707,7 +759,7 @@ def main(o: argparse.Namespace, selected: list[str], runs: int, h: ModuleType) -
     raft_fns = {
         "w1": h.run_w1,
         "w2": h.run_w2,
-        "w3": lambda o: h.run_keepalive(o, 1000, "w3"),
+        "w3": h.run_w3,
         "w4": h.run_w4,
         "w5": h.run_w5,
         "w7b": h.run_w7burst,
@@ -799,6 +851,8 @@ def _result(
         "quick": o.quick,
         "nice": o.nice,
         "w4_trials": o.w4_trials,
+        "keepalive_mode": o.keepalive_mode,
+        "w3_both": o.w3_both,
         "w6": (
             {
                 "scales": scales,
@@ -844,11 +898,17 @@ def report(result: dict[str, Any]) -> None:
         f"command: {result['command']}   rounds: {len(rounds)} (raftlease then etcd per "
         f"workload), W4 trials per run: {result['w4_trials']}"
     )
+    km = result.get("keepalive_mode")
+    if km and "w3" in result.get("workloads", []):
+        print(f"W3 shape: {W3_SHAPES.get(km, km)}")
+        if result.get("w3_both") and km != "stream":
+            print(f"W3 old shape (w3_stream_*): {W3_SHAPES['stream']}")
     short = [
-        f"round {i + 1} {side}"
+        f"round {i + 1} {side}{' (old shape)' if w3 == 'w3_stream' else ''}"
         for i, rnd in enumerate(rounds)
         for side in ("raftlease", "etcd")
-        if "w3_cluster_cpu_pct_short_run" in rnd[side]
+        for w3 in ("w3", "w3_stream")
+        if f"{w3}_cluster_cpu_pct_short_run" in rnd[side]
     ]
     if short:
         print(

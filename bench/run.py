@@ -421,21 +421,14 @@ def run_keepalive(
             raise RuntimeError(f"keepalive loadgen gave no result: {err[-2000:]}")
         r = json.loads(lines[-1])
         changes = len(c.leader_changes_in_logs()) - 1
-    client_pct = 100.0 * r["client_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
     return {
-        f"{prefix}_background_cpu_pct": max(0.0, busy - total - client_pct),
-        f"{prefix}_cluster_cpu_pct": total,
-        f"{prefix}_leader_cpu_pct": per.get(leader),
-        f"{prefix}_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
-        f"{prefix}_leader_bytes_per_lease_held": (rss_held - rss0) / leases,
-        f"{prefix}_leader_bytes_per_lease_kept_alive": (rss_kept - rss0) / leases,
+        **keepalive_figures(
+            prefix, r, leases, total, per, leader, busy, (rss0, rss_held, rss_kept)
+        ),
         # The slope: what each lease past the first tenth added (no fresh-process growth).
         f"{prefix}_leader_bytes_per_extra_lease_held": (
             (rss_held - rss_mark) / (leases - leases // 10) if rss_mark is not None else None
         ),
-        f"{prefix}_leader_rss_mib": rss_kept / 2**20,
-        f"{prefix}_renewals_per_s": r["renewals_per_s"],
-        f"{prefix}_renewals_expected_per_s": leases / r["period_s"],
         # KeepAliveRequest messages (or Renews) written per second: one per renewal except
         # in client mode, where the hub batches renewals due together (`items`)
         f"{prefix}_messages_per_s": r.get("messages_per_s"),
@@ -449,8 +442,36 @@ def run_keepalive(
         f"{prefix}_client_retargets": r.get("retargets", 0),
         f"{prefix}_renewal_late_p99_ms": r.get("late_p99_ms"),  # not in client mode
         f"{prefix}_acquire_s": r["acquire_s"],
-        f"{prefix}_client_cpu_pct": client_pct,
         f"{prefix}_leader_changes": changes,
+    }
+
+
+def keepalive_figures(
+    prefix: str,
+    r: dict[str, Any],
+    leases: int,
+    total: float,
+    per: dict[str, float],
+    leader: str,
+    busy: float,
+    rss: tuple[int, int, int],
+) -> dict[str, Any]:
+    """The figures of a keepalive run that raftlease's and etcd's W3 share: CPU (cluster,
+    leader, followers, load generator, the rest of the machine), leader RSS (``rss``: before,
+    with the leases held, kept alive) and renewals. ``r``: the load generator's JSON."""
+    rss0, rss_held, rss_kept = rss
+    client_pct = 100.0 * r["client_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
+    return {
+        f"{prefix}_background_cpu_pct": max(0.0, busy - total - client_pct),
+        f"{prefix}_cluster_cpu_pct": total,
+        f"{prefix}_leader_cpu_pct": per.get(leader),
+        f"{prefix}_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
+        f"{prefix}_client_cpu_pct": client_pct,
+        f"{prefix}_leader_bytes_per_lease_held": (rss_held - rss0) / leases,
+        f"{prefix}_leader_bytes_per_lease_kept_alive": (rss_kept - rss0) / leases,
+        f"{prefix}_leader_rss_mib": rss_kept / 2**20,
+        f"{prefix}_renewals_per_s": r["renewals_per_s"],
+        f"{prefix}_renewals_expected_per_s": leases / r["period_s"],
     }
 
 

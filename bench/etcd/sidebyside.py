@@ -392,18 +392,11 @@ def etcd_keepalive(o: argparse.Namespace, h: ModuleType, mode: str, prefix: str)
             raise RuntimeError(f"etcd keepalive loadgen gave no result: {err[-2000:]}")
         r = json.loads(lines[-1])
         changes = elections(c)
-    client_pct = 100.0 * r["client_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
     p_ = prefix
     return {
-        f"{p_}_background_cpu_pct": max(0.0, busy - total - client_pct),
-        f"{p_}_cluster_cpu_pct": total,
-        f"{p_}_leader_cpu_pct": per.get(leader),
-        f"{p_}_follower_cpu_pct": statistics.fmean(v for k, v in per.items() if k != leader),
-        f"{p_}_leader_bytes_per_lease_held": (rss_held - rss0) / leases,
-        f"{p_}_leader_bytes_per_lease_kept_alive": (rss_kept - rss0) / leases,
-        f"{p_}_leader_rss_mib": rss_kept / 2**20,
-        f"{p_}_renewals_per_s": r["renewals_per_s"],
-        f"{p_}_renewals_expected_per_s": leases / r["period_s"],
+        **h.keepalive_figures(
+            prefix, r, leases, total, per, leader, busy, (rss0, rss_held, rss_kept)
+        ),
         f"{p_}_messages_per_s": r.get("messages_per_s"),
         f"{p_}_keepalive_streams": r.get("keepalive_streams"),
         f"{p_}_renewals_failed": r["renewals_failed"],
@@ -412,7 +405,6 @@ def etcd_keepalive(o: argparse.Namespace, h: ModuleType, mode: str, prefix: str)
         f"{p_}_answer_p99_ms": r.get("answer_p99_ms"),
         f"{p_}_oddities": r.get("oddities", {}),
         f"{p_}_acquire_s": r["acquire_s"],
-        f"{p_}_client_cpu_pct": client_pct,
         f"{p_}_leader_changes": changes,
     }
 

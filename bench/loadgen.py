@@ -199,6 +199,8 @@ class _Target:
         self.gen = 0
         self.retargets = 0
         self._lock = asyncio.Lock()
+        # The search itself is _Leader's (also the batch clients'), bounded to 10 s.
+        self.leader = _Leader(self.address, self.endpoints, search_s=10.0)
         self._open(self.address)
 
     def _open(self, address: str) -> None:
@@ -213,22 +215,8 @@ class _Target:
         async with self._lock:
             if self.gen != seen_gen:
                 return  # someone already moved us
-            new = None
-            for _ in range(200):
-                for ep in self.endpoints:
-                    async with grpc.aio.insecure_channel(ep) as ch:
-                        try:
-                            st = await cluster_pb2_grpc.ClusterStub(ch).Status(
-                                cluster_pb2.StatusRequest(), timeout=0.3
-                            )
-                        except grpc.aio.AioRpcError:
-                            continue
-                    if st.leader_id and st.leader_id == st.node_id:
-                        new = ep
-                        break
-                if new:
-                    break
-                await asyncio.sleep(0.05)
+            await self.leader.find(self.leader.gen)
+            new = self.leader.address
             self.gen += 1
             if not new or new == self.address:
                 # Same leader (e.g. it answered UNAVAILABLE while its leader lease lapsed):

@@ -62,11 +62,6 @@ def _self_cpu() -> float:
     return t.user + t.system
 
 
-def _q(s: list[float], q: float) -> float | None:
-    """The ``q`` quantile of the sorted ``s`` (None when empty)."""
-    return s[min(len(s) - 1, int(len(s) * q))] if s else None
-
-
 def put_if_absent(key: bytes, lease_id: int) -> rpc_pb2.TxnRequest:
     return rpc_pb2.TxnRequest(
         compare=[
@@ -353,8 +348,8 @@ async def _keepalive(args: argparse.Namespace) -> dict[str, Any]:
         "oddities": odd,
         "renewals_per_s": ok / wall if wall > 0 else 0.0,
         "messages_per_s": sent / wall if wall > 0 else 0.0,  # one request per renewal
-        "answer_p50_ms": _q(answer_ms, 0.5),
-        "answer_p99_ms": _q(answer_ms, 0.99),
+        "answer_p50_ms": rl._q(answer_ms, 0.5) if answer_ms else None,
+        "answer_p99_ms": rl._q(answer_ms, 0.99) if answer_ms else None,
         "late_p50_ms": late[len(late) // 2] * 1000 if late else 0.0,
         "late_p99_ms": late[int(len(late) * 0.99)] * 1000 if late else 0.0,
         "client_cpu_s": cpu,

@@ -56,7 +56,7 @@ from raftlease.testing.checkers import LeaseStats, SafetyViolation
 from raftlease.testing.clients import ClientParams
 from raftlease.testing.network import LinkParams
 from raftlease.testing.sim import PARTITION_SHAPES, CoreFactory, LivenessResult, SimCluster
-from raftlease.types import NodeId, Role
+from raftlease.types import NodeId
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -669,14 +669,7 @@ def schedule_faults(
             sim.after(rng.randint(*mix.flaky_us), end_flaky(state["flaky_epoch"]))
             log(f"fault: flaky {'all' if links is None else len(links)} links {params}")
         elif kind == "pause":
-            # The leader as a SIGSTOP sees it: one in the middle of a slow save is a target
-            # too (sim.leader() skips it, as it takes no client calls then).
-            leaders = [
-                node
-                for node in sim.nodes
-                if node.up and not node.stopped and node.core and node.core.role is Role.LEADER
-            ]
-            lead = max(leaders, key=lambda n: n.core.term if n.core else 0, default=None)
+            lead = sim.leader(saving=True)  # one in the middle of a slow save is a target too
             up = [node.id for node in sim.nodes if node.up]
             if not up:
                 return

@@ -75,14 +75,17 @@ class SimScheduler:
         if self.trace is not None:
             self.trace(f"[{self.now / 1000:10.3f}ms] {text}")
 
-    def leader(self) -> SimNode | None:
-        """The running (up, not paused) leader in the highest term, or None."""
+    def leader(self, *, saving: bool = False) -> SimNode | None:
+        """The running (up, not paused) leader in the highest term, or None. ``saving``:
+        also one in the middle of a slow save (paused for client calls, not stopped), as a
+        SIGSTOP sees it."""
         best: SimNode | None = None
         for node in self.nodes:
             core = node.core
             if (
                 node.up
-                and not node.paused
+                and not node.stopped
+                and (saving or not node.paused)
                 and core is not None
                 and core.role is Role.LEADER
                 and (best is None or (best.core is not None and core.term > best.core.term))

@@ -102,6 +102,12 @@ def _address(text: str) -> str:
     return address
 
 
+def _peer_listen(text: str) -> str:
+    """argparse type of --peer-listen: ``auto``, ``off`` or one HOST:PORT."""
+    word = text.strip().lower()
+    return word if word in ("auto", "off") else _address(text)
+
+
 def _address_list(text: str) -> list[str]:
     """argparse type: ``HOST:PORT,HOST:PORT,...`` (at least one)."""
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -920,6 +926,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ID=HOST:PORT,...",
         help="where clients reach each node, if peer links go through proxies (default: --peers)",
+    )
+    p.add_argument(
+        "--peer-listen",
+        default=None,
+        type=_peer_listen,
+        metavar="HOST:PORT|auto|off",
+        help="where this node takes its peers' Raft messages over plain TCP, a third of "
+        "gRPC's CPU per message: auto (default) a free port on the --listen host, announced "
+        "to each peer over its gRPC link; HOST:PORT a fixed one (firewalls); off keeps them "
+        "on gRPC. Never with TLS (docs/transport.md)",
+    )
+    p.add_argument(
+        "--peer-links",
+        type=parse_peers,
+        default=None,
+        metavar="ID=HOST:PORT,...",
+        help="dial a peer's TCP link at this address instead of the port it announces on "
+        "its --peers host (proxies, NAT)",
     )
     p.add_argument(
         "--join",

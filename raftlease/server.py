@@ -63,6 +63,7 @@ from raftlease.transport.grpc import (
     GrpcTransport,
     PeerServicer,
 )
+from raftlease.transport.tcp import PeerListener
 from raftlease.types import NAME_MAX, NAME_PATTERN, NodeId
 from raftlease.v1 import (
     cluster_pb2,
@@ -996,6 +997,8 @@ SERVE_FLAGS: Mapping[str, str] = {
     "node_id": "--id",
     "peers": "--peers",
     "client_addresses": "--client-addresses",
+    "peer_listen": "--peer-listen",
+    "peer_links": "--peer-links",
     "cluster_id": "--cluster-id",
     "tick_s": "--tick",
 }
@@ -1196,6 +1199,13 @@ async def serve(
     except ValueError as e:
         raise ServeRefused(f"RAFTLEASE_FAILPOINTS: {e}") from None
     check_port_free(listen)
+    if cfg.peer_listen not in ("auto", "off") and tls is None:
+        if _host_port(cfg.peer_listen) == _host_port(listen):
+            raise ServeRefused(f"--peer-listen {cfg.peer_listen} is the --listen address")
+        try:
+            check_port_free(cfg.peer_listen)
+        except ServeRefused as e:
+            raise ServeRefused(f"--peer-listen: {e}") from None
     if metrics is not None:
         check_metrics_address(metrics, listen)
     interceptor = AuthInterceptor(auth) if auth is not None else None
@@ -1246,6 +1256,7 @@ async def serve(
             {str(k): v for k, v in cfg.peers.items()},
             cfg.safety_settings(),
             credentials=tls.peer_credentials() if tls is not None else None,
+            tcp_addresses={str(k): v for k, v in cfg.peer_links.items()},
         )
         node_storage: Storage = storage
         node_transport: Transport = transport
@@ -1295,6 +1306,21 @@ async def serve(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (READY_SERVICE, LEASE_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    peer_listener: PeerListener | None = None
+    tcp_port = 0
+    if cfg.peer_listen != "off" and tls is None:
+        peer_listener = PeerListener(peer_servicer)
+        auto = cfg.peer_listen == "auto"
+        host, port = _host_port(listen if auto else cfg.peer_listen)
+        try:
+            tcp_port = await peer_listener.start(host, 0 if auto else port)
+        except OSError as e:
+            await server.stop(None)
+            storage.close()
+            if metrics_server is not None:
+                metrics_server.close()
+            reason = (e.strerror or str(e)).lower()
+            raise ServeRefused(f"--peer-listen: cannot listen on {host}:{port}: {reason}") from None
     await server.start()
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -1306,6 +1332,11 @@ async def serve(
     )
     if metrics is not None:
         log.info("metrics at http://%s/metrics", metrics)
+    if peer_listener is not None:
+        log.info("peer link: plain TCP on port %d, announced to peers (--peer-listen)", tcp_port)
+    else:
+        why = "TLS" if tls is not None else "--peer-listen off"
+        log.info("peer link: gRPC only (%s)", why)
     log.info(
         "security: %s; %s",
         "mutual TLS (peers checked by certificate)" if tls is not None else "plaintext, no TLS",
@@ -1333,6 +1364,8 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
         node.stop()
         stop_task.cancel()
+        if peer_listener is not None:
+            await peer_listener.close()
         await server.stop(grace=0.5)
         if metrics_server is not None:
             metrics_server.close()

@@ -96,6 +96,12 @@ class ServerConfig:
     seed: seed of the election-timeout randomness (None: from the OS).
     raft_overrides: other RaftConfig fields (lease_ticks, max_entries_per_append,
         max_inflight, pre_vote, check_quorum); RaftConfig's defaults otherwise.
+    peer_listen: where this node takes plain-TCP peer links (raftlease/transport/tcp.py):
+        "auto" (default) a free port on the host it listens on, announced to each peer over
+        its gRPC link; "HOST:PORT" a fixed one (firewalls); "off": none, Raft messages to
+        this node stay on gRPC. Never with TLS (that link has no encryption yet).
+    peer_links: where to dial a peer's TCP link instead of the port it announces, on the
+        host of its peer address (proxies, NAT; the jepsen-style harness).
     """
 
     node_id: NodeId
@@ -115,6 +121,8 @@ class ServerConfig:
     max_leases_per_holder: int = 100_000
     seed: int | None = None
     raft_overrides: dict[str, Any] = field(default_factory=dict)
+    peer_listen: str = "auto"
+    peer_links: dict[NodeId, str] = field(default_factory=dict)
     # Joining an existing cluster (`serve --join`): no bootstrap configuration; ``peers`` is
     # only an address book until the leader replicates a configuration containing this node.
     join: bool = False
@@ -174,6 +182,10 @@ class ServerConfig:
                 f"{name('client_addresses')} names {', '.join(strangers)}, not one of "
                 f"{name('peers')} ({', '.join(sorted(self.peers))}): give addresses of "
                 "members only"
+            )
+        if self.peer_listen not in ("auto", "off") and ":" not in self.peer_listen:
+            out.append(
+                f"{name('peer_listen')} must be HOST:PORT, auto or off, got {self.peer_listen!r}"
             )
         if not self.cluster_id.strip():
             out.append(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 
 from raftlease.codec import message_from_pb, message_to_pb
+from raftlease.transport import tcp
 from raftlease.v1 import raft_pb2, raft_pb2_grpc
 
 if TYPE_CHECKING:
@@ -39,6 +40,11 @@ QUEUE_LIMIT = 8192
 MIN_BACKOFF_S = 0.02
 MAX_BACKOFF_S = 0.2
 BATCH_LIMIT = 256
+# How long a dialer waits for the peer's answer about the TCP link (and for that link's hello).
+ANNOUNCE_TIMEOUT_S = 1.0
+# How long a link waits for its gRPC channel to connect before it starts over (dropping what
+# queued meanwhile, so a healed partition does not replay a stale backlog).
+CONNECT_TIMEOUT_S = 1.0
 
 CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -51,6 +57,9 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 200),
     ("grpc.enable_retries", 0),
+    # Its own connection per channel: a link that moved to TCP closes its channel, and with
+    # the process-wide pool an earlier channel's subchannel could keep that connection up.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 
@@ -62,6 +71,9 @@ SETTINGS_METADATA_KEY = "raftlease-safety-settings"
 # Where the dialing node listens for peers: a node learns the address of a member its
 # configuration does not name yet (a new leader, seen by a member whose log lags) from it.
 ADDRESS_METADATA_KEY = "raftlease-peer-address"
+# The receiving node's answer, as initial metadata of ``Send``: the port of its plain-TCP
+# peer link, or "off" (raftlease/transport/tcp.py).
+LINK_PORT_METADATA_KEY = "raftlease-link-port"
 
 
 class _Link:
@@ -72,9 +84,18 @@ class _Link:
         cluster_id: str,
         settings: str,
         credentials: grpc.ChannelCredentials | None = None,
+        hello: dict[str, str] | None = None,
+        tcp_address: str | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.address = address
+        # The plain-TCP link (raftlease/transport/tcp.py): the hello it opens with (None: this
+        # node never moves off gRPC), where to dial it if not at the port the peer announces,
+        # and, while it is up, its writer (``GrpcTransport.send`` writes frames straight on it).
+        self.hello = hello
+        self.tcp_address = tcp_address
+        self.writer: asyncio.StreamWriter | None = None
+        self.tcp_warned: str | None = None
         self.credentials = credentials  # TLS: verify the peer, present our certificate
         self.cluster_id = cluster_id
         self.metadata: tuple[tuple[str, str], ...] = ((SETTINGS_METADATA_KEY, settings),)
@@ -106,6 +127,91 @@ class _Link:
             batch = await self._next_batch()
             await call.write(batch)
 
+    async def _tcp_link(
+        self, call: grpc.aio.StreamUnaryCall[raft_pb2.PeerBatch, Any]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The plain-TCP link, once the peer announced one and it answered; None if it
+        announced none ("off", or the call ended: a refusal shows on the gRPC side) or its port
+        does not answer. Raises tcp.LinkRefused if the peer refused the TCP link."""
+        md = await call.initial_metadata()
+        port = dict(md or ()).get(LINK_PORT_METADATA_KEY)
+        if self.hello is None or not isinstance(port, str) or not port.isdigit():
+            return None
+        address = self.tcp_address or f"{self.address.rpartition(':')[0]}:{port}"
+        try:
+            return await tcp.dial(address, self.hello, wait_s=ANNOUNCE_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as e:
+            reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if self.tcp_warned != reason:
+                self.tcp_warned = reason
+                log.warning(
+                    "peer %s announced its TCP link at %s, which does not answer (%s): Raft "
+                    "messages to %s stay on gRPC (open that port, or see --peer-listen)",
+                    self.peer_id,
+                    address,
+                    reason,
+                    self.peer_id,
+                )
+            return None
+
+    async def _open(
+        self, call: grpc.aio.StreamUnaryCall[raft_pb2.PeerBatch, Any]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Carry this link's messages on ``call`` until the peer's answer about the TCP link
+        comes; the TCP link if it is up (``call`` then ends with nothing more on it), else
+        None after the gRPC call ended (raising why). An older node announces nothing before
+        the call ends: its messages go over gRPC all along."""
+        loop = asyncio.get_running_loop()
+        announced = loop.create_task(self._tcp_link(call))
+        pump: asyncio.Task[None] | None = None
+        try:
+            done, _ = await asyncio.wait({announced}, timeout=ANNOUNCE_TIMEOUT_S)
+            if not done:
+                # No answer yet (a peer still starting, an older version): meanwhile, gRPC.
+                log.debug("link to %s: no answer about its TCP link yet: on gRPC", self.peer_id)
+                pump = loop.create_task(self._pump(call))
+                await asyncio.wait({announced, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if pump is not None and pump.done():
+                pump.result()  # the call broke: raises why
+            link = announced.result()
+            if link is None:
+                if pump is None:
+                    pump = loop.create_task(self._pump(call))
+                await pump  # raises when the call breaks
+                return None  # pragma: no cover - _pump returns only by raising
+            self.tcp_warned = None
+            with contextlib.suppress(Exception):
+                await call.done_writing()
+                await asyncio.wait_for(call, ANNOUNCE_TIMEOUT_S)
+            return link
+        finally:
+            # Waited for with asyncio.wait, not awaited: a CancelledError raised into this
+            # frame would tie its traceback to the task (a cycle), keeping ``call`` alive.
+            left = {t for t in (announced, pump) if t is not None and not t.done()}
+            for task in left:
+                task.cancel()
+            if left:
+                await asyncio.wait(left)
+            # A failed task holds the error this frame raises, whose traceback holds this
+            # frame: drop the tasks, or that cycle keeps ``call`` and its connection up.
+            announced = pump = None  # type: ignore[assignment]
+
+    async def _pump_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Carry this link's messages on the TCP connection until it ends: ``send`` writes
+        them straight on ``writer`` from now on; what queued meanwhile goes first."""
+        pending: list[Message] = []
+        while not self.queue.empty():
+            pending.append(self.queue.get_nowait())
+        self.writer = writer
+        try:
+            if pending:
+                write_frames(writer, [message_to_pb(m, self.cluster_id) for m in pending])
+            await tcp.until_closed(reader)
+            log.debug("TCP link to %s at %s closed", self.peer_id, self.address)
+        finally:
+            self.writer = None
+            writer.close()
+
     def _broke(self, code: grpc.StatusCode, details: str | None) -> None:
         if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED):
             # The peer refused this link (another cluster, a stranger, other safety settings).
@@ -129,11 +235,27 @@ class _Link:
                 )
             call = None
             try:
+                # Connected first: a call opened on a channel that is still connecting waits,
+                # unanswered, until its first write fails, even once the peer is up; an idle
+                # link (a follower's to another follower) would never move to TCP.
+                await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
                 call = stub.Send(metadata=self.metadata)
-                await self._pump(call)
+                link = await self._open(call)
+                if link is not None:
+                    # The gRPC call ended; close its channel, or its connection stays up
+                    # with keepalive pings. A call still referenced keeps it up too.
+                    call = None
+                    with contextlib.suppress(Exception):
+                        await channel.close(grace=None)
+                    await self._pump_tcp(*link)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                log.debug("link to %s at %s: no connection yet", self.peer_id, self.address)
+            except tcp.LinkRefused as e:
+                code = getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNKNOWN)
+                self._broke(code, e.text)
             except grpc.aio.AioRpcError as e:
                 self._broke(e.code(), e.details())
             except Exception as e:  # a write on a call the peer already ended, and the like
@@ -156,6 +278,17 @@ class _Link:
             # Capped low: a peer that comes back must hear our votes within a fraction of an
             # election timeout, or its first election after rejoining stalls (seen in W4).
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+def write_frames(writer: asyncio.StreamWriter, pms: list[raft_pb2.PeerMessage]) -> None:
+    """Write ``pms`` on a TCP link as one batch (no await); dropped if the link is closing or
+    already holds WRITE_BUFFER_LIMIT unsent bytes (a stalled peer): Raft resends."""
+    transport = writer.transport
+    if transport.is_closing() or transport.get_write_buffer_size() > tcp.WRITE_BUFFER_LIMIT:
+        return
+    batch = raft_pb2.PeerBatch()
+    batch.messages.extend(pms)
+    transport.write(tcp.batch_frames(batch, pms))
 
 
 def parse_faults(spec: str) -> dict[str, float]:
@@ -188,41 +321,54 @@ class GrpcTransport:
         settings: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        tcp_links: bool = True,
+        tcp_addresses: dict[str, str] | None = None,
     ) -> None:
         """``settings``: this node's ``NodeConfig.safety_settings()``, sent when a link opens;
         a peer whose own settings differ refuses the link. ``credentials``: TLS credentials
-        to dial the peers with (None: plaintext)."""
-        self.links = {
-            pid: _Link(pid, addr, cluster_id, settings, credentials)
-            for pid, addr in peers.items()
-            if pid != node_id
-        }
+        to dial the peers with (None: plaintext). ``tcp_links``: move to a peer's plain-TCP
+        link when it announces one (never with TLS: that link has no encryption yet);
+        ``tcp_addresses``: where to dial a peer's TCP link instead of the announced port on
+        its host (a proxy, NAT)."""
+        self._node_id = node_id
+        self._own_address = peers.get(node_id, "")
+        self._link_args = (cluster_id, settings, credentials)
+        self._tcp = tcp_links and credentials is None
+        self._tcp_addresses = dict(tcp_addresses or {})
+        self.links: dict[str, _Link] = {}
         self.faults = parse_faults(os.environ.get("RAFTLEASE_TRANSPORT_FAULTS", ""))
         self._held: list[Message] = []
-        own_address = peers.get(node_id, "")
-        for link in self.links.values():
-            if own_address:
-                link.metadata += ((ADDRESS_METADATA_KEY, own_address),)
-            link.task = asyncio.get_running_loop().create_task(link.run())
-        self._node_id = node_id
-        self._own_address = own_address
-        self._link_args = (cluster_id, settings, credentials)
+        self.set_peers(peers)
+
+    def _new_link(self, pid: str, address: str) -> _Link:
+        cluster_id, settings, _ = self._link_args
+        hello = None
+        if self._tcp:
+            hello = {
+                "cluster_id": cluster_id,
+                "src": self._node_id,
+                "dst": pid,
+                "settings": settings,
+                "address": self._own_address,
+            }
+        link = _Link(
+            pid, address, *self._link_args, hello=hello, tcp_address=self._tcp_addresses.get(pid)
+        )
+        if self._own_address:
+            link.metadata += ((ADDRESS_METADATA_KEY, self._own_address),)
+        link.task = asyncio.get_running_loop().create_task(link.run())
+        return link
 
     def set_peers(self, peers: dict[str, str]) -> None:
         """The membership changed: open links to new peers (or moved addresses), close the
         links of peers that left. Called from the node's loop."""
-        loop = asyncio.get_running_loop()
         for pid in [p for p, link in self.links.items() if peers.get(p) != link.address]:
             link = self.links.pop(pid)
             if link.task is not None:
                 link.task.cancel()
         for pid, addr in peers.items():
             if pid != self._node_id and pid not in self.links and addr:
-                link = _Link(pid, addr, *self._link_args)
-                if self._own_address:
-                    link.metadata += ((ADDRESS_METADATA_KEY, self._own_address),)
-                link.task = loop.create_task(link.run())
-                self.links[pid] = link
+                self.links[pid] = self._new_link(pid, addr)
 
     def _with_faults(self, messages: Sequence[Message]) -> list[Message]:
         f = self.faults
@@ -245,14 +391,25 @@ class GrpcTransport:
         if self.faults:
             messages = self._with_faults(messages)
         links = self.links
+        framed: dict[_Link, list[raft_pb2.PeerMessage]] | None = None
         for m in messages:
             link = links.get(m.dst)
             if link is None:
+                continue
+            if link.writer is not None:
+                # On the TCP link: one frame per peer for this whole call, written below.
+                if framed is None:
+                    framed = {}
+                framed.setdefault(link, []).append(message_to_pb(m, link.cluster_id))
                 continue
             try:
                 link.queue.put_nowait(m)
             except asyncio.QueueFull:
                 continue  # dropped: Raft resends what still matters
+        if framed:
+            for link, pms in framed.items():
+                if link.writer is not None:
+                    write_frames(link.writer, pms)
 
     async def close(self) -> None:
         tasks = [link.task for link in self.links.values() if link.task is not None]
@@ -293,7 +450,7 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         ``stopping``: true once the node shuts down (a cancelled stream is then no error).
         ``verify_identity`` (mutual TLS): the peer's certificate must name one node, as the
         URI SAN ``raftlease://node/<id>``, and every message must come from that node."""
-        self._receive = receive
+        self.receive = receive
         self.cluster_id = cluster_id
         self.members = frozenset(members)
         self.node_id = node_id
@@ -302,6 +459,13 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         self.verify_identity = verify_identity
         self.learn_address = learn_address  # (sender id, its advertised peer address)
         self._refusals_logged: set[str] = set()
+        # The port this node takes plain-TCP peer links on (set once its listener is up);
+        # None: it takes none, and peers keep sending over this service.
+        self.tcp_port: int | None = None
+
+    def link_port(self) -> str:
+        """What ``Send`` announces in its initial metadata: the TCP link port, or "off"."""
+        return str(self.tcp_port) if self.tcp_port else "off"
 
     def _log_refusal(self, text: str) -> None:
         # A refused peer reconnects every few hundred ms: log each distinct refusal once.
@@ -326,63 +490,77 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         self._log_refusal(text)
         await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, text)
 
+    def settings_refusal(self, theirs: object) -> str | None:
+        """Why a link announcing safety settings ``theirs`` is refused, or None."""
+        if theirs == self.settings:
+            return None
+        # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
+        # so a peer with another tick or election timeout changes no term here.
+        said = repr(theirs) if theirs is not None else "none"
+        text = (
+            f"safety settings differ: the peer sent {said}, node {self.node_id} runs with "
+            f"{self.settings!r}; every node of a cluster needs the same tick, election "
+            "timeout, heartbeat, lease and max drift"
+        )
+        self._log_refusal(text)
+        return text
+
+    def message_refusal(
+        self, pm: raft_pb2.PeerMessage, certified: str | None
+    ) -> tuple[grpc.StatusCode, str] | None:
+        """Why a link that carried ``pm`` is refused (the status code and its text), or None.
+        ``certified``: the node the link's certificate names (mutual TLS), else None."""
+        me = self.node_id
+        if pm.cluster_id != self.cluster_id:
+            return (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"message from cluster {pm.cluster_id!r}; this node belongs to {self.cluster_id!r}",
+            )
+        if not pm.src or pm.src == me:
+            # Any other node of this cluster may send: a node whose log lags must hear a
+            # leader added after its newest configuration (the cluster id, the safety settings
+            # and, with TLS, the certificate are the gate; docs/membership.md).
+            return (
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"a peer message needs a source other than {me!r}, got {pm.src!r}",
+            )
+        if certified is not None and pm.src != certified:
+            text = (
+                f"a message from {pm.src!r} came over a link whose certificate names node "
+                f"{certified!r}: refused"
+            )
+            self._log_refusal(text)
+            return grpc.StatusCode.PERMISSION_DENIED, text
+        if pm.dst != me:
+            return (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"message for {pm.dst!r} reached node {me!r}",
+            )
+        return None
+
     async def Send(
         self,
         request_iterator: AsyncIterator[raft_pb2.PeerBatch],
         context: _Ctx,
     ) -> raft_pb2.SendSummary:
-        receive = self._receive
-        cid = self.cluster_id
-        me = self.node_id
+        receive = self.receive
         received = 0
         certified = await self._certified_node(context) if self.verify_identity else None
         handshake = dict(context.invocation_metadata() or ())
-        theirs = handshake.get(SETTINGS_METADATA_KEY)
         said = handshake.get(ADDRESS_METADATA_KEY) if self.learn_address else None
         advertised = said if isinstance(said, str) else None
-        if theirs != self.settings:
-            # Safety settings must match on every node (docs/safety.md, L1): refuse the link,
-            # so a peer with another tick or election timeout changes no term here.
-            said = repr(theirs) if theirs is not None else "none"
-            text = (
-                f"safety settings differ: the peer sent {said}, node {me} runs with "
-                f"{self.settings!r}; every node of a cluster needs the same tick, election "
-                "timeout, heartbeat, lease and max drift"
-            )
-            self._log_refusal(text)
-            await _refuse(context, grpc.StatusCode.FAILED_PRECONDITION, text)
+        refused = self.settings_refusal(handshake.get(SETTINGS_METADATA_KEY))
+        if refused is not None:
+            await _refuse(context, grpc.StatusCode.FAILED_PRECONDITION, refused)
+        # The link passed its checks: say where this node takes the plain-TCP link (or that
+        # it takes none), so the dialer can move over to it (raftlease/transport/tcp.py).
+        await context.send_initial_metadata(((LINK_PORT_METADATA_KEY, self.link_port()),))
         try:
             async for batch in request_iterator:
                 for pm in batch.messages:
-                    if pm.cluster_id != cid:
-                        await _refuse(
-                            context,
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            f"message from cluster {pm.cluster_id!r}; this node belongs to {cid!r}",
-                        )
-                    if not pm.src or pm.src == me:
-                        # Any other node of this cluster may send: a node whose log lags
-                        # must hear a leader added after its newest configuration (the
-                        # cluster id, the safety settings and, with TLS, the certificate
-                        # are the gate; docs/membership.md).
-                        await _refuse(
-                            context,
-                            grpc.StatusCode.PERMISSION_DENIED,
-                            f"a peer message needs a source other than {me!r}, got {pm.src!r}",
-                        )
-                    if certified is not None and pm.src != certified:
-                        text = (
-                            f"a message from {pm.src!r} came over a link whose certificate "
-                            f"names node {certified!r}: refused"
-                        )
-                        self._log_refusal(text)
-                        await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, text)
-                    if pm.dst != me:
-                        await _refuse(
-                            context,
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            f"message for {pm.dst!r} reached node {me!r}",
-                        )
+                    bad = self.message_refusal(pm, certified)
+                    if bad is not None:
+                        await _refuse(context, *bad)
                     try:
                         msg = message_from_pb(pm)
                     except ValueError as e:

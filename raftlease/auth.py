@@ -123,6 +123,10 @@ class NodeTLS:
     key_pem: bytes
     ca_pem: bytes
     node_id: str | None = None  # what the certificate's raftlease://node/ URI names
+    # The same files for the plain-TCP peer link (raftlease/transport/tcp.py): mutual TLS,
+    # the peer verified against the CA (and, dialing, against the host name it is dialed by).
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Mutual TLS: every connection must present a certificate signed by the CA."""
@@ -213,7 +217,12 @@ def load_node_tls(
             f"the URI SAN {NODE_URI_PREFIX}{node_id} (raftlease certs makes such certificates); "
             "peers refuse messages from a node whose certificate does not name it"
         )
-    return NodeTLS(cert_pem, key_pem, ca_pem, node_id)
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=os.fspath(ca))
+    server_ssl.load_cert_chain(os.fspath(cert), os.fspath(key))
+    server_ssl.verify_mode = ssl.CERT_REQUIRED
+    client_ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.fspath(ca))
+    client_ssl.load_cert_chain(os.fspath(cert), os.fspath(key))
+    return NodeTLS(cert_pem, key_pem, ca_pem, node_id, server_ssl, client_ssl)
 
 
 def _auth_values(auth_context: Mapping[str, Any], key: str) -> list[str]:

@@ -932,10 +932,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=_peer_listen,
         metavar="HOST:PORT|auto|off",
-        help="where this node takes its peers' Raft messages over plain TCP, a third of "
-        "gRPC's CPU per message: auto (default) a free port on the --listen host, announced "
-        "to each peer over its gRPC link; HOST:PORT a fixed one (firewalls); off keeps them "
-        "on gRPC. Never with TLS (docs/transport.md)",
+        help="where this node takes its peers' Raft messages over a TCP link (mutual TLS with "
+        "--tls-cert), a third of gRPC's CPU per message: auto (default) a free port on the "
+        "--listen host, announced to each peer over its gRPC link; HOST:PORT a fixed one "
+        "(firewalls); off keeps them on gRPC (docs/transport.md)",
     )
     p.add_argument(
         "--peer-links",

@@ -118,7 +118,7 @@ SERVE_SETTINGS: Final[dict[str, SettingDoc]] = {
         "peers", "ID=HOST:PORT,...", "members only", "map", "client_addresses"
     ),
     "peer_listen": SettingDoc(
-        _d("peer_listen"), "HOST:PORT, auto or off", "not used with TLS", field="peer_listen"
+        _d("peer_listen"), "HOST:PORT, auto or off", "not --listen", field="peer_listen"
     ),
     "peer_links": SettingDoc("announced", "ID=HOST:PORT,...", "-", "map", "peer_links"),
     "join": SettingDoc("off", "HOST:PORT,...", "addresses of the running cluster"),

@@ -1199,7 +1199,7 @@ async def serve(
     except ValueError as e:
         raise ServeRefused(f"RAFTLEASE_FAILPOINTS: {e}") from None
     check_port_free(listen)
-    if cfg.peer_listen not in ("auto", "off") and tls is None:
+    if cfg.peer_listen not in ("auto", "off"):
         if _host_port(cfg.peer_listen) == _host_port(listen):
             raise ServeRefused(f"--peer-listen {cfg.peer_listen} is the --listen address")
         try:
@@ -1257,6 +1257,7 @@ async def serve(
             cfg.safety_settings(),
             credentials=tls.peer_credentials() if tls is not None else None,
             tcp_addresses={str(k): v for k, v in cfg.peer_links.items()},
+            ssl_context=tls.client_ssl if tls is not None else None,
         )
         node_storage: Storage = storage
         node_transport: Transport = transport
@@ -1308,12 +1309,13 @@ async def serve(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     peer_listener: PeerListener | None = None
     tcp_port = 0
-    if cfg.peer_listen != "off" and tls is None:
+    server_ssl = tls.server_ssl if tls is not None else None
+    if cfg.peer_listen != "off" and (tls is None or server_ssl is not None):
         peer_listener = PeerListener(peer_servicer)
         auto = cfg.peer_listen == "auto"
         host, port = _host_port(listen if auto else cfg.peer_listen)
         try:
-            tcp_port = await peer_listener.start(host, 0 if auto else port)
+            tcp_port = await peer_listener.start(host, 0 if auto else port, server_ssl)
         except OSError as e:
             await server.stop(None)
             storage.close()
@@ -1333,10 +1335,13 @@ async def serve(
     if metrics is not None:
         log.info("metrics at http://%s/metrics", metrics)
     if peer_listener is not None:
-        log.info("peer link: plain TCP on port %d, announced to peers (--peer-listen)", tcp_port)
+        log.info(
+            "peer link: %s on port %d, announced to peers (--peer-listen)",
+            "TCP with mutual TLS" if server_ssl is not None else "plain TCP",
+            tcp_port,
+        )
     else:
-        why = "TLS" if tls is not None else "--peer-listen off"
-        log.info("peer link: gRPC only (%s)", why)
+        log.info("peer link: gRPC only (--peer-listen off)")
     log.info(
         "security: %s; %s",
         "mutual TLS (peers checked by certificate)" if tls is not None else "plaintext, no TLS",

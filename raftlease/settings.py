@@ -99,7 +99,7 @@ class ServerConfig:
     peer_listen: where this node takes plain-TCP peer links (raftlease/transport/tcp.py):
         "auto" (default) a free port on the host it listens on, announced to each peer over
         its gRPC link; "HOST:PORT" a fixed one (firewalls); "off": none, Raft messages to
-        this node stay on gRPC. Never with TLS (that link has no encryption yet).
+        this node stay on gRPC. With TLS the link is mutual TLS with the node's certificate.
     peer_links: where to dial a peer's TCP link instead of the port it announces, on the
         host of its peer address (proxies, NAT; the jepsen-style harness).
     """

@@ -29,6 +29,7 @@ from raftlease.transport import tcp
 from raftlease.v1 import raft_pb2, raft_pb2_grpc
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from raftlease.core.messages import Message
@@ -86,6 +87,7 @@ class _Link:
         credentials: grpc.ChannelCredentials | None = None,
         hello: dict[str, str] | None = None,
         tcp_address: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.address = address
@@ -94,6 +96,7 @@ class _Link:
         # and, while it is up, its writer (``GrpcTransport.send`` writes frames straight on it).
         self.hello = hello
         self.tcp_address = tcp_address
+        self.ssl_context = ssl_context  # with TLS: the TCP link is mutual TLS too
         self.writer: asyncio.StreamWriter | None = None
         self.tcp_warned: str | None = None
         self.credentials = credentials  # TLS: verify the peer, present our certificate
@@ -139,7 +142,13 @@ class _Link:
             return None
         address = self.tcp_address or f"{self.address.rpartition(':')[0]}:{port}"
         try:
-            return await tcp.dial(address, self.hello, wait_s=ANNOUNCE_TIMEOUT_S)
+            return await tcp.dial(
+                address,
+                self.hello,
+                wait_s=ANNOUNCE_TIMEOUT_S,
+                ssl_context=self.ssl_context,
+                server_hostname=self.address.rpartition(":")[0].strip("[]"),
+            )
         except (OSError, TimeoutError, ValueError) as e:
             reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             if self.tcp_warned != reason:
@@ -323,17 +332,19 @@ class GrpcTransport:
         credentials: grpc.ChannelCredentials | None = None,
         tcp_links: bool = True,
         tcp_addresses: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``settings``: this node's ``NodeConfig.safety_settings()``, sent when a link opens;
         a peer whose own settings differ refuses the link. ``credentials``: TLS credentials
-        to dial the peers with (None: plaintext). ``tcp_links``: move to a peer's plain-TCP
-        link when it announces one (never with TLS: that link has no encryption yet);
-        ``tcp_addresses``: where to dial a peer's TCP link instead of the announced port on
-        its host (a proxy, NAT)."""
+        to dial the peers with (None: plaintext). ``tcp_links``: move to a peer's TCP link
+        when it announces one; with ``credentials``, only given ``ssl_context`` (the same
+        certificate and CA for the TCP link's mutual TLS). ``tcp_addresses``: where to dial a
+        peer's TCP link instead of the announced port on its host (a proxy, NAT)."""
         self._node_id = node_id
         self._own_address = peers.get(node_id, "")
         self._link_args = (cluster_id, settings, credentials)
-        self._tcp = tcp_links and credentials is None
+        self._tcp = tcp_links and (credentials is None or ssl_context is not None)
+        self._ssl = ssl_context
         self._tcp_addresses = dict(tcp_addresses or {})
         self.links: dict[str, _Link] = {}
         self.faults = parse_faults(os.environ.get("RAFTLEASE_TRANSPORT_FAULTS", ""))
@@ -352,7 +363,12 @@ class GrpcTransport:
                 "address": self._own_address,
             }
         link = _Link(
-            pid, address, *self._link_args, hello=hello, tcp_address=self._tcp_addresses.get(pid)
+            pid,
+            address,
+            *self._link_args,
+            hello=hello,
+            tcp_address=self._tcp_addresses.get(pid),
+            ssl_context=self._ssl,
         )
         if self._own_address:
             link.metadata += ((ADDRESS_METADATA_KEY, self._own_address),)
@@ -473,13 +489,12 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
             self._refusals_logged.add(text)
             log.error("refusing a peer link: %s", text)
 
-    async def _certified_node(self, context: _Ctx) -> str:
-        """The node id the peer's certificate names (its ``raftlease://node/<id>`` URI SAN),
-        or refuse the link: without one it is a client's or a stranger's certificate."""
-        uris = [v.decode("utf-8", "replace") for v in context.auth_context().get("peer_uri", ())]
+    def certified_node(self, uris: Iterable[str]) -> tuple[str | None, str | None]:
+        """(the node id a peer certificate's URI SANs name, None), or (None, why the link is
+        refused): a certificate naming no node is a client's or a stranger's."""
         ids = {u[len(NODE_URI_PREFIX) :] for u in uris if u.startswith(NODE_URI_PREFIX)}
         if len(ids) == 1:
-            return ids.pop()  # each message's sender is checked against it (and the members)
+            return ids.pop(), None  # each message's sender is checked against it
         if ids:
             text = f"the peer's certificate names several nodes ({', '.join(sorted(ids))})"
         else:
@@ -488,7 +503,16 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
                 f"{NODE_URI_PREFIX}<id>): only member nodes may send Raft messages"
             )
         self._log_refusal(text)
-        await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, text)
+        return None, text
+
+    async def _certified_node(self, context: _Ctx) -> str:
+        """The node id the peer's certificate names (its ``raftlease://node/<id>`` URI SAN),
+        or refuse the link."""
+        uris = [v.decode("utf-8", "replace") for v in context.auth_context().get("peer_uri", ())]
+        node, text = self.certified_node(uris)
+        if node is not None:
+            return node
+        await _refuse(context, grpc.StatusCode.PERMISSION_DENIED, str(text))
 
     def settings_refusal(self, theirs: object) -> str | None:
         """Why a link announcing safety settings ``theirs`` is refused, or None."""

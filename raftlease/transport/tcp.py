@@ -17,8 +17,10 @@ Set-up (``raftlease.transport.grpc._Link`` dials, :class:`PeerListener` answers)
    ``--peer-links`` names for that peer: a proxy, NAT), sends its hello frame and waits for the
    answer. On ``ok`` it ends the gRPC call and writes every later message on this connection,
    one frame per batch, with no await per message.
-3. A peer that announces no port (an older version, ``--peer-listen off``, TLS) or whose port
-   cannot be reached keeps the gRPC link; the dialer says so once in its log.
+3. A peer that announces no port (an older version, ``--peer-listen off``) or whose port
+   cannot be reached keeps the gRPC link; the dialer says so once in its log. With TLS the TCP
+   link is mutual TLS with the node's certificate: the receiver takes only a certificate that
+   names one node, and then only that node's messages (as the gRPC service does).
 
 Frames: a 4-byte big-endian length, then the payload. The dialer's first frame is its hello,
 a JSON object (``cluster_id``, ``src``, ``dst``, ``settings``, ``address``); the receiver answers
@@ -47,6 +49,7 @@ from raftlease.codec import message_from_pb
 from raftlease.v1 import raft_pb2
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Sequence
 
     from raftlease.transport.grpc import PeerServicer
@@ -148,14 +151,24 @@ def _answer(payload: bytes) -> dict[str, Any]:
 
 
 async def dial(
-    address: str, hello: dict[str, str], *, wait_s: float
+    address: str,
+    hello: dict[str, str],
+    *,
+    wait_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to a peer's TCP link at ``address`` and say hello; the open connection once the
-    peer said ok. Raises :class:`LinkRefused` if it refused, OSError / TimeoutError if it could
-    not be reached or did not answer within ``wait_s``."""
+    peer said ok. With ``ssl_context``, over mutual TLS, the peer's certificate checked for
+    ``server_hostname`` (the host of its peer address, also when ``address`` is a proxy).
+    Raises :class:`LinkRefused` if it refused, OSError (ssl.SSLError among them) or
+    TimeoutError if it could not be reached or did not answer within ``wait_s``."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), wait_s)
+    kw: dict[str, Any] = {}
+    if ssl_context is not None:
+        kw = {"ssl": ssl_context, "server_hostname": server_hostname or host}
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), **kw), wait_s)
     try:
         tune(writer.get_extra_info("socket"))
         writer.write(frame(json.dumps(hello).encode()))
@@ -200,12 +213,21 @@ class _Connection(asyncio.Protocol):
         self.greeted = False
         self.closed = False
         self.advertised: str | None = None
+        self.certified: str | None = None  # with TLS: the node the peer's certificate names
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport instances, but have its methods
         self.transport = cast("asyncio.Transport", transport)
         self.live.add(self)
         tune(transport.get_extra_info("socket"))
+        if transport.get_extra_info("ssl_object") is not None:
+            # Mutual TLS: the handshake checked the CA; the certificate must name one node,
+            # and every message must come from it (as on the gRPC link).
+            cert = transport.get_extra_info("peercert") or {}
+            uris = [v for k, v in cert.get("subjectAltName", ()) if k == "URI"]
+            self.certified, text = self.servicer.certified_node(uris)
+            if text is not None:
+                self.refuse("PERMISSION_DENIED", text)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.live.discard(self)
@@ -277,7 +299,7 @@ class _Connection(asyncio.Protocol):
             return
         receive = s.receive
         for pm in batch.messages:
-            bad = s.message_refusal(pm, None)
+            bad = s.message_refusal(pm, self.certified)
             if bad is not None:
                 self.refuse(bad[0].name, bad[1])
                 return
@@ -301,12 +323,16 @@ class PeerListener:
         self.server: asyncio.Server | None = None
         self.live: set[_Connection] = set()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on ``host:port`` (port 0: a free one); the port taken, which the servicer
-        announces from now on. Raises OSError if it cannot listen."""
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen on ``host:port`` (port 0: a free one), over mutual TLS with ``ssl_context``;
+        the port taken, which the servicer announces from now on. Raises OSError if it cannot
+        listen."""
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: _Connection(self.servicer, self.live), host.strip("[]"), port
+            lambda: _Connection(self.servicer, self.live),
+            host.strip("[]"),
+            port,
+            ssl=ssl_context,
         )
         taken: int = self.server.sockets[0].getsockname()[1]
         self.servicer.tcp_port = taken

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from raftlease.certs import IssuedCerts, generate
@@ -197,6 +199,48 @@ def test_tls_cluster_elects_a_leader_and_grants_leases(tls_cluster: LocalCluster
             return token
 
     assert asyncio.run(async_client()) > 0
+
+
+def test_tls_nodes_carry_raft_over_the_tcp_link_with_mutual_tls(
+    tls_cluster: LocalCluster, pki: Pki
+) -> None:
+    """Each node announces a TLS TCP link, and every peer dials it (docs/transport.md)."""
+    link_ports: dict[str, int] = {}
+    for nid, node in tls_cluster.nodes.items():
+        m = re.search(r"peer link: TCP with mutual TLS on port (\d+)", node.log_text())
+        assert m, node.log_text()[-2000:]
+        link_ports[nid] = int(m.group(1))
+    owner = {port: nid for nid, port in link_ports.items()}
+    want = {(a, b) for a in link_ports for b in link_ports if a != b}
+    got: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 15.0
+    while got != want and time.monotonic() < deadline:
+        got = set()
+        for nid, node in tls_cluster.nodes.items():
+            assert node.pid is not None
+            for c in psutil.Process(node.pid).net_connections(kind="tcp"):
+                if c.raddr and c.status == psutil.CONN_ESTABLISHED and c.raddr.port in owner:
+                    got.add((nid, owner[c.raddr.port]))
+        time.sleep(0.2)
+    assert got == want
+    for node in tls_cluster.nodes.values():
+        assert "does not answer" not in node.log_text()
+    # A client's certificate (signed by the same CA) is refused on the TCP link too.
+    import socket
+    import ssl
+
+    crt, key = pki.a.clients["alice"]
+    ctx = ssl.create_default_context(cafile=str(pki.a.ca_cert))
+    ctx.load_cert_chain(str(crt), str(key))
+    with (
+        socket.create_connection(("127.0.0.1", link_ports["n1"]), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+    assert b"PERMISSION_DENIED" in data
+    assert b"names no node" in data
 
 
 def test_cli_with_tls_flags_and_environment(tls_cluster: LocalCluster, pki: Pki) -> None:

@@ -37,7 +37,7 @@ DOC = REPO_ROOT / "docs" / "deployment.md"
 DEPLOY = REPO_ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
-PORTS = (7001, 9101)
+PORTS = (7001, 7002, 9101)
 BLOCK = re.compile(r"^```(\w+) deploy-test(?: file=(\S+))?\n(.*?)^```", re.M | re.S)
 BLOCK_TIMEOUT_S = 60.0
 

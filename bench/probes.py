@@ -23,9 +23,10 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 EVENTS: list[tuple[str, float, Any, Any]] = []
 
@@ -43,6 +44,14 @@ def _dump(path: str, node_id: str) -> None:
 
 def install(path: str, node_id: str) -> None:
     atexit.register(_dump, path, node_id)
+    # The server leaves with os._exit once everything is closed (no atexit then): dump first.
+    real_exit = os._exit
+
+    def _exit(code: int) -> NoReturn:
+        _dump(path, node_id)
+        real_exit(code)
+
+    os._exit = _exit
     skipped: list[str] = []
 
     try:
@@ -165,21 +174,26 @@ def install(path: str, node_id: str) -> None:
     except ImportError:
         srv = None  # type: ignore[assignment]
     from raftlease.transport import grpc as peer_transport  # its PeerServicer decodes
+    from raftlease.transport import tcp as tcp_transport  # and so does the TCP link
 
-    orig_dec = getattr(peer_transport, "message_from_pb", None)
-    if orig_dec is not None:
+    for mod, label in ((peer_transport, "grpc"), (tcp_transport, "tcp")):
+        orig_dec = getattr(mod, "message_from_pb", None)
+        if orig_dec is None:
+            skipped.append(f"transport.{label}.message_from_pb")
+            continue
 
-        @functools.wraps(orig_dec)
-        def message_from_pb(pb: Any) -> Any:
-            m = orig_dec(pb)
-            info = ae_info(m)
-            if info is not None:
-                _rec("dec_" + info[0], m.src, info[1])
-            return m
+        def make(orig: Any) -> Any:
+            @functools.wraps(orig)
+            def message_from_pb(pb: Any) -> Any:
+                m = orig(pb)
+                info = ae_info(m)
+                if info is not None:
+                    _rec("dec_" + info[0], m.src, info[1])
+                return m
 
-        peer_transport.message_from_pb = message_from_pb  # type: ignore[attr-defined]
-    else:
-        skipped.append("transport.grpc.message_from_pb")
+            return message_from_pb
+
+        mod.message_from_pb = make(orig_dec)  # type: ignore[attr-defined]
     if srv is not None:
         LS = getattr(srv, "LeaseServicer", None)
         orig_acq = getattr(LS, "Acquire", None) if LS is not None else None

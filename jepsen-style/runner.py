@@ -199,6 +199,8 @@ class Run:
         self.final: dict[str, Any] = {"notes": []}
         self.clients: dict[str, subprocess.Popen[bytes]] = {}
         self.gates: dict[str, Path] = {}
+        # Cluster.check_links after start-up and at the end: the proxies carry the TCP links
+        self.links_checks: dict[str, dict[str, Any]] = {}
 
     # -- phases -----------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -247,6 +249,10 @@ class Run:
             lead = c.wait_leader(15.0)
             if lead is None:
                 raise RuntimeError("no leader elected within 15 s of start")
+            links = self.links_checks["start"] = c.check_links(10.0)
+            if not links["ok"]:
+                # the row's faults would not cut the Raft traffic: do not run it
+                raise RuntimeError(f"peer links are not all proxied: {json.dumps(links)[:600]}")
             self.start_clients()
             time.sleep(1.0)  # healthy traffic before the first fault
             self.nem.clients = self.clients
@@ -475,6 +481,8 @@ class Run:
                 conv["applied"] = {n: (c.latest.get(n) or {}).get("applied") for n in want}
         self.final["convergence"] = conv
         self.final["final_commit"] = commit
+        # 7. restarted nodes and joiners dialed their peers' TCP links through the proxies too
+        self.links_checks["end"] = c.check_links(5.0)
 
     # -- checks & report -----------------------------------------------------------------------
     def check(self, error: str | None, skip: str | None, wall_end: float) -> dict[str, Any]:
@@ -562,6 +570,12 @@ class Run:
                 failed.append(f"{k} invalid")
         if skip:
             failed.append(f"row skipped: {skip}")
+        for when, lc in self.links_checks.items():
+            if not lc["ok"]:
+                failed.append(
+                    f"peer links not all proxied ({when}): no TCP traffic on "
+                    f"{lc['no_tcp_traffic']}, bypasses {lc['bypasses'][:3]}"
+                )
         ops = [
             e
             for e in history
@@ -595,6 +609,7 @@ class Run:
             "final": dict(self.final),
             "checks": results,
             "proxy_stats": c.proxies.stats(),
+            "links_checks": self.links_checks,
             "exits": c.exits,
             "reproduce": self.reproduce(),
             "dir": str(d),
@@ -627,6 +642,23 @@ class Run:
         if o.expect_invalid:
             parts.append("--expect-invalid " + ",".join(o.expect_invalid))
         return " ".join(parts)
+
+
+def links_line(stats: dict[str, dict[str, Any]]) -> str:
+    """One line on what the link proxies carried, per connection kind (gRPC set-up or
+    fallback, plain-TCP link): links that carried bytes, connections, bytes forwarded."""
+    parts = []
+    for kind in ("tcp", "grpc"):
+        have = [s[kind] for s in stats.values() if kind in s]
+        used = sum(1 for k in have if k["fwd"])
+        conns = sum(k["conns"] for k in have)
+        fwd = sum(k["fwd"] for k in have)
+        dropped = sum(k["dropped"] for k in have)
+        parts.append(
+            f"{kind} {used}/{len(have)} links carried {fwd} B over {conns} conns"
+            f" ({dropped} B dropped)"
+        )
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" ops={summ['ops']} ({time.time() - t0:.0f}s elapsed)",
                 flush=True,
             )
+            print(f"jepsen:   proxies: {links_line(summ['proxy_stats'])}", flush=True)
             if not summ["passed"]:
                 print(f"jepsen:   failures: {'; '.join(summ['failures'])}", flush=True)
                 for k in CHECKS:

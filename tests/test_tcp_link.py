@@ -309,3 +309,24 @@ def test_a_refusing_peer_is_logged_once_per_reason(caplog: pytest.LogCaptureFixt
     refusals = [r.getMessage() for r in caplog.records if "refused us" in r.getMessage()]
     assert len(refusals) == 1, caplog.text
     assert "a link from cluster 'other'" in refusals[0]
+
+
+def test_a_refused_idle_link_says_why_without_waiting_for_a_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The receiver refuses the link (other safety settings) before announcing anything; the
+    dialer, with nothing to send, logs the refusal at once and keeps retrying."""
+
+    async def body(peer: Peer) -> None:
+        tr = GrpcTransport(
+            "a", CID, {"a": "127.0.0.1:1", "b": f"127.0.0.1:{peer.port}"}, "tick=20ms"
+        )
+        try:
+            await _until(lambda: "refused us" in caplog.text, "the refusal logged", 5.0)
+        finally:
+            await tr.close()
+
+    with caplog.at_level(logging.ERROR, logger="raftlease.transport"):
+        asyncio.run(_with_peer(body))
+    assert "refused us: safety settings differ" in caplog.text
+    assert "the peer sent 'tick=20ms'" in caplog.text

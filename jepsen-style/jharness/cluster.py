@@ -2,9 +2,15 @@
 
 The processes are a ``raftlease.testing.LocalCluster`` started through ``node_launcher.py``
 (``raftlease serve`` plus the row's NodeConfig overrides). Every node gets its own peer map
-(``--peers``): node A reaches node B at the proxy of link A->B. Clients use the nodes' real
-listen addresses (``--client-addresses``), so a partition cuts Raft traffic only, as in a
-real network where clients may still reach an isolated old leader.
+(``--peers``): node A reaches node B at the proxy of link A->B. Each node also takes its
+peers' plain-TCP links on a port of its own (``--peer-listen 127.0.0.1:PORT``), and A dials
+B's at the second port of link A->B's proxy (``--peer-links``), not at the port B announces:
+both connections of a link (gRPC set-up, then the TCP link) are under that link's state
+(proxy.py). ``check_links`` proves it (no node is connected to a node's own TCP-link port,
+the leader's links carried traffic through their TCP proxies); the runner calls it after
+start-up and at the end. Clients use the nodes' real listen addresses
+(``--client-addresses``), so a partition cuts Raft traffic only, as in a real network where
+clients may still reach an isolated old leader.
 
 Also here: the status poller (Cluster.Status of every node every 100 ms, into status.jsonl:
 the timeline, the term-monotonicity check and the leader-lease check read it; every sample
@@ -15,9 +21,10 @@ Membership (row 18): ``ids`` are the CURRENT members, in the order they joined; 
 every node ever started (logs, polls, shutdown, RI). Spare nodes (``spares``: n4, n5, ...)
 get their listen port up front, so workload clients can be given every address the run will
 use (``client_endpoints``); ``join_node`` starts one with ``serve --join`` (its own
-``--peers`` through per-link proxies, the old members reach it through the hub's inbound demux
-for it, see proxy.py), ``admit`` makes it a member after ``member add``, ``retire`` takes a
-removed member out of ``ids`` (final heal and LIV then leave it alone).
+``--peers`` and ``--peer-links`` through per-link proxies; the old members reach it through
+the hub's inbound demux for it, over gRPC only, as it runs with ``--peer-listen off``, see
+proxy.py), ``admit`` makes it a member after ``member add``, ``retire`` takes a removed
+member out of ``ids`` (final heal and LIV then leave it alone).
 """
 
 from __future__ import annotations
@@ -103,11 +110,14 @@ class Cluster:
         self.run_dir = run_dir
         self.history = history
         self.ids = [f"n{i + 1}" for i in range(n)]
-        ports: list[int] = []
-        for _ in range(n + n * (n - 1) + spares):
-            ports.append(free_port(avoid=ports))
+        # every port this run hands out (nodes, their TCP links, proxies), so that a port
+        # reserved for a node that is down now is never given to a proxy added later
+        self.reserved: list[int] = []
+        node_port = {nid: self._reserve() for nid in self.ids}
+        # where each node takes plain-TCP peer links (--peer-listen); joiners take none
+        self.tcp_ports: dict[str, int] = {nid: self._reserve() for nid in self.ids}
         # spare nodes n(N+1).. (row 18): listen ports reserved now, started by join_node
-        self.spare_ports = {f"n{n + 1 + i}": ports[n + n * (n - 1) + i] for i in range(spares)}
+        self.spare_ports = {f"n{n + 1 + i}": self._reserve() for i in range(spares)}
         self.removed: list[str] = []  # ids removed by `member remove`, in order
         self.joiners: list[str] = []  # ids started with serve --join, in order
         self.demux_unknown: list[str] = []  # demuxed connections not owned by a node
@@ -116,22 +126,24 @@ class Cluster:
         self.tick_s = float(self.overrides["tick_s"])
         self.e_max = self.tick_s * int(self.overrides.get("election_ticks_max", 20))
         self.cluster_id = f"jepsen-{seed}"
-        node_port = dict(zip(self.ids, ports, strict=False))
-        k = n
         self.peer_maps: dict[str, dict[str, str]] = {nid: {} for nid in self.ids}
+        # node -> peer -> the proxy port of its TCP link to that peer (--peer-links)
+        self.link_maps: dict[str, dict[str, str]] = {nid: {} for nid in self.ids}
         for a in self.ids:
             for b in self.ids:
                 if a == b:
                     self.peer_maps[a][b] = f"127.0.0.1:{node_port[a]}"
                     continue
-                pport = ports[k]
-                k += 1
-                self.proxies.add_link(a, b, pport, node_port[b])
+                pport, tport = self._reserve(), self._reserve()
+                self.proxies.add_link(
+                    a, b, pport, node_port[b], tcp_port=tport, tcp_target_port=self.tcp_ports[b]
+                )
                 self.peer_maps[a][b] = f"127.0.0.1:{pport}"
+                self.link_maps[a][b] = f"127.0.0.1:{tport}"
         self.local = LocalCluster(
             run_dir,
             ids=self.ids,
-            ports=ports[:n],
+            ports=[node_port[nid] for nid in self.ids],
             cluster_id=self.cluster_id,
             launcher=[
                 sys.executable,
@@ -140,6 +152,8 @@ class Cluster:
                 json.dumps(self.overrides, sort_keys=True),
             ],
             peer_addresses=self.peer_maps,
+            peer_listen={nid: f"127.0.0.1:{port}" for nid, port in self.tcp_ports.items()},
+            peer_links=self.link_maps,
             data_dir="nodes/{id}/data",
             log_file="nodes/{id}/node.log",
             env={
@@ -182,6 +196,11 @@ class Cluster:
         self._threads: list[threading.Thread] = []
         self._background = False
 
+    def _reserve(self) -> int:
+        port = free_port(avoid=self.reserved)
+        self.reserved.append(port)
+        return port
+
     @property
     def all_ids(self) -> list[str]:
         """Every node started in this run (members, joiners, removed), in start order."""
@@ -198,9 +217,11 @@ class Cluster:
     # -- membership ---------------------------------------------------------------------------
     def join_node(self, nid: str) -> str:
         """Start spare ``nid`` with ``serve --join`` (not a member yet). Its links to every
-        current member go through new per-link proxies (its ``--peers``); the members reach it
-        through the hub's inbound demux for it, whose address is returned: the peer address to
-        give ``member add``."""
+        current member go through new per-link proxies (its ``--peers`` and, for members that
+        take TCP links, its ``--peer-links``); the members reach it through the hub's inbound
+        demux for it, whose address is returned: the peer address to give ``member add``.
+        It runs with ``--peer-listen off``: a member would dial the TCP port it announced
+        directly, past the demux, so links into it stay on gRPC."""
         if nid not in self.spare_ports or nid in self.nodes:
             raise ValueError(f"{nid} is not an unused spare node")
         # the port reserved for it (the clients already know it); data and log follow the
@@ -209,27 +230,34 @@ class Cluster:
         node = NodeProc(self, local)
         node.dir.mkdir(parents=True, exist_ok=True)
         peers = {nid: local.address}
-        taken = list(self.spare_ports.values())
+        links: dict[str, str] = {}
         # its own links to every node started so far, removed ones included
         for m in list(self.nodes):
-            out_port = free_port(avoid=taken)
-            taken.append(out_port)
-            self.proxies.add_link(nid, m, out_port, self.nodes[m].port)
+            out_port = self._reserve()
+            m_tcp = self.tcp_ports.get(m)  # None: m is a joiner too, gRPC only
+            out_tcp = self._reserve() if m_tcp is not None else None
+            self.proxies.add_link(
+                nid, m, out_port, self.nodes[m].port, tcp_port=out_tcp, tcp_target_port=m_tcp
+            )
             peers[m] = f"127.0.0.1:{out_port}"
-            in_port = free_port(avoid=taken)  # also reachable directly; used via the demux
-            taken.append(in_port)
+            if out_tcp is not None:
+                links[m] = f"127.0.0.1:{out_tcp}"
+            in_port = self._reserve()  # also reachable directly; used via the demux
             # m -> nid: m (running) knows nid only by the configuration's address, the demux
-            # below, which hands m's connections to this link
+            # below, which hands m's connections to this link (gRPC only: no TCP proxy)
             self.proxies.add_link(m, nid, in_port, local.port)
             if self.local.peer_addresses is not None:
                 # for m's LATER starts: its --peers (an address book once the data dir holds
                 # a configuration) routes m -> nid through this link's proxy
                 self.local.peer_addresses.setdefault(m, {})[nid] = f"127.0.0.1:{in_port}"
         self.peer_maps[nid] = peers
+        self.link_maps[nid] = links
         if self.local.peer_addresses is not None:
             # the joiner's own view of its links: LocalCluster passes it with --join as --peers
             self.local.peer_addresses[nid] = dict(peers)
-        demux = free_port(avoid=taken)
+        self.local.peer_listen[nid] = "off"
+        self.local.peer_links[nid] = dict(links)
+        demux = self._reserve()
         self.proxies.add_demux(nid, demux, local.port, self._sender)
         with self._lock:
             self.nodes[nid] = node
@@ -493,6 +521,67 @@ class Cluster:
 
     def up_ids(self) -> list[str]:
         return [n for n in self.ids if self.nodes[n].state == "up" and self.nodes[n].alive()]
+
+    # -- the proxies really carry the Raft traffic ---------------------------------------------
+    def check_links(self, timeout: float) -> dict[str, Any]:
+        """Prove that the nodes' plain-TCP peer links go through the proxies: no running node
+        has a connection to a node's own TCP-link port (one that skipped its ``--peer-links``
+        entry: partitions would not cut it), and every directed link between the leader and
+        a running member, both ways, that proxies its TCP link has had a connection there
+        that carried bytes. Waited for up to ``timeout`` s (a link moves to TCP within a
+        second of carrying messages). Counts are cumulative: a link cut now passes once it
+        carried traffic. Links between two followers may be idle (nothing to send: no
+        reconnect after a first dial that failed, see NEEDS.md O3); they are only listed
+        (``idle_tcp``). ``ok`` and what failed, for results.json."""
+        deadline = now() + timeout
+        while True:
+            up = set(self.up_ids())
+            lead = self.leader()
+            tcp = [
+                lk
+                for (a, b), lk in self.proxies.links.items()
+                if a in up and b in up and lk.tcp_port is not None
+            ]
+            silent = [lk for lk in tcp if not (lk.accepted["tcp"] and lk.fwd_by["tcp"])]
+            must = [lk.name for lk in silent if lead in (lk.src, lk.dst)]
+            bypass = self.tcp_link_bypasses()
+            if (lead is not None and not must and not bypass) or now() >= deadline:
+                break
+            time.sleep(0.1)
+        return {
+            # no leader (LIV's business) leaves only the bypass scan to decide
+            "ok": not must and not bypass,
+            "leader": lead,
+            "tcp_proxied": sorted(lk.name for lk in tcp),
+            "no_tcp_traffic": sorted(must),
+            "idle_tcp": sorted(lk.name for lk in silent if lk.name not in must),
+            "bypasses": bypass,
+        }
+
+    def tcp_link_bypasses(self) -> list[str]:
+        """Connections of node processes to a node's own TCP-link port (only the hub's
+        proxies may dial those): each as ``"nA pid P: 127.0.0.1:x -> 127.0.0.1:y (nB's TCP
+        link)"``. Empty when every TCP link goes through its proxy."""
+        owner = {port: nid for nid, port in self.tcp_ports.items()}
+        out = []
+        for nid, node in list(self.nodes.items()):
+            pid = node.pid
+            if pid is None or not node.alive():
+                continue
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            own = self.tcp_ports.get(nid)
+            for c in conns:
+                # dialed by this node (not accepted on its own TCP-link port) to one of them
+                if c.raddr and c.raddr.port in owner and c.laddr and c.laddr.port != own:
+                    out.append(
+                        f"{nid} pid {pid}: {c.laddr.ip}:{c.laddr.port} -> "
+                        f"{c.raddr.ip}:{c.raddr.port} ({owner[c.raddr.port]}'s TCP link, "
+                        f"{c.status})"
+                    )
+        return out
 
     # -- teardown ---------------------------------------------------------------------------
     def shutdown(self) -> None:

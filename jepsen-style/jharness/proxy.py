@@ -1,15 +1,31 @@
 """Per-directed-link TCP proxies (asyncio, on a background thread of the harness).
 
-Node A reaches node B only through the proxy of the directed link A->B, and the raftlease
-peer transport sends A->B messages only on A's own stream to B, so each proxy controls exactly
-one direction of Raft traffic. Both byte directions of that TCP connection (A's frames and
-B's HTTP/2 acks/pings) go through the same proxy; cutting it cuts A->B messages.
+Node A reaches node B only through the proxies of the directed link A->B, and the raftlease
+peer transport sends A->B messages only on A's own connections to B, so each link controls
+exactly one direction of Raft traffic. A link has two listening ports, one per connection the
+transport makes, both under the link's ONE state (mode, delay, drop) and counted in its stats
+(``grpc`` and ``tcp`` apart):
 
-Link modes (set from any thread, effective at once):
+  grpc  A's ``--peers`` entry for B -> B's listen port. A opens ``RaftPeer.Send`` here; B
+        answers with the port of its plain-TCP peer link (raftlease/transport/tcp.py), and
+        A's messages stay on this connection only if that link cannot be had.
+  tcp   A's ``--peer-links`` entry for B -> B's TCP-link port (``--peer-listen``). A says
+        hello here, then writes every later message as a frame. Without this entry A would
+        connect to B's announced port directly and partitions would not cut it: the cluster
+        checks at start-up that every link's ``tcp`` port carried the traffic
+        (``Cluster.check_links``).
+
+Both byte directions of each connection (A's messages; B's HTTP/2 acks and pings on the gRPC
+one, B's hello answer on the TCP one) go through the link's proxy; cutting it cuts A->B
+messages.
+
+Link modes (set from any thread, effective at once, on both ports):
   pass       forward bytes (optionally delayed: delay_ms +- jitter_ms, order kept)
-  blackhole  read and discard every byte, both ways (the TCP connection stays up, so only gRPC
-             keepalive notices); connections that lost bytes are closed on heal, as their
-             HTTP/2 framing is broken
+  blackhole  read and discard every byte, both ways. The connections stay up: gRPC keepalive
+             notices after ~2 s; the TCP link notices nothing (its kernel-level keepalive and
+             user timeout are answered by the proxy's socket, and B sends nothing on it), so
+             it goes silent. Connections that lost bytes are closed on heal, as their framing
+             is broken; A then sets the link up again (gRPC, then TCP)
   reset      close every connection now, and close new ones at once (connection refused-ish)
 Plus ``drop``: probability per forwarded chunk to reset the connection (a lossy link: the
 transport drops its queue on reconnect, so this loses messages). TCP cannot duplicate or
@@ -22,8 +38,11 @@ listening port (the address given to ``member add``) that asks, for every accept
 which node process owns the connecting socket (``resolve(peer_port, local_port)``, psutil on
 the node pids) and then handles it exactly as the directed link sender->new node, so that
 link's mode/delay/drop apply and its counters grow. A connection from a process that is not
-a node (a client following a leader hint) passes straight through. The new node itself gets
-a ``--peers`` map of per-link proxies, like the original members.
+a node (a client following a leader hint) passes straight through. A new node takes no
+plain-TCP links (``--peer-listen off``: the old members would dial its announced port, past
+the demux), so links INTO it stay on gRPC, through the demux; its own links to the members
+get a ``--peers`` and a ``--peer-links`` map of per-link proxies, like the original members,
+and move to TCP. Such a run has both kinds of links at once.
 """
 
 from __future__ import annotations
@@ -55,9 +74,17 @@ class LinkState:
         return ",".join(parts)
 
 
+# The connections a link proxies: the gRPC one (link set-up, or all of it if the TCP link
+# cannot be had) and the plain-TCP peer link.
+KINDS = ("grpc", "tcp")
+
+
 class _Conn:
-    def __init__(self, link: Link, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, link: Link, kind: str, cr: asyncio.StreamReader, cw: asyncio.StreamWriter
+    ) -> None:
         self.link = link
+        self.kind = kind
         self.cr, self.cw = cr, cw
         self.ur: asyncio.StreamReader | None = None
         self.uw: asyncio.StreamWriter | None = None
@@ -82,7 +109,7 @@ class _Conn:
 class Link:
     src: str
     dst: str
-    port: int
+    port: int  # the gRPC connection: listening port -> dst's listen port
     target_port: int
     state: LinkState = field(default_factory=LinkState)
     conns: set[_Conn] = field(default_factory=set)
@@ -91,10 +118,22 @@ class Link:
     bytes_dropped: int = 0
     resets: int = 0
     server: asyncio.base_events.Server | None = None
+    # the plain-TCP peer link: listening port -> dst's TCP-link port (None: not proxied;
+    # dst takes no TCP links)
+    tcp_port: int | None = None
+    tcp_target_port: int | None = None
+    tcp_server: asyncio.base_events.Server | None = None
+    # per kind ("grpc", "tcp"): connections accepted, bytes forwarded, bytes dropped
+    accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    fwd_by: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    dropped_by: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
     @property
     def name(self) -> str:
         return f"{self.src}->{self.dst}"
+
+    def target(self, kind: str) -> int | None:
+        return self.tcp_target_port if kind == "tcp" else self.target_port
 
 
 class ProxyHub:
@@ -119,17 +158,45 @@ class ProxyHub:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     # -- setup ------------------------------------------------------------------------------
-    def add_link(self, src: str, dst: str, port: int, target_port: int) -> Link:
+    def add_link(
+        self,
+        src: str,
+        dst: str,
+        port: int,
+        target_port: int,
+        *,
+        tcp_port: int | None = None,
+        tcp_target_port: int | None = None,
+    ) -> Link:
+        """The directed link src->dst: its gRPC connection on ``port`` (to ``target_port``,
+        dst's listen port) and, given both, its plain-TCP link on ``tcp_port`` (to
+        ``tcp_target_port``, dst's ``--peer-listen`` port), under one state."""
         link = Link(src, dst, port, target_port, rng=random.Random(self.rng.random()))
         self.links[(src, dst)] = link
-        self._call(self._start(link))
+        self._call(self._start(link, "grpc", port))
+        if tcp_port is not None and tcp_target_port is not None:
+            self.add_tcp(src, dst, tcp_port, tcp_target_port)
         return link
 
-    async def _start(self, link: Link) -> None:
-        async def on_conn(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-            await self._handle(link, cr, cw)
+    def add_tcp(self, src: str, dst: str, port: int, target_port: int) -> Link:
+        """Proxy link src->dst's plain-TCP peer link too: ``port`` (src's ``--peer-links``
+        entry for dst) -> ``target_port`` (dst's TCP-link port), same state as its gRPC one."""
+        link = self.links[(src, dst)]
+        if link.tcp_port is not None:
+            raise ValueError(f"link {link.name} already proxies its TCP link on {link.tcp_port}")
+        link.tcp_port, link.tcp_target_port = port, target_port
+        self._call(self._start(link, "tcp", port))
+        return link
 
-        link.server = await asyncio.start_server(on_conn, "127.0.0.1", link.port)
+    async def _start(self, link: Link, kind: str, port: int) -> None:
+        async def on_conn(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+            await self._handle(link, cr, cw, kind)
+
+        server = await asyncio.start_server(on_conn, "127.0.0.1", port)
+        if kind == "tcp":
+            link.tcp_server = server
+        else:
+            link.server = server
 
     def add_demux(
         self, dst: str, port: int, target_port: int, resolve: Callable[[int, int], str | None]
@@ -158,16 +225,22 @@ class ProxyHub:
 
         self._servers.append(await asyncio.start_server(on_conn, "127.0.0.1", port))
 
-    async def _handle(self, link: Link, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        conn = _Conn(link, cr, cw)
-        if link.state.mode == "reset":
+    async def _handle(
+        self,
+        link: Link,
+        cr: asyncio.StreamReader,
+        cw: asyncio.StreamWriter,
+        kind: str = "grpc",
+    ) -> None:
+        conn = _Conn(link, kind, cr, cw)
+        link.accepted[kind] += 1
+        target = link.target(kind)
+        if link.state.mode == "reset" or target is None:
             link.resets += 1
             conn.close()
             return
         try:
-            ur, uw = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", link.target_port), 2.0
-            )
+            ur, uw = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", target), 2.0)
         except (OSError, TimeoutError):
             conn.close()
             return
@@ -207,12 +280,14 @@ class ProxyHub:
                 if st.mode == "blackhole":
                     conn.tainted = True
                     link.bytes_dropped += len(data)
+                    link.dropped_by[conn.kind] += len(data)
                     continue
                 if st.mode == "reset":
                     break
                 if st.drop and link.rng.random() < st.drop:
                     link.resets += 1
                     link.bytes_dropped += len(data)
+                    link.dropped_by[conn.kind] += len(data)
                     break
                 due = now()
                 if st.delay_ms:
@@ -220,6 +295,7 @@ class ProxyHub:
                     due += max(0.0, d) / 1000.0
                 last_due = max(last_due, due)  # TCP keeps order
                 link.bytes_fwd += len(data)
+                link.fwd_by[conn.kind] += len(data)
                 queue.put_nowait((last_due, data))
         except (OSError, asyncio.IncompleteReadError):
             pass
@@ -258,19 +334,36 @@ class ProxyHub:
     def describe(self) -> dict[str, str]:
         return {lk.name: lk.state.describe() for lk in self.links.values()}
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        return {
-            lk.name: {"fwd": lk.bytes_fwd, "dropped": lk.bytes_dropped, "resets": lk.resets}
-            for lk in self.links.values()
-        }
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per link: bytes forwarded and dropped, resets (both connections together), and per
+        connection kind (``grpc``, ``tcp``; ``tcp`` only for a link that proxies its TCP
+        link): connections accepted, bytes forwarded and dropped."""
+        out: dict[str, dict[str, Any]] = {}
+        for lk in self.links.values():
+            rec: dict[str, Any] = {
+                "fwd": lk.bytes_fwd,
+                "dropped": lk.bytes_dropped,
+                "resets": lk.resets,
+            }
+            for kind in KINDS:
+                if kind == "tcp" and lk.tcp_port is None:
+                    continue
+                rec[kind] = {
+                    "conns": lk.accepted[kind],
+                    "fwd": lk.fwd_by[kind],
+                    "dropped": lk.dropped_by[kind],
+                }
+            out[lk.name] = rec
+        return out
 
     def close(self) -> None:
         async def _close() -> None:
             for link in self.links.values():
                 for c in list(link.conns):
                     c.close()
-                if link.server is not None:
-                    link.server.close()
+                for server in (link.server, link.tcp_server):
+                    if server is not None:
+                        server.close()
             for _port, through in self.demuxes.values():
                 for c in list(through.conns):
                     c.close()
@@ -281,3 +374,5 @@ class ProxyHub:
             self._call(_close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(2.0)
+        if not self._thread.is_alive():
+            self.loop.close()  # its self-pipe and selector

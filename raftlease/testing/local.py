@@ -21,7 +21,9 @@ something in the node process first (install probes, monkeypatch, set NodeConfig
 command line does not have) passes its own script, which must accept the same ``serve``
 arguments. ``peer_addresses`` gives each node its own view of where its peers are (the
 jepsen harness routes every directed link through a proxy); the nodes then also get
-``--client-addresses`` with the real listen addresses, for leader hints.
+``--client-addresses`` with the real listen addresses, for leader hints. ``peer_listen`` and
+``peer_links`` add ``--peer-listen`` / ``--peer-links`` to a node's command (where it takes
+plain-TCP peer links, and where it dials each peer's; the harness proxies those too).
 
 Status polling uses gRPC, imported only when a status is asked for.
 """
@@ -182,8 +184,11 @@ class LocalCluster:
     arguments. ``env`` changes the nodes' environment (a None value removes the variable);
     without it they inherit this process's. ``launcher`` is the command the ``serve``
     arguments follow (default ``python -m raftlease``). ``peer_addresses[node][peer]`` is
-    where ``node`` reaches ``peer`` (default: the listen addresses). ``new_session`` puts
-    every node in a session of its own (a terminal's Ctrl-C then reaches only this process).
+    where ``node`` reaches ``peer`` (default: the listen addresses). ``peer_listen[node]``:
+    the node's ``--peer-listen`` (HOST:PORT, auto or off); ``peer_links[node][peer]``: where
+    ``node`` dials ``peer``'s plain-TCP link (``--peer-links``); a node they do not name gets
+    neither flag (serve's defaults). ``new_session`` puts every node in a session of its own
+    (a terminal's Ctrl-C then reaches only this process).
     ``stop_grace``: how long SIGTERM has before SIGKILL. ``channel_factory(address)``: the
     grpc.Channel to poll a node's status over (default plaintext; a TLS cluster's test gives
     a secure channel).
@@ -202,6 +207,8 @@ class LocalCluster:
         env: Mapping[str, str | None] | None = None,
         launcher: Sequence[str] = DEFAULT_LAUNCHER,
         peer_addresses: Mapping[str, Mapping[str, str]] | None = None,
+        peer_listen: Mapping[str, str] | None = None,
+        peer_links: Mapping[str, Mapping[str, str]] | None = None,
         data_dir: str = "{id}",
         log_file: str = "{id}.log",
         cwd: str | os.PathLike[str] | None = None,
@@ -228,6 +235,11 @@ class LocalCluster:
             if peer_addresses is None
             else {nid: dict(peers) for nid, peers in peer_addresses.items()}
         )
+        # kept (and changeable) per node, like peer_addresses: every start reads them
+        self.peer_listen: dict[str, str] = dict(peer_listen or {})
+        self.peer_links: dict[str, dict[str, str]] = {
+            nid: dict(links) for nid, links in (peer_links or {}).items()
+        }
         self.cwd = None if cwd is None else Path(cwd)
         self.new_session = new_session
         self.stop_grace = stop_grace
@@ -316,6 +328,12 @@ class LocalCluster:
             known = {node_id} if node_id in self.joiners else set(peers)
             clients = {k: v for k, v in self.addresses.items() if k in known}
             argv += ["--client-addresses", _spec(clients)]
+        listen = self.peer_listen.get(node_id)
+        if listen is not None:
+            argv += ["--peer-listen", listen]
+        links = self.peer_links.get(node_id)
+        if links:
+            argv += ["--peer-links", _spec(links)]
         return [*argv, *self.serve_args, *extra]
 
     def start(
@@ -551,5 +569,5 @@ class LocalCluster:
 
 
 def _spec(addresses: Mapping[str, str]) -> str:
-    """``{"n1": "h:1", ...}`` -> ``n1=h:1,...`` (the ``--peers`` syntax)."""
+    """``{"n1": "h:1", ...}`` -> ``n1=h:1,...`` (the ``--peers`` / ``--peer-links`` syntax)."""
     return ",".join(f"{nid}={address}" for nid, address in addresses.items())

@@ -183,6 +183,11 @@ class _Link:
             if pump is not None and pump.done():
                 pump.result()  # the call broke: raises why
             link = announced.result()
+            if link is None and call.done():
+                # The call ended before any answer (the peer refused it, or went away): start
+                # over now rather than when the next message finds it dead (an idle link,
+                # between two followers, would wait for that, and lose that message).
+                raise ConnectionError("the peer ended the link before announcing")
             if link is None:
                 if pump is None:
                     pump = loop.create_task(self._pump(call))

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from raftlease.testing.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 JDIR = ROOT / "jepsen-style"
@@ -45,6 +50,78 @@ def run_runner(
 
 
 # ---------------------------------------------------------------------------------- unit tests
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(4096):
+            self.request.sendall(data)
+
+
+def _echo_server() -> socketserver.ThreadingTCPServer:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _closed(sock: socket.socket) -> bool:
+    """True once the proxy closed ``sock`` (EOF or reset), False if it is silent."""
+    try:
+        return sock.recv(16) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_proxy_link_state_governs_both_connections_of_a_link() -> None:
+    # A directed link proxies the gRPC connection AND the plain-TCP peer link: one state
+    # (blackhole, heal, reset) acts on both, and both count into the link's stats.
+    proxy: Any = importlib.import_module("jharness.proxy")
+    grpc_target, tcp_target = _echo_server(), _echo_server()
+    hub = proxy.ProxyHub(seed=1)
+    port = free_port()
+    tcp_port = free_port(avoid=[port])
+    try:
+        hub.add_link(
+            "a",
+            "b",
+            port,
+            grpc_target.server_address[1],
+            tcp_port=tcp_port,
+            tcp_target_port=tcp_target.server_address[1],
+        )
+        conns = {}
+        for kind, p in (("grpc", port), ("tcp", tcp_port)):
+            sock = socket.create_connection(("127.0.0.1", p), timeout=2.0)
+            sock.sendall(b"hello")
+            assert sock.recv(16) == b"hello"
+            conns[kind] = sock
+        st = hub.stats()["a->b"]
+        assert st["grpc"]["conns"] == st["tcp"]["conns"] == 1
+        assert st["tcp"]["fwd"] == 10  # both directions of the TCP link's connection
+        hub.set("a", "b", mode="blackhole")
+        for sock in conns.values():
+            sock.settimeout(0.3)
+            sock.sendall(b"lost")
+            assert not _closed(sock)  # silent: the bytes went nowhere
+        assert hub.stats()["a->b"]["tcp"]["dropped"] == 4
+        hub.set("a", "b", mode="pass")  # heal: connections that lost bytes are closed
+        for sock in conns.values():
+            sock.settimeout(2.0)
+            assert _closed(sock)
+            sock.close()
+        hub.set("a", "b", mode="reset")  # new connections on either port are closed at once
+        for p in (port, tcp_port):
+            with socket.create_connection(("127.0.0.1", p), timeout=2.0) as sock:
+                assert _closed(sock)
+        assert hub.stats()["a->b"]["tcp"]["conns"] == 2
+    finally:
+        hub.close()
+        for server in (grpc_target, tcp_target):
+            server.shutdown()
+            server.server_close()
+
+
 def _belief(p: str, tok: int, a: float, b: float, name: str = "x") -> dict[str, Any]:
     return {
         "t": b,
@@ -423,6 +500,11 @@ def test_tiny_kill_restart_scenario_passes(tmp_path: Path) -> None:
     assert rc == 0, f"{verdicts}\n{out[-3000:]}"
     assert s["faults_injected"] >= 2
     assert (Path(s["dir"]) / "report.html").exists()
+    # the nodes' plain-TCP peer links went through the link proxies, never around them
+    for when in ("start", "end"):
+        assert s["links_checks"][when]["ok"], s["links_checks"]
+        assert not s["links_checks"][when]["bypasses"]
+    assert sum(v["tcp"]["fwd"] for v in s["proxy_stats"].values()) > 0
 
 
 @pytest.mark.integration

@@ -100,18 +100,24 @@ def test_bad_settings_are_refused_before_the_data_dir_is_touched(tmp_path: Path,
     assert list(existing.iterdir()) == []
 
 
-def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("busy", ["listen", "peer-listen"])
+def test_a_busy_port_is_one_line(tmp_path: Path, busy: str) -> None:
     port = free_port()
+    peer_port = free_port(avoid={port})
     address = f"127.0.0.1:{port}"
     data = tmp_path / "data"
+    taken, flag = (port, "") if busy == "listen" else (peer_port, "--peer-listen: ")
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+        sock.bind(("127.0.0.1", taken))
         sock.listen()
         proc = serve(
-            "--id", "n1", "--listen", address, "--peers", f"n1={address}", "--data-dir", str(data)
+            *("--id", "n1", "--listen", address, "--peers", f"n1={address}"),
+            *("--peer-listen", f"127.0.0.1:{peer_port}", "--data-dir", str(data)),
         )
     line = assert_refused(proc)
-    assert line == f"raftlease serve: error: cannot listen on {address}: address already in use"
+    assert line == (
+        f"raftlease serve: error: {flag}cannot listen on 127.0.0.1:{taken}: address already in use"
+    )
     assert not data.exists()
 
 
@@ -211,23 +217,3 @@ def test_a_panic_after_the_vote_save_logs_the_vote_first(tmp_path: Path) -> None
         i for i, t in enumerate(lines) if t.endswith("n1 voted for n1 at term 1 (persisted)")
     )
     assert "failpoint after-vote-save: panic" in lines[vote + 1], proc.stderr
-
-
-def test_a_busy_peer_listen_port_is_one_line(tmp_path: Path) -> None:
-    port = free_port()
-    peer_port = free_port(avoid={port})
-    address = f"127.0.0.1:{port}"
-    data = tmp_path / "data"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", peer_port))
-        sock.listen()
-        proc = serve(
-            *("--id", "n1", "--listen", address, "--peers", f"n1={address}"),
-            *("--peer-listen", f"127.0.0.1:{peer_port}", "--data-dir", str(data)),
-        )
-    line = assert_refused(proc)
-    assert line == (
-        f"raftlease serve: error: --peer-listen: cannot listen on 127.0.0.1:{peer_port}: "
-        "address already in use"
-    )
-    assert not data.exists()

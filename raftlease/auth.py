@@ -217,12 +217,11 @@ def load_node_tls(
             f"the URI SAN {NODE_URI_PREFIX}{node_id} (raftlease certs makes such certificates); "
             "peers refuse messages from a node whose certificate does not name it"
         )
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=os.fspath(ca))
-    server_ssl.load_cert_chain(os.fspath(cert), os.fspath(key))
-    server_ssl.verify_mode = ssl.CERT_REQUIRED
-    client_ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.fspath(ca))
+    # The context that checked the files serves the TCP peer link: it holds the pair and the CA.
+    context.verify_mode = ssl.CERT_REQUIRED
+    client_ssl = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_pem.decode())
     client_ssl.load_cert_chain(os.fspath(cert), os.fspath(key))
-    return NodeTLS(cert_pem, key_pem, ca_pem, node_id, server_ssl, client_ssl)
+    return NodeTLS(cert_pem, key_pem, ca_pem, node_id, context, client_ssl)
 
 
 def _auth_values(auth_context: Mapping[str, Any], key: str) -> list[str]:

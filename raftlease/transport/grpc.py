@@ -140,14 +140,15 @@ class _Link:
         port = dict(md or ()).get(LINK_PORT_METADATA_KEY)
         if self.hello is None or not isinstance(port, str) or not port.isdigit():
             return None
-        address = self.tcp_address or f"{self.address.rpartition(':')[0]}:{port}"
+        host = self.address.rpartition(":")[0]
+        address = self.tcp_address or f"{host}:{port}"
         try:
             return await tcp.dial(
                 address,
                 self.hello,
                 wait_s=ANNOUNCE_TIMEOUT_S,
                 ssl_context=self.ssl_context,
-                server_hostname=self.address.rpartition(":")[0].strip("[]"),
+                server_hostname=host.strip("[]"),
             )
         except (OSError, TimeoutError, ValueError) as e:
             reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

@@ -166,14 +166,15 @@ class _Link:
 
     async def _open(
         self, call: grpc.aio.StreamUnaryCall[raft_pb2.PeerBatch, Any]
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Carry this link's messages on ``call`` until the peer's answer about the TCP link
-        comes; the TCP link if it is up (``call`` then ends with nothing more on it), else
-        None after the gRPC call ended (raising why). An older node announces nothing before
-        the call ends: its messages go over gRPC all along."""
+        comes; the TCP link once it is up (``call`` then ends with nothing more on it). With
+        no TCP link, carry them on ``call`` until it ends, then raise why. An older node
+        announces nothing before the call ends: its messages go over gRPC all along."""
         loop = asyncio.get_running_loop()
         announced = loop.create_task(self._tcp_link(call))
         pump: asyncio.Task[None] | None = None
+        ended: asyncio.Task[grpc.StatusCode] | None = None
         try:
             done, _ = await asyncio.wait({announced}, timeout=ANNOUNCE_TIMEOUT_S)
             if not done:
@@ -184,16 +185,19 @@ class _Link:
             if pump is not None and pump.done():
                 pump.result()  # the call broke: raises why
             link = announced.result()
-            if link is None and call.done():
-                # The call ended before any answer (the peer refused it, or went away): start
-                # over now rather than when the next message finds it dead (an idle link,
-                # between two followers, would wait for that, and lose that message).
-                raise ConnectionError("the peer ended the link before announcing")
             if link is None:
+                # No TCP link: gRPC carries the messages until the call ends. Watch for that
+                # end, not only for a failed write: a call the peer refused (or an older peer
+                # ended) must start over now, not when the next message finds it dead (an
+                # idle link, between two followers, would wait for that, and lose it). The
+                # call may not read as done yet when its empty metadata comes.
                 if pump is None:
                     pump = loop.create_task(self._pump(call))
-                await pump  # raises when the call breaks
-                return None  # pragma: no cover - _pump returns only by raising
+                ended = loop.create_task(call.code())
+                await asyncio.wait({pump, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if pump.done():
+                    pump.result()  # the call broke: raises why
+                raise ConnectionError("the peer ended the link")
             self.tcp_warned = None
             with contextlib.suppress(Exception):
                 await call.done_writing()
@@ -202,14 +206,15 @@ class _Link:
         finally:
             # Waited for with asyncio.wait, not awaited: a CancelledError raised into this
             # frame would tie its traceback to the task (a cycle), keeping ``call`` alive.
-            left = {t for t in (announced, pump) if t is not None and not t.done()}
+            tasks: tuple[asyncio.Task[Any] | None, ...] = (announced, pump, ended)
+            left = {t for t in tasks if t is not None and not t.done()}
             for task in left:
                 task.cancel()
             if left:
                 await asyncio.wait(left)
             # A failed task holds the error this frame raises, whose traceback holds this
             # frame: drop the tasks, or that cycle keeps ``call`` and its connection up.
-            announced = pump = None  # type: ignore[assignment]
+            announced = pump = ended = tasks = None  # type: ignore[assignment]
 
     async def _pump_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Carry this link's messages on the TCP connection until it ends: ``send`` writes
@@ -257,13 +262,12 @@ class _Link:
                 stub = raft_pb2_grpc.RaftPeerStub(channel)
                 call = stub.Send(metadata=self.metadata)
                 link = await self._open(call)
-                if link is not None:
-                    # The gRPC call ended; close its channel, or its connection stays up
-                    # with keepalive pings. A call still referenced keeps it up too.
-                    call = None
-                    with contextlib.suppress(Exception):
-                        await channel.close(grace=None)
-                    await self._pump_tcp(*link)
+                # The gRPC call ended; close its channel, or its connection stays up with
+                # keepalive pings. A call still referenced keeps it up too.
+                call = None
+                with contextlib.suppress(Exception):
+                    await channel.close(grace=None)
+                await self._pump_tcp(*link)
             except asyncio.CancelledError:
                 raise
             except TimeoutError:

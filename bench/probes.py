@@ -92,11 +92,11 @@ def install(path: str, node_id: str) -> None:
         if orig_hr is not None:
 
             @functools.wraps(orig_hr)
-            async def _handle_ready(self: Any, rd: Any, loop: Any) -> Any:
+            async def _handle_ready(self: Any, rd: Any, *args: Any) -> Any:
                 first = rd.entries[0].index if rd.entries else -1
                 last_c = rd.committed_entries[-1].index if rd.committed_entries else -1
                 _rec("ready", first, last_c)
-                return await orig_hr(self, rd, loop)
+                return await orig_hr(self, rd, *args)
 
             Node._handle_ready = _handle_ready  # type: ignore[method-assign]
         else:

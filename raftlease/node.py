@@ -26,6 +26,7 @@ import concurrent.futures
 import logging
 import math
 import random
+import threading
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -56,6 +57,12 @@ if TYPE_CHECKING:
     from raftlease.transport.base import Transport
 
 TIMER_SLACK_S = 0.001
+# How long the loop blocks, GIL released, handing a Ready to the fsync thread: until the
+# thread has started the save (any role), and, on a node that does not lead, until the save
+# is done (no client calls wait on a follower's loop; see Node._save_ready). Past these
+# bounds (a stalled disk, a snapshot being stored first) the loop goes on as _while_saving.
+SAVE_START_WAIT_S = 0.001
+FOLLOWER_SAVE_WAIT_S = 0.002
 
 log = logging.getLogger("raftlease.node")
 
@@ -122,6 +129,7 @@ class Node:
         self._save_wake = asyncio.Event()  # a peer message while a Ready is being saved
         self._stopping = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
+        self._save_started = threading.Event()
         self.watchers: set[Callable[[LeaseEvent], None]] = set()
         self.leader_changes = 0
         # Leader-lease lapses: the lease ran out while this node led (no quorum answer to a
@@ -363,7 +371,10 @@ class Node:
                 self._maybe_snapshot()
                 if core.has_ready():
                     rd = core.ready()
-                    await self._handle_ready(rd, loop)
+                    if await self._handle_ready(rd):
+                        # Let the callers just answered reply before this loop's next turn
+                        # (one more Ready, ticks, timers): their tasks run first.
+                        await asyncio.sleep(0)
                     continue
                 self._wake.clear()
                 if self._inbox or self._ops:
@@ -548,9 +559,10 @@ class Node:
                         e = svc.not_leader()
                     fut.set_exception(e)
 
-    def _deliver_replies(self) -> None:
-        """Hand the service's outcomes to the awaiting callers."""
-        for call, outcome in self.service.take_replies():
+    def _deliver_replies(self) -> bool:
+        """Hand the service's outcomes to the awaiting callers; whether there were any."""
+        replies = self.service.take_replies()
+        for call, outcome in replies:
             fut: asyncio.Future[Any] = call.token
             if fut.done():
                 continue
@@ -558,8 +570,9 @@ class Node:
                 fut.set_exception(outcome)
             else:
                 fut.set_result(outcome)
+        return bool(replies)
 
-    async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+    async def _handle_ready(self, rd: Ready) -> bool:
         # A leader replicates WHILE it fsyncs its own entries (Ready contract, rule 1's
         # exception; thesis §10.2.1): nothing is stepped until the save is done, and the core
         # counts our own entries only after advance(). Everything else: PERSIST BEFORE SEND.
@@ -569,7 +582,7 @@ class Node:
         if early:
             self._send(rd)
         if rd.must_fsync(*self._saved_vote):
-            await self._while_saving(loop.run_in_executor(self._executor, self._save, rd))
+            await self._save_ready(rd)
         if not early:
             self._send(rd)
         if rd.committed_entries:
@@ -577,7 +590,7 @@ class Node:
         self._apply(rd)
         self.core.advance(rd)
         self._on_soft_state(rd.soft_state)
-        self._deliver_replies()
+        return self._deliver_replies()
 
     def _send(self, rd: Ready) -> None:
         self._send_messages(rd.messages)
@@ -586,7 +599,32 @@ class Node:
         self.observer.on_send(msgs)
         self.transport.send(msgs)
 
+    async def _save_ready(self, rd: Ready) -> None:
+        """Have the fsync thread save ``rd``; return once it is saved.
+
+        The thread needs the GIL to start, which it got only once this loop polled for I/O
+        again: on the VM of docs/benchmarks.md that put the leader's fsync ~0.2 ms after its
+        Ready (W1 timeline), alongside its followers' fsyncs on a shared disk. So the loop
+        waits, GIL released, until the save has started (bounded, SAVE_START_WAIT_S). A node
+        that does not lead waits for the save itself (bounded, FOLLOWER_SAVE_WAIT_S): its
+        answer to the leader waits on it anyway, and it then goes out without two hops
+        through the loop. Past either bound (a stalled disk, a snapshot being stored ahead
+        of it), the loop goes on in ``_while_saving``: ticks, heartbeats, answers."""
+        started = self._save_started
+        started.clear()
+        job = self._executor.submit(self._save, rd)
+        if self._compaction is None or self._compaction.done():  # nothing ahead of it
+            if self.core.role is Role.LEADER:
+                started.wait(SAVE_START_WAIT_S)
+            else:
+                concurrent.futures.wait((job,), FOLLOWER_SAVE_WAIT_S)
+        if job.done():
+            job.result()  # raises StorageError: the loop ends, the node must exit
+            return
+        await self._while_saving(asyncio.wrap_future(job))
+
     def _save(self, rd: Ready) -> None:
+        self._save_started.set()
         start = self.clock.monotonic()
         self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
         self.observer.on_save(self.clock.monotonic() - start)

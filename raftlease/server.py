@@ -32,6 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from raftlease.auth import (
     AuthInterceptor,
     AuthRules,
+    HandlerCache,
     NodeTLS,
     client_identity,
     load_node_tls,
@@ -251,6 +252,7 @@ class RequestGate(grpc.aio.ServerInterceptor):
 
     def __init__(self, max_request_bytes: int) -> None:
         self.max_request_bytes = max_request_bytes
+        self._wrapped = HandlerCache()
 
     async def intercept_service(
         self,
@@ -260,7 +262,9 @@ class RequestGate(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method: str = handler_call_details.method
+        return self._wrapped.get(handler_call_details.method, handler, self._wrap)
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         cap = self.max_request_bytes if method.startswith(_CLIENT_SERVICES) else None
         deserialize = handler.request_deserializer
         descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)

@@ -20,6 +20,7 @@ from raftlease import certs
 from raftlease.auth import (
     AuthInterceptor,
     AuthRules,
+    HandlerCache,
     RulesError,
     client_identity,
     load_rules,
@@ -168,6 +169,32 @@ def test_load_rules_refuses_readable_plaintext_tokens(tmp_path: Path) -> None:
     assert load_rules(digests).identity_for_token("x" * 20) == "x"
     with pytest.raises(RulesError, match="cannot read it"):
         load_rules(tmp_path / "missing.toml")
+
+
+def test_interceptors_wrap_each_method_once_and_stay_bounded() -> None:
+    built: list[tuple[str, object]] = []
+
+    def wrap(method: str, handler: object) -> tuple[str, object]:
+        built.append((method, handler))
+        return ("wrapped", method)
+
+    cache = HandlerCache(limit=2)
+    acquire, release = object(), object()
+    for _ in range(3):
+        assert cache.get("/raftlease.v1.Lease/Acquire", acquire, wrap) == (
+            "wrapped",
+            "/raftlease.v1.Lease/Acquire",
+        )
+    assert built == [("/raftlease.v1.Lease/Acquire", acquire)]
+    cache.get("/raftlease.v1.Lease/Release", release, wrap)
+    # Another handler for the same method is wrapped anew, never served another's wrapper;
+    # past the limit the cache starts over rather than growing.
+    other = object()
+    cache.get("/raftlease.v1.Lease/Acquire", other, wrap)
+    assert built[-1] == ("/raftlease.v1.Lease/Acquire", other)
+    assert len(cache._by_key) == 1
+    cache.get("/raftlease.v1.Lease/Acquire", acquire, wrap)
+    assert built[-1] == ("/raftlease.v1.Lease/Acquire", acquire)
 
 
 def test_client_identity_from_the_auth_context() -> None:

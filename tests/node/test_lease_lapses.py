@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from raftlease.clock import ManualClock
+from raftlease.errors import StorageError
 from raftlease.fsm.commands import Acquire
 from raftlease.node import Node, NodeConfig
 from raftlease.observe import NodeObserver
@@ -45,10 +46,13 @@ class GatedCompaction(MemoryStorage):
         self.save_gate = threading.Event()
         self.save_gate.set()
         self.save_blocked = threading.Event()
+        self.failing: str | None = None  # every save raises StorageError(failing)
 
     def save(
         self, hard_state: HardState | None, snapshot: Snapshot | None, entries: Sequence[Entry]
     ) -> None:
+        if self.failing is not None:
+            raise StorageError(self.failing)
         if not self.save_gate.is_set():
             self.save_blocked.set()
             self.save_gate.wait(timeout=30)
@@ -77,6 +81,7 @@ class Cluster:
         peers = {i: f"127.0.0.1:{7200 + k}" for k, i in enumerate(IDS)}
         self.stores = {i: GatedCompaction() for i in IDS}
         self.nodes: dict[NodeId, Node] = {}
+        self.tasks: dict[NodeId, asyncio.Task[None]] = {}  # each node's run(), once running
         self.lapses: dict[NodeId, Lapses] = {}
         for k, i in enumerate(IDS):
             cfg = NodeConfig(
@@ -121,7 +126,8 @@ class Cluster:
 @contextlib.asynccontextmanager
 async def running(c: Cluster) -> AsyncIterator[Cluster]:
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(n.run()) for n in c.nodes.values()]
+    c.tasks = {i: loop.create_task(n.run()) for i, n in c.nodes.items()}
+    tasks = list(c.tasks.values())
     try:
         yield c
     finally:
@@ -206,6 +212,26 @@ async def test_followers_storing_a_snapshot_keep_answering_heartbeats() -> None:
         for o in others:
             assert c.stores[o].compacted, "the snapshot was never stored"
             assert c.nodes[o].leader_id == a
+
+
+@pytest.mark.parametrize("who", ["leader", "follower"])
+async def test_a_failed_save_ends_the_nodes_loop(who: str) -> None:
+    """A save that fails (here at once, inside the bound the loop waits for it) ends that
+    node's ``run`` with the StorageError: the node must exit, not go on without the entry."""
+    async with running(Cluster()) as c:
+        a = await c.leader()
+        failing = a if who == "leader" else next(i for i in IDS if i != a)
+        c.stores[failing].failing = f"disk gone on {failing}"
+        task = c.tasks[failing]
+        fut = asyncio.ensure_future(c.nodes[a].propose(Acquire("job", "x", 60_000, False, "r1")))
+        for _ in range(200):
+            await c.advance(TICK / 2, real_s=0.002)
+            if task.done():
+                break
+        assert task.done(), "the node's loop went on after its save failed"
+        with pytest.raises(StorageError, match=f"disk gone on {failing}"):
+            task.result()
+        fut.cancel()
 
 
 async def blocking_save(self: Node, save: asyncio.Future[None]) -> None:

@@ -442,24 +442,21 @@ async def _deny(context: Ctx, code: grpc.StatusCode, message: str) -> NoReturn:
 
 
 class HandlerCache:
-    """The handlers an interceptor wrapped, by (method, the handler it was given). A wrapper
-    depends on those two only (the call is its argument), so it is built once per method
+    """The handler an interceptor wrapped, per method. A wrapper depends only on the method
+    and the handler it was given (the call is its argument), so it is built once per method
     rather than for every call: rebuilding it (closures, a new method handler) cost every
-    call ~20 us. Bounded: handlers that are not the same object call after call (a new one
-    each time) cannot grow it past ``limit``."""
+    call ~20 us. A method whose handler is another object than last time is wrapped anew.
+    Only registered methods get here (an unknown one has no handler), so it stays small."""
 
-    def __init__(self, limit: int = 256) -> None:
-        self.limit = limit
-        self._by_key: dict[tuple[str, Any], Any] = {}
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[Any, Any]] = {}
 
     def get(self, method: str, handler: Any, wrap: Callable[[str, Any], Any]) -> Any:
-        key = (method, handler)
-        wrapped = self._by_key.get(key)
-        if wrapped is None:
-            wrapped = wrap(method, handler)
-            if len(self._by_key) >= self.limit:
-                self._by_key.clear()
-            self._by_key[key] = wrapped
+        seen = self._by_method.get(method)
+        if seen is not None and seen[0] is handler:
+            return seen[1]
+        wrapped = wrap(method, handler)
+        self._by_method[method] = (handler, wrapped)
         return wrapped
 
 

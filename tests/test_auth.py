@@ -171,30 +171,30 @@ def test_load_rules_refuses_readable_plaintext_tokens(tmp_path: Path) -> None:
         load_rules(tmp_path / "missing.toml")
 
 
-def test_interceptors_wrap_each_method_once_and_stay_bounded() -> None:
+def test_interceptors_wrap_each_method_once() -> None:
     built: list[tuple[str, object]] = []
 
-    def wrap(method: str, handler: object) -> tuple[str, object]:
+    def wrap(method: str, handler: object) -> tuple[str, str, object]:
         built.append((method, handler))
-        return ("wrapped", method)
+        return ("wrapped", method, handler)
 
-    cache = HandlerCache(limit=2)
+    cache = HandlerCache()
     acquire, release = object(), object()
     for _ in range(3):
         assert cache.get("/raftlease.v1.Lease/Acquire", acquire, wrap) == (
             "wrapped",
             "/raftlease.v1.Lease/Acquire",
+            acquire,
         )
     assert built == [("/raftlease.v1.Lease/Acquire", acquire)]
     cache.get("/raftlease.v1.Lease/Release", release, wrap)
     # Another handler for the same method is wrapped anew, never served another's wrapper;
-    # past the limit the cache starts over rather than growing.
+    # one entry per method, so the cache stays as small as the service.
     other = object()
-    cache.get("/raftlease.v1.Lease/Acquire", other, wrap)
+    assert cache.get("/raftlease.v1.Lease/Acquire", other, wrap)[2] is other
     assert built[-1] == ("/raftlease.v1.Lease/Acquire", other)
-    assert len(cache._by_key) == 1
-    cache.get("/raftlease.v1.Lease/Acquire", acquire, wrap)
-    assert built[-1] == ("/raftlease.v1.Lease/Acquire", acquire)
+    assert len(cache._by_method) == 2
+    assert cache.get("/raftlease.v1.Lease/Acquire", acquire, wrap)[2] is acquire
 
 
 def test_client_identity_from_the_auth_context() -> None:
